@@ -1,0 +1,1 @@
+"""nba stage: features."""

@@ -1,0 +1,69 @@
+"""The ``nba`` console command: one entry point to every job.
+
+Each stage contributes its commands through ``<stage>/cli.py:register(app, bench_app)``.
+Those modules import only typer at top level; feast, torch, mlflow, evidently are imported
+inside the commands, so ``nba --help`` stays instant.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import typer
+
+from nba import __version__
+from nba.configuration import ConfigError
+
+app = typer.Typer(
+    name="nba",
+    help="Next-best-action for pharma omnichannel HCP engagement.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+bench_app = typer.Typer(help="Benchmarks: each prints progress, then one JSON object of figures on the last line.", no_args_is_help=True)
+app.add_typer(bench_app, name="bench")
+
+# Stages in pipeline order. A stage without a cli module yet is simply skipped.
+STAGES = ("contract", "simulator", "features", "training", "serving", "experiments")
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"nba {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
+) -> None:
+    """Next-best-action for pharma omnichannel HCP engagement."""
+
+
+def _register_stages() -> None:
+    for stage in STAGES:
+        try:
+            module = importlib.import_module(f"{stage}.cli")
+        except ModuleNotFoundError as exc:
+            if exc.name == f"{stage}.cli":
+                continue
+            raise
+        module.register(app, bench_app)
+
+
+_register_stages()
+
+
+def main() -> None:
+    """Console entry point: run the app, turning config errors into a clean exit 2."""
+    try:
+        app()
+    except ConfigError as exc:
+        typer.secho(f"error: {exc}", err=True, fg=typer.colors.RED)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()
