@@ -42,6 +42,28 @@ def _root(
     """Next-best-action for pharma omnichannel HCP engagement."""
 
 
+@app.command("contract")
+def contract_cmd(
+    write_readme: bool = typer.Option(False, "--write-readme", help="Rewrite the contract section of ./README.md in place."),
+) -> None:
+    """Print the CRM data contract (tables, columns, rules) as Markdown."""
+    from pathlib import Path
+
+    from contract.docs import BEGIN, END, contract_markdown
+
+    text = contract_markdown()
+    if not write_readme:
+        typer.echo(text)
+        return
+    readme = Path("README.md")
+    current = readme.read_text()
+    if BEGIN not in current or END not in current:
+        raise typer.BadParameter(f"{readme} has no contract markers ({BEGIN} ... {END})", param_hint="--write-readme")
+    start, end = current.index(BEGIN), current.index(END) + len(END)
+    readme.write_text(current[:start] + text + current[end:])
+    typer.echo(f"updated {readme}")
+
+
 def _register_stages() -> None:
     for stage in STAGES:
         try:
