@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import sys
+from pathlib import Path
 
 import typer
 
@@ -64,6 +65,19 @@ def contract_cmd(
     typer.echo(f"updated {readme}")
 
 
+@app.command("quickstart")
+def quickstart_cmd(
+    workdir: Path = typer.Option(Path(".nba/quickstart"), "--workdir", help="Where the run writes data, features, models and logs."),
+    hcps: int = typer.Option(2000, "--hcps", min=50, help="HCPs in the simulated world."),
+    days: int = typer.Option(365, "--days", min=28, help="Simulated days of history."),
+    seed: int = typer.Option(7, "--seed", help="Seed of the simulated world."),
+) -> None:
+    """Main job end to end on the embedded default: simulate, validate, features (and more as stages land)."""
+    from nba.quickstart import print_summary, run_quickstart
+
+    print_summary(run_quickstart(workdir, hcps=hcps, days=days, seed=seed))
+
+
 def _register_stages() -> None:
     for stage in STAGES:
         try:
@@ -80,6 +94,11 @@ _register_stages()
 
 def main() -> None:
     """Console entry point: run the app, turning config errors into a clean exit 2."""
+    import warnings
+
+    # Third-party deprecation chatter (ibis inside Feast, ...) buries our progress output.
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    warnings.filterwarnings("ignore", category=FutureWarning, module="feast")
     try:
         app()
     except ConfigError as exc:
