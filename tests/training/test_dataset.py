@@ -1,0 +1,88 @@
+"""Encoding a training-set frame: sequences, labels, validation errors, the time split."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from contract.schema import CHANNELS
+from training.dataset import NONE, PAD, ContentVocab, StaticScaler, encode_frame, static_feature_columns, time_split
+
+
+def test_sequences_keep_the_most_recent_items_left_aligned(frame, encoded) -> None:
+    data, vocab, _ = encoded
+    row = int(np.flatnonzero(frame["seq_len"].to_numpy() == 11)[0])
+    seq = np.asarray(frame["seq_channel"].iloc[row])
+    assert data.arrays["length"][row] == 8
+    assert data.arrays["channel"][row].tolist() == (seq[-8:] + 1).tolist()
+    content = vocab.encode(np.asarray(frame["seq_content_id"].iloc[row], dtype=object)[-8:])
+    assert data.arrays["content"][row].tolist() == content.tolist()
+    short = int(np.flatnonzero(frame["seq_len"].to_numpy() == 3)[0])
+    assert data.arrays["length"][short] == 3
+    assert data.arrays["channel"][short, 3:].tolist() == [0] * 5
+    assert data.arrays["content"][short, 3:].tolist() == [PAD] * 5
+    empty = int(np.flatnonzero(frame["seq_len"].to_numpy() == 0)[0])
+    assert data.arrays["length"][empty] == 0 and data.arrays["channel"][empty].sum() == 0
+
+
+def test_labels_are_encoded(frame, encoded) -> None:
+    data, vocab, _ = encoded
+    assert data.arrays["label_slot"].tolist() == (frame["label_day_offset"] * 4 + frame["label_daypart"]).tolist()
+    assert vocab.decode(data.arrays["label_content"]).tolist() == frame["label_content_id"].tolist()
+    assert data.arrays["static"].shape == (len(frame), len(static_feature_columns(frame)))
+
+
+def test_vocab_reserves_pad_and_none_and_masks() -> None:
+    vocab = ContentVocab.from_ids(["b", "a", None, "a", ""])
+    assert vocab.ids == ("a", "b") and len(vocab) == 4
+    assert vocab.encode(["a", None, "zzz", "b", ""]).tolist() == [2, NONE, NONE, 3, NONE]
+    assert vocab.mask(["b"]).tolist() == [False, True, False, True]
+
+
+def test_static_features_skip_ids_labels_and_sequences(frame) -> None:
+    cols = static_feature_columns(frame)
+    assert "is_kol" in cols and "affinity_visit" in cols
+    assert not any(c.startswith(("label_", "seq_")) or c in ("hcp_id", "event_timestamp") for c in cols)
+    scaler = StaticScaler.fit(frame, cols)
+    z = scaler.transform(frame)
+    assert np.allclose(z.mean(0), 0, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("column", "value", "message"),
+    [
+        ("label_channel", len(CHANNELS), "label_channel.*row 5"),
+        ("label_day_offset", 7, "label_day_offset.*row 5"),
+        ("label_daypart", -1, "label_daypart.*row 5"),
+        ("label_response", 2, "label_response.*row 5"),
+        ("label_propensity", 0.0, "label_propensity.*row 5"),
+    ],
+)
+def test_bad_labels_name_column_and_row(frame, encoded, column, value, message) -> None:
+    _, vocab, scaler = encoded
+    bad = frame.copy()
+    bad[column] = bad[column].astype("float64")
+    bad.loc[5, column] = value
+    with pytest.raises(ValueError, match=message):
+        encode_frame(bad, vocab, scaler, 8)
+
+
+def test_missing_column_and_ragged_sequences_are_named(frame, encoded) -> None:
+    _, vocab, scaler = encoded
+    with pytest.raises(ValueError, match="seq_daypart"):
+        encode_frame(frame.drop(columns=["seq_daypart"]), vocab, scaler, 8)
+    ragged = frame.copy()
+    ragged["seq_weekday"] = ragged["seq_weekday"].copy()
+    ragged.at[20, "seq_weekday"] = np.array([1, 2, 3, 4, 5, 6, 0, 1, 2, 3, 4, 5, 6, 0, 1, 2, 3])
+    with pytest.raises(ValueError, match="seq_weekday.*row 20"):
+        encode_frame(ragged, vocab, scaler, 8)
+
+
+def test_time_split_validates_on_the_last_weeks(encoded) -> None:
+    data, _, _ = encoded
+    train, val = time_split(data.week, 3)
+    assert train.sum() + val.sum() == len(data) and not (train & val).any()
+    assert data.week[train].max() < data.week[val].min()
+    assert len(np.unique(data.week[val])) == 3
+    with pytest.raises(ValueError, match="val_weeks=12"):
+        time_split(data.week, 12)

@@ -1,0 +1,57 @@
+"""`nba evaluate` end to end on a tiny simulated world: real simulator, real Feast, real MLflow."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from nba.cli import app
+
+runner = CliRunner()
+
+
+def _ok(result) -> dict:
+    assert result.exit_code == 0, result.output[-3000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    """A 10-week simulated dataset, its Feast feature store, and one trained challenger."""
+    root = tmp_path_factory.mktemp("world")
+    mp = pytest.MonkeyPatch()
+    mp.chdir(root)
+    mp.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
+    _ok(runner.invoke(app, ["simulate", "--hcps", "80", "--days", "70", "--out", str(root / "data")]))
+    assert runner.invoke(app, ["features", "build", "--data-dir", str(root / "data")]).exit_code == 0
+    assert runner.invoke(app, ["features", "apply"]).exit_code == 0
+    sets = ["--set", f"tracking.uri=sqlite:///{root}/mlflow.db", "--set", f"tracking.artifact_location={root}/artifacts", "--set", f"output_dir={root}/models", "--set", "val_weeks=3"]
+    small = ["--set", "model.d_model=16", "--set", "model.n_heads=2", "--set", "model.n_layers=1", "--set", "batch_size=256"]
+    trained = _ok(runner.invoke(app, ["train", "--data-dir", str(root / "data"), "--epochs", "1", *sets, *small]))
+    yield root, sets, trained
+    mp.undo()
+
+
+@pytest.mark.slow
+def test_evaluate_measures_model_and_every_baseline(world) -> None:
+    from mlflow import MlflowClient
+
+    root, sets, trained = world
+    figures = _ok(runner.invoke(app, ["evaluate", "--data-dir", str(root / "data"), "--weeks", "3", *sets]))
+    for who in ("logged", "oracle", "rules", "popularity", "aggregate", "model"):
+        assert figures[f"sim_{who}_responses_per_hcp_week"] >= 0
+    assert figures["sim_oracle_responses_per_hcp_week"] > figures["sim_logged_responses_per_hcp_week"]
+    assert figures["sim_model_violations"] == 0  # guardrails: consent, approved content, working hours, capacity
+    assert figures["sim_aggregate_violations"] == 0 and figures["sim_popularity_violations"] == 0
+    for key in ("offline_model_content_ndcg_at_10", "offline_aggregate_response_auc", "offline_popularity_channel_accuracy", "ope_dr_response_rate", "ope_logged_response_rate"):
+        assert figures[key] is None or 0.0 <= figures[key] <= 1.0, key
+    assert figures["ope_logged_ci_low"] <= figures["ope_logged_response_rate"] <= figures["ope_logged_ci_high"]
+    client = MlflowClient(tracking_uri=f"sqlite:///{root}/mlflow.db")
+    plots = {a.path for a in client.list_artifacts(figures["evaluation_run_id"], "plots")}
+    assert plots == {"plots/calibration.png", "plots/channel_mix.png", "plots/value_by_tier.png"}
+    mv = client.get_model_version("nba-next-best-action", trained["model_version"])
+    assert float(mv.tags["policy_value"]) == pytest.approx(figures["sim_model_responses_per_hcp_week"])
+    promoted = _ok(runner.invoke(app, ["promote", *sets]))
+    assert promoted["promoted"] and promoted["champion_version"] == int(trained["model_version"])

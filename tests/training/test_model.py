@@ -1,0 +1,136 @@
+"""Network invariants: shapes, padding, causality, content masking, determinism by seed."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from training.model import N_SLOTS, ModelConfig, NextBestActionModel
+
+B, L, V, S = 4, 6, 10, 3
+
+
+def _batch(seed: int = 0) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    length = torch.tensor([6, 3, 0, 1])
+    valid = torch.arange(L)[None, :] < length[:, None]
+
+    def tok(high: int) -> torch.Tensor:
+        return torch.randint(1, high, (B, L), generator=g) * valid
+
+    return {
+        "channel": tok(9),
+        "content": tok(V),
+        "response": tok(3),
+        "weekday": tok(8),
+        "daypart": tok(5),
+        "gap_days": torch.rand(B, L, generator=g) * 10 * valid,
+        "read_seconds": torch.rand(B, L, generator=g) * 100 * valid,
+        "length": length,
+        "static": torch.randn(B, S, generator=g),
+        "label_channel": torch.randint(0, 8, (B,), generator=g),
+        "label_content": torch.randint(1, V, (B,), generator=g),
+        "label_slot": torch.randint(0, N_SLOTS, (B,), generator=g),
+    }
+
+
+def _model(encoder: str, seed: int = 0) -> NextBestActionModel:
+    torch.manual_seed(seed)
+    return NextBestActionModel(ModelConfig(n_channels=8, n_content=V, n_static=S, encoder=encoder, d_model=16, n_layers=2, n_heads=2, dropout=0.0, max_seq_len=L)).eval()
+
+
+@pytest.mark.parametrize("encoder", ["transformer", "gru"])
+def test_head_shapes(encoder: str) -> None:
+    out = _model(encoder)(_batch())
+    assert out["state"].shape == (B, 16)
+    assert out["channel"].shape == (B, 8)
+    assert out["content"].shape == (B, V)
+    assert out["slot"].shape == (B, N_SLOTS)
+    assert out["response"].shape == (B,)
+    assert torch.isfinite(out["channel"]).all() and torch.isfinite(out["response"]).all()
+
+
+@pytest.mark.parametrize("encoder", ["transformer", "gru"])
+def test_padding_never_changes_the_output(encoder: str) -> None:
+    model, batch = _model(encoder), _batch()
+    ref = model(batch)
+    junk = dict(batch)
+    pad = torch.arange(L)[None, :] >= batch["length"][:, None]
+    for key in ("channel", "content", "response", "weekday", "daypart"):
+        junk[key] = torch.where(pad, torch.ones_like(batch[key]), batch[key])  # real-looking tokens in the padding
+    for key in ("gap_days", "read_seconds"):
+        junk[key] = torch.where(pad, torch.full_like(batch[key], 99.0), batch[key])
+    out = model(junk)
+    for key in ("channel", "content", "slot", "response"):
+        torch.testing.assert_close(out[key], ref[key])
+
+
+@pytest.mark.parametrize("encoder", ["transformer", "gru"])
+def test_position_t_never_sees_later_positions(encoder: str) -> None:
+    model, batch = _model(encoder), _batch()
+    batch["length"] = torch.full((B,), L)
+    for key in ("channel", "content", "response", "weekday", "daypart"):
+        batch[key] = batch[key].clamp_min(1)
+    hidden = model.encode(batch)
+    changed = dict(batch)
+    changed["channel"] = batch["channel"].clone()
+    changed["channel"][:, 3:] = batch["channel"][:, 3:] % 8 + 1  # rewrite touches 3.. (positions 4.. after the start token)
+    after = model.encode(changed)
+    torch.testing.assert_close(after[:, :4], hidden[:, :4])
+    assert not torch.allclose(after[:, 4:], hidden[:, 4:])
+
+
+def test_content_mask_removes_unapproved_items() -> None:
+    model, batch = _model("transformer"), _batch()
+    mask = torch.zeros(V, dtype=torch.bool)
+    mask[[2, 5]] = True
+    out = model(batch, content_mask=mask)
+    allowed = torch.isfinite(out["content"])
+    assert allowed.sum(-1).tolist() == [2] * B
+    assert allowed[:, [2, 5]].all()
+    per_row = torch.zeros(B, V, dtype=torch.bool)
+    per_row[0, 3] = True
+    per_row[1:, 4] = True
+    best = model(batch, content_mask=per_row)["content"].argmax(-1)
+    assert best.tolist() == [3, 4, 4, 4]
+    assert not torch.isfinite(model(batch)["content"][:, 0]).any()  # padding id is never suggestible
+
+
+def test_response_scores_candidate_grids_consistently() -> None:
+    model, batch = _model("gru"), _batch()
+    z = model.state(batch)
+    ch = torch.tensor([[0, 3], [1, 2], [7, 7], [4, 5]])
+    ct = torch.full((B, 2), 4)
+    sl = torch.tensor([[0, 27], [5, 5], [1, 2], [3, 3]])
+    grid = model.response_logit(z, ch, ct, sl)
+    assert grid.shape == (B, 2)
+    single = model.response_logit(z, ch[:, 1], ct[:, 1], sl[:, 1])
+    torch.testing.assert_close(grid[:, 1], single)
+
+
+def test_same_seed_same_weights_and_outputs() -> None:
+    a, b, c = _model("transformer", 1), _model("transformer", 1), _model("transformer", 2)
+    batch = _batch()
+    torch.testing.assert_close(a(batch)["channel"], b(batch)["channel"])
+    assert not torch.allclose(a(batch)["channel"], c(batch)["channel"])
+
+
+def test_config_round_trip_and_errors() -> None:
+    cfg = ModelConfig(n_channels=8, n_content=V, n_static=S, encoder="gru")
+    assert ModelConfig.from_dict(cfg.to_dict()) == cfg
+    with pytest.raises(ValueError, match="unknown keys"):
+        ModelConfig.from_dict({**cfg.to_dict(), "bogus": 1})
+    with pytest.raises(ValueError, match="encoder"):
+        ModelConfig(n_channels=8, n_content=V, n_static=S, encoder="lstm")
+    with pytest.raises(ValueError, match="divisible"):
+        ModelConfig(n_channels=8, n_content=V, n_static=S, d_model=10, n_heads=4)
+
+
+def test_all_content_scores_match_one_by_one() -> None:
+    model, batch = _model("transformer"), _batch()
+    z = model.state(batch)
+    ch, sl = torch.tensor([0, 3, 7, 2]), torch.tensor([1, 27, 4, 0])
+    grid = model.response_logit_all_content(z, ch, sl)
+    assert grid.shape == (B, V)
+    one = model.response_logit(z, ch.unsqueeze(1).expand(-1, V), torch.arange(V).expand(B, -1), sl.unsqueeze(1).expand(-1, V))
+    torch.testing.assert_close(grid, one)

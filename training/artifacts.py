@@ -1,0 +1,89 @@
+"""Model artifacts that reload without unpickling arbitrary objects: JSON metadata + state dict.
+
+A directory holds ``model.json`` (architecture, content vocabulary, static-feature scaler,
+feature list, anything else JSON-able) and ``weights.pt`` (tensors only, loaded with
+``torch.load(weights_only=True)``, which refuses pickled code). Writes are atomic.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from training.dataset import ContentVocab, StaticScaler
+from training.model import ModelConfig, NextBestActionModel
+
+META_FILE = "model.json"
+WEIGHTS_FILE = "weights.pt"
+FORMAT_VERSION = 1
+
+
+@dataclass
+class ModelBundle:
+    """A network with everything needed to encode inputs for it."""
+
+    model: NextBestActionModel
+    vocab: ContentVocab
+    scaler: StaticScaler
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+def save_bundle(bundle: ModelBundle, directory: str | Path) -> Path:
+    """Write the bundle to ``directory`` atomically (replacing it) and return the path."""
+    import torch
+
+    target = Path(directory).resolve()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.staging-", dir=target.parent))
+    try:
+        meta = {
+            "format_version": FORMAT_VERSION,
+            "model_config": bundle.model.config.to_dict(),
+            "content_ids": list(bundle.vocab.ids),
+            "static_scaler": bundle.scaler.to_dict(),
+            "meta": bundle.meta,
+        }
+        (staging / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True, default=str) + "\n")
+        state = {k: v.detach().cpu().contiguous() for k, v in bundle.model.state_dict().items()}
+        torch.save(state, staging / WEIGHTS_FILE)
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(staging, target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return target
+
+
+def load_bundle(directory: str | Path, device: Any = "cpu") -> ModelBundle:
+    """Rebuild a saved bundle; weights load with ``weights_only=True`` so pickled code is refused."""
+    import torch
+
+    directory = Path(directory)
+    meta_path, weights_path = directory / META_FILE, directory / WEIGHTS_FILE
+    for path in (meta_path, weights_path):
+        if not path.exists():
+            raise FileNotFoundError(f"{path}: missing; not a model artifact directory (expected {META_FILE} and {WEIGHTS_FILE})")
+    try:
+        meta = json.loads(meta_path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{meta_path}: not valid JSON: {exc}") from None
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise ValueError(f"{meta_path}: format_version {meta.get('format_version')!r}, expected {FORMAT_VERSION}")
+    config = ModelConfig.from_dict(meta["model_config"])
+    try:
+        state = torch.load(weights_path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises UnpicklingError wrapped in various types
+        raise ValueError(f"{weights_path}: refused to load (only plain tensors are allowed): {exc}") from None
+    model = NextBestActionModel(config)
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise ValueError(f"{weights_path}: weights do not match {META_FILE}'s model_config: {exc}") from None
+    model.to(device).eval()
+    return ModelBundle(model, ContentVocab(tuple(meta["content_ids"])), StaticScaler.from_dict(meta["static_scaler"]), meta.get("meta", {}))

@@ -1,0 +1,119 @@
+"""`nba train`, `nba tune`, `nba evaluate`, `nba promote` and `nba bench train`.
+
+Only typer and the standard library at module level: torch, mlflow and optuna load inside the
+commands, so `nba --help` stays instant.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+CONFIG_HELP = "Training config YAML (default: configs/training.yaml)."
+
+
+def _load(config: Optional[Path], overrides: dict[str, Any], sets: list[str]) -> Any:
+    from nba.configuration import load_config, parse_override
+    from training.config import TrainingConfig
+
+    merged = dict(overrides)
+    for text in sets or []:
+        key, value = parse_override(text)
+        merged[key] = value
+    return load_config(TrainingConfig, "training", config, overrides=merged)
+
+
+def _quiet_threads() -> None:
+    # Must precede the torch import: with busy-waiting OpenMP threads, two threads on a shared
+    # 2-core machine ran 10-30x slower than one (measured); passive waiting removes that cliff.
+    import os
+
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
+def register(app: typer.Typer, bench_app: typer.Typer) -> None:
+    """Add the training stage's commands to the root and bench apps."""
+
+    @app.command("train")
+    def train_cmd(
+        config: Optional[Path] = typer.Option(None, "--config", "-c", help=CONFIG_HELP),
+        training_set: Optional[Path] = typer.Option(None, "--training-set", help="Parquet training set instead of the feature store."),
+        data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Contract dataset the feature stage reads."),
+        encoder: Optional[str] = typer.Option(None, "--encoder", help="transformer | gru"),
+        objective: Optional[str] = typer.Option(None, "--objective", help="naive | ips | dr"),
+        epochs: Optional[int] = typer.Option(None, "--epochs", help="Training epochs."),
+        seed: Optional[int] = typer.Option(None, "--seed", help="Random seed."),
+        set_: list[str] = typer.Option([], "--set", help="Any config key, e.g. --set model.d_model=32 (repeatable)."),
+    ) -> None:
+        """Train the next-best-action model, log it to MLflow and register it as `challenger`."""
+        _quiet_threads()
+        from training.jobs import train_job, write_json_line
+
+        cfg = _load(config, {"training_set": str(training_set) if training_set else None, "data_dir": str(data_dir) if data_dir else None, "model.encoder": encoder, "loss.objective": objective, "epochs": epochs, "seed": seed}, set_)
+        res = train_job(cfg)
+        figures = {k.replace("/", "_"): v for k, v in res["metrics"].items()}
+        figures.update({"run_id": res["run_id"], "model_version": res["model_version"], "seconds_per_epoch_median": float(sorted(res["seconds_per_epoch"])[len(res["seconds_per_epoch"]) // 2])})
+        typer.echo(write_json_line(figures))
+
+    @app.command("tune")
+    def tune_cmd(
+        trials: Optional[int] = typer.Option(None, "--trials", help="Number of Optuna trials."),
+        storage: Optional[str] = typer.Option(None, "--storage", help="Optuna storage URL (sqlite:///... or postgresql+psycopg://...); never the MLflow DB."),
+        config: Optional[Path] = typer.Option(None, "--config", "-c", help=CONFIG_HELP),
+        training_set: Optional[Path] = typer.Option(None, "--training-set", help="Parquet training set instead of the feature store."),
+        study: Optional[str] = typer.Option(None, "--study", help="Study name (workers sharing a storage and study cooperate)."),
+        set_: list[str] = typer.Option([], "--set", help="Any config key (repeatable)."),
+    ) -> None:
+        """Search hyper-parameters with Optuna TPE + median pruning; each trial is a nested MLflow run."""
+        _quiet_threads()
+        from training.jobs import write_json_line
+        from training.tuning import tune_job
+
+        cfg = _load(config, {"tune.trials": trials, "tune.storage": storage, "tune.study_name": study, "training_set": str(training_set) if training_set else None}, set_)
+        typer.echo(write_json_line(tune_job(cfg)))
+
+    @app.command("evaluate")
+    def evaluate_cmd(
+        version: Optional[str] = typer.Option(None, "--version", help="Registered model version (default: the challenger)."),
+        weeks: Optional[int] = typer.Option(None, "--weeks", help="Simulated weeks (default: the dataset's length)."),
+        config: Optional[Path] = typer.Option(None, "--config", "-c", help=CONFIG_HELP),
+        training_set: Optional[Path] = typer.Option(None, "--training-set", help="Parquet training set instead of the feature store."),
+        data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Simulated dataset (with _ground_truth)."),
+        set_: list[str] = typer.Option([], "--set", help="Any config key (repeatable)."),
+    ) -> None:
+        """Offline metrics, off-policy estimates and simulator policy value of a model vs every baseline."""
+        _quiet_threads()
+        from training.evaluation import evaluate_job
+        from training.jobs import write_json_line
+
+        cfg = _load(config, {"training_set": str(training_set) if training_set else None, "data_dir": str(data_dir) if data_dir else None}, set_)
+        typer.echo(write_json_line(evaluate_job(cfg, version, weeks=weeks)))
+
+    @app.command("promote")
+    def promote_cmd(
+        config: Optional[Path] = typer.Option(None, "--config", "-c", help=CONFIG_HELP),
+        set_: list[str] = typer.Option([], "--set", help="Any config key (repeatable)."),
+    ) -> None:
+        """Make the `challenger` the `champion` only if it beats the champion's evaluated policy value."""
+        from training.jobs import promote_job, write_json_line
+
+        typer.echo(write_json_line(promote_job(_load(config, {}, set_))))
+
+    @bench_app.command("train")
+    def bench_train_cmd(
+        hcps: int = typer.Option(100_000, "--hcps", help="Synthetic HCPs."),
+        weeks: int = typer.Option(52, "--weeks", help="Weeks of history (one decision row per HCP and week)."),
+        epochs: int = typer.Option(1, "--epochs", help="Epochs to time."),
+        max_batches: Optional[int] = typer.Option(None, "--max-batches", help="Stop each epoch after this many batches (extrapolates the epoch time)."),
+        config: Optional[Path] = typer.Option(None, "--config", "-c", help=CONFIG_HELP),
+        set_: list[str] = typer.Option([], "--set", help="Any config key (repeatable)."),
+    ) -> None:
+        """Time training epochs and peak memory on a synthetic HCPs x weeks training set."""
+        _quiet_threads()
+        from training.bench import bench_train
+        from training.jobs import write_json_line
+
+        cfg = _load(config, {}, set_)
+        typer.echo(write_json_line(bench_train(cfg, hcps=hcps, weeks=weeks, epochs=epochs, max_batches=max_batches)))

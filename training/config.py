@@ -1,0 +1,90 @@
+"""The training stage's typed config: model sizes, objective, optimiser, tracking and tuning."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from nba.configuration import StageConfig
+
+
+class ModelSection(StageConfig):
+    """Encoder choice and layer sizes."""
+
+    encoder: Literal["transformer", "gru"] = "transformer"
+    d_model: int = Field(64, ge=8, le=1024)
+    n_layers: int = Field(2, ge=1, le=12)
+    n_heads: int = Field(4, ge=1, le=16)
+    dropout: float = Field(0.1, ge=0.0, lt=1.0)
+    max_seq_len: int = Field(20, ge=1, le=512)
+
+    @model_validator(mode="after")
+    def _heads_divide_width(self) -> "ModelSection":
+        if self.encoder == "transformer" and self.d_model % self.n_heads:
+            raise ValueError(f"d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads})")
+        return self
+
+
+class LossSection(StageConfig):
+    """How the logged, policy-confounded data is weighted, and how the heads' losses combine."""
+
+    # naive: imitate what reps logged; ips: clipped inverse-propensity weighting;
+    # dr: doubly robust policy objective on the heads plus IPS-weighted response model.
+    objective: Literal["naive", "ips", "dr"] = "dr"
+    ips_clip: float = Field(20.0, gt=1.0, le=1e6)
+    channel_weight: float = Field(1.0, ge=0.0)
+    content_weight: float = Field(1.0, ge=0.0)
+    slot_weight: float = Field(1.0, ge=0.0)
+    response_weight: float = Field(1.0, ge=0.0)
+
+
+class TrackingSection(StageConfig):
+    """Where runs and models are recorded (MLflow)."""
+
+    uri: str = "sqlite:///.nba/mlflow/mlflow.db"
+    artifact_location: str = ".nba/mlflow/artifacts"
+    experiment: str = "nba-training"
+    registered_model: str = "nba-next-best-action"
+
+
+class TuneSection(StageConfig):
+    """Optuna search: TPE sampler with median pruning; its own database, never MLflow's."""
+
+    trials: int = Field(20, ge=1)
+    storage: str = "sqlite:///.nba/optuna/optuna.db"
+    study_name: str = "nba-tune"
+    startup_trials: int = Field(3, ge=0)
+    warmup_epochs: int = Field(1, ge=0)
+
+
+class TrainingConfig(StageConfig):
+    """Everything `nba train`, `nba tune`, `nba evaluate` and `nba promote` read."""
+
+    data_dir: str = ".nba/data"
+    # A ready training set (Parquet, features.build_training_set's columns); when set, the
+    # feature store is not asked. Tests and benchmarks use it.
+    training_set: str | None = None
+    features_config: str | None = None  # features stage YAML (default configs/features.yaml)
+    model: ModelSection = ModelSection()
+    loss: LossSection = LossSection()
+    tracking: TrackingSection = TrackingSection()
+    tune: TuneSection = TuneSection()
+    lr: float = Field(3e-3, gt=0.0, le=1.0)
+    weight_decay: float = Field(1e-4, ge=0.0)
+    epochs: int = Field(5, ge=1, le=1000)
+    batch_size: int = Field(512, ge=1)
+    val_weeks: int = Field(8, ge=1, description="last weeks of the log held out for validation")
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    num_threads: int = Field(2, ge=1, le=256)
+    candidate_content: int = Field(5, ge=1, description="content items per channel scored by the response head")
+    candidate_slots: int = Field(3, ge=1, le=28, description="slots per channel scored by the response head")
+    output_dir: str = ".nba/models"
+
+    @model_validator(mode="after")
+    def _tracking_and_tuning_apart(self) -> "TrainingConfig":
+        # Optuna and MLflow both keep an alembic_version table: one file for both breaks Optuna.
+        if self.tune.storage == self.tracking.uri:
+            raise ValueError("tune.storage must not be the MLflow tracking database (tracking.uri)")
+        return self

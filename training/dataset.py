@@ -1,0 +1,289 @@
+"""Turning a training-set DataFrame (decision labels + point-in-time features) into tensors.
+
+One row is one logged touch: the HCP's state as of ``event_timestamp`` (sequence arrays, oldest
+first, and static features) and the action the rep took after it with the HCP's response and
+the logged propensity. Conversion is vectorised through Arrow list offsets: no per-row loops.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from contract.schema import CHANNELS
+
+LABEL_COLUMNS: tuple[str, ...] = (
+    "hcp_id",
+    "event_timestamp",
+    "label_channel",
+    "label_content_id",
+    "label_day_offset",
+    "label_daypart",
+    "label_response",
+    "label_propensity",
+)
+SEQ_COLUMNS: tuple[str, ...] = (
+    "seq_channel",
+    "seq_content_id",
+    "seq_response",
+    "seq_read_seconds",
+    "seq_gap_days",
+    "seq_weekday",
+    "seq_daypart",
+)
+# Columns never used as static features: ids, times, labels, sequences.
+NON_FEATURE_COLUMNS: frozenset[str] = frozenset({*LABEL_COLUMNS, *SEQ_COLUMNS, "seq_len", "label_ts", "created_timestamp"})
+PAD, NONE = 0, 1  # reserved content ids
+
+
+@dataclass(frozen=True)
+class ContentVocab:
+    """Content ids to model indices: 0 is padding, 1 is 'no content / unknown', then the catalogue.
+
+    Null and empty-string ids (the feature stage writes "" for contacts without content) map to 1.
+    """
+
+    ids: tuple[str, ...]
+
+    @classmethod
+    def from_ids(cls, ids: Sequence[Any]) -> "ContentVocab":
+        """Vocabulary over the distinct non-empty ids, sorted so the same catalogue gives the same indices."""
+        clean = pd.Series(list(ids), dtype=object).dropna().astype(str)
+        return cls(tuple(sorted(clean[clean != ""].unique())))
+
+    def __len__(self) -> int:
+        return len(self.ids) + 2
+
+    def encode(self, values: Any) -> np.ndarray:
+        """Model indices for content ids (null or unseen -> NONE)."""
+        idx = pd.Index(self.ids).get_indexer(pd.Series(values, dtype=object).astype("string").to_numpy(dtype=object, na_value=None))
+        return np.where(idx < 0, NONE, idx + 2).astype(np.int32)
+
+    def decode(self, indices: np.ndarray) -> np.ndarray:
+        """Content ids for model indices (None for the reserved ones)."""
+        table = np.array([None, None, *self.ids], dtype=object)
+        return table[np.asarray(indices)]
+
+    def mask(self, allowed: Sequence[str]) -> np.ndarray:
+        """Boolean [V] mask, True where the content may be suggested (NONE stays allowed)."""
+        out = np.zeros(len(self), dtype=bool)
+        out[NONE] = True
+        idx = pd.Index(self.ids).get_indexer(list(allowed))
+        out[idx[idx >= 0] + 2] = True
+        return out
+
+
+@dataclass
+class StaticScaler:
+    """Standardises static features with training-split statistics (saved with the model)."""
+
+    columns: tuple[str, ...]
+    mean: np.ndarray
+    std: np.ndarray
+
+    @classmethod
+    def fit(cls, frame: pd.DataFrame, columns: Sequence[str]) -> "StaticScaler":
+        """Means and standard deviations of ``columns`` (NaN-aware; constant columns get std 1)."""
+        values = _static_matrix(frame, columns)
+        with np.errstate(all="ignore"):
+            mean = np.nan_to_num(np.nanmean(values, 0)) if len(values) else np.zeros(len(columns))
+            std = np.nan_to_num(np.nanstd(values, 0)) if len(values) else np.ones(len(columns))
+        std = np.where(std > 1e-8, std, 1.0)
+        return cls(tuple(columns), mean.astype(np.float32), std.astype(np.float32))
+
+    def transform(self, frame: pd.DataFrame) -> np.ndarray:
+        """[N, S] float32, standardised, missing values at the mean (0)."""
+        values = (_static_matrix(frame, self.columns) - self.mean) / self.std
+        return np.nan_to_num(values, nan=0.0, posinf=0.0, neginf=0.0).astype(np.float32)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able form."""
+        return {"columns": list(self.columns), "mean": self.mean.tolist(), "std": self.std.tolist()}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "StaticScaler":
+        """Inverse of ``to_dict``."""
+        return cls(tuple(data["columns"]), np.asarray(data["mean"], np.float32), np.asarray(data["std"], np.float32))
+
+
+def _static_matrix(frame: pd.DataFrame, columns: Sequence[str]) -> np.ndarray:
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise ValueError(f"training set: static feature columns missing: {missing}")
+    if not columns:
+        return np.zeros((len(frame), 0), np.float32)
+    return frame[list(columns)].astype("float64").to_numpy(dtype=np.float64, na_value=np.nan)
+
+
+def static_feature_columns(frame: pd.DataFrame) -> list[str]:
+    """Numeric and boolean columns that are neither ids, labels nor sequences, in frame order."""
+    out = []
+    for name in frame.columns:
+        if name in NON_FEATURE_COLUMNS or name.startswith(("label_", "seq_")):
+            continue
+        dtype = frame[name].dtype
+        if pd.api.types.is_bool_dtype(dtype) or (pd.api.types.is_numeric_dtype(dtype) and not pd.api.types.is_datetime64_any_dtype(dtype)):
+            out.append(name)
+    return out
+
+
+@dataclass
+class EncodedData:
+    """Model-ready arrays in compact dtypes; ``batches`` yields torch tensors."""
+
+    arrays: dict[str, np.ndarray]
+    hcp_id: np.ndarray
+    week: np.ndarray  # event_timestamp as datetime64[ns]
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.hcp_id)
+
+    def subset(self, index: np.ndarray) -> "EncodedData":
+        """Rows at ``index`` (positions or boolean mask)."""
+        return EncodedData({k: v[index] for k, v in self.arrays.items()}, self.hcp_id[index], self.week[index], dict(self.meta))
+
+    def batches(self, batch_size: int, device: Any = "cpu", *, shuffle: bool = False, seed: int = 0) -> Iterator[dict[str, Any]]:
+        """Torch batches; shuffled by ``seed`` when asked (same seed, same order)."""
+        import torch
+
+        n = len(self)
+        order = np.random.default_rng(seed).permutation(n) if shuffle else np.arange(n)
+        for start in range(0, n, batch_size):
+            idx = order[start : start + batch_size]
+            yield {k: _to_tensor(torch, v[idx], device) for k, v in self.arrays.items()}
+
+
+def _to_tensor(torch: Any, values: np.ndarray, device: Any) -> Any:
+    if values.dtype.kind in "iub":
+        return torch.from_numpy(values.astype(np.int64)).to(device)
+    return torch.from_numpy(values.astype(np.float32)).to(device)
+
+
+def _first_bad(frame: pd.DataFrame, bad: np.ndarray, column: str, why: str) -> ValueError:
+    pos = int(np.flatnonzero(bad)[0])
+    hcp = frame["hcp_id"].iloc[pos] if "hcp_id" in frame.columns else "?"
+    return ValueError(f"training set: column {column!r}, row {pos} (hcp_id={hcp}): {why} ({int(bad.sum())} bad rows)")
+
+
+def _list_array(frame: pd.DataFrame, column: str) -> pa.ListArray:
+    try:
+        arr = pa.array(frame[column], from_pandas=True)
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+        raise ValueError(f"training set: column {column!r} must hold one array per row: {exc}") from None
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks()
+    if pa.types.is_null(arr.type):
+        arr = pa.array([[] for _ in range(len(frame))], type=pa.list_(pa.int64()))
+    if not (pa.types.is_list(arr.type) or pa.types.is_large_list(arr.type)):
+        raise ValueError(f"training set: column {column!r} must hold arrays, got {arr.type}")
+    return arr
+
+
+def _pad_right(arr: pa.ListArray, max_len: int, values: np.ndarray, fill: Any, dtype: Any) -> np.ndarray:
+    """Keep each row's last ``max_len`` items, left-aligned, padded on the right with ``fill``."""
+    offsets = arr.offsets.to_numpy().astype(np.int64)
+    lengths = np.diff(offsets)
+    keep = np.minimum(lengths, max_len)
+    n = len(lengths)
+    out = np.full((n, max_len), fill, dtype=dtype)
+    total = int(keep.sum())
+    if total:
+        row = np.repeat(np.arange(n), keep)
+        pos = np.arange(total) - np.repeat(np.cumsum(keep) - keep, keep)
+        src = np.repeat(offsets[:-1] + lengths - keep, keep) + pos
+        out[row, pos] = values[src]
+    return out
+
+
+def encode_frame(
+    frame: pd.DataFrame,
+    vocab: ContentVocab,
+    scaler: StaticScaler,
+    max_seq_len: int,
+    *,
+    with_labels: bool = True,
+) -> EncodedData:
+    """Validate a training-set frame and encode it to compact arrays (see module docstring)."""
+    required = ["hcp_id", *SEQ_COLUMNS] + (["event_timestamp", *LABEL_COLUMNS[2:]] if with_labels else [])
+    missing = [c for c in required if c not in frame.columns]
+    if missing:
+        raise ValueError(f"training set: missing columns {missing}")
+    frame = frame.reset_index(drop=True)
+    n = len(frame)
+    lists = {c: _list_array(frame, c) for c in SEQ_COLUMNS}
+    lengths = np.diff(lists["seq_channel"].offsets.to_numpy())
+    for c in SEQ_COLUMNS[1:]:
+        other = np.diff(lists[c].offsets.to_numpy())
+        if (other != lengths).any():
+            raise _first_bad(frame, other != lengths, c, "array length differs from seq_channel's")
+
+    def flat(c: str, kind: str) -> np.ndarray:
+        values = lists[c].values
+        if kind == "str":
+            return values.to_numpy(zero_copy_only=False)
+        return np.asarray(values.to_numpy(zero_copy_only=False), dtype=np.float64)
+
+    arrays: dict[str, np.ndarray] = {}
+    ch = flat("seq_channel", "num")
+    if len(ch) and (np.isnan(ch).any() or ch.min() < 0 or ch.max() >= len(CHANNELS)):
+        raise ValueError(f"training set: column 'seq_channel' holds values outside 0..{len(CHANNELS) - 1}")
+    arrays["channel"] = _pad_right(lists["seq_channel"], max_seq_len, ch.astype(np.int8) + 1, 0, np.int8)
+    content_dtype = np.int16 if len(vocab) < 2**15 else np.int32  # halves the largest token array
+    arrays["content"] = _pad_right(lists["seq_content_id"], max_seq_len, vocab.encode(flat("seq_content_id", "str")).astype(content_dtype), PAD, content_dtype)
+    resp = np.nan_to_num(flat("seq_response", "num"))
+    arrays["response"] = _pad_right(lists["seq_response"], max_seq_len, (resp > 0).astype(np.int8) + 1, 0, np.int8)
+    for name, col, size in (("weekday", "seq_weekday", 7), ("daypart", "seq_daypart", 4)):
+        v = flat(col, "num")
+        if len(v) and (np.isnan(v).any() or v.min() < 0 or v.max() >= size):
+            raise ValueError(f"training set: column {col!r} holds values outside 0..{size - 1}")
+        arrays[name] = _pad_right(lists[col], max_seq_len, v.astype(np.int8) + 1, 0, np.int8)
+    for name, col in (("gap_days", "seq_gap_days"), ("read_seconds", "seq_read_seconds")):
+        arrays[name] = _pad_right(lists[col], max_seq_len, np.nan_to_num(flat(col, "num")).astype(np.float32), 0.0, np.float32)
+    arrays["length"] = np.minimum(lengths, max_seq_len).astype(np.int16)
+    # float16 storage: standardised values lose nothing that matters and 200+ static columns
+    # dominate memory at 100k HCPs x 1 year; batches are cast to float32.
+    arrays["static"] = scaler.transform(frame).astype(np.float16)
+
+    if with_labels:
+        label_channel = frame["label_channel"].to_numpy(dtype=np.float64, na_value=np.nan)
+        bad = ~np.isfinite(label_channel) | (label_channel < 0) | (label_channel >= len(CHANNELS))
+        if bad.any():
+            raise _first_bad(frame, bad, "label_channel", f"must be an index into contract.schema.CHANNELS (0..{len(CHANNELS) - 1})")
+        day = frame["label_day_offset"].to_numpy(dtype=np.float64, na_value=np.nan)
+        if (bad := ~np.isin(day, np.arange(7))).any():
+            raise _first_bad(frame, bad, "label_day_offset", "must be 0..6")
+        part = frame["label_daypart"].to_numpy(dtype=np.float64, na_value=np.nan)
+        if (bad := ~np.isin(part, np.arange(4))).any():
+            raise _first_bad(frame, bad, "label_daypart", "must be 0..3")
+        response = frame["label_response"].astype("float64").to_numpy(dtype=np.float64, na_value=np.nan)
+        if (bad := ~np.isin(response, (0.0, 1.0))).any():
+            raise _first_bad(frame, bad, "label_response", "must be 0 or 1")
+        prop = frame["label_propensity"].astype("float64").to_numpy(dtype=np.float64, na_value=np.nan)
+        if (bad := ~np.isnan(prop) & ((prop <= 0) | (prop > 1))).any():
+            raise _first_bad(frame, bad, "label_propensity", "must be in (0, 1] or missing")
+        arrays["label_channel"] = label_channel.astype(np.int8)
+        arrays["label_content"] = vocab.encode(frame["label_content_id"].to_numpy(dtype=object))
+        arrays["label_slot"] = (day * 4 + part).astype(np.int8)
+        arrays["label_response"] = response.astype(np.float32)
+        arrays["propensity"] = prop.astype(np.float32)
+
+    if "event_timestamp" in frame.columns:
+        week = pd.to_datetime(frame["event_timestamp"], utc=True).dt.tz_convert(None).to_numpy(dtype="datetime64[ns]")
+    else:  # scoring rows need no timestamp: features are already as of now
+        week = np.full(n, np.datetime64("NaT"), dtype="datetime64[ns]")
+    return EncodedData(arrays, frame["hcp_id"].astype(str).to_numpy(), week)
+
+
+def time_split(weeks: np.ndarray, val_weeks: int) -> tuple[np.ndarray, np.ndarray]:
+    """Boolean masks (train, validation): the last ``val_weeks`` distinct weeks validate."""
+    distinct = np.unique(weeks)
+    if len(distinct) <= val_weeks:
+        raise ValueError(f"val_weeks={val_weeks} leaves no training weeks: the data spans {len(distinct)} weeks")
+    cutoff = distinct[-val_weeks]
+    return weeks < cutoff, weeks >= cutoff

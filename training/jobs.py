@@ -1,0 +1,203 @@
+"""The jobs behind `nba train` / `nba tune` / `nba promote`: data in, runs and registry entries out."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from training.config import TrainingConfig
+
+
+@dataclass
+class Prepared:
+    """Encoded train/validation splits with the vocabulary and scaler fitted on them."""
+
+    train: Any
+    val: Any
+    vocab: Any
+    scaler: Any
+    fingerprint: str
+    source: str
+
+
+def prepare_data(cfg: TrainingConfig, vocab: Any = None, scaler: Any = None) -> Prepared:
+    """Load the training set, split by time, fit vocabulary and scaler on the training weeks (unless
+    given: a saved model's), encode."""
+    import pandas as pd
+
+    from training.data import load_training_set
+    from training.dataset import ContentVocab, StaticScaler, encode_frame, static_feature_columns, time_split
+
+    ts = load_training_set(cfg.training_set, cfg.data_dir, cfg.features_config)
+    frame = ts.frame
+    weeks = pd.to_datetime(frame["event_timestamp"], utc=True).dt.tz_convert(None).to_numpy(dtype="datetime64[ns]")
+    train_mask, val_mask = time_split(weeks, cfg.val_weeks)
+    vocab = vocab or ContentVocab.from_ids([*ts.content_ids, *frame["label_content_id"].dropna().astype(str).tolist()])
+    scaler = scaler or StaticScaler.fit(frame[train_mask], static_feature_columns(frame))
+    data = encode_frame(frame, vocab, scaler, cfg.model.max_seq_len)
+    return Prepared(data.subset(train_mask), data.subset(val_mask), vocab, scaler, ts.fingerprint, ts.source)
+
+
+def build_model(cfg: TrainingConfig, n_content: int, n_static: int) -> Any:
+    """A fresh network sized by ``cfg.model``."""
+    from contract.schema import CHANNELS
+    from training.model import ModelConfig, NextBestActionModel
+
+    m = cfg.model
+    return NextBestActionModel(ModelConfig(len(CHANNELS), n_content, n_static, m.encoder, m.d_model, m.n_layers, m.n_heads, m.dropout, m.max_seq_len))
+
+
+def configure_torch(cfg: TrainingConfig) -> Any:
+    """Thread count and device (CPU by default, CUDA when present and allowed)."""
+    import torch
+
+    from training.model import select_device
+
+    torch.set_num_threads(cfg.num_threads)
+    return select_device(cfg.device)
+
+
+def _input_example(prep: Prepared, frame_rows: int = 3) -> Any:
+    """A few rows in the pyfunc's input shape, rebuilt from encoded data (no label columns)."""
+    import pandas as pd
+
+    from contract.schema import CHANNELS
+
+    a = prep.val.arrays if len(prep.val) else prep.train.arrays
+    hcp = prep.val.hcp_id if len(prep.val) else prep.train.hcp_id
+    n = min(frame_rows, len(hcp))
+    rows = []
+    for i in range(n):  # a handful of rows for the example, not a data path
+        length = int(a["length"][i])
+        rows.append(
+            {
+                "hcp_id": str(hcp[i]),
+                "seq_channel": (a["channel"][i, :length].astype(np.int64) - 1).tolist(),
+                "seq_content_id": [str(x) if x is not None else "" for x in prep.vocab.decode(a["content"][i, :length])],
+                "seq_response": (a["response"][i, :length].astype(np.int64) - 1).tolist(),
+                "seq_read_seconds": a["read_seconds"][i, :length].astype(float).tolist(),
+                "seq_gap_days": a["gap_days"][i, :length].astype(float).tolist(),
+                "seq_weekday": (a["weekday"][i, :length].astype(np.int64) - 1).tolist(),
+                "seq_daypart": (a["daypart"][i, :length].astype(np.int64) - 1).tolist(),
+                **{c: float(m) for c, m in zip(prep.scaler.columns, prep.scaler.mean)},
+                **{f"consent_{c}": True for c in CHANNELS},
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def train_job(cfg: TrainingConfig, *, prep: Prepared | None = None, register: bool = True, nested: bool = False, on_epoch: Any = None, progress: bool = True, log_model: bool = True, tags: dict[str, str] | None = None) -> dict[str, Any]:
+    """Train one model, record everything in MLflow, save the bundle, optionally register it as challenger."""
+    import mlflow
+
+    from training import tracking
+    from training.artifacts import ModelBundle, save_bundle
+    from training.train import fit, policy_estimates, policy_rows
+
+    tracking.setup(cfg.tracking)
+    device = configure_torch(cfg)
+    prep = prep or prepare_data(cfg)
+    from training.train import seed_everything
+
+    seed_everything(cfg.seed)
+    model = build_model(cfg, len(prep.vocab), len(prep.scaler.columns))
+    weights = {"channel": cfg.loss.channel_weight, "content": cfg.loss.content_weight, "slot": cfg.loss.slot_weight, "response": cfg.loss.response_weight}
+    with mlflow.start_run(nested=nested) as run:
+        mlflow.log_params({k: str(v) for k, v in tracking.flatten(cfg.model_dump()).items()})
+        mlflow.set_tags({"data_fingerprint": prep.fingerprint, "data_source": prep.source, "stage": "training", "device": str(device), **(tags or {})})
+        mlflow.log_dict(cfg.model_dump(), "config/training.json")
+        mlflow.log_dict({"static_features": list(prep.scaler.columns), "sequence_features": ["seq_channel", "seq_content_id", "seq_response", "seq_read_seconds", "seq_gap_days", "seq_weekday", "seq_daypart"]}, "config/features.json")
+        mlflow.log_metrics({"data/train_rows": len(prep.train), "data/val_rows": len(prep.val), "data/content_vocab": len(prep.vocab)}, step=0)
+
+        def epoch_cb(epoch: int, m: dict[str, float]) -> None:
+            mlflow.log_metrics({k: v for k, v in m.items() if np.isfinite(v)}, step=epoch)
+            if on_epoch is not None:
+                on_epoch(epoch, m)
+
+        result = fit(
+            model, prep.train, prep.val, objective=cfg.loss.objective, ips_clip=cfg.loss.ips_clip, loss_weights=weights,
+            lr=cfg.lr, weight_decay=cfg.weight_decay, epochs=cfg.epochs, batch_size=cfg.batch_size, seed=cfg.seed,
+            device=device, on_epoch=epoch_cb, progress=progress,
+        )
+        final = dict(result.history[-1]) if result.history else {}
+        rows = policy_rows(model, prep.val, cfg.batch_size, device, k_content=cfg.candidate_content, k_slots=cfg.candidate_slots)
+        for name, est in policy_estimates(rows, clip=cfg.loss.ips_clip).items():
+            final[f"val/policy_value_{name}"] = est.value
+        mlflow.log_metrics({k: v for k, v in final.items() if k.startswith("val/policy_value") and np.isfinite(v)}, step=len(result.history) - 1)
+        mlflow.log_metric("time/seconds_per_epoch_median", float(np.median(result.seconds_per_epoch)))
+        model.cpu()
+        bundle = ModelBundle(model, prep.vocab, prep.scaler, {"run_id": run.info.run_id, "data_fingerprint": prep.fingerprint, "objective": cfg.loss.objective, "seed": cfg.seed})
+        out_dir = save_bundle(bundle, Path(cfg.output_dir) / run.info.run_id)
+        version = None
+        if log_model:
+            model_uri = _log_pyfunc(bundle, out_dir, prep)
+            if register:
+                version = tracking.register(model_uri, cfg.tracking.registered_model, tracking.CHALLENGER, tags={"data_fingerprint": prep.fingerprint, "run_id": run.info.run_id})
+        return {"run_id": run.info.run_id, "model_version": version, "bundle": str(out_dir), "metrics": final, "seconds_per_epoch": result.seconds_per_epoch}
+
+
+def _log_pyfunc(bundle: Any, bundle_dir: Path, prep: Prepared) -> str:
+    import mlflow
+    from mlflow.models import infer_signature
+
+    from training.pyfunc import PIP_REQUIREMENTS, NextBestActionPyfunc, recommend_frame
+
+    example = _input_example(prep)
+    output = recommend_frame(bundle, example)
+    signature = infer_signature(example, output, params={"approved_content": list(bundle.vocab.ids[:1]) or ["none"]})
+    info = mlflow.pyfunc.log_model(
+        name="model", python_model=NextBestActionPyfunc(), artifacts={"bundle": str(bundle_dir)},
+        signature=signature, input_example=example, pip_requirements=PIP_REQUIREMENTS,
+    )
+    return info.model_uri
+
+
+def promote_job(cfg: TrainingConfig) -> dict[str, Any]:
+    """Move `champion` to the challenger only if its evaluated policy value beats the champion's."""
+    from mlflow import MlflowClient
+
+    from training import tracking
+
+    tracking.setup(cfg.tracking)
+    name = cfg.tracking.registered_model
+    challenger = tracking.version_for_alias(name, tracking.CHALLENGER)
+    if challenger is None:
+        raise ValueError(f"registered model {name!r} has no '{tracking.CHALLENGER}' version: run `nba train` first")
+    champion = tracking.version_for_alias(name, tracking.CHAMPION)
+
+    def value(mv: Any) -> float:
+        raw = (mv.tags or {}).get(tracking.POLICY_VALUE_TAG)
+        if raw is None:
+            raise ValueError(f"{name} version {mv.version} has no '{tracking.POLICY_VALUE_TAG}' tag: run `nba evaluate --version {mv.version}` first")
+        return float(raw)
+
+    new = value(challenger)
+    old = value(champion) if champion is not None else None
+    promoted = champion is None or (new > old and champion.version != challenger.version)
+    if promoted:
+        MlflowClient().set_registered_model_alias(name, tracking.CHAMPION, challenger.version)
+    return {
+        "promoted": bool(promoted),
+        "challenger_version": int(challenger.version),
+        "champion_version": int(challenger.version if promoted else champion.version),
+        "challenger_policy_value": new,
+        "previous_champion_policy_value": old,
+    }
+
+
+def write_json_line(figures: dict[str, Any]) -> str:
+    """The one-line JSON of figures every command ends with (NaN becomes null)."""
+    def clean(v: Any) -> Any:
+        if isinstance(v, float) and not np.isfinite(v):
+            return None
+        if isinstance(v, (np.floating, np.integer)):
+            return clean(v.item())
+        return v
+
+    return json.dumps({k: clean(v) for k, v in figures.items()}, sort_keys=True)
+
+

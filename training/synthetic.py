@@ -1,0 +1,91 @@
+"""Synthetic training-set frames shaped like ``features.build_training_set`` output.
+
+For tests and benchmarks only: a known world where each HCP has a hidden preferred channel
+(visible, noisily, as static ``affinity_<channel>`` features), responds more to it, and reps
+follow a habit policy that over-uses visits. Everything is vectorised and seeded.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from contract.schema import CHANNELS
+
+START = pd.Timestamp("2026-01-05", tz="UTC")  # a Monday
+
+
+def behaviour_channel_probs(n_channels: int = len(CHANNELS)) -> np.ndarray:
+    """The synthetic reps' habit: visits half the time, the rest spread evenly."""
+    p = np.full(n_channels, 0.5 / (n_channels - 1))
+    p[0] = 0.5
+    return p
+
+
+def true_response_prob(action_channel: np.ndarray, preferred: np.ndarray) -> np.ndarray:
+    """Ground truth of the synthetic world: 0.7 on the preferred channel, 0.15 elsewhere."""
+    return np.where(action_channel == preferred, 0.7, 0.15)
+
+
+def _history_lists(flat: np.ndarray, n_hcps: int, n_weeks: int, max_hist: int) -> pa.ListArray:
+    """Row (h, w) holds HCP h's values from weeks max(0, w - max_hist) .. w-1, oldest first."""
+    w = np.tile(np.arange(n_weeks), n_hcps)
+    h = np.repeat(np.arange(n_hcps), n_weeks)
+    lengths = np.minimum(w, max_hist)
+    starts = h * n_weeks + w - lengths
+    total = int(lengths.sum())
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)
+    take = np.repeat(starts, lengths) + (np.arange(total) - np.repeat(offsets[:-1], lengths))
+    return pa.ListArray.from_arrays(pa.array(offsets), pa.array(flat[take]))
+
+
+def synthetic_training_frame(n_hcps: int = 64, n_weeks: int = 12, n_content: int = 12, max_hist: int = 16, seed: int = 0) -> pd.DataFrame:
+    """One decision row per HCP and week, with sequences, static features, labels and propensities."""
+    rng = np.random.default_rng(seed)
+    n_ch = len(CHANNELS)
+    n = n_hcps * n_weeks
+    preferred = rng.integers(0, n_ch, n_hcps)
+    affinity = np.eye(n_ch)[preferred] + rng.normal(0, 0.3, (n_hcps, n_ch))
+    probs = behaviour_channel_probs(n_ch)
+    channel = rng.choice(n_ch, size=n, p=probs)
+    content_idx = rng.integers(0, n_content, n)
+    day = rng.integers(0, 7, n)
+    part = rng.integers(0, 4, n)
+    response = (rng.random(n) < true_response_prob(channel, np.repeat(preferred, n_weeks))).astype(np.int64)
+    propensity = probs[channel] / n_content / 28.0
+    content_ids = np.array([f"CT{i:04d}" for i in range(n_content)], dtype=object)[content_idx]
+    read = np.where(response == 1, rng.exponential(120, n), 0.0)
+    week = np.tile(np.arange(n_weeks), n_hcps)
+    ts = START + pd.to_timedelta(week * 7, unit="D")
+    frame = pd.DataFrame(
+        {
+            "hcp_id": np.repeat(np.array([f"HCP{i:06d}" for i in range(n_hcps)], dtype=object), n_weeks),
+            "event_timestamp": ts,
+            "label_channel": channel,
+            "label_content_id": content_ids,
+            "label_day_offset": day,
+            "label_daypart": part,
+            "label_response": response,
+            "label_propensity": propensity,
+            "label_ts": ts + pd.to_timedelta(day, unit="D") + pd.to_timedelta(8 + 3 * part, unit="h"),
+        }
+    )
+    weekday = day  # decision weeks start on Monday, so the day offset is the weekday
+    gap = np.full(n, 7.0)
+    for name, flat in (
+        ("seq_channel", channel),
+        ("seq_content_id", content_ids),
+        ("seq_response", response),
+        ("seq_read_seconds", read),
+        ("seq_gap_days", gap),
+        ("seq_weekday", weekday),
+        ("seq_daypart", part),
+    ):
+        frame[name] = _history_lists(np.asarray(flat), n_hcps, n_weeks, max_hist).to_pandas()
+    frame["seq_len"] = np.minimum(week, max_hist)
+    for i, ch in enumerate(CHANNELS):
+        frame[f"affinity_{ch}"] = np.repeat(affinity[:, i], n_weeks).astype(np.float32)
+    frame["is_kol"] = np.repeat(rng.random(n_hcps) < 0.1, n_weeks)
+    frame.attrs["preferred_channel"] = dict(zip(frame["hcp_id"].unique(), preferred.tolist()))
+    return frame

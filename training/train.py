@@ -1,0 +1,184 @@
+"""The training loop and offline scoring: pure of I/O, so tests, `nba train` and `nba tune` share it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from training import metrics
+from training.dataset import EncodedData
+
+EpochCallback = Callable[[int, dict[str, float]], None]
+
+
+@dataclass
+class FitResult:
+    """The trained network and its per-epoch history (one dict of metrics per epoch)."""
+
+    model: Any
+    history: list[dict[str, float]] = field(default_factory=list)
+    seconds_per_epoch: list[float] = field(default_factory=list)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed torch and numpy so the same seed gives the same weights and metrics."""
+    import torch
+
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)
+
+
+def fit(
+    model: Any,
+    train: EncodedData,
+    val: EncodedData | None,
+    *,
+    objective: str,
+    ips_clip: float,
+    loss_weights: dict[str, float],
+    lr: float,
+    weight_decay: float,
+    epochs: int,
+    batch_size: int,
+    seed: int,
+    device: Any = "cpu",
+    on_epoch: EpochCallback | None = None,
+    progress: bool = True,
+    max_batches: int | None = None,
+) -> FitResult:
+    """Train ``model`` with AdamW; after each epoch score ``val`` and call ``on_epoch(epoch, metrics)``.
+
+    ``on_epoch`` may raise (Optuna pruning) to stop early. ``max_batches`` caps batches per epoch
+    (benchmarks).
+    """
+    import time
+
+    import torch
+    from tqdm.auto import tqdm
+
+    from training.losses import training_loss
+
+    seed_everything(seed)
+    model.to(device)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    result = FitResult(model)
+    n_batches = -(-len(train) // batch_size)
+    if max_batches is not None:
+        n_batches = min(n_batches, max_batches)
+    for epoch in range(epochs):
+        model.train()
+        start = time.perf_counter()
+        totals: dict[str, float] = {}
+        seen = 0
+        bar = tqdm(train.batches(batch_size, device, shuffle=True, seed=seed * 1000 + epoch), total=n_batches, desc=f"epoch {epoch + 1}/{epochs}", disable=not progress, leave=False)
+        for i, batch in enumerate(bar):
+            if i >= n_batches:
+                break
+            loss, parts = training_loss(model, batch, objective, ips_clip, loss_weights)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+            opt.step()
+            n = len(batch["length"])
+            seen += n
+            for k, v in {"loss": float(loss.detach()), **parts}.items():
+                totals[k] = totals.get(k, 0.0) + v * n
+            bar.set_postfix(loss=f"{totals['loss'] / seen:.4f}")
+        result.seconds_per_epoch.append(time.perf_counter() - start)
+        epoch_metrics = {f"train/{k}_loss" if k != "loss" else "train/loss": v / max(seen, 1) for k, v in totals.items()}
+        if val is not None and len(val):
+            epoch_metrics.update({f"val/{k}": v for k, v in offline_metrics(model, val, batch_size, device).items()})
+        result.history.append(epoch_metrics)
+        if on_epoch is not None:
+            on_epoch(epoch, epoch_metrics)
+    return result
+
+
+def predict(model: Any, data: EncodedData, batch_size: int, device: Any = "cpu", k: int = 10) -> dict[str, np.ndarray]:
+    """Per row: channel probabilities, content rank of the logged item and top-k, slot probabilities,
+    response probability of the logged action. Content scores stay per batch (V can be large)."""
+    import torch
+
+    model.eval()
+    out: dict[str, list[np.ndarray]] = {"channel_probs": [], "slot_probs": [], "response_prob": [], "content_rank": [], "content_topk": []}
+    with torch.no_grad():
+        for batch in data.batches(batch_size, device):
+            res = model(batch)
+            out["channel_probs"].append(torch.softmax(res["channel"], -1).cpu().numpy())
+            out["slot_probs"].append(torch.softmax(res["slot"], -1).cpu().numpy())
+            out["response_prob"].append(torch.sigmoid(res["response"]).cpu().numpy())
+            scores = res["content"]
+            own = scores.gather(-1, batch["label_content"].unsqueeze(-1))
+            out["content_rank"].append((scores >= own).sum(-1).cpu().numpy())
+            out["content_topk"].append(scores.topk(min(k, scores.shape[-1]), -1).indices.cpu().numpy())
+    return {k: np.concatenate(v) if v else np.zeros(0) for k, v in out.items()}
+
+
+def offline_metrics(model: Any, data: EncodedData, batch_size: int, device: Any = "cpu") -> dict[str, float]:
+    """Channel accuracy/log-loss, content recall/NDCG@10 (full ranking), slot accuracy and delay
+    error, response AUC and ECE on ``data`` (names carry no '@': MLflow-safe)."""
+    pred = predict(model, data, batch_size, device)
+    return metrics_from_predictions(pred, data)
+
+
+def metrics_from_predictions(pred: dict[str, np.ndarray], data: EncodedData) -> dict[str, float]:
+    """The offline metric set from ``predict`` output (also used for baselines)."""
+    a = data.arrays
+    rank = pred["content_rank"]
+    slot = pred["slot_probs"].argmax(-1)
+    return {
+        "channel_accuracy": metrics.accuracy(pred["channel_probs"], a["label_channel"].astype(np.int64)),
+        "channel_log_loss": metrics.log_loss(pred["channel_probs"], a["label_channel"].astype(np.int64)),
+        "content_recall_at_10": metrics.recall_from_rank(rank, 10),
+        "content_ndcg_at_10": metrics.ndcg_from_rank(rank, 10),
+        "slot_accuracy": metrics.slot_accuracy(slot, a["label_slot"]),
+        "delay_error_days": metrics.delay_error_days(slot, a["label_slot"]),
+        "response_auc": metrics.roc_auc(pred["response_prob"], a["label_response"]),
+        "response_ece": metrics.expected_calibration_error(pred["response_prob"], a["label_response"]),
+    }
+
+
+def policy_rows(model: Any, data: EncodedData, batch_size: int, device: Any = "cpu", *, k_content: int = 5, k_slots: int = 3) -> dict[str, np.ndarray]:
+    """Per logged row: the model's chosen action, its predicted response (q_target), the predicted
+    response of the logged action (q_logged), whether the two actions match, reward, propensity."""
+    import torch
+
+    from training.policy import recommend
+
+    model.eval()
+    cols: dict[str, list[np.ndarray]] = {k: [] for k in ("channel", "content", "slot", "q_target", "q_logged")}
+    with torch.no_grad():
+        for batch in data.batches(batch_size, device):
+            rec = recommend(model, batch, k_content=k_content, k_slots=k_slots)
+            q_logged = torch.sigmoid(model(batch)["response"])
+            for key, value in (("channel", rec["channel"]), ("content", rec["content"]), ("slot", rec["slot"]), ("q_target", rec["expected_response"]), ("q_logged", q_logged)):
+                cols[key].append(value.cpu().numpy())
+    out = {k: np.concatenate(v) if v else np.zeros(0) for k, v in cols.items()}
+    a = data.arrays
+    # Logged propensities are P(channel, content) at the decision (simulator.actions): match on those.
+    out["match"] = ((out["channel"] == a["label_channel"]) & (out["content"] == a["label_content"])).astype(np.float64)
+    out["reward"] = a["label_response"].astype(np.float64)
+    out["propensity"] = a["propensity"].astype(np.float64)
+    return out
+
+
+def policy_estimates(rows: dict[str, np.ndarray], *, clip: float | None = None, n_boot: int = 0, seed: int = 0) -> dict[str, Any]:
+    """DM, IPS, SNIPS and DR estimates of the model policy's value on logged rows with a propensity."""
+    from training import ope
+
+    known = np.isfinite(rows["propensity"]) & (rows["propensity"] > 0)
+    if not known.any():
+        return {}
+    r, p, pi = rows["reward"][known], rows["propensity"][known], rows["match"][known]
+    ql, qt = rows["q_logged"][known], rows["q_target"][known]
+    boot = max(n_boot, 1)
+    return {
+        "dm": ope.direct_method(qt, n_boot=boot, seed=seed),
+        "ips": ope.ips(r, p, pi, clip=clip, n_boot=boot, seed=seed),
+        "snips": ope.snips(r, p, pi, n_boot=boot, seed=seed),
+        "dr": ope.doubly_robust(r, p, pi, ql, qt, clip=clip, n_boot=boot, seed=seed),
+        "logged": ope.direct_method(r, n_boot=boot, seed=seed),
+    }
