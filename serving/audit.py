@@ -171,9 +171,10 @@ class AuditTrail:
                     "policy": r["policy"],
                     "model_version": r.get("model_version"),
                     "degraded": bool(r.get("degraded", False)),
-                    "features_json": _json(r.get("features", {})),
-                    "rules_json": _json(r.get("rules", [])),
-                    "reasons_json": _json(r.get("reasons", [])),
+                    # Callers scoring many rows may pass JSON they serialised column-wise.
+                    "features_json": r["features_json"] if "features_json" in r else _json(r.get("features", {})),
+                    "rules_json": r["rules_json"] if "rules_json" in r else _json(r.get("rules", [])),
+                    "reasons_json": r["reasons_json"] if "reasons_json" in r else _json(r.get("reasons", [])),
                 }
             )
         if not payload:

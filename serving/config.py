@@ -71,6 +71,13 @@ class ExplorationConfig(StageConfig):
     salt: str = "nba-holdout-v1"
 
 
+class RulesConfig(StageConfig):
+    """Thresholds of the rule-based policy (``features.rules``) used for holdout and degraded mode."""
+
+    unopened_pushes: int = Field(3, ge=1)
+    strong_interest: int = Field(2, ge=1)
+
+
 class ServingConfig(StageConfig):
     """Where the service listens, what it loads, and the limits it enforces."""
 
@@ -86,6 +93,33 @@ class ServingConfig(StageConfig):
     default_k: int = Field(3, ge=1, le=20)
     guardrails: GuardrailConfig = GuardrailConfig()
     exploration: ExplorationConfig = ExplorationConfig()
+    rules: RulesConfig = RulesConfig()
+    # Where the champion is registered (the training stage's tracking URI).
+    tracking_uri: str = "sqlite:///.nba/mlflow/mlflow.db"
+    # Feature stage YAML (default configs/features.yaml); its data_dir gives the reference
+    # tables (HCP time zones and reps, content approval windows) unless data_dir is set here.
+    features_config: str | None = None
+    data_dir: str | None = None
+    # Without a champion the service is not ready, unless a rules-only deployment is intended.
+    require_model: bool = True
+    # Features unavailable: consent cannot be checked, so only channels needing no digital consent.
+    degraded_channels: list[str] = Field(default_factory=lambda: ["visit"])
+    # Content must stay approved this many days past the suggestion (the window it may be used in).
+    content_valid_days: float = Field(7.0, ge=0)
+    suggestion_ttl_days: float = Field(7.0, gt=0)
+    batch_chunk: int = Field(5000, ge=1)
+    # Intra-op threads for the model: more than the cores free per worker makes small
+    # requests spin and wait (one HCP took ~80 ms with the default on a busy 2-core box).
+    torch_threads: int = Field(1, ge=1, le=256)
+    workers: int = Field(1, ge=1, le=64)
+
+    @field_validator("degraded_channels")
+    @classmethod
+    def _degraded_known(cls, v: list[str]) -> list[str]:
+        for ch in v:
+            if ch not in CHANNELS:
+                raise ValueError(f"unknown channel {ch!r}; known: {', '.join(CHANNELS)}")
+        return v
 
     @model_validator(mode="after")
     def _host_is_local_by_default(self) -> "ServingConfig":

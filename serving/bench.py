@@ -1,0 +1,160 @@
+"""``nba bench serve``: the API over loopback against the same requests scored in-process (the floor)."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import statistics
+import time
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+BENCH_KEY = "nba_bench_key"
+
+
+def free_port() -> int:
+    """A free TCP port on loopback."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_ready(base: str, proc: Any, timeout: float = 120.0) -> float:
+    """Poll ``/readyz`` until 200; raise with the reason when the process dies or time runs out."""
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < timeout:
+        if proc.poll() is not None:
+            raise RuntimeError(f"bentoml serve exited with code {proc.returncode} before it was ready")
+        try:
+            with urllib.request.urlopen(f"{base}/readyz", timeout=2) as r:
+                if r.status == 200:
+                    return time.perf_counter() - t0
+        except OSError:
+            pass
+        time.sleep(0.25)
+    raise TimeoutError(f"{base}/readyz not ready after {timeout:.0f}s")
+
+
+def post(base: str, path: str, body: dict, key: str = BENCH_KEY) -> tuple[int, dict]:
+    """POST JSON with the API key; (status, decoded body) also for error statuses."""
+    import urllib.error
+
+    req = urllib.request.Request(f"{base}{path}", data=json.dumps(body).encode(), headers={"Content-Type": "application/json", "X-API-Key": key})
+    try:
+        with urllib.request.urlopen(req, timeout=60) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read() or b"{}")
+
+
+def _pct(values: list[float], q: float) -> float:
+    return float(np.percentile(np.asarray(values), q)) if values else float("nan")
+
+
+def run_bench(workdir: Path, *, n_hcps: int, requests: int, batches: int, nightly_hcps: int, seed: int, rebuild: bool) -> dict[str, Any]:
+    """Build (or reuse) a world, serve it, time HTTP and in-process scoring; returns the figures."""
+    import signal
+
+    from rich.console import Console
+
+    from nba.configuration import load_config
+    from serving.cli import serve_process
+    from serving.config import ServingConfig
+    from serving.engine import Recommender
+    from serving.sandbox import AS_OF, build_world
+
+    console = Console(stderr=True)
+    workdir = Path(workdir).resolve()
+    marker = workdir / "world.json"
+    if rebuild or not marker.exists():
+        import shutil
+
+        shutil.rmtree(workdir, ignore_errors=True)
+        with console.status(f"building a world of {n_hcps} HCPs (features, tiny champion)"):
+            w = build_world(workdir, n_hcps=n_hcps, seed=seed)
+        marker.write_text(json.dumps({"hcp_ids": w.hcp_ids, "serving_yaml": str(w.serving_yaml)}))
+    info = json.loads(marker.read_text())
+    ids, serving_yaml = info["hcp_ids"], Path(info["serving_yaml"])
+    rng = np.random.default_rng(seed)
+    overrides = {"audit_url": f"sqlite:///{workdir / 'audit-bench.db'}"}
+    os.environ["NBA_API_KEYS"] = f"bench:{BENCH_KEY}"
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    proc = serve_process(serving_yaml, overrides, "127.0.0.1", port, quiet=True)
+    try:
+        with console.status("starting bentoml serve"):
+            ready_s = wait_ready(base, proc)
+        as_of = AS_OF.isoformat()
+        singles = [[ids[i]] for i in rng.integers(0, len(ids), requests)]
+        batch_ids = [ids[i] for i in rng.permutation(len(ids))[:1000]] if len(ids) >= 1000 else [ids[i % len(ids)] + "" for i in range(1000)]
+        for s in singles[:10]:  # warm-up
+            post(base, "/recommend", {"hcp_ids": s, "as_of": as_of})
+        single_ms = []
+        with console.status(f"{requests} single-HCP requests"):
+            for s in singles:
+                t = time.perf_counter()
+                status, _ = post(base, "/recommend", {"hcp_ids": s, "as_of": as_of})
+                single_ms.append((time.perf_counter() - t) * 1000)
+                assert status == 200, status
+        with console.status("throughput (4 concurrent clients)"):
+            t = time.perf_counter()
+            with ThreadPoolExecutor(4) as pool:
+                codes = list(pool.map(lambda s: post(base, "/recommend", {"hcp_ids": s, "as_of": as_of})[0], singles))
+            rps = len(singles) / (time.perf_counter() - t)
+        batch_ms = []
+        with console.status(f"{batches} batches of 1,000 HCPs"):
+            for _ in range(batches):
+                t = time.perf_counter()
+                status, body = post(base, "/recommend", {"hcp_ids": batch_ids, "as_of": as_of})
+                batch_ms.append((time.perf_counter() - t) * 1000)
+                assert status == 200, (status, str(body)[:300])
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
+
+    # The floor: the same requests scored in this process, no HTTP.
+    cfg = load_config(ServingConfig, "serving", serving_yaml, {"audit_url": f"sqlite:///{workdir / 'audit-inproc.db'}"})
+    rec = Recommender.from_config(cfg)
+    for s in singles[:10]:
+        rec.recommend(s, as_of=AS_OF)
+    inproc_single = []
+    for s in singles:
+        t = time.perf_counter()
+        rec.recommend(s, as_of=AS_OF)
+        inproc_single.append((time.perf_counter() - t) * 1000)
+    inproc_batch = []
+    for _ in range(batches):
+        t = time.perf_counter()
+        rec.recommend(batch_ids, as_of=AS_OF)
+        inproc_batch.append((time.perf_counter() - t) * 1000)
+    figures: dict[str, Any] = {
+        "hcps_in_world": len(ids),
+        "ready_seconds": round(ready_s, 2),
+        "http_single_p50_ms": round(statistics.median(single_ms), 2),
+        "http_single_p99_ms": round(_pct(single_ms, 99), 2),
+        "http_requests_per_second_4_clients": round(rps, 1),
+        "http_failed_requests": int(sum(c != 200 for c in codes)),
+        "http_batch_1000_p50_ms": round(statistics.median(batch_ms), 1),
+        "http_batch_1000_max_ms": round(max(batch_ms), 1),
+        "inprocess_single_p50_ms": round(statistics.median(inproc_single), 2),
+        "inprocess_single_p99_ms": round(_pct(inproc_single, 99), 2),
+        "inprocess_batch_1000_p50_ms": round(statistics.median(inproc_batch), 1),
+        "http_over_inprocess_single_p50_ratio": round(statistics.median(single_ms) / statistics.median(inproc_single), 2),
+        "http_over_inprocess_batch_p50_ratio": round(statistics.median(batch_ms) / statistics.median(inproc_batch), 2),
+        "target_single_p99_ms": 30, "target_batch_1000_ms": 500,
+    }
+    if nightly_hcps:
+        from serving.batch import recommend_all
+
+        nightly = [ids[i % len(ids)] for i in range(nightly_hcps)]
+        t = time.perf_counter()
+        summary = recommend_all(rec, workdir / "nightly.parquet", as_of=AS_OF, hcp_ids=nightly)
+        secs = time.perf_counter() - t
+        figures.update({"nightly_hcps": nightly_hcps, "nightly_seconds": round(secs, 1), "nightly_hcps_per_second": round(nightly_hcps / secs, 1),
+                        "nightly_suggestions": summary["suggestions"], "target_nightly_100k_seconds": 120})
+    return figures

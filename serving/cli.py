@@ -1,0 +1,114 @@
+"""Serving commands: ``nba serve``, ``nba recommend --all``, ``nba bench serve`` (typer + stdlib only here)."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+
+def _overrides(sets: list[str] | None) -> dict:
+    from nba.configuration import parse_override
+
+    return dict(parse_override(s) for s in (sets or []))
+
+
+def _load(config: Optional[Path], sets: list[str] | None, extra: dict | None = None):
+    from nba.configuration import load_config
+    from serving.config import ServingConfig
+
+    return load_config(ServingConfig, "serving", config, {**_overrides(sets), **(extra or {})})
+
+
+def serve_process(config: Optional[Path], overrides: dict, host: str, port: int, *, quiet: bool = False):
+    """Start ``bentoml serve`` for the service in a new process group; returns the Popen."""
+    import subprocess
+
+    env = dict(os.environ, BENTOML_DO_NOT_TRACK="True", MLFLOW_DISABLE_TELEMETRY="true", NBA_SERVING_SET=json.dumps(overrides))
+    if config is not None:
+        env["NBA_SERVING_CONFIG"] = str(Path(config).resolve())
+    bentoml = str(Path(sys.executable).with_name("bentoml"))
+    cmd = [bentoml, "serve", "serving.service:NextBestAction", "--host", host, "--port", str(port)]
+    out = subprocess.DEVNULL if quiet else None
+    return subprocess.Popen(cmd, env=env, start_new_session=True, stdout=out, stderr=out)
+
+
+def register(app: typer.Typer, bench_app: typer.Typer) -> None:
+    """Add serving commands to the CLI."""
+
+    @app.command("serve")
+    def serve(
+        config: Optional[Path] = typer.Option(None, "--config", help="serving YAML (default configs/serving.yaml)"),
+        set_: Optional[list[str]] = typer.Option(None, "--set", help="override a config key, e.g. --set port=3001"),
+        port: Optional[int] = typer.Option(None, "--port", help="port (default from config)"),
+    ) -> None:
+        """Start the next-best-action HTTP API (BentoML) on the configured local address."""
+        overrides = _overrides(set_)
+        if port is not None:
+            overrides["port"] = port
+        cfg = _load(config, None, overrides)
+        typer.echo(f"serving on http://{cfg.host}:{cfg.port} (model {cfg.model_name}@{cfg.model_alias}, audit {cfg.audit_url})", err=True)
+        proc = serve_process(config, overrides, cfg.host, cfg.port)
+        try:
+            raise typer.Exit(proc.wait())
+        except KeyboardInterrupt:
+            import signal
+
+            os.killpg(proc.pid, signal.SIGTERM)
+            raise typer.Exit(130) from None
+
+    @app.command("recommend")
+    def recommend(
+        all_: bool = typer.Option(False, "--all", help="score every HCP in the reference tables"),
+        out: Path = typer.Option(..., "--out", help="output file for CRM import (.parquet or .csv)"),
+        config: Optional[Path] = typer.Option(None, "--config", help="serving YAML"),
+        set_: Optional[list[str]] = typer.Option(None, "--set", help="override a config key"),
+        k: Optional[int] = typer.Option(None, "--k", min=1, max=8, help="suggestions per HCP"),
+        as_of: Optional[str] = typer.Option(None, "--as-of", help="decision time, ISO 8601 with offset (default now)"),
+        no_audit: bool = typer.Option(False, "--no-audit", help="do not record suggestions in the audit trail (dry runs only)"),
+    ) -> None:
+        """Nightly batch: score HCPs and write CRM suggestion records, with progress."""
+        import time
+        from datetime import datetime
+
+        from serving.batch import recommend_all
+        from serving.engine import Recommender
+
+        if not all_:
+            raise typer.BadParameter("only --all is supported: the API serves individual HCPs", param_hint="--all")
+        when = None
+        if as_of:
+            when = datetime.fromisoformat(as_of)
+            if when.tzinfo is None:
+                raise typer.BadParameter(f"{as_of!r} has no UTC offset", param_hint="--as-of")
+        cfg = _load(config, set_)
+        t0 = time.perf_counter()
+        rec = Recommender.from_config(cfg)
+        load_s = time.perf_counter() - t0
+        t1 = time.perf_counter()
+        summary = recommend_all(rec, out, k=k, as_of=when, record=not no_audit)
+        secs = time.perf_counter() - t1
+        for note in summary.pop("notes"):
+            typer.echo(f"note: {note}", err=True)
+        typer.echo(json.dumps({**summary, "model_version": rec.model_version, "load_seconds": round(load_s, 3), "score_seconds": round(secs, 3),
+                               "hcps_per_second": round(summary["hcps"] / secs, 1) if secs else None}, sort_keys=True))
+
+    @bench_app.command("serve")
+    def bench_serve(
+        workdir: Path = typer.Option(Path(".nba/bench/serve"), "--workdir", help="where the benchmark world is built"),
+        hcps: int = typer.Option(2000, "--hcps", min=10, help="HCPs in the synthetic world"),
+        requests: int = typer.Option(300, "--requests", min=10, help="single-HCP requests timed"),
+        batches: int = typer.Option(10, "--batches", min=1, help="1,000-HCP batch requests timed"),
+        nightly_hcps: int = typer.Option(0, "--nightly-hcps", min=0, help="also time the nightly batch over this many HCPs (ids repeat the world's)"),
+        seed: int = typer.Option(0, "--seed"),
+        rebuild: bool = typer.Option(False, "--rebuild", help="rebuild the world even if one exists"),
+    ) -> None:
+        """HTTP latency over loopback (single HCP p50/p99, req/s, 1,000-HCP batch) vs in-process scoring."""
+        from serving.bench import run_bench
+
+        figures = run_bench(workdir, n_hcps=hcps, requests=requests, batches=batches, nightly_hcps=nightly_hcps, seed=seed, rebuild=rebuild)
+        typer.echo(json.dumps(figures, sort_keys=True))

@@ -1,0 +1,121 @@
+"""Reference data the service needs besides features: HCP time zones and owners, reps, content.
+
+Read once at start-up from the contract dataset (dimension tables are small): which rep owns
+an HCP, the HCP's time zone (suggested windows are in local time), reps' daily capacities, and
+content topics and approval windows (only approved, unexpired content may be suggested).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from contract.schema import LIFECYCLES, TOPICS
+
+DEFAULT_TIMEZONE = "Asia/Shanghai"
+
+
+@dataclass
+class ReferenceData:
+    """Dimension tables indexed for lookups (ids are pseudonymous)."""
+
+    hcps: pd.DataFrame  # index hcp_id: rep_id, timezone, main_product_id, segment, lifecycle
+    reps: pd.DataFrame  # index rep_id: visit_capacity_per_day, message_capacity_per_day
+    content: pd.DataFrame  # index content_id: product_id, topic, approved_from, approved_until
+
+    @classmethod
+    def empty(cls) -> "ReferenceData":
+        """No reference data: default time zone, no owners, no content."""
+        return cls(
+            pd.DataFrame(columns=["rep_id", "region", "timezone", "main_product_id", "segment", "lifecycle"]).rename_axis("hcp_id"),
+            pd.DataFrame(columns=["visit_capacity_per_day", "message_capacity_per_day"]).rename_axis("rep_id"),
+            pd.DataFrame(columns=["product_id", "topic", "approved_from", "approved_until"]).rename_axis("content_id"),
+        )
+
+    @classmethod
+    def load(cls, data_dir: str | Path) -> "ReferenceData":
+        """Read hcps, reps, products and content from a contract dataset."""
+        from contract.io import read_frame
+
+        data_dir = Path(data_dir)
+        if not data_dir.exists():
+            raise FileNotFoundError(f"reference data: contract dataset {data_dir} does not exist (run nba simulate or nba import)")
+        hcps = read_frame(data_dir, "hcps", columns=["hcp_id", "rep_id", "region", "timezone", "main_product_id", "segment"])
+        products = read_frame(data_dir, "products", columns=["product_id", "lifecycle"]).set_index("product_id")
+        hcps["lifecycle"] = hcps["main_product_id"].map(products["lifecycle"])
+        reps = read_frame(data_dir, "reps", columns=["rep_id", "visit_capacity_per_day", "message_capacity_per_day"])
+        content = read_frame(data_dir, "content", columns=["content_id", "product_id", "topic", "approved_from", "approved_until"])
+        return cls(hcps.set_index("hcp_id"), reps.set_index("rep_id"), content.set_index("content_id"))
+
+    def approved_content(self, as_of: datetime, valid_days: float = 0.0) -> list[str]:
+        """Content approved at ``as_of`` and still approved ``valid_days`` later."""
+        c = self.content
+        ok = (c["approved_from"] <= as_of) & (c["approved_until"] > as_of + timedelta(days=valid_days))
+        return c.index[ok.to_numpy(dtype=bool)].astype(str).tolist()
+
+    def content_topics(self) -> dict[str, str]:
+        """Content id -> topic."""
+        return self.content["topic"].astype(str).to_dict()
+
+    def best_content_by_topic(self, approved: list[str], product_ids: np.ndarray, topics: np.ndarray) -> np.ndarray:
+        """For each (product, topic index) row: the newest approved item of that topic, preferring the product."""
+        out = np.full(len(topics), None, dtype=object)
+        if len(topics) == 0:
+            return out
+        by_pair, by_topic = self._topic_tables(tuple(approved))
+        if by_topic is None:
+            return out
+        topic_names = np.asarray([*TOPICS, ""], dtype=object)[np.asarray(topics)]
+        pair_idx = pd.MultiIndex.from_arrays([pd.Index(np.asarray(product_ids).astype(str)), pd.Index(topic_names)])
+        pair = by_pair.reindex(pair_idx).to_numpy(dtype=object)
+        topic_only = by_topic.reindex(pd.Index(topic_names)).to_numpy(dtype=object)
+        out = np.where(pd.isna(pair), topic_only, pair)
+        return np.where(pd.isna(out), None, out)
+
+    def _topic_tables(self, approved: tuple[str, ...]):
+        # The approved set changes only when the clock crosses an approval boundary: cache it.
+        cache = self.__dict__.setdefault("_topic_cache", {})
+        if approved not in cache:
+            c = self.content.loc[self.content.index.isin(approved)]
+            if c.empty:
+                cache[approved] = (None, None)
+            else:
+                c = c.sort_values("approved_from", ascending=False).reset_index()
+                cache[approved] = (
+                    c.drop_duplicates(["product_id", "topic"]).set_index(["product_id", "topic"])["content_id"],
+                    c.drop_duplicates("topic").set_index("topic")["content_id"],
+                )
+            if len(cache) > 64:
+                cache.pop(next(iter(cache)))
+        return cache[approved]
+
+    def hcp_rows(self, hcp_ids: list[str]) -> pd.DataFrame:
+        """Reference rows for ``hcp_ids`` in order; unknown HCPs get the default time zone."""
+        rows = self.hcps.reindex(pd.Index(hcp_ids, name="hcp_id"))
+        rows["timezone"] = rows["timezone"].fillna(DEFAULT_TIMEZONE)
+        rows["known"] = pd.Index(hcp_ids).isin(self.hcps.index)
+        return rows
+
+    def lifecycle_of(self, hcp_ids: list[str], codes: np.ndarray | None = None) -> np.ndarray:
+        """Lifecycle names per HCP: from feature codes when given, else the reference tables."""
+        if codes is not None:
+            return np.asarray([*LIFECYCLES, ""], dtype=object)[np.where(codes < 0, len(LIFECYCLES), codes)]
+        return self.hcp_rows(hcp_ids)["lifecycle"].fillna("").to_numpy(dtype=object)
+
+    def rep_hcps(self, rep_id: str) -> list[str]:
+        """HCPs owned by ``rep_id`` (sorted)."""
+        return sorted(self.hcps.index[self.hcps["rep_id"].to_numpy() == rep_id].astype(str))
+
+    def territory_hcps(self, rep_id: str) -> list[str]:
+        """HCPs in the regions of ``rep_id``'s HCPs (their own and others'), sorted."""
+        regions = self.hcps.loc[self.hcps["rep_id"].to_numpy() == rep_id, "region"].unique()
+        return sorted(self.hcps.index[self.hcps["region"].isin(regions).to_numpy()].astype(str))
+
+    def capacity(self, rep_id: str) -> tuple[int, int]:
+        """(visits, messages) per day of ``rep_id``; KeyError when the rep is unknown."""
+        row = self.reps.loc[rep_id]
+        return int(row["visit_capacity_per_day"]), int(row["message_capacity_per_day"])

@@ -1,0 +1,42 @@
+"""Turning scored frames into the API's JSON shapes (the one place rows become dicts)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+
+from serving.engine import Suggestions
+
+_FIELDS = ("suggestion_id", "rank", "channel", "content_id", "window_start_local", "window_end_local", "timezone",
+           "expected_response", "propensity", "policy", "degraded", "reasons", "rules_applied")
+
+
+def suggestion_dicts(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    """One dict per suggestion row, with API field names."""
+    cols = [frame[c].tolist() for c in _FIELDS]
+    out = []
+    for sid, rank, ch, cid, ws, we, tz, er, p, pol, dg, rs, ra in zip(*cols):
+        out.append({
+            "suggestion_id": sid, "rank": int(rank), "channel": ch, "content_id": cid, "window_start": ws, "window_end": we,
+            "timezone": tz, "expected_response": round(float(er), 6), "propensity": round(float(p), 6), "policy": pol,
+            "degraded": bool(dg), "reasons": rs, "rules_applied": ra,
+        })
+    return out
+
+
+def recommend_payload(result: Suggestions, hcp_ids: list[str]) -> dict[str, Any]:
+    """The /recommend response body: suggestions grouped per requested HCP, in request order."""
+    by_hcp: dict[str, list] = {}
+    for hcp, s in zip(result.frame["hcp_id"].tolist(), suggestion_dicts(result.frame)):
+        by_hcp.setdefault(hcp, []).append(s)
+    seen: set[str] = set()
+    results = []
+    for h in hcp_ids:  # a repeated id is answered once
+        if h not in seen:
+            seen.add(h)
+            results.append({"hcp_id": h, "suggestions": by_hcp.get(h, [])})
+    return {
+        "request_id": result.request_id, "model_version": result.model_version, "as_of": result.as_of,
+        "degraded": bool(result.degraded_features or result.frame["degraded"].any()), "notes": result.notes, "results": results,
+    }

@@ -1,0 +1,169 @@
+"""End to end: a real ``bentoml serve`` process on a random loopback port, over HTTP."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import urllib.request
+from datetime import timedelta
+
+import pytest
+
+from serving.sandbox import AS_OF
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+KEY = "nba_e2e_key_7f3a"
+
+
+def _start(world, tmp_path, overrides: dict):
+    from serving.bench import free_port, wait_ready
+    from serving.cli import serve_process
+
+    os.environ["NBA_API_KEYS"] = f"e2e:{KEY}"
+    port = free_port()
+    proc = serve_process(world.serving_yaml, {"audit_url": f"sqlite:///{tmp_path / 'audit.db'}", **overrides}, "127.0.0.1", port, quiet=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(base, proc, timeout=150)
+    except Exception:
+        os.killpg(proc.pid, signal.SIGKILL)
+        raise
+    return base, proc
+
+
+def _stop(proc) -> None:
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=20)
+    except Exception:
+        os.killpg(proc.pid, signal.SIGKILL)
+
+
+@pytest.fixture(scope="module")
+def server(world, tmp_path_factory):
+    """The service with the champion; conferences blocked by lifecycle config (a guardrail to observe)."""
+    from contract.schema import LIFECYCLES
+
+    base, proc = _start(world, tmp_path_factory.mktemp("e2e"), {"guardrails.lifecycle_weights": {lc: {"conference": 0.0} for lc in LIFECYCLES}})
+    yield base
+    _stop(proc)
+
+
+@pytest.fixture(scope="module")
+def degraded_server(world, tmp_path_factory):
+    """The service whose feature store cannot be opened (an empty workspace)."""
+    import yaml
+
+    root = tmp_path_factory.mktemp("e2e-degraded")
+    broken = yaml.safe_load(world.features_yaml.read_text())
+    broken["workspace_dir"] = str(root / "no-such-workspace")
+    (root / "features.yaml").write_text(yaml.safe_dump(broken))
+    base, proc = _start(world, root, {"features_config": str(root / "features.yaml")})
+    yield base
+    _stop(proc)
+
+
+def call(base: str, path: str, body, key: str | None = KEY, raw: bytes | None = None):
+    from serving.bench import post
+
+    if raw is None:
+        return post(base, path, body, key=key or "")
+    req = urllib.request.Request(f"{base}{path}", data=raw, headers={"Content-Type": "application/json", "X-API-Key": key})
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read() or b"{}")
+
+
+def _declared_oversize_status(base: str) -> int:
+    """Announce a 2.1 MB body but send only its start: the server must refuse from the header.
+
+    Uploading the whole body races the server's early 413 (it closes the connection, the client
+    gets a broken pipe), so a raw socket reads the answer after a partial send.
+    """
+    import socket
+    from urllib.parse import urlparse
+
+    u = urlparse(base)
+    head = (
+        f"POST /recommend HTTP/1.1\r\nHost: {u.hostname}\r\nContent-Type: application/json\r\n"
+        f"X-API-Key: {KEY}\r\nContent-Length: 2100000\r\nConnection: close\r\n\r\n"
+    ).encode()
+    with socket.create_connection((u.hostname, u.port), timeout=30) as sock:
+        sock.sendall(head + b'{"hcp_ids": ["' + b"x" * 1000)
+        status_line = sock.makefile("rb").readline().decode()
+    return int(status_line.split()[1])
+
+
+def test_probes_metrics_and_openapi_are_public(server) -> None:
+    for path in ("/readyz", "/livez", "/metrics", "/docs.json"):
+        with urllib.request.urlopen(server + path, timeout=10) as r:
+            assert r.status == 200, path
+    with urllib.request.urlopen(server + "/docs.json", timeout=10) as r:
+        spec = json.loads(r.read())
+    assert {"/recommend", "/plan", "/feedback"} <= set(spec["paths"])
+    with urllib.request.urlopen(server + "/metrics", timeout=10) as r:
+        assert b"bentoml_service_request" in r.read()
+
+
+def test_recommend_with_the_champion(server, world) -> None:
+    status, body = call(server, "/recommend", {"hcp_ids": world.hcp_ids[:5], "k": 2, "as_of": AS_OF.isoformat()})
+    assert status == 200, body
+    assert body["model_version"] == f"nba-next-best-action/{world.model_version}" and not body["degraded"]
+    assert [r["hcp_id"] for r in body["results"]] == world.hcp_ids[:5]
+    sugg = [s for r in body["results"] for s in r["suggestions"]]
+    assert all(1 <= len(r["suggestions"]) <= 2 for r in body["results"])
+    assert all(s["reasons"] and s["suggestion_id"] and 0 < s["propensity"] <= 1 for s in sugg)
+    assert all(s["window_start"][-6] in "+-" for s in sugg)  # local time with its offset
+    assert all(s["channel"] != "conference" for s in sugg)  # lifecycle guardrail from config
+
+
+def test_feedback_twice_is_idempotent(server, world) -> None:
+    _, body = call(server, "/recommend", {"hcp_ids": [world.hcp_ids[3]], "k": 1, "as_of": AS_OF.isoformat()})
+    sid = body["results"][0]["suggestions"][0]["suggestion_id"]
+    item = {"feedback_id": "e2e-fb-1", "suggestion_id": sid, "outcome": "dismissed", "reason": "wrong_time", "ts": (AS_OF + timedelta(hours=1)).isoformat()}
+    s1, b1 = call(server, "/feedback", item)
+    s2, b2 = call(server, "/feedback", item)
+    assert (s1, b1["created"], b1["pushed_online"]) == (200, True, True), b1
+    assert (s2, b2["created"]) == (200, False)
+    s3, b3 = call(server, "/feedback", {**item, "outcome": "done", "reason": None})
+    assert s3 == 409 and "e2e-fb-1" in json.dumps(b3)
+    s4, _ = call(server, "/feedback", {**item, "feedback_id": "e2e-fb-2", "suggestion_id": "never-served"})
+    assert s4 == 404
+
+
+def test_plan_for_a_rep(server) -> None:
+    status, body = call(server, "/plan", {"rep_id": "r00000", "date": AS_OF.date().isoformat(), "visit_capacity": 2, "message_capacity": 3})
+    assert status == 200, body
+    assert 1 <= len(body["contacts"]) <= 5 and [c["order"] for c in body["contacts"]] == list(range(1, len(body["contacts"]) + 1))
+
+
+def test_auth_is_required(server, world) -> None:
+    assert call(server, "/recommend", {"hcp_ids": world.hcp_ids[:1]}, key=None)[0] == 401
+    assert call(server, "/recommend", {"hcp_ids": world.hcp_ids[:1]}, key="wrong")[0] == 401
+    assert call(server, "/feedback", {}, key="wrong")[0] == 401
+
+
+def test_bad_payloads_get_422_naming_the_field(server, world) -> None:
+    status, body = call(server, "/recommend", {"hcp_ids": world.hcp_ids[:1], "k": 0})
+    assert status == 422 and body["detail"][0]["loc"] == ["k"]
+    status, body = call(server, "/recommend", {"hcp_ids": world.hcp_ids[:1], "channels": ["fax"]})
+    assert status == 422 and body["detail"][0]["loc"][0] == "channels"
+    status, body = call(server, "/recommend", {"hcp_ids": world.hcp_ids[:1], "as_of": "2025-05-06T00:00:00"})
+    assert status == 422 and "timezone-aware" in json.dumps(body)
+    status, body = call(server, "/feedback", {"feedback_id": "x", "suggestion_id": "y", "outcome": "maybe", "ts": AS_OF.isoformat()})
+    assert status == 422 and body["detail"][0]["loc"] == ["outcome"]
+    assert call(server, "/recommend", None, raw=b"{not json")[0] == 422
+    status, body = call(server, "/recommend", {"hcp_ids": [f"h{i}" for i in range(1001)]})
+    assert status == 422 and "batch limit of 1000" in json.dumps(body)
+    assert _declared_oversize_status(server) == 413
+
+
+def test_degraded_mode_when_features_are_unavailable(degraded_server, world) -> None:
+    status, body = call(degraded_server, "/recommend", {"hcp_ids": world.hcp_ids[:3], "as_of": AS_OF.isoformat()})
+    assert status == 200 and body["degraded"]
+    sugg = [s for r in body["results"] for s in r["suggestions"]]
+    assert sugg and all(s["degraded"] and s["channel"] == "visit" for s in sugg)
+    assert any("features unavailable" in n for n in body["notes"])
