@@ -60,10 +60,12 @@ def run_quickstart(workdir: Path, hcps: int, days: int, seed: int, sample: int =
     console.print(online[shown].to_string(index=False))
 
     champion = _train_and_promote(console, workdir, data_dir, feat_cfg, seed, timings)
+    served = _serve_and_ask(console, workdir, champion["tracking_uri"], ids, timings)
 
     return {
         "workdir": str(workdir),
         **champion,
+        **served,
         "hcps": hcps,
         "days": days,
         "seed": seed,
@@ -116,6 +118,44 @@ def _train_and_promote(console: Console, workdir: Path, data_dir: Path, feat_cfg
         "share_of_oracle_gain": figures.get("sim_model_share_of_oracle_gain"),
         "champion_version": promoted["champion_version"],
     }
+
+
+def _serve_and_ask(console: Console, workdir: Path, tracking_uri: str, ids: list[str], timings: dict[str, float]) -> dict[str, Any]:
+    """Start the real service on a free loopback port, ask it for suggestions, print them, stop it."""
+    import os
+    import signal
+
+    from serving.auth import new_key
+    from serving.bench import free_port, post, wait_ready
+    from serving.cli import serve_process
+
+    key = new_key()
+    os.environ["NBA_API_KEYS"] = f"quickstart:{key}"  # hashed by the service at start-up
+    port = free_port()
+    overrides = {
+        "tracking_uri": tracking_uri,
+        "features_config": str(workdir / "features.yaml"),
+        "audit_url": f"sqlite:///{workdir / 'audit.db'}",
+        "port": port,
+    }
+    base = f"http://127.0.0.1:{port}"
+    proc = serve_process(None, overrides, "127.0.0.1", port, quiet=True)
+    try:
+        ready_s = _step(console, f"bentoml serve on {base} (loads the champion)", lambda: wait_ready(base, proc), timings)
+        status, body = _step(console, f"POST /recommend for {len(ids)} HCPs", lambda: post(base, "/recommend", {"hcp_ids": ids, "k": 2}, key=key), timings)
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
+    if status != 200:
+        raise RuntimeError(f"/recommend answered {status}: {body}")
+    for item in body.get("results", []):
+        for sug in item.get("suggestions", []):
+            console.print(
+                f"[bold]{item['hcp_id']}[/bold] #{sug.get('rank')} {sug.get('channel')} {sug.get('content_id') or ''} "
+                f"p={sug.get('expected_response', float('nan')):.2f} policy={sug.get('policy')} - {'; '.join(sug.get('reasons', [])[:2])}"
+            )
+    n = sum(len(item.get("suggestions", [])) for item in body.get("results", []))
+    return {"served_model_version": body.get("model_version"), "suggestions": n, "serve_ready_s": round(ready_s, 2)}
 
 
 def _sample_hcps(data_dir: Path, n: int) -> list[str]:
