@@ -72,7 +72,7 @@ def quickstart_cmd(
     days: int = typer.Option(365, "--days", min=28, help="Simulated days of history."),
     seed: int = typer.Option(7, "--seed", help="Seed of the simulated world."),
 ) -> None:
-    """Main job end to end on the embedded default: simulate, validate, features (and more as stages land)."""
+    """Main job end to end: simulate, validate, features, train, evaluate, promote, serve, ask."""
     from nba.quickstart import print_summary, run_quickstart
 
     print_summary(run_quickstart(workdir, hcps=hcps, days=days, seed=seed))
