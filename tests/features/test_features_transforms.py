@@ -1,0 +1,136 @@
+"""Feature transforms against values computed by hand from the tiny dataset in conftest."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from features.config import FeaturesConfig
+from features.events import prepare, run_lengths
+from features.snapshots import compute_features_asof, content_table, weekly_times
+
+from tiny_contract import T0
+
+
+def _row(df: pd.DataFrame, hcp: str) -> pd.Series:
+    return df.set_index("hcp_id").loc[hcp]
+
+
+def test_engagement_recency_and_streak_by_hand(tables):
+    h1 = _row(compute_features_asof(tables, T0 + timedelta(days=14)), "h1")
+    assert h1["wechat_push_sent_7d"] == 1  # day 8 only; window is [day 7, day 14)
+    assert h1["wechat_push_sent_30d"] == 3
+    assert h1["wechat_push_opened_30d"] == 1
+    assert h1["wechat_push_open_rate_30d"] == pytest.approx(1 / 3)
+    assert h1["wechat_push_read_seconds_30d"] == pytest.approx(90.0)
+    assert h1["webinar_attended_7d"] == 1 and h1["visit_sent_7d"] == 1
+    assert h1["touches_7d"] == 3 and h1["touches_total"] == 5
+    assert h1["engaged_30d"] == 1  # the 90-second read
+    assert h1["days_since_last_touch"] == pytest.approx(3.5)
+    assert h1["days_since_last_wechat_push"] == pytest.approx(6.0)
+    assert h1["days_since_last_open"] == pytest.approx(3.5)
+    assert h1["consecutive_unopened_pushes"] == 2
+
+
+def test_inbound_and_undelivered(tables):
+    h2 = _row(compute_features_asof(tables, T0 + timedelta(days=7)), "h2")
+    assert h2["email_sent_7d"] == 1 and h2["email_opened_7d"] == 0
+    assert h2["inbound_7d"] == 1 and h2["wecom_1to1_sent_7d"] == 0  # inbound is not "sent"
+    assert h2["days_since_last_touch"] == pytest.approx(3.0)
+
+
+def test_never_touched_hcp_gets_caps_and_zeros(tables):
+    cfg = FeaturesConfig(days_since_cap=100.0)
+    h3 = _row(compute_features_asof(tables, T0 + timedelta(days=14), cfg), "h3")
+    assert h3["days_since_last_touch"] == 100.0 and h3["touches_total"] == 0 and h3["seq_len"] == 0
+    assert h3["is_missing"] == False  # noqa: E712 - known HCP, just no history
+
+
+def test_visits_feedback_and_outcomes(tables):
+    df = compute_features_asof(tables, T0 + timedelta(days=14))
+    h1 = _row(df, "h1")
+    assert h1["visits_90d"] == 1 and h1["meetings_attended_90d"] == 1
+    assert h1["suggestions_accepted_90d"] == 1 and h1["suggestions_dismissed_90d"] == 1
+    assert h1["suggestion_acceptance_rate_90d"] == pytest.approx(0.5)
+    assert h1["rx_4w"] == 8 and h1["market_4w"] == 20 and h1["share_4w"] == pytest.approx(0.4)
+    assert h1["rx_trend_per_week"] == pytest.approx(8 / 4 - 8 / 12)
+    assert h1["weeks_with_rx_12w"] == 2
+    # The week starting Jan 12 is not over on Jan 12 + 6 days: only the first week counts.
+    early = _row(compute_features_asof(tables, T0 + timedelta(days=13)), "h1")
+    assert early["rx_4w"] == 3
+
+
+def test_profile_codes(tables):
+    df = compute_features_asof(tables, T0)
+    h1, h2 = _row(df, "h1"), _row(df, "h2")
+    assert (h1["segment"], h1["hospital_tier"], h1["title"], h1["lifecycle"]) == (0, 0, 0, 1)
+    assert h1["is_kol"] and h1["profile_qualified"] and h1["beds"] == 10
+    assert h1["potential_boxes_month"] == pytest.approx(864.0)
+    assert not h1["consent_phone"] and h1["consent_email"]
+    assert h2["segment"] == -1 and h2["beds"] == 0 and not h2["profile_qualified"]
+
+
+def test_sequence_oldest_first_with_local_time(tables):
+    df = compute_features_asof(tables, T0 + timedelta(days=14), FeaturesConfig(sequence_length=20))
+    h1 = _row(df, "h1")
+    assert h1["seq_len"] == 5
+    assert list(h1["seq_channel"]) == [2, 2, 2, 0, 5]  # wechat_push x3, visit, webinar
+    assert list(h1["seq_content_id"]) == ["c1", "c2", "c1", "", "c2"]
+    assert list(h1["seq_response"]) == [3, 1, 1, 2, 2]
+    assert list(h1["seq_read_seconds"]) == [90.0, 0, 0, 0, 0]
+    assert list(h1["seq_gap_days"]) == [365.0, 2.0, 5.0, 1.0, 1.5]
+    assert list(h1["seq_weekday"]) == [1, 3, 1, 2, 3]  # Asia/Shanghai local weekdays
+    assert list(h1["seq_daypart"]) == [0, 0, 0, 0, 3]  # 08:00 mornings, one 20:00 evening
+    h2 = _row(df, "h2")
+    assert list(h2["seq_response"]) == [0, 3]  # undelivered email, then an inbound reply
+
+
+def test_sequence_keeps_last_n(tables):
+    h1 = _row(compute_features_asof(tables, T0 + timedelta(days=14), FeaturesConfig(sequence_length=2)), "h1")
+    assert h1["seq_len"] == 2 and list(h1["seq_channel"]) == [0, 5]
+
+
+def test_content_popularity_and_approval(tables):
+    cfg = FeaturesConfig()
+    prep = prepare(tables)
+    t = np.array([int((T0 + timedelta(days=7)).timestamp()), int((T0 + timedelta(days=14)).timestamp())])
+    df = content_table(prep, cfg, t, as_source=False).to_pandas().set_index(["content_id", "event_timestamp"])
+    c1 = df.loc[("c1", pd.Timestamp(T0 + timedelta(days=14)))]
+    assert c1["sent_30d"] == 3 and c1["opened_30d"] == 1 and c1["is_approved"]
+    c2_early = df.loc[("c2", pd.Timestamp(T0 + timedelta(days=7)))]
+    c2_late = df.loc[("c2", pd.Timestamp(T0 + timedelta(days=14)))]
+    assert not c2_early["is_approved"] and c2_late["is_approved"]
+    assert c2_late["days_since_approval"] == pytest.approx(4.0)
+
+
+def test_run_lengths_reset_at_groups():
+    flag = np.array([True, True, False, True, True, True, True])
+    group = np.array([0, 0, 0, 0, 1, 1, 2])
+    assert run_lengths(flag, group).tolist() == [1, 2, 0, 1, 1, 2, 1]
+
+
+def test_weekly_times_cover_all_events(tables):
+    times = weekly_times(prepare(tables))
+    assert pd.Timestamp(times[0], unit="s", tz="UTC") == pd.Timestamp(T0)
+    assert (times[1:] - times[:-1] == 7 * 86400).all()
+    assert times[-1] > prepare(tables).events.t.max()
+
+
+def test_unknown_hcp_in_touchpoints_names_row(tables):
+    tables["touchpoints"].loc[3, "hcp_id"] = "ghost"
+    with pytest.raises(ValueError, match=r"touchpoints: row 3: hcp_id 'ghost'"):
+        prepare(tables)
+
+
+def test_missing_table_is_named(tables):
+    del tables["outcomes"]
+    with pytest.raises(ValueError, match="'outcomes' is missing"):
+        prepare(tables)
+
+
+def test_naive_as_of_refused(tables):
+    with pytest.raises(ValueError, match="timezone-aware"):
+        compute_features_asof(tables, "2026-01-19T00:00:00")
