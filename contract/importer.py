@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import hashlib
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -18,7 +17,7 @@ import pandas as pd
 import pyarrow as pa
 
 from contract.coercion import DEFAULT_CAP, canonical_frame, coerce_arrow
-from contract.io import read_manifest, read_table, staged_dir, table_path, write_tables
+from contract.io import file_sha256, read_manifest, read_table, staged_dir, table_path, write_tables
 from contract.issues import RULE_MANIFEST, RULE_MISSING_FILE, RULE_UNKNOWN_FILE, SourceFile, ValidationIssue, errors, sort_issues
 from contract.merge import MergeStats, apply_merge, plan_merge
 from contract.readers import discover_export, read_source
@@ -62,14 +61,6 @@ def _existing_dataset(data_dir: Path) -> tuple[dict[str, pa.Table], dict]:
         raise FileExistsError(f"{data_dir}: exists, is not empty and holds no {MANIFEST_NAME}; refusing to replace it with an import")
     manifest = read_manifest(data_dir)
     return {n: read_table(data_dir, n) for n in TABLES if n in manifest["tables"]}, manifest
-
-
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 22), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 @contextlib.contextmanager
@@ -186,7 +177,7 @@ def _import_locked(src_dir: str | Path, data_dir: str | Path, *, now: dt.datetim
         step("merged")
     stats: dict[str, MergeStats] = {name: plan.stats for name, plan in plans.items()}
     extra = {k: v for k, v in old_manifest.items() if k not in _MANIFEST_KEYS}
-    extra["last_import"] = {"files": {p.name: _file_sha256(p) for p in export.tables.values()}}
+    extra["last_import"] = {"files": {p.name: file_sha256(p) for p in export.tables.values()}}
     with staged_dir(data_dir) as staging:
         # Keep what other stages put beside the tables (e.g. the simulator's ground truth).
         if data_dir.exists():
@@ -223,7 +214,7 @@ def validate_dataset(data_dir: str | Path, *, now: dt.datetime | None = None, ca
         if not path.exists():
             issues.append(ValidationIssue(file=path.name, table=name, rule=RULE_MISSING_FILE, message="listed in the manifest but missing"))
             continue
-        if _file_sha256(path) != entry.get("sha256"):
+        if file_sha256(path) != entry.get("sha256"):
             issues.append(ValidationIssue(file=path.name, table=name, rule=RULE_MANIFEST, message="content hash differs from the manifest (file changed after it was written)"))
         source = SourceFile(file=path.name)
         typed, coerce_issues = coerce_arrow(TABLES[name], read_table(data_dir, name), source, cap=cap)

@@ -51,7 +51,8 @@ def table_path(data_dir: str | Path, name: str) -> Path:
     return Path(data_dir) / f"{name}.parquet"
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
+    """SHA-256 hex digest of a file, read in chunks."""
     h = hashlib.sha256()
     with path.open("rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
@@ -74,7 +75,7 @@ def write_tables(directory: str | Path, tables: Mapping[str, Any], *, source: st
         arrow = to_arrow(TABLES[name], tables[name])
         path = table_path(directory, name)
         pq.write_table(arrow, path, compression="zstd", row_group_size=1 << 20)
-        manifest["tables"][name] = {"rows": arrow.num_rows, "sha256": _sha256(path)}
+        manifest["tables"][name] = {"rows": arrow.num_rows, "sha256": file_sha256(path)}
     if extra:
         manifest.update(extra)
     (directory / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
