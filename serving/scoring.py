@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -53,6 +52,7 @@ def load_champion(tracking_uri: str, name: str, alias: str = "champion") -> Load
     from mlflow.exceptions import MlflowException
 
     from training.artifacts import load_bundle
+    from training.tracking import bundle_path
 
     if tracking_uri.startswith("sqlite:///") and not os.path.exists(tracking_uri[len("sqlite:///") :]):
         raise ModelUnavailable(f"no MLflow store at {tracking_uri}: train and promote a model first (nba train, nba promote)")
@@ -62,27 +62,10 @@ def load_champion(tracking_uri: str, name: str, alias: str = "champion") -> Load
     except MlflowException as exc:
         raise ModelUnavailable(f"registered model {name!r} has no version with alias {alias!r} at {tracking_uri}: run nba promote ({exc.error_code})") from None
     try:
-        bundle = load_bundle(bundle_dir(f"models:/{name}/{mv.version}"))
+        bundle = load_bundle(bundle_path(name, str(mv.version)))
     except Exception as exc:  # a broken artifact must not take the service down with it
         raise ModelUnavailable(f"{name} version {mv.version} ({alias}) failed to load: {exc}") from exc
     return LoadedModel(bundle, name, str(mv.version), alias)
-
-
-def bundle_dir(model_uri: str) -> Path:
-    """Download a registered pyfunc and return the folder of its ``bundle`` artifact.
-
-    The pyfunc's MLmodel names where the artifact was copied (``artifacts/<folder name>``);
-    reading it there is exact, where guessing ``artifacts/bundle`` is not.
-    """
-    import mlflow
-    import yaml
-
-    local = Path(mlflow.artifacts.download_artifacts(model_uri))
-    spec = yaml.safe_load((local / "MLmodel").read_text())
-    artifacts = spec.get("flavors", {}).get("python_function", {}).get("artifacts") or {}
-    if "bundle" not in artifacts:
-        raise ModelUnavailable(f"{model_uri}: its MLmodel declares no 'bundle' artifact (not an nba model)")
-    return local / artifacts["bundle"]["path"]
 
 
 def score_channels(bundle: Any, frame: Any, approved_content: list[str] | None = None, *, k_content: int = 5, k_slots: int = 3, batch_size: int = 2048) -> ChannelScores:

@@ -65,11 +65,18 @@ def register(model_uri: str, name: str, alias: str = CHALLENGER, tags: dict[str,
 
 
 def bundle_path(name: str, version: str) -> Path:
-    """Download (or locate) a registered version's config + state-dict bundle and return its folder."""
-    import mlflow
+    """Download a registered version and return the folder of its config + state-dict bundle.
 
-    local = Path(mlflow.artifacts.download_artifacts(f"models:/{name}/{version}"))
-    found = sorted(local.glob("artifacts/*/model.json"))
-    if not found:
-        raise FileNotFoundError(f"models:/{name}/{version}: no config + state-dict bundle under {local / 'artifacts'}")
-    return found[0].parent
+    The pyfunc's MLmodel names where the ``bundle`` artifact was copied
+    (``artifacts/<folder name>``); reading it there is exact, where globbing is a guess.
+    """
+    import mlflow
+    import yaml
+
+    uri = f"models:/{name}/{version}"
+    local = Path(mlflow.artifacts.download_artifacts(uri))
+    spec = yaml.safe_load((local / "MLmodel").read_text())
+    artifacts = spec.get("flavors", {}).get("python_function", {}).get("artifacts") or {}
+    if "bundle" not in artifacts:
+        raise FileNotFoundError(f"{uri}: its MLmodel declares no 'bundle' artifact (not an nba model)")
+    return local / artifacts["bundle"]["path"]
