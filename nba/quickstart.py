@@ -54,7 +54,7 @@ def run_quickstart(workdir: Path, hcps: int, days: int, seed: int, sample: int =
     _step(console, "feast apply", lambda: apply(feat_cfg), timings)
     _step(console, "materialise to the online store", lambda: materialize(feat_cfg), timings)
 
-    ids = [f"{i}" for i in _sample_hcps(data_dir, sample)] + ["H-UNKNOWN"]
+    ids = _sample_hcps(data_dir, sample) + ["H-UNKNOWN"]
     online = _step(console, f"online features for {len(ids)} HCPs", lambda: get_online_features(feat_cfg, ids), timings)
     shown = [c for c in ("hcp_id", "is_missing", "segment", "seq_len") if c in online.columns]
     console.print(online[shown].to_string(index=False))
