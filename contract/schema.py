@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-CONTRACT_VERSION = "1.0"
+CONTRACT_VERSION = "1.1"
 
 # Touchpoint channels (domain brief: offline/private and online). Order is stable: models index
 # channels by position in this tuple, so append only.
@@ -199,6 +199,30 @@ HCPS = Table(
     doc="Healthcare professionals, pseudonymous, with segmentation and per-channel consent.",
 )
 
+# The attributes of an HCP that change over time (the rest of ``hcps`` is fixed by who the HCP
+# is: hospital, department, title). ``hcps`` holds their values on the export day only.
+HCP_DATED_COLUMNS: tuple[str, ...] = (
+    "potential_boxes_month", "support_share", "segment", "profile_completeness", *(f"consent_{ch}" for ch in CHANNELS),
+)
+
+HCP_PROFILE_HISTORY = Table(
+    name="hcp_profile_history",
+    columns=(
+        Column("hcp_id", "string"),
+        Column("valid_from", "timestamp", doc="when these values became true in the CRM, timezone-aware"),
+        *(col for col in HCPS.columns if col.name in HCP_DATED_COLUMNS),
+    ),
+    primary_key=("hcp_id", "valid_from"),
+    foreign_keys=(ForeignKey("hcp_id", "hcps", "hcp_id"),),
+    merge="events",
+    event_time="valid_from",
+    doc=(
+        "Dated versions of the HCP attributes that change (potential, support, segment, completeness, consent). "
+        "Without it those attributes are known only from the export day on: training features before it carry "
+        "defaults, flagged by `profile_known`, instead of values from the future."
+    ),
+)
+
 CONTENT = Table(
     name="content",
     columns=(
@@ -292,9 +316,9 @@ FEEDBACK = Table(
 )
 
 # Import order respects references: a table comes after every table it points to.
-TABLES: dict[str, Table] = {t.name: t for t in (PRODUCTS, REPS, HCPS, CONTENT, TOUCHPOINTS, OUTCOMES, FEEDBACK)}
+TABLES: dict[str, Table] = {t.name: t for t in (PRODUCTS, REPS, HCPS, HCP_PROFILE_HISTORY, CONTENT, TOUCHPOINTS, OUTCOMES, FEEDBACK)}
 REQUIRED_TABLES: tuple[str, ...] = ("products", "reps", "hcps", "content", "touchpoints", "outcomes")
-OPTIONAL_TABLES: tuple[str, ...] = ("feedback",)
+OPTIONAL_TABLES: tuple[str, ...] = ("hcp_profile_history", "feedback")
 
 MANIFEST_NAME = "_manifest.json"
 # Where the simulator keeps ground truth, apart from the logs. Training never reads it.

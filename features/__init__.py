@@ -17,12 +17,15 @@ Public API (import from ``features``; nothing heavy is imported until used):
   one row per touchpoint: hcp_id, event_timestamp (Monday 00:00 UTC of the touch's week),
   label_channel, label_content_id, label_day_offset (local weekday 0=Mon), label_daypart,
   label_response, label_propensity (NaN when not logged), label_ts.
-- ``get_online_features(cfg_or_store, hcp_ids, *, service="nba_model_v1") -> DataFrame``: one row per
-  id in order; unknown ids get defaults and ``is_missing=True``.
+- ``get_online_features(cfg_or_store, hcp_ids, *, service="nba_model_v1", via="direct") -> DataFrame``: one row
+  per id in order; unknown ids get defaults and ``is_missing=True``. ``via="feast"``: the same frame through
+  Feast's ``FeatureStore.get_online_features`` (slower; the reference the direct reader is tested against).
 - ``push_events(cfg, touchpoints_or_feedback_df, *, store=None, history=None, as_of=None) -> dict``:
   recompute the affected HCPs' pushable views and push them online (PushMode.ONLINE).
-- ``compute_features_asof(tables, as_of, cfg=None) -> DataFrame``: the same features from in-memory
-  contract tables, without Feast (equal to Feast offline at snapshot-aligned times).
+- ``compute_features_asof(tables, as_of, cfg=None, *, profile_as_of=None) -> DataFrame``: the same features
+  from in-memory contract tables, without Feast (equal to Feast offline at snapshot-aligned times when
+  ``profile_as_of`` is the build's last snapshot, where the build stamps the ``hcps`` table's changing
+  attributes; by default the tables are taken as the world's state at ``as_of``).
 - ``catalog(cfg) -> dict[str, View]``: every view and feature with dtype and default.
 """
 

@@ -46,6 +46,8 @@ def read_contract(data_dir: str | Path, *, with_ids: bool = False) -> dict[str, 
     if table_path(data_dir, "feedback").exists():
         cols = ["hcp_id", "ts", "decision"] + (["feedback_id"] if with_ids else [])
         tables["feedback"] = read_table(data_dir, "feedback", columns=cols)
+    if table_path(data_dir, "hcp_profile_history").exists():
+        tables["hcp_profile_history"] = read_table(data_dir, "hcp_profile_history")
     return tables
 
 

@@ -24,6 +24,9 @@ CONTENT_SERVICE = "nba_content_v1"
 MISSING_FLAG = "is_missing"
 # Source rows are weekly; a TTL of 8 days always reaches the previous snapshot.
 SNAPSHOT_TTL_DAYS = 8
+# The view of dated (mutable) HCP attributes and its "values are known" flag.
+DATED_PROFILE = "hcp_profile_dated"
+PROFILE_KNOWN = "profile_known"
 # FeatureView tag holding the logical feature names (packed views store one vector).
 LOGICAL_TAG = "nba_features"
 
@@ -55,6 +58,10 @@ class View:
     # Without a TTL DuckDB joins every earlier snapshot (x52) before picking one: 12 GB for
     # 1M entity rows. Dimension views (profile) keep one row per entity and no TTL.
     dense: bool = True
+    # Array features stored concatenated in one Array(Float32) per row (``<view>_arrays``): the
+    # touchpoint sequence's six numeric arrays as one stored value instead of six, since the
+    # online stores pay per stored value (a row in SQLite, a field to decode in Redis).
+    packed_arrays: tuple[str, ...] = ()
 
     @property
     def ttl_days(self) -> int:
@@ -67,11 +74,17 @@ class View:
         return f"{self.name}_vec"
 
     @property
+    def arrays_name(self) -> str:
+        """The stored Array(Float32) holding a view's ``packed_arrays``, one after another."""
+        return f"{self.name}_arrays"
+
+    @property
     def stored_features(self) -> list[tuple[str, str]]:
         """(name, kind) of the features as Feast stores them."""
         if self.packed:
             return [(self.vector_name, "array_float32")]
-        return [(f.name, f.kind) for f in self.features]
+        rest = [(f.name, f.kind) for f in self.features if f.name not in self.packed_arrays]
+        return [(self.arrays_name, "array_float32"), *rest] if self.packed_arrays else rest
 
     @property
     def defaults_vector(self):
@@ -109,22 +122,29 @@ def _b(name: str, default: bool = False) -> Feature:
 
 
 def profile_view() -> View:
-    """HCP profile: categorical codes (index into the contract tuples, -1 unknown) and flags."""
+    """HCP profile that does not change: categorical codes (index into the contract tuples, -1 unknown)."""
+    feats = [_i("hospital_tier", -1), _i("department", -1), _i("title", -1), _i("lifecycle", -1), _b("is_kol"), _i("beds", 0)]
+    return View("hcp_profile", "hcp", tuple(feats), doc="HCP profile: hospital tier, department, title, KOL", packed=True, dense=False)
+
+
+def dated_profile_view() -> View:
+    """The HCP attributes that change (segmentation, completeness, consent), valid from a date.
+
+    Rows come from the contract's optional ``hcp_profile_history`` (stamped ``valid_from``)
+    and from ``hcps`` itself, stamped at the export's last snapshot: a label before that
+    never sees export-day values. ``profile_known`` is False where the defaults stand in.
+    """
     feats = [
         _i("segment", -1),
-        _i("hospital_tier", -1),
-        _i("department", -1),
-        _i("title", -1),
-        _i("lifecycle", -1),
-        _b("is_kol"),
-        _i("beds", 0),
         _f("potential_boxes_month"),
         _f("support_share"),
         _f("profile_completeness"),
         _b("profile_qualified"),
         *[_b(f"consent_{ch}") for ch in CHANNELS],
+        _b(PROFILE_KNOWN),
     ]
-    return View("hcp_profile", "hcp", tuple(feats), doc="HCP profile, segmentation and consent", packed=True, dense=False)
+    return View(DATED_PROFILE, "hcp", tuple(feats), doc="segmentation, completeness and consent, as known at the time",
+                packed=True, dense=False)
 
 
 def engagement_view(windows_days: list[int], cap: float) -> View:
@@ -178,7 +198,8 @@ def sequence_view(cap: float) -> View:
         Feature("seq_daypart", "array_int64", ()),
         Feature("seq_len", "int64", 0),
     ]
-    return View("hcp_touch_sequence", "hcp", tuple(feats), pushable=True, doc="last N touchpoints as arrays")
+    numeric = tuple(f.name for f in feats if f.kind in ("array_int64", "array_float32"))
+    return View("hcp_touch_sequence", "hcp", tuple(feats), pushable=True, doc="last N touchpoints as arrays", packed_arrays=numeric)
 
 
 def content_view(popularity_days: int) -> View:
@@ -193,7 +214,7 @@ def content_view(popularity_days: int) -> View:
 def catalog(cfg) -> dict[str, View]:
     """Every view for ``cfg`` (a FeaturesConfig), in declaration order."""
     cap = float(cfg.days_since_cap)
-    views = [profile_view()]
+    views = [profile_view(), dated_profile_view()]
     views += [engagement_view(cfg.engagement_windows_days, cap)]
     views += [visits_view(cfg.visits_window_days), outcomes_view(cfg.outcome_windows_weeks)]
     views += [sequence_view(cap), content_view(cfg.content_popularity_days)]

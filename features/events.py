@@ -8,7 +8,7 @@ are one contiguous slice and windowed sums are two binary searches.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -16,6 +16,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from contract.schema import CHANNELS, CONTENT_FORMS, CONTENT_TYPES, DAYPARTS, TOPICS, daypart_of_hour
+
+# seq_response codes: 0 not delivered, 1 delivered, 2 opened/attended, 3 engaged; >= this is a positive response.
+POSITIVE_RESPONSE_CODE = 2
 
 DAY_S = 86_400
 WEEK_S = 7 * DAY_S
@@ -77,6 +80,11 @@ class Prepared:
     content_ids: np.ndarray  # object: content table ids, sorted
     content_attrs: dict[str, np.ndarray]  # aligned to content_ids
     cap: float
+    # Dated versions of the mutable profile columns (contract table hcp_profile_history),
+    # sorted by (hcp, t); ``history`` holds the same keys as ``profile`` for DATED_PROFILE.
+    history_hcp: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int32))
+    history_t: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    history: dict[str, np.ndarray] = field(default_factory=dict)
 
     @property
     def n_hcps(self) -> int:
@@ -90,6 +98,7 @@ class Prepared:
         sub = replace(sub, hcp=(sub.hcp - start).astype(np.int32))
         fa, fb = np.searchsorted(self.feedback_hcp, [start, stop])
         oa, ob = np.searchsorted(self.outcome_hcp, [start, stop])
+        ha, hb = np.searchsorted(self.history_hcp, [start, stop])
         return replace(
             self,
             hcp_ids=self.hcp_ids[start:stop],
@@ -102,6 +111,9 @@ class Prepared:
             outcome_t=self.outcome_t[oa:ob],
             outcome_rx=self.outcome_rx[oa:ob],
             outcome_market=self.outcome_market[oa:ob],
+            history_hcp=(self.history_hcp[ha:hb] - start).astype(np.int32),
+            history_t=self.history_t[ha:hb],
+            history={k: v[ha:hb] for k, v in self.history.items()},
         )
 
 
@@ -127,6 +139,8 @@ def epoch_seconds(col: pa.ChunkedArray | pa.Array) -> np.ndarray:
 
 
 def _codes(col: pa.ChunkedArray, allowed: tuple[str, ...], where: str) -> np.ndarray:
+    if pa.types.is_null(col.type):  # an all-null column from pandas has no string type
+        col = col.cast(pa.string())
     idx = pc.index_in(col, value_set=pa.array(list(allowed)))
     bad = pc.and_(pc.is_null(idx), pc.is_valid(col))
     if pc.any(bad).as_py():
@@ -199,24 +213,26 @@ def prepare(tables: Mapping[str, Any], cap: float = 365.0) -> Prepared:
     p_idx = _np(pc.index_in(hcps.column("main_product_id"), value_set=products.column("product_id").combine_chunks()), -1)
     lifecycle = np.where(p_idx >= 0, lc_codes[np.maximum(p_idx, 0)] if len(lc_codes) else -1, -1)
 
-    def num(name: str, fill: float) -> np.ndarray:
-        return _np(hcps.column(name), fill).astype(np.float32)
-
     profile = {
-        "segment": _codes(hcps.column("segment"), SEGMENTS, "hcps.segment"),
         "hospital_tier": _codes(hcps.column("hospital_tier"), HOSPITAL_TIERS, "hcps.hospital_tier"),
         "department": _codes(hcps.column("department"), DEPARTMENTS, "hcps.department"),
         "title": _codes(hcps.column("title"), TITLES, "hcps.title"),
         "lifecycle": lifecycle.astype(np.int8),
         "is_kol": _np(hcps.column("is_kol"), False).astype(bool),
         "beds": _np(hcps.column("beds"), 0).astype(np.int32),
-        "potential_boxes_month": num("potential_boxes_month", 0.0),
-        "support_share": num("support_share", 0.0),
-        "profile_completeness": num("profile_completeness", 0.0),
-        **{f"consent_{ch}": _np(hcps.column(f"consent_{ch}"), False).astype(bool) for ch in CHANNELS},
+        **dated_profile(hcps, "hcps"),
     }
-    profile["profile_qualified"] = profile["profile_completeness"] >= 0.6
     tz_of_hcp = _np(hcps.column("timezone")).astype(object)
+    history = tables.get("hcp_profile_history")
+    if history is not None:
+        history = as_arrow(history)
+        h_hcp = _hcp_index(history.column("hcp_id"), hcp_ids_arrow, "hcp_profile_history")
+        h_t = epoch_seconds(history.column("valid_from"))
+        order = np.lexsort((h_t, h_hcp))
+        h_cols = {k: v[order] for k, v in dated_profile(history, "hcp_profile_history").items()}
+        h_hcp, h_t = h_hcp[order], h_t[order]
+    else:
+        h_hcp, h_t, h_cols = np.zeros(0, np.int32), np.zeros(0, np.int64), {k: v[:0] for k, v in dated_profile(hcps, "hcps").items()}
 
     # Content vocabulary: index 0 is "no content", so sequence arrays can hold "".
     content = as_arrow(tables["content"])
@@ -294,4 +310,23 @@ def prepare(tables: Mapping[str, Any], cap: float = 365.0) -> Prepared:
         feedback_hcp=f_hcp, feedback_t=f_t, feedback_decision=f_dec,
         outcome_hcp=o_hcp_u, outcome_t=o_t, outcome_rx=o_rx, outcome_market=o_mk,
         content_vocab=content_vocab, content_ids=content_ids, content_attrs=content_attrs, cap=float(cap),
+        history_hcp=h_hcp, history_t=h_t, history=h_cols,
     )
+
+
+def dated_profile(table: pa.Table, where: str) -> dict[str, np.ndarray]:
+    """The mutable profile columns (contract HCP_DATED_COLUMNS) of ``hcps`` or its history, coded."""
+    from contract.schema import SEGMENTS
+
+    def num(name: str) -> np.ndarray:
+        return _np(table.column(name), 0.0).astype(np.float32)
+
+    out = {
+        "segment": _codes(table.column("segment"), SEGMENTS, f"{where}.segment"),
+        "potential_boxes_month": num("potential_boxes_month"),
+        "support_share": num("support_share"),
+        "profile_completeness": num("profile_completeness"),
+        **{f"consent_{ch}": _np(table.column(f"consent_{ch}"), False).astype(bool) for ch in CHANNELS},
+    }
+    out["profile_qualified"] = out["profile_completeness"] >= 0.6
+    return out

@@ -45,3 +45,18 @@ def sequence_arrays(prep: Prepared, hi: np.ndarray, length: np.ndarray) -> dict[
         "seq_daypart": lst(ev.daypart[idx].astype(np.int64), pa.int64()),
         "seq_len": pa.array(length, pa.int64()),
     }
+
+
+def interleaved_index(length: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Where k equal-length arrays stored back to back per row live in the flat values.
+
+    Row i stores ``k * length[i]`` values: array 0's, then array 1's, ... Returns the per-array
+    row offsets (``length`` cumulated) and, for every element of the per-array flat order, the
+    flat position of its array-0 value (``base``) and its row's length (``step``): array j's
+    element sits at ``base + j * step``.
+    """
+    length = np.asarray(length, dtype=np.int64)
+    offsets = np.concatenate([[0], np.cumsum(length)])
+    row = np.repeat(np.arange(len(length)), length)
+    local = np.arange(int(offsets[-1])) - np.repeat(offsets[:-1], length)
+    return offsets, k * offsets[row] + local, length[row]

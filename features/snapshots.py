@@ -14,9 +14,9 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from features.catalog import DIMENSION_TS, MISSING_FLAG, View, catalog, hcp_views
+from features.catalog import DATED_PROFILE, DIMENSION_TS, MISSING_FLAG, PROFILE_KNOWN, View, catalog, dated_profile_view, hcp_views
 from features.events import DAY_S, WEEK_S, Prepared, prepare
-from features.sequences import sequence_arrays, sequence_bounds
+from features.sequences import interleaved_index, sequence_arrays, sequence_bounds
 from features.transforms import view_matrices
 
 _ARROW = {"int32": pa.int32(), "int64": pa.int64(), "float32": pa.float32(), "bool": pa.bool_(), "string": pa.string()}
@@ -60,27 +60,89 @@ def pack(view: View, cols: Mapping[str, Any]) -> pa.Array:
     return cls.from_arrays(pa.array(offsets, typ), pa.array(mat.ravel(), pa.float32()))
 
 
+def pack_arrays(view: View, cols: Mapping[str, Any]) -> pa.Array:
+    """A view's ``packed_arrays`` (equal-length lists per row) as one list<float32> per row.
+
+    Row i holds the arrays one after another: [a_1..a_L, b_1..b_L, ...], L = that row's length.
+    """
+    import pyarrow.compute as pc
+
+    lists = [cols[n].combine_chunks() if isinstance(cols[n], pa.ChunkedArray) else cols[n] for n in view.packed_arrays]
+    length = pc.fill_null(pc.list_value_length(lists[0]), 0).to_numpy(zero_copy_only=False).astype(np.int64)
+    k = len(lists)
+    per_array, base, step = interleaved_index(length, k)
+    flat = np.empty(k * int(per_array[-1]), dtype=np.float32)
+    for j, arr in enumerate(lists):
+        flat[base + j * step] = pc.list_flatten(arr).to_numpy(zero_copy_only=False).astype(np.float32)
+    offsets = k * per_array
+    big = offsets[-1] >= 2**31
+    return (pa.LargeListArray if big else pa.ListArray).from_arrays(pa.array(offsets, pa.int64() if big else pa.int32()), pa.array(flat, pa.float32()))
+
+
 def _table(key: str, ids: np.ndarray, ts: np.ndarray, view: View, cols: Mapping[str, Any], packed: bool = False) -> pa.Table:
     arrays = {key: pa.array(ids, pa.string()), "event_timestamp": pa.array(ts * 1_000_000, pa.int64()).cast(TS_TYPE)}
     if packed and view.packed:
         arrays[view.vector_name] = pack(view, cols)
         return pa.table(arrays)
+    if packed and view.packed_arrays:
+        arrays[view.arrays_name] = pack_arrays(view, cols)
     for f in view.features:
+        if packed and f.name in view.packed_arrays:
+            continue
         v = cols[f.name]
         arrays[f.name] = v if isinstance(v, (pa.Array, pa.ChunkedArray)) else pa.array(v, _ARROW[f.kind])
     return pa.table(arrays)
 
 
-def view_table(prep: Prepared, cfg, view: View, times: np.ndarray, *, as_source: bool, packed: bool = True) -> pa.Table:
+def dated_profile_rows(prep: Prepared, export_t: int) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+    """(hcp index, valid-from time, columns) of every dated-profile row, sorted by (hcp, time).
+
+    History rows count only before the export stamp; the export (``hcps``) row comes last.
+    """
+    keep = prep.history_t < export_t
+    n = prep.n_hcps
+    hcp = np.concatenate([prep.history_hcp[keep], np.arange(n, dtype=np.int32)])
+    t = np.concatenate([prep.history_t[keep], np.full(n, export_t, dtype=np.int64)])
+    order = np.lexsort((t, hcp))
+    cols = {k: np.concatenate([prep.history[k][keep], prep.profile[k]])[order] for k in prep.history}
+    cols[PROFILE_KNOWN] = np.ones(len(order), dtype=bool)
+    return hcp[order], t[order], cols
+
+
+def dated_profile_asof(prep: Prepared, t: int, export_t: int) -> dict[str, np.ndarray]:
+    """Each HCP's dated profile as known at ``t``: its latest row stamped at or before ``t``, else defaults."""
+    hcp, when, cols = dated_profile_rows(prep, export_t)
+    seen = np.flatnonzero(when <= t)
+    last = seen[np.r_[hcp[seen][1:] != hcp[seen][:-1], True]] if len(seen) else seen
+    view = dated_profile_view()
+    out = {}
+    for f in view.features:
+        col = np.full(prep.n_hcps, f.default, dtype=cols[f.name].dtype)
+        col[hcp[last]] = cols[f.name][last]
+        out[f.name] = col
+    return out
+
+
+def view_table(prep: Prepared, cfg, view: View, times: np.ndarray, *, as_source: bool, packed: bool = True,
+               profile_as_of: int | None = None) -> pa.Table:
     """One view's rows for entities x ``times``.
 
     ``as_source``: the layout the Parquet sources store, where a dimension view (not
     ``dense``) has one row per entity stamped DIMENSION_TS. ``packed`` stores packed views as
-    their vector (the Feast layout); otherwise one column per logical feature.
+    their vector (the Feast layout); otherwise one column per logical feature. The dated
+    profile is stamped at ``times[-1]`` in the sources, and as of ``times[0]`` otherwise
+    treats ``hcps`` as known from ``profile_as_of`` (default: ``times[0]`` itself).
     """
     times = np.asarray(times, dtype=np.int64)
     key = "content_id" if view.entity == "content" else "hcp_id"
     ids = prep.content_ids if view.entity == "content" else prep.hcp_ids
+    if view.name == DATED_PROFILE:
+        if as_source:
+            hcp, when, cols = dated_profile_rows(prep, int(times[-1]))
+            return _table(key, ids[hcp], when, view, cols, packed)
+        t = int(times[0])
+        cols = dated_profile_asof(prep, t, t if profile_as_of is None else int(profile_as_of))
+        return _table(key, ids, np.full(len(ids), t, dtype=np.int64), view, cols, packed)
     if not view.dense:
         stamp = np.full(len(ids), to_epoch_seconds(DIMENSION_TS), dtype=np.int64) if as_source else np.repeat(times[:1], len(ids))
         return _table(key, ids, stamp, view, prep.profile, packed)
@@ -95,17 +157,23 @@ def view_table(prep: Prepared, cfg, view: View, times: np.ndarray, *, as_source:
     return _table(key, ids[rows // n_t], times[rows % n_t], view, cols, packed)
 
 
-def hcp_tables(prep: Prepared, cfg, times: np.ndarray, *, as_source: bool, packed: bool = True) -> dict[str, pa.Table]:
+def hcp_tables(prep: Prepared, cfg, times: np.ndarray, *, as_source: bool, packed: bool = True,
+               profile_as_of: int | None = None) -> dict[str, pa.Table]:
     """Every HCP view's rows for ``times``."""
-    return {v.name: view_table(prep, cfg, v, times, as_source=as_source, packed=packed) for v in hcp_views(cfg)}
+    return {v.name: view_table(prep, cfg, v, times, as_source=as_source, packed=packed, profile_as_of=profile_as_of) for v in hcp_views(cfg)}
 
 
-def compute_features_asof(tables: Mapping[str, Any], as_of: datetime | str, cfg=None, *, prepared: Prepared | None = None):
+def compute_features_asof(tables: Mapping[str, Any], as_of: datetime | str, cfg=None, *, prepared: Prepared | None = None,
+                          profile_as_of: datetime | str | None = None):
     """The model's features for every HCP as of ``as_of`` (events strictly before it), no Feast.
 
     ``tables`` are in-memory contract tables (pandas or Arrow). The result has one row per
     HCP in sorted ``hcp_id`` order with the same columns and values Feast's training-set builder
     returns for a snapshot-aligned time, plus ``is_missing`` (always False here).
+    ``profile_as_of``: since when the ``hcps`` table's changing attributes (segment,
+    completeness, consent) hold. Default: ``as_of``, i.e. the tables describe the world at
+    ``as_of`` (the simulator's weekly state). For an export, pass its date (Feast's sources use
+    the last weekly snapshot, ``features.build``): before it only ``hcp_profile_history`` counts.
     """
     import pandas as pd
 
@@ -115,7 +183,8 @@ def compute_features_asof(tables: Mapping[str, Any], as_of: datetime | str, cfg=
         cfg = FeaturesConfig()
     prep = prepared if prepared is not None else prepare(tables, cfg.days_since_cap)
     t = to_epoch_seconds(as_of)
-    parts = hcp_tables(prep, cfg, np.array([t]), as_source=False, packed=False)
+    stamp = None if profile_as_of is None else to_epoch_seconds(profile_as_of)
+    parts = hcp_tables(prep, cfg, np.array([t]), as_source=False, packed=False, profile_as_of=stamp)
     frame = pd.DataFrame({"hcp_id": prep.hcp_ids, "event_timestamp": pd.Timestamp(t, unit="s", tz="UTC")})
     for name, tbl in parts.items():
         df = tbl.drop_columns(["hcp_id", "event_timestamp"]).to_pandas()

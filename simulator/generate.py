@@ -15,6 +15,7 @@ from simulator.policies import BehaviourPolicy
 from simulator.tables import (
     content_table,
     feedback_table,
+    hcp_profile_history_table,
     hcps_table,
     outcomes_table,
     products_table,
@@ -96,6 +97,7 @@ def simulate(cfg: SimulatorConfig, out: str | Path | None = None, progress: bool
         "products": products_table(pub),
         "reps": reps_table(pub),
         "hcps": hcps_table(pub),
+        "hcp_profile_history": hcp_profile_history_table(pub, env.onboarded_from),
         "content": content_table(pub),
         "touchpoints": tp,
         "outcomes": outcomes_table(pub, env.history.outcome_arrays()),

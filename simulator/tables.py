@@ -120,6 +120,19 @@ def hcps_table(pub: PublicWorld) -> pa.Table:
     return _table("hcps", cols)
 
 
+def hcp_profile_history_table(pub: PublicWorld, valid_from_week: np.ndarray | None = None) -> pa.Table:
+    """Dated profile versions: the simulator's mutable attributes never change, so one row per HCP valid from its first week."""
+    from contract.schema import HCP_DATED_COLUMNS
+
+    hcps = hcps_table(pub)
+    weeks = np.zeros(pub.n_hcps, dtype=np.int64) if valid_from_week is None else np.asarray(valid_from_week, dtype=np.int64)
+    # Known from the Monday the HCP enters the CRM (week 0, or its onboarding week under a population shift).
+    valid = pub.week_start_us(0) + weeks * 7 * 86_400_000_000
+    cols: dict[str, pa.Array | np.ndarray] = {"hcp_id": hcps["hcp_id"].combine_chunks(), "valid_from": _ts(valid)}
+    cols.update({name: hcps[name].combine_chunks() for name in HCP_DATED_COLUMNS})
+    return _table("hcp_profile_history", cols)
+
+
 def content_table(pub: PublicWorld) -> pa.Table:
     """The content catalogue."""
     return _table(

@@ -104,7 +104,19 @@ def valid_frames() -> dict[str, pd.DataFrame]:
             "reason": [None, "wrong_time"],
         }
     )
-    return {"products": products, "reps": reps, "hcps": hcps, "content": content, "touchpoints": touchpoints, "outcomes": outcomes, "feedback": feedback}
+    history = pd.DataFrame(
+        {
+            "hcp_id": ["H1", "H1", "H3"],
+            "valid_from": [_ts("2024-12-02T00:00:00Z"), _ts("2025-02-05T09:00:00+08:00"), _ts("2025-01-06T00:00:00Z")],
+            "potential_boxes_month": [700.0, 864.0, None],
+            "support_share": [0.2, 0.3, None],
+            "segment": ["B", "A", None],
+            "profile_completeness": [0.55, 0.8, 0.6],
+            **{f"consent_{ch}": [True, True, i % 2 == 0] for i, ch in enumerate(CHANNELS)},
+        }
+    )
+    return {"products": products, "reps": reps, "hcps": hcps, "hcp_profile_history": history, "content": content, "touchpoints": touchpoints,
+            "outcomes": outcomes, "feedback": feedback}
 
 
 def write_frames(frames: dict[str, pd.DataFrame], directory: Path, fmt: str = "csv") -> Path:

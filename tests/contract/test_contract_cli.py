@@ -25,7 +25,7 @@ def test_import_ok_prints_summary_and_counts(csv_export: Path, tmp_path: Path) -
     figures = _last_json(result.stdout)
     assert figures["status"] == "ok" and figures["errors"] == 0
     assert figures["tables"]["touchpoints"] == {"rows_read": 4, "rows_inserted": 4, "rows_unchanged": 0, "rows_updated": 0, "rows_total": 4}
-    assert figures["rows_read"] == 2 + 2 + 3 + 2 + 4 + 3 + 2
+    assert figures["rows_read"] == 2 + 2 + 3 + 3 + 2 + 4 + 3 + 2  # products, reps, hcps, hcp_profile_history, content, ...
     assert "import summary" in result.output
     again = runner.invoke(app, ["import", str(csv_export), "--out", str(tmp_path / "data"), "--now", NOW, "--no-progress"])
     assert _last_json(again.stdout)["rows_unchanged"] == figures["rows_inserted"]

@@ -203,6 +203,7 @@ def test_foreign_key_resolves_against_existing_dataset(tmp_path: Path) -> None:
     second["hcps"] = second["hcps"][second["hcps"]["hcp_id"] != "H1"]
     second["outcomes"] = second["outcomes"][second["outcomes"]["hcp_id"] != "H1"]
     second["feedback"] = second["feedback"][second["feedback"]["hcp_id"] != "H1"]
+    second["hcp_profile_history"] = second["hcp_profile_history"][second["hcp_profile_history"]["hcp_id"] != "H1"]
     second["touchpoints"] = second["touchpoints"].assign(event_id=["E11", "E12", "E13", "E14"])
     result = import_export(write_frames(second, tmp_path / "day2"), data, now=NOW)
     assert result.stats["touchpoints"].inserted == 4

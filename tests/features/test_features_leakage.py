@@ -90,3 +90,67 @@ def test_an_event_just_before_t_does_change_features(base, cut_days):
     h3_after = after.set_index("hcp_id").loc["h3"]
     assert h3_after["touches_total"] == h3_before["touches_total"] + 1
     assert h3_after["days_since_last_touch"] < 1e-4
+
+
+dated = st.fixed_dictionaries({
+    "hcp": st.sampled_from(["h1", "h2", "h3"]),
+    "days": st.floats(-20, 40, allow_nan=False),
+    "segment": st.sampled_from(["A", "B", "C", "D", None]),
+    "completeness": st.floats(0, 1, allow_nan=False),
+    "email": st.booleans(),
+})
+
+
+def _with_history(tables, rows):
+    if not rows:
+        return tables
+    hist = pd.DataFrame([{
+        "hcp_id": r["hcp"], "valid_from": T0 + timedelta(days=r["days"]), "potential_boxes_month": 10.0, "support_share": 0.5,
+        "segment": r["segment"], "profile_completeness": r["completeness"],
+        **{f"consent_{c}": r["email"] if c == "email" else True for c in CHANNELS},
+    } for r in rows]).drop_duplicates(["hcp_id", "valid_from"])
+    out = dict(tables)
+    out["hcp_profile_history"] = pd.concat([tables["hcp_profile_history"], hist]) if "hcp_profile_history" in tables else hist
+    return out
+
+
+DATED = ["segment", "potential_boxes_month", "support_share", "profile_completeness", "profile_qualified",
+         *[f"consent_{c}" for c in CHANNELS], "profile_known"]
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(base=st.lists(dated, max_size=6), later=st.lists(dated, min_size=1, max_size=4), cut_days=st.floats(5, 35, allow_nan=False),
+       export_after=st.floats(0, 30, allow_nan=False))
+def test_profile_values_dated_after_t_never_change_features_at_t(base, later, cut_days, export_after):
+    # The export's (hcps) segment/consent and history rows valid after t are unknown at t.
+    cut = (T0 + timedelta(days=cut_days)).replace(microsecond=0)
+    export = cut + timedelta(days=export_after, seconds=1)
+    tables = _with_history(make_tables(), base)
+    before = compute_features_asof(tables, cut, CFG, profile_as_of=export)
+    changed = dict(tables)
+    hcps = tables["hcps"].copy()
+    hcps["segment"] = ["D", "A", "B"]
+    hcps["profile_completeness"] = [0.99, 0.01, 0.5]
+    hcps["consent_email"] = ~hcps["consent_email"]
+    changed["hcps"] = hcps
+    future = [{**r, "days": cut_days + 1e-3 + abs(r["days"])} for r in later]
+    after = compute_features_asof(_with_history(changed, future), cut, CFG, profile_as_of=export)
+    assert _same(before, after)
+    # Once the export is known, its values are what the features say.
+    at_export = compute_features_asof(changed, export, CFG, profile_as_of=export).set_index("hcp_id")
+    assert at_export["segment"].tolist() == [3, 0, 1] and at_export["profile_known"].all()
+
+
+@settings(max_examples=20, deadline=None)
+@given(cut_days=st.floats(5, 35, allow_nan=False), segment=st.sampled_from(["A", "B", "C", "D"]))
+def test_a_history_row_valid_at_t_does_change_features(cut_days, segment):
+    # The converse: a dated value valid at t is used, so the property above cannot pass vacuously.
+    cut = (T0 + timedelta(days=cut_days)).replace(microsecond=0)
+    export = cut + timedelta(days=10)
+    before = compute_features_asof(make_tables(), cut, CFG, profile_as_of=export).set_index("hcp_id")
+    assert not before["profile_known"].any() and (before["segment"] == -1).all()
+    row = {"hcp": "h2", "days": (cut - T0).total_seconds() / 86400, "segment": segment, "completeness": 0.8, "email": False}
+    after = compute_features_asof(_with_history(make_tables(), [row]), cut, CFG, profile_as_of=export).set_index("hcp_id")
+    assert after.loc["h2", "profile_known"] and after.loc["h2", "segment"] == "ABCD".index(segment)
+    assert after.loc["h2", "profile_qualified"] and not after.loc["h2", "consent_email"]
+    assert not after.loc["h1", "profile_known"]

@@ -41,18 +41,23 @@ def test_builder_returns_every_entity_row_in_order(built_store):
     assert ghost["segment"] == -1 and ghost["days_since_last_touch"] == cfg.days_since_cap
     assert ghost["seq_len"] == 0 and len(ghost["seq_channel"]) == 0
     assert out.iloc[1]["touches_total"] == 5
-    # Before the first engagement snapshot: profile known, engagement defaulted (the `file`
-    # offline store would have dropped this row).
+    # Before the first engagement snapshot: the fixed profile known, engagement defaulted (the
+    # `file` offline store would have dropped this row).
     early = out.iloc[3]
-    assert early["segment"] == 0 and early["touches_total"] == 0
+    assert early["hospital_tier"] == 0 and early["title"] == 0 and early["touches_total"] == 0
+    # The export's segment/consent are not known before the export: defaults, flagged.
+    assert early["segment"] == -1 and not early["profile_known"] and not early["consent_email"]
     assert out["touches_total"].dtype == np.int32 and out["is_kol"].dtype == bool
 
 
 def test_offline_features_equal_pure_asof_at_every_snapshot(built_store):
     cfg, store, tables = built_store
-    for t in snapshot_times(read_build_manifest(cfg)):
+    times = snapshot_times(read_build_manifest(cfg))
+    export = pd.Timestamp(times[-1], unit="s", tz="UTC")  # where the build stamps the hcps table
+    for t in times:
         when = pd.Timestamp(t, unit="s", tz="UTC")
-        pure = compute_features_asof(tables, when, cfg)
+        pure = compute_features_asof(tables, when, cfg, profile_as_of=export)
+        assert pure["profile_known"].all() == (t >= times[-1])
         offline = build_training_set(cfg, pure[["hcp_id", "event_timestamp"]], store=store, progress=False)
         _assert_frames_equal(pure, offline, [c for c in pure.columns if c != "event_timestamp"])
 
@@ -202,3 +207,32 @@ def test_training_set_streams_to_parquet_in_input_order(built_store, tmp_path):
     assert streamed["hcp_id"].tolist() == ["h2", "h1", "ghost", "h3", "h1"]
     assert streamed["label_channel"].tolist() == [4, 2, 0, 1, 5]
     _assert_frames_equal(in_memory, streamed, ["touches_total", "seq_channel", "is_missing", "segment"])
+
+
+def test_profile_history_reaches_the_training_set_point_in_time(tmp_path):
+    from contract.io import write_tables
+    from contract.schema import CHANNELS
+    from features import apply, build_sources, open_store
+
+    tables = make_tables()
+    tables["hcp_profile_history"] = pd.DataFrame({
+        "hcp_id": ["h1", "h1", "h2"], "valid_from": [T0 - timedelta(days=3), T0 + timedelta(days=8), T0 + timedelta(days=1)],
+        "potential_boxes_month": [100.0, 200.0, None], "support_share": [0.1, 0.2, None], "segment": ["D", "B", None],
+        "profile_completeness": [0.3, 0.9, 0.5], **{f"consent_{c}": [True, c != "email", True] for c in CHANNELS},
+    })
+    write_tables(tmp_path / "data", tables, source="test")
+    cfg = features_config(tmp_path / "data", tmp_path / "ws")
+    build_sources(cfg, progress=False)
+    apply(cfg)
+    store = open_store(cfg)
+    times = snapshot_times(read_build_manifest(cfg))
+    export = pd.Timestamp(times[-1], unit="s", tz="UTC")
+    for t in times:
+        pure = compute_features_asof(tables, pd.Timestamp(t, unit="s", tz="UTC"), cfg, profile_as_of=export)
+        offline = build_training_set(cfg, pure[["hcp_id", "event_timestamp"]], store=store, progress=False)
+        _assert_frames_equal(pure, offline, [c for c in pure.columns if c != "event_timestamp"])
+    week2 = build_training_set(cfg, pd.DataFrame({"hcp_id": ["h1", "h2", "h3"], "event_timestamp": pd.to_datetime([T0 + timedelta(days=9)] * 3, utc=True)}),
+                               store=store, progress=False).set_index("hcp_id")
+    assert week2.loc["h1", "segment"] == 1 and not week2.loc["h1", "consent_email"]  # the row valid from day 8
+    assert week2.loc["h2", "profile_known"] and week2.loc["h2", "segment"] == -1
+    assert not week2.loc["h3", "profile_known"]  # no history: export values not known yet
