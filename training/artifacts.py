@@ -1,7 +1,7 @@
 """Model artifacts that reload without unpickling arbitrary objects: JSON metadata + state dict.
 
 A directory holds ``model.json`` (architecture, content vocabulary, static-feature scaler,
-feature list, anything else JSON-able) and ``weights.pt`` (tensors only, loaded with
+feature list, the response calibration's knots as plain lists, anything else JSON-able) and ``weights.pt`` (tensors only, loaded with
 ``torch.load(weights_only=True)``, which refuses pickled code). Writes are atomic.
 """
 
@@ -15,6 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from training.calibration import Calibrator
 from training.dataset import ContentVocab, StaticScaler
 from training.model import ModelConfig, NextBestActionModel
 
@@ -31,6 +34,14 @@ class ModelBundle:
     vocab: ContentVocab
     scaler: StaticScaler
     meta: dict[str, Any] = field(default_factory=dict)
+    # Raw response-head P -> calibrated P (None: raw); every expected_response a bundle reports goes through it.
+    calibrator: Calibrator | None = None
+
+    def expected_response(self, raw_prob: Any) -> Any:
+        """Calibrated P(response) for raw response-head probabilities (numpy array or tensor)."""
+        if self.calibrator is None:
+            return raw_prob
+        return self.calibrator(raw_prob) if isinstance(raw_prob, np.ndarray) else self.calibrator.torch(raw_prob)
 
 
 def save_bundle(bundle: ModelBundle, directory: str | Path) -> Path:
@@ -47,6 +58,7 @@ def save_bundle(bundle: ModelBundle, directory: str | Path) -> Path:
             "content_ids": list(bundle.vocab.ids),
             "static_scaler": bundle.scaler.to_dict(),
             "meta": bundle.meta,
+            "calibration": bundle.calibrator.to_dict() if bundle.calibrator is not None else None,
         }
         (staging / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True, default=str) + "\n")
         state = {k: v.detach().cpu().contiguous() for k, v in bundle.model.state_dict().items()}
@@ -86,4 +98,8 @@ def load_bundle(directory: str | Path, device: Any = "cpu") -> ModelBundle:
     except RuntimeError as exc:
         raise ValueError(f"{weights_path}: weights do not match {META_FILE}'s model_config: {exc}") from None
     model.to(device).eval()
-    return ModelBundle(model, ContentVocab(tuple(meta["content_ids"])), StaticScaler.from_dict(meta["static_scaler"]), meta.get("meta", {}))
+    try:
+        calibrator = Calibrator.from_dict(meta["calibration"]) if meta.get("calibration") else None
+    except ValueError as exc:
+        raise ValueError(f"{meta_path}: {exc}") from None
+    return ModelBundle(model, ContentVocab(tuple(meta["content_ids"])), StaticScaler.from_dict(meta["static_scaler"]), meta.get("meta", {}), calibrator)

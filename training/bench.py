@@ -1,12 +1,18 @@
 """`nba bench train`: epoch time, throughput and peak memory on a synthetic HCPs x weeks training set.
 
-The encoded arrays are generated directly (one decision row per HCP and week, full-length
-sequences, the stock catalogue and static width), so the figures measure the training loop,
-not a data generator. Same-run baseline: the naive (uncorrected) objective's throughput.
+The encoded arrays are generated directly, so the figures measure the training loop, not a data
+generator, but their shapes follow what the simulator and feature stage produce (measured on a
+2,000-HCP year, seed 0: 113,050 decision rows, i.e. ~1.09 per HCP and week; each HCP's history
+grows by one touch per row up to the 20-touch window, so ~65% of rows carry a full window; 182
+content ids; 214 static columns). Each encoder gets one timed epoch (wall and CPU seconds) and a
+same-run baseline: the reference path (full-sequence encoder, unfused AdamW) on the same batches,
+interleaved with this loop's path so machine load hits both alike. The naive (uncorrected)
+objective's throughput is the second baseline.
 """
 
 from __future__ import annotations
 
+import os
 import resource
 import time
 from typing import Any
@@ -17,15 +23,30 @@ from contract.schema import CHANNELS
 from training.dataset import EncodedData
 from training.model import N_SLOTS
 
+ROWS_PER_HCP_WEEK = 113_050 / 2_000 / 52  # simulator (2,000 HCPs x 365 days, seed 0) through the feature stage
+TARGET_EPOCH_S = 300
+TARGET_PEAK_RSS_MB = 6144
+
 
 def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
 
 
-def synthetic_encoded(rows: int, seq_len: int, n_content: int, n_static: int, seed: int = 0) -> EncodedData:
-    """Random model-ready arrays in the compact dtypes ``encode_frame`` produces."""
+def synthetic_encoded(rows: int, seq_len: int, n_content: int, n_static: int, seed: int = 0, *, rows_per_hcp: float | None = None) -> EncodedData:
+    """Random model-ready arrays in the compact dtypes ``encode_frame`` produces.
+
+    Without ``rows_per_hcp`` every row is its own HCP with a uniform history length; with it, rows
+    belong to ~rows/rows_per_hcp HCPs and a row's history is the touches before it in its HCP's
+    year (length = its index within the HCP, capped at ``seq_len``), as in the simulated data.
+    """
     rng = np.random.default_rng(seed)
-    length = rng.integers(0, seq_len + 1, rows).astype(np.int16)
+    if rows_per_hcp is None:
+        length = rng.integers(0, seq_len + 1, rows).astype(np.int16)
+        hcp = np.arange(rows)
+    else:
+        hcp = np.sort(rng.integers(0, max(1, round(rows / rows_per_hcp)), rows))
+        first = np.searchsorted(hcp, hcp, side="left")  # index of the HCP's first row
+        length = np.minimum(np.arange(rows) - first, seq_len).astype(np.int16)
     valid = np.arange(seq_len)[None, :] < length[:, None]
 
     def tok(high: int, dtype: Any) -> np.ndarray:
@@ -47,7 +68,7 @@ def synthetic_encoded(rows: int, seq_len: int, n_content: int, n_static: int, se
         "label_response": (rng.random(rows) < 0.3).astype(np.float32),
         "propensity": rng.uniform(0.01, 0.8, rows).astype(np.float32),
     }
-    return EncodedData(arrays, np.arange(rows).astype(str), np.zeros(rows, dtype="datetime64[ns]"))
+    return EncodedData(arrays, hcp.astype(str), np.zeros(rows, dtype="datetime64[ns]"))
 
 
 def _static(rng: np.random.Generator, rows: int, n_static: int) -> np.ndarray:
@@ -59,65 +80,148 @@ def _static(rng: np.random.Generator, rows: int, n_static: int) -> np.ndarray:
     return out
 
 
-def bench_train(cfg: Any, *, hcps: int, weeks: int, epochs: int = 1, max_batches: int | None = None, n_content: int = 182, n_static: int = 214) -> dict[str, Any]:
-    """Train ``epochs`` on hcps x weeks synthetic rows; report seconds per epoch, rows/s, peak RSS."""
+def use_full_sequence_encoder(model: Any) -> Any:
+    """Make ``model`` take the reference path: every position of every layer encoded, then the last
+    real one picked (what ``last_hidden`` computes with less work). For same-run baselines and tests."""
+    import torch
+
+    def last_hidden(batch: dict[str, Any]) -> Any:
+        hidden = model.encode(batch)  # [B, L+1, D]
+        last = batch["length"].long().clamp(0, hidden.shape[1] - 1)
+        return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
+
+    model.last_hidden = last_hidden  # instance attribute: shadows the method for this model only
+    return model
+
+
+def _paired_rows_per_s(cfg: Any, data: EncodedData, n_content: int, n_static: int, device: Any, n_batches: int, rounds: int = 3) -> dict[str, float]:
+    """Rows/s of the reference path, this loop's path and the naive objective on the same batches,
+    interleaved in ``rounds`` so load changes hit all alike; medians over rounds."""
+    import torch
+
+    from training.jobs import build_model
+    from training.losses import training_loss
+    from training.train import make_optimizer
+
+    weights = _loss_weights(cfg)
+    batches = [b for b, _ in zip(data.batches(cfg.batch_size, device, shuffle=True, seed=cfg.seed + 1), range(n_batches + 1))]
+    runs: dict[str, tuple[Any, Any, str]] = {}
+    for name in ("reference", "fast", "naive"):
+        torch.manual_seed(cfg.seed)
+        model = build_model(cfg, n_content, n_static).to(device)
+        if name == "reference":
+            use_full_sequence_encoder(model)
+            opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        else:
+            opt = make_optimizer(model, cfg.lr, cfg.weight_decay, device)
+        runs[name] = (model, opt, "naive" if name == "naive" else cfg.loss.objective)
+
+    def step(model: Any, opt: Any, objective: str, batch: dict[str, Any]) -> None:
+        loss, _ = training_loss(model, batch, objective, cfg.loss.ips_clip, weights)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+        opt.step()
+
+    speeds: dict[str, list[float]] = {name: [] for name in runs}
+    for name, run in runs.items():  # first step of each pays for allocation warm-up: untimed
+        step(*run, batches[0])
+    for _ in range(rounds):
+        for name, run in runs.items():
+            start = time.perf_counter()
+            for batch in batches[1:]:
+                step(*run, batch)
+            speeds[name].append(sum(len(b["length"]) for b in batches[1:]) / (time.perf_counter() - start))
+    return {name: float(np.median(v)) for name, v in speeds.items()}
+
+
+def _loss_weights(cfg: Any) -> dict[str, float]:
+    return {"channel": cfg.loss.channel_weight, "content": cfg.loss.content_weight, "slot": cfg.loss.slot_weight, "response": cfg.loss.response_weight}
+
+
+def bench_train(
+    cfg: Any,
+    *,
+    hcps: int,
+    weeks: int,
+    epochs: int = 1,
+    max_batches: int | None = None,
+    n_content: int = 182,
+    n_static: int = 214,
+    encoders: list[str] | None = None,
+    rows_per_hcp_week: float = ROWS_PER_HCP_WEEK,
+    baseline_batches: int = 3,
+) -> dict[str, Any]:
+    """Per encoder: one timed ``epochs`` run of ``fit`` on hcps x weeks simulator-shaped rows (seconds
+    per epoch, CPU seconds, rows/s) and same-run baselines; peak RSS of the whole run."""
     import torch
 
     from training.jobs import build_model, configure_torch
-    from training.losses import training_loss
     from training.train import fit
 
     device = configure_torch(cfg)
+    encoders = encoders or [cfg.model.encoder]
+    load_start = os.getloadavg()[0]
     rss_start = _peak_rss_mb()
-    rows = hcps * weeks
+    rows = max(1, round(hcps * weeks * rows_per_hcp_week))
     t0 = time.perf_counter()
-    data = synthetic_encoded(rows, cfg.model.max_seq_len, n_content, n_static, cfg.seed)
+    data = synthetic_encoded(rows, cfg.model.max_seq_len, n_content, n_static, cfg.seed, rows_per_hcp=weeks * rows_per_hcp_week)
     gen_s = time.perf_counter() - t0
-    weights = {"channel": cfg.loss.channel_weight, "content": cfg.loss.content_weight, "slot": cfg.loss.slot_weight, "response": cfg.loss.response_weight}
-
-    def batch_times(objective: str, n: int) -> list[float]:
-        torch.manual_seed(cfg.seed)
-        model = build_model(cfg, n_content, n_static).to(device)
-        opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr)
-        times = []
-        for i, batch in enumerate(data.batches(cfg.batch_size, device, shuffle=True, seed=cfg.seed)):
-            if i >= n:
-                break
-            start = time.perf_counter()
-            loss, _ = training_loss(model, batch, objective, cfg.loss.ips_clip, weights)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            times.append(time.perf_counter() - start)
-        return times[2:] or times  # the first batches pay for allocation warm-up
-
-    naive = batch_times("naive", 12)
-    chosen = batch_times(cfg.loss.objective, 12)
-    model = build_model(cfg, n_content, n_static)
-    result = fit(model, data, None, objective=cfg.loss.objective, ips_clip=cfg.loss.ips_clip, loss_weights=weights, lr=cfg.lr, weight_decay=cfg.weight_decay, epochs=epochs, batch_size=cfg.batch_size, seed=cfg.seed, device=device, max_batches=max_batches)
     n_batches = -(-rows // cfg.batch_size)
     done = n_batches if max_batches is None else min(n_batches, max_batches)
-    epoch_s = float(np.median(result.seconds_per_epoch)) * n_batches / done
-    rows_per_s = cfg.batch_size / float(np.median(chosen))
-    return {
+    out: dict[str, Any] = {
         "hcps": hcps,
         "weeks": weeks,
         "rows": rows,
-        "encoder": cfg.model.encoder,
+        "rows_per_hcp_week": rows_per_hcp_week,
+        "default_encoder": cfg.model.encoder,
+        "encoders": ",".join(encoders),
         "d_model": cfg.model.d_model,
+        "n_layers": cfg.model.n_layers,
         "objective": cfg.loss.objective,
         "batch_size": cfg.batch_size,
         "torch_threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
         "device": str(device),
-        "epoch_s_median": epoch_s,
         "epoch_extrapolated_from_batches": done if done < n_batches else None,
-        "train_rows_per_s_median": rows_per_s,
-        "naive_objective_rows_per_s_median": cfg.batch_size / float(np.median(naive)),
-        "objective_vs_naive_throughput_ratio": rows_per_s / (cfg.batch_size / float(np.median(naive))),
         "data_generation_s": gen_s,
         "data_mb": sum(v.nbytes for v in data.arrays.values()) / 2**20,
-        "peak_rss_mb": _peak_rss_mb(),
-        "peak_rss_before_mb": rss_start,
-        "target_epoch_s": 300,
-        "target_peak_rss_mb": 6144,
     }
+    for enc in encoders:
+        ecfg = cfg.model_copy(update={"model": cfg.model.model_copy(update={"encoder": enc})})
+        speeds = _paired_rows_per_s(ecfg, data, n_content, n_static, device, baseline_batches)
+        model = build_model(ecfg, n_content, n_static)
+        cpu0 = time.process_time()
+        result = fit(model, data, None, objective=ecfg.loss.objective, ips_clip=ecfg.loss.ips_clip, loss_weights=_loss_weights(ecfg), lr=ecfg.lr, weight_decay=ecfg.weight_decay, epochs=epochs, batch_size=ecfg.batch_size, seed=ecfg.seed, device=device, max_batches=max_batches)
+        cpu_s = (time.process_time() - cpu0) / epochs
+        scale = n_batches / done  # 1 for a full epoch
+        epoch_s = float(np.median(result.seconds_per_epoch)) * scale
+        out.update(
+            {
+                f"{enc}_epoch_s": epoch_s,
+                f"{enc}_epoch_cpu_s": cpu_s * scale,
+                # What the epoch would take on an idle machine if every thread stayed busy: the wall
+                # figure on a shared machine includes time spent waiting for other processes.
+                f"{enc}_epoch_cpu_s_per_thread": cpu_s * scale / torch.get_num_threads(),
+                f"{enc}_train_rows_per_s": rows / epoch_s,
+                f"{enc}_cpu_us_per_row": cpu_s * 1e6 / min(rows, done * ecfg.batch_size),
+                f"{enc}_paired_rows_per_s": speeds["fast"],
+                f"{enc}_reference_path_rows_per_s": speeds["reference"],
+                f"{enc}_speedup_vs_reference_path": speeds["fast"] / speeds["reference"],
+                f"{enc}_objective_vs_naive_throughput_ratio": speeds["fast"] / speeds["naive"],
+                f"{enc}_epoch_target_met": epoch_s <= TARGET_EPOCH_S,
+            }
+        )
+        del model, result
+    out.update(
+        {
+            "peak_rss_mb": _peak_rss_mb(),
+            "peak_rss_before_mb": rss_start,
+            "peak_rss_target_met": _peak_rss_mb() <= TARGET_PEAK_RSS_MB,
+            "load_avg_1m_start": load_start,
+            "load_avg_1m_end": os.getloadavg()[0],
+            "target_epoch_s": TARGET_EPOCH_S,
+            "target_peak_rss_mb": TARGET_PEAK_RSS_MB,
+        }
+    )
+    return out

@@ -81,15 +81,16 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
         config: Optional[Path] = typer.Option(None, "--config", "-c", help=CONFIG_HELP),
         training_set: Optional[Path] = typer.Option(None, "--training-set", help="Parquet training set instead of the feature store."),
         data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Simulated dataset (with _ground_truth)."),
+        imitation: bool = typer.Option(False, "--imitation", help="Also simulate the network's policy heads (imitation of the logs for a naive model)."),
         set_: list[str] = typer.Option([], "--set", help="Any config key (repeatable)."),
     ) -> None:
-        """Offline metrics, off-policy estimates and simulator policy value of a model vs every baseline."""
+        """Offline metrics, off-policy estimates vs the simulator's truth, and the true policy value of a model vs every baseline and partial oracle."""
         _quiet_threads()
         from training.evaluation import evaluate_job
         from training.jobs import write_json_line
 
         cfg = _load(config, {"training_set": str(training_set) if training_set else None, "data_dir": str(data_dir) if data_dir else None}, set_)
-        typer.echo(write_json_line(evaluate_job(cfg, version, weeks=weeks)))
+        typer.echo(write_json_line(evaluate_job(cfg, version, weeks=weeks, imitation=imitation)))
 
     @app.command("promote")
     def promote_cmd(
@@ -104,16 +105,25 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
     @bench_app.command("train")
     def bench_train_cmd(
         hcps: int = typer.Option(100_000, "--hcps", help="Synthetic HCPs."),
-        weeks: int = typer.Option(52, "--weeks", help="Weeks of history (one decision row per HCP and week)."),
+        weeks: int = typer.Option(52, "--weeks", help="Weeks of history."),
         epochs: int = typer.Option(1, "--epochs", help="Epochs to time."),
         max_batches: Optional[int] = typer.Option(None, "--max-batches", help="Stop each epoch after this many batches (extrapolates the epoch time)."),
+        encoders: str = typer.Option("transformer,gru", "--encoders", help="Comma-separated encoders to time, each with its own epoch."),
+        rows_per_hcp_week: Optional[float] = typer.Option(None, "--rows-per-hcp-week", help="Decision rows per HCP and week (default: as measured on the simulator, ~1.09)."),
         config: Optional[Path] = typer.Option(None, "--config", "-c", help=CONFIG_HELP),
         set_: list[str] = typer.Option([], "--set", help="Any config key (repeatable)."),
     ) -> None:
-        """Time training epochs and peak memory on a synthetic HCPs x weeks training set."""
+        """Time a training epoch per encoder and peak memory on a simulator-shaped HCPs x weeks training set."""
         _quiet_threads()
-        from training.bench import bench_train
+        from training.bench import ROWS_PER_HCP_WEEK, bench_train
         from training.jobs import write_json_line
 
         cfg = _load(config, {}, set_)
-        typer.echo(write_json_line(bench_train(cfg, hcps=hcps, weeks=weeks, epochs=epochs, max_batches=max_batches)))
+        names = [e.strip() for e in encoders.split(",") if e.strip()]
+        bad = [e for e in names if e not in ("transformer", "gru")]
+        if bad or not names:
+            raise typer.BadParameter(f"--encoders: expected transformer and/or gru, got {encoders!r}")
+        per_week = ROWS_PER_HCP_WEEK if rows_per_hcp_week is None else rows_per_hcp_week
+        if per_week <= 0:
+            raise typer.BadParameter(f"--rows-per-hcp-week must be > 0, got {per_week}")
+        typer.echo(write_json_line(bench_train(cfg, hcps=hcps, weeks=weeks, epochs=epochs, max_batches=max_batches, encoders=names, rows_per_hcp_week=per_week)))

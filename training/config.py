@@ -18,6 +18,8 @@ class ModelSection(StageConfig):
     n_heads: int = Field(4, ge=1, le=16)
     dropout: float = Field(0.1, ge=0.0, lt=1.0)
     max_seq_len: int = Field(20, ge=1, le=512)
+    # Per-HCP response-history counts fed to the response head (training.model.ModelConfig.history).
+    history: bool = True
 
     @model_validator(mode="after")
     def _heads_divide_width(self) -> "ModelSection":
@@ -56,6 +58,14 @@ class TuneSection(StageConfig):
     study_name: str = "nba-tune"
     startup_trials: int = Field(3, ge=0)
     warmup_epochs: int = Field(1, ge=0)
+    # What trials are ranked by (higher is better): "simulator" = the model policy's true share of
+    # the oracle's gain over ``sim_weeks`` simulated weeks (needs the dataset's ground truth);
+    # "ope_dr" = the doubly robust estimate of the target policy's value on the validation weeks
+    # (logs alone); "auto" = simulator when ground truth is present, else ope_dr. Pruning is on
+    # the per-epoch validation response AUC (policy value exists only after training).
+    objective: Literal["auto", "simulator", "ope_dr"] = "auto"
+    encoders: list[Literal["transformer", "gru"]] = Field(default_factory=lambda: ["transformer", "gru"], min_length=1)
+    sim_weeks: int = Field(8, ge=1, le=520)
 
 
 class TrainingConfig(StageConfig):
@@ -78,8 +88,9 @@ class TrainingConfig(StageConfig):
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
     num_threads: int = Field(2, ge=1, le=256)
-    candidate_content: int = Field(5, ge=1, description="content items per channel scored by the response head")
-    candidate_slots: int = Field(3, ge=1, le=28, description="slots per channel scored by the response head")
+    # Off-policy estimates score a stochastic target policy: softmax over (channel, content) of the
+    # response logit / temperature (training.policy.target_distribution); lower = closer to greedy.
+    ope_temperature: float = Field(0.5, gt=0.0, le=100.0)
     output_dir: str = ".nba/models"
 
     @model_validator(mode="after")

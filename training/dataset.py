@@ -7,6 +7,7 @@ the logged propensity. Conversion is vectorised through Arrow list offsets: no p
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,6 +17,7 @@ import pandas as pd
 import pyarrow as pa
 
 from contract.schema import CHANNELS
+from features.events import POSITIVE_RESPONSE_CODE  # seq_response >= 2: opened/attended or engaged
 
 LABEL_COLUMNS: tuple[str, ...] = (
     "hcp_id",
@@ -153,16 +155,19 @@ class EncodedData:
         import torch
 
         n = len(self)
-        order = np.random.default_rng(seed).permutation(n) if shuffle else np.arange(n)
+        order = torch.from_numpy(np.random.default_rng(seed).permutation(n) if shuffle else np.arange(n))
+        # Zero-copy views of the compact arrays; each batch is one gather per array, then one cast
+        # (ids to int64 for embeddings and targets, values to float32): no per-row Python.
+        with warnings.catch_warnings():  # read-only arrays are fine: batches are gathered copies
+            warnings.simplefilter("ignore", UserWarning)
+            tensors = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in self.arrays.items()}
         for start in range(0, n, batch_size):
             idx = order[start : start + batch_size]
-            yield {k: _to_tensor(torch, v[idx], device) for k, v in self.arrays.items()}
+            yield {k: _cast(torch, t.index_select(0, idx)).to(device) for k, t in tensors.items()}
 
 
-def _to_tensor(torch: Any, values: np.ndarray, device: Any) -> Any:
-    if values.dtype.kind in "iub":
-        return torch.from_numpy(values.astype(np.int64)).to(device)
-    return torch.from_numpy(values.astype(np.float32)).to(device)
+def _cast(torch: Any, values: Any) -> Any:
+    return values.float() if values.is_floating_point() else values.long()
 
 
 def _first_bad(frame: pd.DataFrame, bad: np.ndarray, column: str, why: str) -> ValueError:
@@ -237,7 +242,9 @@ def encode_frame(
     content_dtype = np.int16 if len(vocab) < 2**15 else np.int32  # halves the largest token array
     arrays["content"] = _pad_right(lists["seq_content_id"], max_seq_len, vocab.encode(flat("seq_content_id", "str")).astype(content_dtype), PAD, content_dtype)
     resp = np.nan_to_num(flat("seq_response", "num"))
-    arrays["response"] = _pad_right(lists["seq_response"], max_seq_len, (resp > 0).astype(np.int8) + 1, 0, np.int8)
+    # seq_response is the feature stage's code (features.events: 0 not delivered, 1 delivered,
+    # 2 opened/attended, 3 engaged): a positive response is >= 2, like label_response.
+    arrays["response"] = _pad_right(lists["seq_response"], max_seq_len, (resp >= POSITIVE_RESPONSE_CODE).astype(np.int8) + 1, 0, np.int8)
     for name, col, size in (("weekday", "seq_weekday", 7), ("daypart", "seq_daypart", 4)):
         v = flat(col, "num")
         if len(v) and (np.isnan(v).any() or v.min() < 0 or v.max() >= size):

@@ -17,19 +17,9 @@ import numpy as np
 
 from contract.schema import CHANNELS, SEGMENTS
 from training.model import N_DAYPARTS, N_DAYS
+from training.policy import working_hours_slots
 
 VALUE_KEY = "expected_positive_responses"
-
-
-def _slot_allowed() -> np.ndarray:
-    """[C, 28] True where the slot is allowed for the channel (rep-time channels: Mon-Fri working dayparts)."""
-    from simulator.constraints import WORK_DAYPARTS, WORK_WEEKDAYS
-    from simulator.world import WORKDAY_ONLY_MASK
-
-    day = np.arange(N_DAYS * N_DAYPARTS) // N_DAYPARTS
-    part = np.arange(N_DAYS * N_DAYPARTS) % N_DAYPARTS
-    work = (day < WORK_WEEKDAYS) & (part < WORK_DAYPARTS)
-    return np.where(WORKDAY_ONLY_MASK[:, None], work[None, :], True)
 
 
 class _FeaturePolicy:
@@ -68,7 +58,11 @@ class _FeaturePolicy:
         return mask, sim_of_vocab
 
     def choose(self, obs: Any, p: np.ndarray, content: np.ndarray, slot: np.ndarray) -> Any:
-        """Top-k eligible channels per HCP by score ``p`` [n, C], trimmed to rep capacity."""
+        """Top-k eligible channels per HCP by score ``p`` [n, C], within rep capacity.
+
+        Like the oracle (``simulator.policies.best_actions``), a touch the rep has no capacity
+        for is replaced by the HCP's next-best channel rather than dropped, a few rounds deep.
+        """
         from simulator.actions import Actions
         from simulator.constraints import fit_rep_capacity
         from simulator.world import CONTENTLESS_MASK
@@ -76,15 +70,21 @@ class _FeaturePolicy:
         elig = obs.eligibility
         score = np.where(elig.channel & ((content >= 0) | CONTENTLESS_MASK[None, :]), p, -np.inf)
         k = min(self.k, elig.max_touches, score.shape[1])
-        order = np.argsort(-score, axis=1, kind="stable")[:, :k]
-        hcp = np.repeat(np.arange(score.shape[0]), k)
-        ch = order.reshape(-1)
-        good = np.isfinite(score[hcp, ch])
-        hcp, ch = hcp[good], ch[good]
-        ct = np.where(CONTENTLESS_MASK[ch], -1, content[hcp, ch])
-        s = slot[hcp, ch]
-        acts = Actions(hcp, ch, ct, s // N_DAYPARTS, s % N_DAYPARTS)
-        return acts.select(fit_rep_capacity(obs.public, elig, acts, score[hcp, ch]))
+        for _ in range(6):
+            order = np.argsort(-score, axis=1, kind="stable")[:, :k]
+            hcp = np.repeat(np.arange(score.shape[0]), k)
+            ch = order.reshape(-1)
+            good = np.isfinite(score[hcp, ch])
+            hcp, ch = hcp[good], ch[good]
+            ct = np.where(CONTENTLESS_MASK[ch], -1, content[hcp, ch])
+            s = slot[hcp, ch]
+            acts = Actions(hcp, ch, ct, s // N_DAYPARTS, s % N_DAYPARTS)
+            keep = fit_rep_capacity(obs.public, elig, acts, score[hcp, ch])
+            if keep.all():
+                break
+            score = score.copy()
+            score[hcp[~keep], ch[~keep]] = -np.inf
+        return acts.select(keep)
 
 
 class ModelPolicy(_FeaturePolicy):
@@ -93,49 +93,60 @@ class ModelPolicy(_FeaturePolicy):
     def __init__(self, bundle: Any, features_cfg: Any, k: int, batch_size: int = 1024) -> None:
         super().__init__(features_cfg, k, bundle.vocab)
         self.bundle, self.batch_size = bundle, batch_size
-        self.slot_allowed = _slot_allowed()
+        self.slot_allowed = working_hours_slots()
 
     def scores(self, obs: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Per HCP and channel: best predicted P(response), simulator content index, slot."""
+        """Per HCP and channel: score (-1 where not allowed), simulator content index, slot; batches through ``score_batch``."""
         import torch
 
         from simulator.world import CONTENTLESS_MASK
-        from training.dataset import NONE, encode_frame
+        from training.dataset import encode_frame
 
         b = self.bundle
         data = encode_frame(self.features(obs), b.vocab, b.scaler, b.model.config.max_seq_len, with_labels=False)
         mask, sim_of_vocab = self.content_masks(obs)
         product = obs.public.hcp_product
-        n, n_ch = len(data), len(CHANNELS)
-        best_p = np.full((n, n_ch), -1.0)
-        best_content = np.full((n, n_ch), -1, dtype=np.int64)
-        best_slot = np.zeros((n, n_ch), dtype=np.int64)
+        parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
         model = b.model.eval()
         with torch.no_grad():
-            for start, batch in zip(range(0, n, self.batch_size), data.batches(self.batch_size)):
+            for start, batch in zip(range(0, len(data), self.batch_size), data.batches(self.batch_size)):
                 rows = slice(start, start + len(batch["length"]))
-                z = model.state(batch)
-                m = torch.from_numpy(mask[product[rows]])  # [B, C, V]
-                for c in range(n_ch):
-                    allowed = m[:, c].clone()
-                    if CONTENTLESS_MASK[c]:
-                        allowed[:] = False
-                        allowed[:, NONE] = True
-                    for s in np.flatnonzero(self.slot_allowed[c]):
-                        logits = model.response_logit_all_content(z, torch.full((len(z),), c), torch.full((len(z),), int(s)))
-                        val, idx = logits.masked_fill(~allowed, float("-inf")).max(-1)
-                        p = torch.sigmoid(val).numpy()
-                        p = np.where(np.isfinite(val.numpy()), p, -1.0)
-                        better = p > best_p[rows, c]
-                        best_p[rows, c] = np.where(better, p, best_p[rows, c])
-                        cand = np.where(CONTENTLESS_MASK[c], -1, sim_of_vocab[idx.numpy()])
-                        best_content[rows, c] = np.where(better, cand, best_content[rows, c])
-                        best_slot[rows, c] = np.where(better, s, best_slot[rows, c])
-        return best_p, best_content, best_slot
+                p, content, slot = self.score_batch(model, batch, torch.from_numpy(mask[product[rows]]))
+                parts.append((p.numpy(), content.numpy(), slot.numpy()))
+        best_content = np.where(CONTENTLESS_MASK[None, :], -1, sim_of_vocab[np.concatenate([x[1] for x in parts])])
+        return np.concatenate([x[0] for x in parts]).astype(np.float64), best_content, np.concatenate([x[2] for x in parts]).astype(np.int64)
+
+    def score_batch(self, model: Any, batch: Any, content_mask: Any) -> tuple[Any, Any, Any]:
+        """[B, C] best predicted P(response) over allowed (content, slot) (training.policy.channel_scores), that content, that slot."""
+        import torch
+
+        from simulator.world import CONTENTLESS_MASK
+        from training.policy import channel_scores
+
+        score, content, slot = channel_scores(model, model.state(batch), content_mask=content_mask, slot_allowed=torch.from_numpy(self.slot_allowed), contentless=torch.from_numpy(CONTENTLESS_MASK))
+        return torch.where(torch.isfinite(score), torch.sigmoid(score), torch.full_like(score, -1.0)), content, slot
 
     def __call__(self, obs: Any) -> Any:
         """This week's actions."""
         return self.choose(obs, *self.scores(obs))
+
+
+class HeadsPolicy(ModelPolicy):
+    """The network's policy heads instead of its response head: channels by the channel head, the content
+    and slot heads' favourites. For a ``naive`` model that is imitation of the reps' logged choices."""
+
+    def score_batch(self, model: Any, batch: Any, content_mask: Any) -> tuple[Any, Any, Any]:
+        """[B, C] channel-head probability (-1 where no eligible content), the content head's best eligible item, the slot head's best allowed slot."""
+        import torch
+
+        from simulator.world import CONTENTLESS_MASK
+
+        heads = model.heads(model.state(batch))
+        content = heads["content"].unsqueeze(1).masked_fill(~content_mask, float("-inf"))  # [B, C, V]
+        ok = torch.isfinite(content.max(-1).values) | torch.from_numpy(CONTENTLESS_MASK)
+        slot = heads["slot"].unsqueeze(1).masked_fill(~torch.from_numpy(self.slot_allowed).unsqueeze(0), float("-inf")).argmax(-1)  # [B, C]
+        p = torch.softmax(heads["channel"], -1)
+        return torch.where(ok, p, torch.full_like(p, -1.0)), content.argmax(-1), slot
 
 
 class _PopularContent(_FeaturePolicy):
@@ -144,7 +155,7 @@ class _PopularContent(_FeaturePolicy):
     def __init__(self, popularity: Any, features_cfg: Any, k: int, vocab: Any) -> None:
         super().__init__(features_cfg, k, vocab)
         self.pop = popularity
-        allowed = _slot_allowed()
+        allowed = working_hours_slots()
         self.slot = np.where(allowed, popularity.channel_slot_counts + 1e-3 * (N_DAYS * N_DAYPARTS - np.arange(N_DAYS * N_DAYPARTS)), -1).argmax(1)
 
     def popular(self, obs: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -181,25 +192,90 @@ class AggregatePolicy(_PopularContent):
         return self.choose(obs, self.model.response_probs(static), content, slot)
 
 
+_REFERENCE_VALUES: dict[tuple[str, int | None], dict[str, Any]] = {}
+
+
+def simulated_policy_value(bundle: Any, data_dir: str, features_config: str | None, *, weeks: int | None = None, progress: bool = False) -> dict[str, float]:
+    """The model policy's true value in the simulator over ``weeks`` from the start, and its share of the oracle's gain.
+
+    The logged and oracle runs do not depend on the model: they are cached per (data_dir, weeks)
+    in this process, so tuning trials pay only for the model's own run.
+    """
+    from features.config import load_features_config
+    from simulator.environment import Environment, share_of_oracle_gain
+    from simulator.policies import BehaviourPolicy, OraclePolicy
+
+    key = (str(data_dir), weeks)
+    if key not in _REFERENCE_VALUES:
+        ref = {}
+        for who in ("logged", "oracle"):
+            env = Environment.from_data_dir(data_dir)
+            ref[who] = env.run(BehaviourPolicy(env.cfg) if who == "logged" else OraclePolicy(env), weeks=weeks).value
+        _REFERENCE_VALUES[key] = ref
+    ref = _REFERENCE_VALUES[key]
+    fcfg = load_features_config(features_config, overrides={"data_dir": data_dir})
+    env = Environment.from_data_dir(data_dir)
+    value = env.run(ModelPolicy(bundle, fcfg, env.cfg.oracle_touches_per_week), weeks=weeks, progress=progress).value
+    return {"responses_per_hcp_week": value["expected_responses_per_hcp_week"], "share_of_oracle_gain": share_of_oracle_gain(value, ref["logged"], ref["oracle"], VALUE_KEY)}
+
+
+def _has_ground_truth(data_dir: Any) -> bool:
+    from pathlib import Path
+
+    from contract.schema import GROUND_TRUTH_DIR
+
+    return (Path(data_dir) / GROUND_TRUTH_DIR / "world.json").exists()
+
+
+def ope_truth(data_dir: Any, rows: dict[str, np.ndarray], val: Any, vocab: Any, keep: np.ndarray) -> tuple[float, float]:
+    """The simulator's true value of the stochastic target policy on the logged validation rows ``keep``.
+
+    Per row: sum over the target's most likely (channel, content) pairs of pi x the oracle's true
+    P(response) at the logged slot, in the true hidden state of that logged week (replayed),
+    renormalised over the pairs kept. Returns (mean true response rate, mean probability mass covered).
+    """
+    import pandas as pd
+
+    from simulator.evaluation import logged_states
+
+    idx = np.flatnonzero(keep)
+    top_p = rows["top_prob"][idx]
+    covered = top_p.sum(1)
+    truth = np.full(len(idx), np.nan)
+    weeks = pd.to_datetime(val.week[idx]).normalize()
+    day = weeks.date if hasattr(weeks, "date") else weeks
+    sim_of_vocab: np.ndarray | None = None
+    hcp_pos: np.ndarray | None = None
+    slot = val.arrays["label_slot"][idx].astype(np.int64)
+    wanted = set(day)
+    for obs, state, oracle in logged_states(data_dir):
+        if obs.week_start not in wanted:
+            continue
+        if sim_of_vocab is None:
+            sim = pd.Index(obs.public.content_ids).get_indexer(pd.Series(vocab.decode(np.arange(len(vocab))), dtype=object))
+            sim_of_vocab = np.where(np.arange(len(vocab)) >= 2, sim, -1)
+            hcp_pos = pd.Index(obs.public.hcp_ids).get_indexer(val.hcp_id[idx])
+        r = np.flatnonzero(np.asarray(day) == obs.week_start)
+        k = top_p.shape[1]
+        hcp = np.repeat(hcp_pos[r], k)
+        ch = rows["top_channel"][idx][r].reshape(-1).astype(np.int64)
+        ct = sim_of_vocab[rows["top_content"][idx][r].reshape(-1).astype(np.int64)]
+        s = np.repeat(slot[r], k)
+        p_true = oracle.expected_response(state, obs.week, hcp, ch, ct, s // N_DAYPARTS, s % N_DAYPARTS).reshape(len(r), k)
+        truth[r] = (top_p[r] * p_true).sum(1) / np.maximum(covered[r], 1e-12)
+    ok = np.isfinite(truth)
+    return (float(truth[ok].mean()) if ok.any() else float("nan")), float(covered.mean()) if len(covered) else float("nan")
+
+
 def _plots(mlflow: Any, calib: dict[str, tuple[np.ndarray, np.ndarray]], mix: dict[str, dict[str, int]], tiers: dict[str, dict[str, float]]) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from training.metrics import calibration_curve
+    from training.jobs import _calibration_plot
 
-    fig, ax = plt.subplots(figsize=(5, 5))
-    ax.plot([0, 1], [0, 1], "k--", lw=1)
-    for name, (probs, labels) in calib.items():
-        mean_p, rate, count = calibration_curve(probs, labels)
-        ok = count > 0
-        ax.plot(mean_p[ok], rate[ok], "o-", label=name)
-    ax.set_xlabel("predicted P(response)")
-    ax.set_ylabel("observed response rate")
-    ax.legend()
-    mlflow.log_figure(fig, "plots/calibration.png")
-    plt.close(fig)
+    _calibration_plot(mlflow, calib, "plots/calibration.png")
 
     fig, ax = plt.subplots(figsize=(8, 4))
     width = 0.8 / max(len(mix), 1)
@@ -225,14 +301,20 @@ def _plots(mlflow: Any, calib: dict[str, tuple[np.ndarray, np.ndarray]], mix: di
     plt.close(fig)
 
 
-def evaluate_job(cfg: Any, version: str | None = None, *, weeks: int | None = None, n_boot: int = 200, progress: bool = True) -> dict[str, Any]:
-    """Evaluate a registered model version (default: the challenger) against every baseline; return figures."""
+def evaluate_job(cfg: Any, version: str | None = None, *, weeks: int | None = None, n_boot: int = 200, progress: bool = True,
+                 imitation: bool = False, partial_oracles: bool = True) -> dict[str, Any]:
+    """Evaluate a registered model version (default: the challenger) against every baseline; return figures.
+
+    ``imitation`` also simulates the network's policy heads (``HeadsPolicy``: for a ``naive`` model,
+    imitation of the logs); ``partial_oracles`` adds the oracle-gap decomposition (training.oracle_gap).
+    """
     import mlflow
     from mlflow import MlflowClient
 
     from features.config import load_features_config
     from simulator.environment import Environment, share_of_oracle_gain
     from simulator.policies import BehaviourPolicy, OraclePolicy, RuleBasedPolicy
+    from training.oracle_gap import gap_figures, partial_oracle_makers
     from training import tracking
     from training.artifacts import load_bundle
     from training.baselines import AggregateModel, Popularity
@@ -256,14 +338,34 @@ def evaluate_job(cfg: Any, version: str | None = None, *, weeks: int | None = No
     offline = {"model": metrics_from_predictions(model_pred, prep.val), "popularity": metrics_from_predictions(pop.predict(prep.val), prep.val), "aggregate": metrics_from_predictions(agg.predict(prep.val, pop), prep.val)}
     for who, m in offline.items():
         figures.update({f"offline_{who}_{k}": v for k, v in m.items()})
+    labels = prep.val.arrays["label_response"]
+    calibrated = bundle.expected_response(model_pred["response_prob"])
+    if len(labels):
+        # The bundle's calibrator was fitted on these very rows: report the out-of-sample (cross-fitted by HCP) ECE instead.
+        from training.calibration import fit_and_check
+
+        figures["offline_model_response_ece_calibrated_crossfit"] = fit_and_check(model_pred["response_prob"], labels, prep.val.hcp_id)[1]["ece_after"]
 
     # Off-policy estimates of the model policy from the logs alone.
-    rows = policy_rows(bundle.model, prep.val, cfg.batch_size, k_content=cfg.candidate_content, k_slots=cfg.candidate_slots)
+    rows = policy_rows(bundle.model, prep.val, cfg.batch_size, temperature=cfg.ope_temperature, calibrator=bundle.calibrator)
     for est_name, est in policy_estimates(rows, clip=None, n_boot=n_boot, seed=cfg.seed).items():
         figures[f"ope_{est_name}_response_rate"] = est.value
         figures[f"ope_{est_name}_ci_low"] = est.ci_low
         figures[f"ope_{est_name}_ci_high"] = est.ci_high
-    figures["ope_matched_rows"] = int(rows["match"][np.isfinite(rows["propensity"])].sum())
+        figures[f"ope_{est_name}_effective_sample_size"] = est.ess
+    known = np.isfinite(rows["propensity"]) & (rows["propensity"] > 0)
+    figures["ope_target_temperature"] = cfg.ope_temperature
+    figures["ope_rows"] = int(known.sum())
+    figures["ope_matched_probability_mass"] = float(rows["match"][known].sum())
+    has_truth = _has_ground_truth(cfg.data_dir)
+    if has_truth:
+        truth, covered = ope_truth(cfg.data_dir, rows, prep.val, bundle.vocab, known)
+        figures["ope_true_response_rate"] = truth
+        figures["ope_truth_probability_mass_covered"] = covered
+        for est_name in ("dm", "ips", "snips", "dr"):
+            if f"ope_{est_name}_ci_low" in figures:
+                figures[f"ope_{est_name}_error_vs_truth"] = figures[f"ope_{est_name}_response_rate"] - truth
+                figures[f"ope_{est_name}_ci_covers_truth"] = bool(figures[f"ope_{est_name}_ci_low"] <= truth <= figures[f"ope_{est_name}_ci_high"])
 
     # True policy value in the simulator, every policy replaying the logged year from week 0.
     fcfg = load_features_config(cfg.features_config, overrides={"data_dir": cfg.data_dir})
@@ -276,6 +378,8 @@ def evaluate_job(cfg: Any, version: str | None = None, *, weeks: int | None = No
         "popularity": lambda env: PopularityPolicy(pop, fcfg, k, bundle.vocab),
         "aggregate": lambda env: AggregatePolicy(agg, bundle.scaler, pop, fcfg, k, bundle.vocab),
         "model": lambda env: ModelPolicy(bundle, fcfg, k),
+        **({"imitation": lambda env: HeadsPolicy(bundle, fcfg, k)} if imitation else {}),
+        **(partial_oracle_makers() if partial_oracles else {}),
     }
     values: dict[str, dict[str, Any]] = {}
     for who, make in policies.items():
@@ -297,15 +401,21 @@ def evaluate_job(cfg: Any, version: str | None = None, *, weeks: int | None = No
     baselines = ("logged", "rules", "popularity", "aggregate")
     figures["sim_model_beats_every_baseline"] = bool(all(values["model"][VALUE_KEY] > values[b][VALUE_KEY] for b in baselines))
     figures["sim_weeks"] = n_weeks
-    # OPE checked against the truth: the simulated per-touch response rate of the model policy.
-    figures["ope_dr_error_vs_sim"] = figures.get("ope_dr_response_rate", np.nan) - values["model"]["response_rate_per_touch"]
+    if partial_oracles:
+        shares = {who: figures.get(f"sim_{who}_share_of_oracle_gain", 1.0 if who == "oracle" else 0.0) for who in values}
+        worth = {"channel": shares["population_channel"] - shares["population"], "topic": shares["population_topic"] - shares["population"],
+                 "timing": shares["population_timing"] - shares["population"], "timing_given_rest": 1.0 - shares["oracle_no_timing"],
+                 "fatigue_given_rest": 1.0 - shares["oracle_no_fatigue"]}
+        figures.update({k: v for k, v in gap_figures({"share": {}, "worth": worth}).items()})
+        # How far the model is from a policy knowing the world's population laws but nothing per HCP.
+        figures["gap_model_minus_population_oracle_share"] = shares["model"] - shares["population"]
 
     with mlflow.start_run(run_name=f"evaluate-v{mv.version}") as run:
         mlflow.set_tags({"stage": "evaluation", "model_version": str(mv.version), "data_fingerprint": prep.fingerprint})
         mlflow.log_metrics({k.replace("offline_", "offline/").replace("sim_", "sim/").replace("ope_", "ope/"): float(v) for k, v in figures.items() if isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v)})
         mlflow.log_dict(values, "evaluation/simulator_values.json")
         tiers = {who: {s: v["by_segment"][s]["expected_responses_per_hcp_week"] for s in SEGMENTS} for who, v in values.items()}
-        calib = {"model": (model_pred["response_prob"], prep.val.arrays["label_response"]), "aggregate": (agg.predict(prep.val, pop)["response_prob"], prep.val.arrays["label_response"])}
+        calib = {"model (raw)": (model_pred["response_prob"], labels), "model (calibrated)": (calibrated, labels), "aggregate": (agg.predict(prep.val, pop)["response_prob"], prep.val.arrays["label_response"])}
         _plots(mlflow, calib, {"logged": values["logged"]["touches_by_channel"], "model": values["model"]["touches_by_channel"]}, tiers)
         figures["evaluation_run_id"] = run.info.run_id
     client = MlflowClient()

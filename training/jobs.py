@@ -48,7 +48,7 @@ def build_model(cfg: TrainingConfig, n_content: int, n_static: int) -> Any:
     from training.model import ModelConfig, NextBestActionModel
 
     m = cfg.model
-    return NextBestActionModel(ModelConfig(len(CHANNELS), n_content, n_static, m.encoder, m.d_model, m.n_layers, m.n_heads, m.dropout, m.max_seq_len))
+    return NextBestActionModel(ModelConfig(len(CHANNELS), n_content, n_static, m.encoder, m.d_model, m.n_layers, m.n_heads, m.dropout, m.max_seq_len, history=m.history))
 
 
 def configure_torch(cfg: TrainingConfig) -> Any:
@@ -124,13 +124,15 @@ def train_job(cfg: TrainingConfig, *, prep: Prepared | None = None, register: bo
             device=device, on_epoch=epoch_cb, progress=progress,
         )
         final = dict(result.history[-1]) if result.history else {}
-        rows = policy_rows(model, prep.val, cfg.batch_size, device, k_content=cfg.candidate_content, k_slots=cfg.candidate_slots)
+        calibrator, calib = _calibrate(model, prep, cfg.batch_size, device)
+        final.update({f"val/calibration_{k}": v for k, v in calib.items()})
+        rows = policy_rows(model, prep.val, cfg.batch_size, device, temperature=cfg.ope_temperature, calibrator=calibrator)
         for name, est in policy_estimates(rows, clip=cfg.loss.ips_clip).items():
             final[f"val/policy_value_{name}"] = est.value
-        mlflow.log_metrics({k: v for k, v in final.items() if k.startswith("val/policy_value") and np.isfinite(v)}, step=len(result.history) - 1)
+        mlflow.log_metrics({k: v for k, v in final.items() if k.startswith(("val/policy_value", "val/calibration")) and np.isfinite(v)}, step=len(result.history) - 1)
         mlflow.log_metric("time/seconds_per_epoch_median", float(np.median(result.seconds_per_epoch)))
         model.cpu()
-        bundle = ModelBundle(model, prep.vocab, prep.scaler, {"run_id": run.info.run_id, "data_fingerprint": prep.fingerprint, "objective": cfg.loss.objective, "seed": cfg.seed})
+        bundle = ModelBundle(model, prep.vocab, prep.scaler, {"run_id": run.info.run_id, "data_fingerprint": prep.fingerprint, "objective": cfg.loss.objective, "seed": cfg.seed}, calibrator)
         out_dir = save_bundle(bundle, Path(cfg.output_dir) / run.info.run_id)
         version = None
         if log_model:
@@ -138,6 +140,57 @@ def train_job(cfg: TrainingConfig, *, prep: Prepared | None = None, register: bo
             if register:
                 version = tracking.register(model_uri, cfg.tracking.registered_model, tracking.CHALLENGER, tags={"data_fingerprint": prep.fingerprint, "run_id": run.info.run_id})
         return {"run_id": run.info.run_id, "model_version": version, "bundle": str(out_dir), "metrics": final, "seconds_per_epoch": result.seconds_per_epoch}
+
+
+def register_bundle(cfg: TrainingConfig, run_id: str, bundle_dir: Path, prep: Prepared) -> str:
+    """Log a saved bundle as the pyfunc of its (finished) training run and register it as challenger; return the version."""
+    import mlflow
+
+    from training import tracking
+    from training.artifacts import load_bundle
+
+    tracking.setup(cfg.tracking)
+    with mlflow.start_run(run_id=run_id, nested=mlflow.active_run() is not None):
+        model_uri = _log_pyfunc(load_bundle(bundle_dir), bundle_dir, prep)
+    return tracking.register(model_uri, cfg.tracking.registered_model, tracking.CHALLENGER, tags={"data_fingerprint": prep.fingerprint, "run_id": run_id})
+
+
+def _calibrate(model: Any, prep: Prepared, batch_size: int, device: Any) -> tuple[Any, dict[str, float]]:
+    """Isotonic calibration of the response head on the validation weeks, ECE before/after (cross-fitted by HCP), plot logged."""
+    import mlflow
+
+    from training.calibration import fit_and_check
+    from training.train import predict
+
+    if not len(prep.val):
+        return None, {}
+    raw = predict(model, prep.val, batch_size, device)["response_prob"]
+    labels = prep.val.arrays["label_response"]
+    calibrator, figures = fit_and_check(raw, labels, prep.val.hcp_id)
+    _calibration_plot(mlflow, {"raw": (raw, labels), "calibrated": (calibrator(raw), labels)}, "plots/calibration_response_head.png")
+    return calibrator, figures
+
+
+def _calibration_plot(mlflow: Any, curves: dict[str, tuple[np.ndarray, np.ndarray]], name: str) -> None:
+    """Reliability diagram of each (probabilities, labels) pair, logged as an MLflow figure."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from training.metrics import calibration_curve
+
+    fig, ax = plt.subplots(figsize=(5, 5))
+    ax.plot([0, 1], [0, 1], "k--", lw=1)
+    for label, (probs, y) in curves.items():
+        mean_p, rate, count = calibration_curve(probs, y)
+        ok = count > 0
+        ax.plot(mean_p[ok], rate[ok], "o-", label=label)
+    ax.set_xlabel("predicted P(response)")
+    ax.set_ylabel("observed response rate")
+    ax.legend()
+    mlflow.log_figure(fig, name)
+    plt.close(fig)
 
 
 def _log_pyfunc(bundle: Any, bundle_dir: Path, prep: Prepared) -> str:
@@ -177,7 +230,7 @@ def promote_job(cfg: TrainingConfig) -> dict[str, Any]:
 
     new = value(challenger)
     old = value(champion) if champion is not None else None
-    promoted = champion is None or (new > old and champion.version != challenger.version)
+    promoted, reason = promotion_decision(new, old, champion is not None and champion.version == challenger.version)
     if promoted:
         MlflowClient().set_registered_model_alias(name, tracking.CHAMPION, challenger.version)
     return {
@@ -186,7 +239,19 @@ def promote_job(cfg: TrainingConfig) -> dict[str, Any]:
         "champion_version": int(challenger.version if promoted else champion.version),
         "challenger_policy_value": new,
         "previous_champion_policy_value": old,
+        "reason": reason,
     }
+
+
+def promotion_decision(challenger_value: float, champion_value: float | None, same_version: bool) -> tuple[bool, str]:
+    """The promotion rule: (promote?, one-line reason). Higher true policy value wins; ties keep the champion."""
+    if champion_value is None:
+        return True, "no champion yet: the challenger becomes champion"
+    if same_version:
+        return False, "the challenger already is the champion"
+    if challenger_value > champion_value:
+        return True, f"challenger policy value {challenger_value:.4f} beats the champion's {champion_value:.4f}"
+    return False, f"challenger policy value {challenger_value:.4f} does not beat the champion's {champion_value:.4f}"
 
 
 def write_json_line(figures: dict[str, Any]) -> str:

@@ -1,15 +1,90 @@
-"""Choosing the next best action: the candidate with the highest predicted response, within guardrails.
+"""Choosing the next best action from the response head's counterfactual scores, within guardrails.
 
-Candidates are every channel the HCP consented to x the content head's top approved items x
-the slot head's top slots; the response head scores each (state, action) and the best wins.
+Every allowed channel x every allowed slot x every allowed content item is scored by the response
+head (one matmul per channel); per channel the best (content, slot) wins, then the best channel.
+The policy heads (channel/content/slot) are not consulted: they describe what reps would log
+(``naive``) or a propensity-corrected policy (``ips``/``dr``), while the decision is "highest
+expected response". ``target_distribution`` is the stochastic version used for off-policy
+estimates: a softmax over (channel, content) with a temperature, with exact probabilities.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor
 
-from training.model import NextBestActionModel
+import numpy as np
+
+from training.model import N_DAYPARTS, N_DAYS, NextBestActionModel
+
+NONE_CONTENT = 1  # training.dataset.NONE: "no content" (a phone call)
+
+
+def working_hours_slots() -> np.ndarray:
+    """[C, 28] True where the slot is allowed for the channel (rep-time channels: Mon-Fri working dayparts)."""
+    from simulator.constraints import WORK_DAYPARTS, WORK_WEEKDAYS
+    from simulator.world import WORKDAY_ONLY_MASK
+
+    day = np.arange(N_DAYS * N_DAYPARTS) // N_DAYPARTS
+    part = np.arange(N_DAYS * N_DAYPARTS) % N_DAYPARTS
+    work = (day < WORK_WEEKDAYS) & (part < WORK_DAYPARTS)
+    return np.where(WORKDAY_ONLY_MASK[:, None], work[None, :], True)
+
+
+def _content_mask(model: NextBestActionModel, content_mask: Tensor | None, b: int, device: Any) -> Tensor:
+    """[B or 1, C or 1, V] boolean mask from a [V], [B, V] or [B, C, V] mask; the padding id never allowed."""
+    v = model.config.n_content
+    m = torch.ones(v, dtype=torch.bool, device=device) if content_mask is None else content_mask.to(device=device, dtype=torch.bool)
+    m = m.view(1, 1, v) if m.dim() == 1 else m.unsqueeze(1) if m.dim() == 2 else m
+    pad = torch.ones(v, dtype=torch.bool, device=device)
+    pad[0] = False
+    return m & pad
+
+
+def _per_channel_content(m: Tensor, c: int, contentless: Tensor | None) -> Tensor:
+    """Allowed content for channel ``c`` [B or 1, V]: only NONE on a contentless channel, else real items
+    (NONE only where a row has no real item allowed)."""
+    row = m[:, c] if m.shape[1] > 1 else m[:, 0]
+    only_none = torch.zeros_like(row)
+    only_none[:, NONE_CONTENT] = True
+    if contentless is not None and bool(contentless[c]):
+        return only_none
+    real = row.clone()
+    real[:, NONE_CONTENT] = False
+    return torch.where(real.any(-1, keepdim=True), real, row)
+
+
+@torch.no_grad()
+def channel_scores(
+    model: NextBestActionModel,
+    z: Tensor,
+    *,
+    content_mask: Tensor | None = None,
+    slot_allowed: Tensor | None = None,
+    contentless: Tensor | None = None,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Per row and channel the best response logit over allowed (content, slot), and that content and slot: [B, C] each.
+
+    ``content_mask``: [V], [B, V] or [B, C, V] (True = may be suggested); ``slot_allowed``: [C, 28]
+    (e.g. rep-time channels only in working hours); ``contentless``: [C] channels that carry no
+    content (they get NONE). A channel with nothing allowed scores -inf.
+    """
+    b, dev = z.shape[0], z.device
+    n_ch = model.config.n_channels
+    neg = float("-inf")
+    m = _content_mask(model, content_mask, b, dev)
+    allowed = torch.stack([_per_channel_content(m, c, contentless) for c in range(n_ch)], 1)  # [B|1, C, V]
+    # The slot and content terms of a response logit add up (model.response_table), so the max over
+    # (slot, content) pairs is the best slot's term plus the best content's: C x (28 + V) scores, not C x 28 x V.
+    base, query = model.response_table(z)  # [B, C, 28], [B, C, D]
+    if slot_allowed is not None:
+        base = base.masked_fill(~slot_allowed.to(dev, torch.bool).unsqueeze(0), neg)
+    slot_logit, best_slot = base.max(-1)  # [B, C]
+    content_logit = torch.matmul(query, model.content_emb.weight.T) + model.response_content_bias  # [B, C, V]
+    content_logit, best_content = content_logit.masked_fill(~allowed, neg).max(-1)  # [B, C]
+    return slot_logit + content_logit, best_content, best_slot
 
 
 @torch.no_grad()
@@ -19,34 +94,99 @@ def recommend(
     *,
     channel_allowed: Tensor | None = None,
     content_mask: Tensor | None = None,
-    k_content: int = 5,
-    k_slots: int = 3,
+    slot_allowed: Tensor | None = None,
+    contentless: Tensor | None = None,
+    calibrator: Any = None,
 ) -> dict[str, Tensor]:
-    """Best action per row: channel [B], content [B], slot [B], expected response [B].
+    """Best action per row: channel [B], content [B], slot [B], expected response [B] (calibrated when a calibrator is given).
 
-    ``channel_allowed`` [B, C] (consent, capacity) and ``content_mask`` [V] or [B, V] (approved,
-    unexpired) are hard guardrails: a disallowed channel or item is never returned.
+    ``channel_allowed`` [B, C] (consent, capacity) and ``content_mask`` are hard guardrails: a
+    disallowed channel or item is never returned; ``any_allowed`` is False where nothing was.
     """
-    z = model.state(batch)  # [B, D]
-    heads = model.heads(z, content_mask)
-    b, n_ch = heads["channel"].shape
-    kc = min(k_content, int(torch.isfinite(heads["content"]).sum(-1).min().clamp_min(1)))
-    top_content = heads["content"].topk(kc, -1).indices  # [B, kc]
-    top_slot = heads["slot"].topk(min(k_slots, heads["slot"].shape[-1]), -1).indices  # [B, ks]
-    ks = top_slot.shape[-1]
-    ch = torch.arange(n_ch, device=z.device).view(1, n_ch, 1, 1).expand(b, n_ch, kc, ks)
-    ct = top_content.view(b, 1, kc, 1).expand(b, n_ch, kc, ks)
-    sl = top_slot.view(b, 1, 1, ks).expand(b, n_ch, kc, ks)
-    prob = torch.sigmoid(model.response_logit(z, ch.reshape(b, -1), ct.reshape(b, -1), sl.reshape(b, -1)))  # [B, K]
+    z = model.state(batch)
+    score, content, slot = channel_scores(model, z, content_mask=content_mask, slot_allowed=slot_allowed, contentless=contentless)
     if channel_allowed is not None:
-        allowed = channel_allowed.to(z.device).view(b, n_ch, 1, 1).expand(b, n_ch, kc, ks).reshape(b, -1)
-        prob = prob.masked_fill(~allowed, -1.0)  # below any probability: chosen only when nothing is allowed
-    best = prob.argmax(-1)
-    rows = torch.arange(b, device=z.device)
+        score = score.masked_fill(~channel_allowed.to(z.device, torch.bool), float("-inf"))
+    best = score.argmax(-1)
+    rows = torch.arange(z.shape[0], device=z.device)
+    top = score[rows, best]
+    prob = torch.sigmoid(top)
+    if calibrator is not None:
+        prob = calibrator.torch(prob)
+    ok = torch.isfinite(top)
     return {
-        "channel": ch.reshape(b, -1)[rows, best],
-        "content": ct.reshape(b, -1)[rows, best],
-        "slot": sl.reshape(b, -1)[rows, best],
-        "expected_response": prob[rows, best].clamp_min(0.0),
-        "any_allowed": prob.max(-1).values >= 0,
+        "channel": best,
+        "content": content[rows, best],
+        "slot": slot[rows, best],
+        "expected_response": torch.where(ok, prob, torch.zeros_like(prob)),
+        "any_allowed": ok,
     }
+
+
+@torch.no_grad()
+def target_distribution(model: NextBestActionModel, z: Tensor, slot: Tensor, *, temperature: float, content_mask: Tensor | None = None,
+                        contentless: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """The stochastic target policy over (channel, content) at the given slot: (probabilities [B, C, V], predicted P(response) [B, C, V]).
+
+    pi(c, k) = softmax over allowed pairs of logit(c, k, slot) / temperature: exact probabilities,
+    > 0 on every allowed pair, so inverse-propensity estimators have overlap with the logs.
+    """
+    if temperature <= 0:
+        raise ValueError(f"target policy temperature must be > 0, got {temperature}")
+    b, dev = z.shape[0], z.device
+    n_ch = model.config.n_channels
+    m = _content_mask(model, content_mask, b, dev)
+    logits = torch.stack([model.response_logit_all_content(z, torch.full((b,), c, device=dev), slot) for c in range(n_ch)], 1)  # [B, C, V]
+    allowed = torch.stack([_per_channel_content(m, c, contentless).expand(b, -1) for c in range(n_ch)], 1)
+    scaled = (logits / temperature).masked_fill(~allowed, float("-inf")).reshape(b, -1)
+    pi = torch.softmax(scaled, -1).reshape(logits.shape)
+    return torch.nan_to_num(pi, nan=0.0), torch.sigmoid(logits)
+
+
+def target_policy_rows(model: NextBestActionModel, data: Any, batch_size: int, device: Any = "cpu", *, temperature: float,
+                       pair_mask: Tensor | None = None, calibrator: Any = None, top: int = 256) -> dict[str, Any]:
+    """Per logged row, what off-policy estimators need about the stochastic target policy (at the logged slot).
+
+    Returns numpy arrays: ``pi_logged`` (target probability of the logged channel and content),
+    ``q_logged`` (predicted P(response) of the logged action), ``q_target`` (expected predicted
+    P(response) under the target), ``reward``, ``propensity``, and the target's ``top`` most likely
+    (``top_channel``, ``top_content``, ``top_prob``) per row for checks against a simulator.
+    ``pair_mask`` [C, V] limits the target to (channel, content) pairs the catalogue allows.
+    """
+    import numpy as np
+
+    from simulator.world import CONTENTLESS_MASK
+
+    contentless = torch.from_numpy(CONTENTLESS_MASK)
+    mask = None if pair_mask is None else pair_mask.unsqueeze(0)
+    cols: dict[str, list[Any]] = {k: [] for k in ("pi_logged", "q_logged", "q_target", "top_channel", "top_content", "top_prob")}
+    model.eval()
+    with torch.no_grad():
+        for batch in data.batches(batch_size, device):
+            z = model.state(batch)
+            pi, q = target_distribution(model, z, batch["label_slot"], temperature=temperature, content_mask=mask, contentless=contentless)
+            if calibrator is not None:
+                q = calibrator.torch(q)
+            rows = torch.arange(z.shape[0], device=z.device)
+            ch, ct = batch["label_channel"].long(), batch["label_content"].long()
+            cols["pi_logged"].append(pi[rows, ch, ct].cpu().numpy())
+            cols["q_logged"].append(q[rows, ch, ct].cpu().numpy())
+            cols["q_target"].append((pi * q).sum((1, 2)).cpu().numpy())
+            k = min(top, pi.shape[1] * pi.shape[2])
+            val, idx = pi.reshape(z.shape[0], -1).topk(k, -1)
+            cols["top_channel"].append((idx // pi.shape[2]).to(torch.int8).cpu().numpy())  # compact: rows x top can be large
+            cols["top_content"].append((idx % pi.shape[2]).to(torch.int32).cpu().numpy())
+            cols["top_prob"].append(val.to(torch.float32).cpu().numpy())
+    out = {k: np.concatenate(v) if v else np.zeros(0) for k, v in cols.items()}
+    out["reward"] = data.arrays["label_response"].astype(np.float64)
+    out["propensity"] = data.arrays["propensity"].astype(np.float64)
+    return out
+
+
+def logged_pair_mask(data: Any, n_channels: int, n_content: int) -> Tensor:
+    """[C, V] True for (channel, content) pairs that occur in ``data``'s logged actions: the catalogue as the logs show it."""
+    import numpy as np
+
+    m = np.zeros((n_channels, n_content), dtype=bool)
+    m[data.arrays["label_channel"].astype(np.int64), data.arrays["label_content"].astype(np.int64)] = True
+    return torch.from_numpy(m)

@@ -76,7 +76,7 @@ def synthetic_training_frame(n_hcps: int = 64, n_weeks: int = 12, n_content: int
     for name, flat in (
         ("seq_channel", channel),
         ("seq_content_id", content_ids),
-        ("seq_response", response),
+        ("seq_response", np.where(np.asarray(response) > 0, 2, 1)),  # the feature stage's code: 1 delivered, 2 opened
         ("seq_read_seconds", read),
         ("seq_gap_days", gap),
         ("seq_weekday", weekday),

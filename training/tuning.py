@@ -13,17 +13,34 @@ import numpy as np
 
 from training.config import TrainingConfig
 
-# The validation metric trials are ranked by (higher is better) and pruned on, per epoch.
-OBJECTIVE_METRIC = "val/response_auc"
+# Trials are pruned per epoch on this validation metric (the policy value exists only after training)...
+PRUNE_METRIC = "val/response_auc"
+# ... and ranked by policy value (TuneSection.objective): the simulator's truth or the DR estimate.
+OBJECTIVE_METRICS = {"simulator": "sim/share_of_oracle_gain", "ope_dr": "val/policy_value_dr"}
+
+
+def resolve_objective(cfg: TrainingConfig) -> str:
+    """``simulator`` or ``ope_dr``: ``auto`` picks the simulator when the dataset has ground truth (and no ready training set stands in for it)."""
+    if cfg.tune.objective != "auto":
+        if cfg.tune.objective == "simulator" and not _has_ground_truth(cfg.data_dir):
+            raise ValueError(f"tune.objective=simulator: {cfg.data_dir} has no simulator ground truth; use tune.objective=ope_dr")
+        return cfg.tune.objective
+    return "simulator" if _has_ground_truth(cfg.data_dir) else "ope_dr"
+
+
+def _has_ground_truth(data_dir: str) -> bool:
+    from contract.schema import GROUND_TRUTH_DIR
+
+    return (Path(data_dir) / GROUND_TRUTH_DIR / "world.json").exists()
 
 
 def suggest(trial: Any, cfg: TrainingConfig) -> TrainingConfig:
     """A trial's config: the search space over encoder, width, depth, dropout, lr, objective, clip."""
-    encoder = trial.suggest_categorical("model.encoder", ["transformer", "gru"])
+    encoder = trial.suggest_categorical("model.encoder", list(cfg.tune.encoders))
     d_model = trial.suggest_categorical("model.d_model", [32, 64])
     update = {
-        "model": cfg.model.model_copy(update={"encoder": encoder, "d_model": d_model, "n_layers": trial.suggest_int("model.n_layers", 1, 2), "dropout": trial.suggest_float("model.dropout", 0.0, 0.3), "n_heads": 4}),
-        "loss": cfg.loss.model_copy(update={"objective": trial.suggest_categorical("loss.objective", ["ips", "dr"]), "ips_clip": trial.suggest_float("loss.ips_clip", 5.0, 100.0, log=True)}),
+        "model": cfg.model.model_copy(update={"encoder": encoder, "d_model": d_model, "n_layers": trial.suggest_int("model.n_layers", 1, 2), "dropout": trial.suggest_float("model.dropout", 0.0, 0.3), "n_heads": 4, "history": trial.suggest_categorical("model.history", [True, False])}),
+        "loss": cfg.loss.model_copy(update={"objective": trial.suggest_categorical("loss.objective", ["naive", "ips", "dr"]), "ips_clip": trial.suggest_float("loss.ips_clip", 5.0, 100.0, log=True)}),
         "lr": trial.suggest_float("lr", 3e-4, 1e-2, log=True),
         "weight_decay": trial.suggest_float("weight_decay", 1e-6, 1e-2, log=True),
     }
@@ -38,7 +55,12 @@ def storage_url(url: str) -> str:
 
 
 def tune_job(cfg: TrainingConfig, *, progress: bool = True, retrain_best: bool = True) -> dict[str, Any]:
-    """Run ``cfg.tune.trials`` trials into the shared study, then retrain and register the best config."""
+    """Run ``cfg.tune.trials`` trials into the shared study, then register the best trial's model as challenger.
+
+    The best trial's own saved bundle is registered when it is on this machine (no second training:
+    the ranked model is exactly the registered one); otherwise (a trial of another worker) its
+    config is retrained with ``retrain_best``.
+    """
     import mlflow
     import optuna
 
@@ -46,6 +68,8 @@ def tune_job(cfg: TrainingConfig, *, progress: bool = True, retrain_best: bool =
     from training.jobs import prepare_data, train_job
 
     tracking.setup(cfg.tracking)
+    ranked_by = resolve_objective(cfg)
+    metric = OBJECTIVE_METRICS[ranked_by]
     prep = prepare_data(cfg)
     sampler = optuna.samplers.TPESampler(seed=cfg.seed, n_startup_trials=cfg.tune.startup_trials)
     pruner = optuna.pruners.MedianPruner(n_startup_trials=cfg.tune.startup_trials, n_warmup_steps=cfg.tune.warmup_epochs)
@@ -57,16 +81,27 @@ def tune_job(cfg: TrainingConfig, *, progress: bool = True, retrain_best: bool =
         trial_cfg = suggest(trial, cfg)
 
         def report(epoch: int, metrics: dict[str, float]) -> None:
-            value = metrics.get(OBJECTIVE_METRIC, float("nan"))
+            value = metrics.get(PRUNE_METRIC, float("nan"))
             trial.report(value if np.isfinite(value) else 0.0, epoch)
             if trial.should_prune():
-                raise optuna.TrialPruned(f"epoch {epoch}: {OBJECTIVE_METRIC}={value:.4f} below the median")
+                raise optuna.TrialPruned(f"epoch {epoch}: {PRUNE_METRIC}={value:.4f} below the median")
 
         res = train_job(trial_cfg, prep=prep, register=False, nested=True, on_epoch=report, progress=False, log_model=False, tags={"optuna_trial": str(trial.number), "optuna_study": cfg.tune.study_name})
-        return float(res["metrics"].get(OBJECTIVE_METRIC, float("nan")))
+        if ranked_by == "simulator":
+            from training.artifacts import load_bundle
+            from training.evaluation import simulated_policy_value
+
+            sim = simulated_policy_value(load_bundle(res["bundle"]), cfg.data_dir, cfg.features_config, weeks=cfg.tune.sim_weeks)
+            with mlflow.start_run(run_id=res["run_id"], nested=True):
+                mlflow.log_metrics({f"sim/{k}": v for k, v in sim.items()})
+            res["metrics"].update({f"sim/{k}": v for k, v in sim.items()})
+        value = float(res["metrics"].get(metric, float("nan")))
+        trial.set_user_attr("run_id", res["run_id"])
+        trial.set_user_attr("bundle", res["bundle"])
+        return value if np.isfinite(value) else float("-inf")
 
     with mlflow.start_run(run_name=f"tune-{cfg.tune.study_name}") as parent:
-        mlflow.set_tags({"stage": "tuning", "optuna_storage": cfg.tune.storage.split("@")[-1], "data_fingerprint": prep.fingerprint})
+        mlflow.set_tags({"stage": "tuning", "ranked_by": f"{ranked_by} ({metric})", "optuna_storage": cfg.tune.storage.split("@")[-1], "data_fingerprint": prep.fingerprint})
         study.optimize(objective, n_trials=cfg.tune.trials, catch=())
         complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
         pruned = [t for t in study.trials if t.state == optuna.trial.TrialState.PRUNED]
@@ -79,10 +114,17 @@ def tune_job(cfg: TrainingConfig, *, progress: bool = True, retrain_best: bool =
             "trials_complete": len(complete),
             "trials_pruned": len(pruned),
             "best_trial": best.number,
-            f"best_{OBJECTIVE_METRIC.replace('/', '_')}": best.value,
+            "ranked_by": ranked_by,
+            f"best_{metric.replace('/', '_')}": best.value,
             "tune_run_id": parent.info.run_id,
         }
-    if retrain_best:
+    bundle_dir = best.user_attrs.get("bundle")
+    if bundle_dir and Path(bundle_dir).exists():
+        from training.jobs import register_bundle
+
+        version = register_bundle(cfg, best.user_attrs["run_id"], Path(bundle_dir), prep)
+        out.update({"final_run_id": best.user_attrs["run_id"], "model_version": version})
+    elif retrain_best:
         final = train_job(suggest(optuna.trial.FixedTrial(best.params), cfg), prep=prep, progress=progress)
         out.update({"final_run_id": final["run_id"], "model_version": final["model_version"]})
     return out

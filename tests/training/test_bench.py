@@ -14,13 +14,28 @@ runner = CliRunner()
 
 
 def test_bench_train_reports_figures() -> None:
-    result = runner.invoke(app, ["bench", "train", "--hcps", "40", "--weeks", "5", "--set", "model.d_model=16", "--set", "model.n_heads=2", "--set", "batch_size=32", "--max-batches", "4"])
+    result = runner.invoke(app, ["bench", "train", "--hcps", "40", "--weeks", "5", "--rows-per-hcp-week", "1", "--set", "model.d_model=16", "--set", "model.n_heads=2", "--set", "batch_size=32", "--max-batches", "4"])
     assert result.exit_code == 0, result.output[-2000:]
     figures = json.loads(result.stdout.strip().splitlines()[-1])
     assert figures["rows"] == 200 and figures["epoch_extrapolated_from_batches"] == 4
-    assert figures["epoch_s_median"] > 0 and figures["train_rows_per_s_median"] > 0
+    for enc in ("transformer", "gru"):  # both encoders, each with its epoch and same-run baselines
+        assert figures[f"{enc}_epoch_s"] > 0 and figures[f"{enc}_train_rows_per_s"] > 0 and figures[f"{enc}_epoch_cpu_s"] > 0
+        assert figures[f"{enc}_speedup_vs_reference_path"] > 0 and figures[f"{enc}_objective_vs_naive_throughput_ratio"] > 0
+        assert isinstance(figures[f"{enc}_epoch_target_met"], bool)
     assert figures["peak_rss_mb"] >= figures["peak_rss_before_mb"] > 0
-    assert figures["objective_vs_naive_throughput_ratio"] > 0
+
+
+def test_bench_train_rejects_an_unknown_encoder() -> None:
+    result = runner.invoke(app, ["bench", "train", "--hcps", "4", "--weeks", "2", "--encoders", "lstm"])
+    assert result.exit_code == 2 and "lstm" in result.output  # a usage error naming the bad value
+
+
+def test_bench_train_default_rows_follow_the_simulator() -> None:
+    result = runner.invoke(app, ["bench", "train", "--hcps", "20", "--weeks", "4", "--encoders", "gru", "--set", "model.d_model=8", "--set", "batch_size=16", "--max-batches", "2"])
+    assert result.exit_code == 0, result.output[-2000:]
+    figures = json.loads(result.stdout.strip().splitlines()[-1])
+    assert figures["rows"] == round(20 * 4 * figures["rows_per_hcp_week"]) and 1.0 < figures["rows_per_hcp_week"] < 1.2
+    assert "transformer_epoch_s" not in figures and figures["encoders"] == "gru"
 
 
 def test_synthetic_encoded_respects_padding() -> None:

@@ -86,3 +86,14 @@ def test_time_split_validates_on_the_last_weeks(encoded) -> None:
     assert len(np.unique(data.week[val])) == 3
     with pytest.raises(ValueError, match="val_weeks=12"):
         time_split(data.week, 12)
+
+
+def test_only_opened_or_engaged_touches_count_as_responses(frame) -> None:
+    """seq_response is the feature stage's code (0 not delivered, 1 delivered, 2 opened, 3 engaged): >= 2 is a response."""
+    f = frame.head(1).copy()
+    f.at[f.index[0], "seq_response"] = np.array([0, 1, 2, 3])
+    for col, value in (("seq_channel", [0, 1, 2, 3]), ("seq_content_id", [""] * 4), ("seq_read_seconds", [0.0] * 4), ("seq_gap_days", [1.0] * 4), ("seq_weekday", [0, 1, 2, 3]), ("seq_daypart", [0, 1, 2, 3])):
+        f.at[f.index[0], col] = np.array(value)
+    vocab = ContentVocab.from_ids(frame["label_content_id"])
+    enc = encode_frame(f, vocab, StaticScaler.fit(f, static_feature_columns(f)), max_seq_len=4)
+    assert enc.arrays["response"][0].tolist() == [1, 1, 2, 2]  # 1 = no, 2 = yes

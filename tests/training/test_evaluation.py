@@ -39,15 +39,24 @@ def test_evaluate_measures_model_and_every_baseline(world) -> None:
     from mlflow import MlflowClient
 
     root, sets, trained = world
-    figures = _ok(runner.invoke(app, ["evaluate", "--data-dir", str(root / "data"), "--weeks", "3", *sets]))
-    for who in ("logged", "oracle", "rules", "popularity", "aggregate", "model"):
+    figures = _ok(runner.invoke(app, ["evaluate", "--data-dir", str(root / "data"), "--weeks", "3", "--imitation", *sets]))
+    for who in ("logged", "oracle", "rules", "popularity", "aggregate", "model", "imitation"):
         assert figures[f"sim_{who}_responses_per_hcp_week"] >= 0
     assert figures["sim_oracle_responses_per_hcp_week"] > figures["sim_logged_responses_per_hcp_week"]
-    assert figures["sim_model_violations"] == 0  # guardrails: consent, approved content, working hours, capacity
+    assert figures["sim_model_violations"] == 0 == figures["sim_imitation_violations"]  # guardrails: consent, approved content, working hours, capacity
     assert figures["sim_aggregate_violations"] == 0 and figures["sim_popularity_violations"] == 0
     for key in ("offline_model_content_ndcg_at_10", "offline_aggregate_response_auc", "offline_popularity_channel_accuracy", "ope_dr_response_rate", "ope_logged_response_rate"):
         assert figures[key] is None or 0.0 <= figures[key] <= 1.0, key
     assert figures["ope_logged_ci_low"] <= figures["ope_logged_response_rate"] <= figures["ope_logged_ci_high"]
+    # OPE of the stochastic target policy, checked against the simulator's truth on the same rows.
+    assert 0.0 < figures["ope_true_response_rate"] < 1.0 and figures["ope_matched_probability_mass"] > 0
+    assert 0.5 < figures["ope_truth_probability_mass_covered"] <= 1.0 + 1e-9
+    assert all(isinstance(figures[f"ope_{e}_ci_covers_truth"], bool) for e in ("ips", "snips", "dr"))
+    # The oracle-gap decomposition: partial oracles sit below the oracle.
+    for who in ("population", "population_channel", "population_topic", "population_timing", "oracle_no_timing", "oracle_no_fatigue"):
+        assert figures[f"sim_{who}_share_of_oracle_gain"] < 1.05, who
+    assert "gap_worth_timing_share" in figures and "gap_model_minus_population_oracle_share" in figures
+    assert 0.0 <= figures["offline_model_response_ece_calibrated_crossfit"] <= 1.0
     client = MlflowClient(tracking_uri=f"sqlite:///{root}/mlflow.db")
     plots = {a.path for a in client.list_artifacts(figures["evaluation_run_id"], "plots")}
     assert plots == {"plots/calibration.png", "plots/channel_mix.png", "plots/value_by_tier.png"}

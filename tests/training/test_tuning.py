@@ -36,8 +36,9 @@ def _check(tmp_path, storage: str, out: dict) -> None:
     exp = client.get_experiment_by_name("nba-training")
     children = client.search_runs([exp.experiment_id], f"tags.mlflow.parentRunId = '{out['tune_run_id']}'")
     assert len(children) == 3 and all("optuna_trial" in r.data.tags for r in children)
-    assert {r.data.params["loss.objective"] for r in children} <= {"ips", "dr"}
+    assert {r.data.params["loss.objective"] for r in children} <= {"naive", "ips", "dr"}
     assert str(client.get_model_version_by_alias("nba-next-best-action", "challenger").version) == out["model_version"]
+    assert out["ranked_by"] == "ope_dr"  # a ready training set without ground truth: ranked by the DR estimate
 
 
 @pytest.mark.slow
@@ -60,3 +61,28 @@ def test_tune_refuses_the_mlflow_database() -> None:
 
     with pytest.raises(ConfigError, match="tune.storage must not be the MLflow"):
         load_config(TrainingConfig, "training", overrides={"tune.storage": "sqlite:///x.db", "tracking.uri": "sqlite:///x.db"})
+
+
+def test_tuning_ranks_by_policy_value_explicitly(tmp_path) -> None:
+    from contract.schema import GROUND_TRUTH_DIR
+    from training.config import TrainingConfig
+    from training.tuning import OBJECTIVE_METRICS, resolve_objective
+
+    cfg = TrainingConfig(data_dir=str(tmp_path))
+    assert resolve_objective(cfg) == "ope_dr"  # logs alone: the doubly robust estimate
+    with pytest.raises(ValueError, match="no simulator ground truth"):
+        resolve_objective(TrainingConfig.model_validate({**cfg.model_dump(), "tune": {**cfg.tune.model_dump(), "objective": "simulator"}}))
+    (tmp_path / GROUND_TRUTH_DIR).mkdir()
+    (tmp_path / GROUND_TRUTH_DIR / "world.json").write_text("{}")
+    assert resolve_objective(cfg) == "simulator"  # a simulator is present: its truth ranks trials
+    assert OBJECTIVE_METRICS == {"simulator": "sim/share_of_oracle_gain", "ope_dr": "val/policy_value_dr"}
+
+
+def test_promotion_rule_says_why() -> None:
+    from training.jobs import promotion_decision
+
+    assert promotion_decision(0.5, None, False)[0] is True
+    ok, why = promotion_decision(0.5, 0.6, False)
+    assert not ok and "does not beat" in why
+    assert promotion_decision(0.7, 0.6, False) == (True, "challenger policy value 0.7000 beats the champion's 0.6000")
+    assert promotion_decision(0.7, 0.6, True)[0] is False
