@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import statistics
 import time
 import urllib.request
@@ -14,30 +13,14 @@ from typing import Any
 
 import numpy as np
 
+from nba.servers import free_port, wait_ok
+
 BENCH_KEY = "nba_bench_key"
-
-
-def free_port() -> int:
-    """A free TCP port on loopback."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_ready(base: str, proc: Any, timeout: float = 120.0) -> float:
     """Poll ``/readyz`` until 200; raise with the reason when the process dies or time runs out."""
-    t0 = time.perf_counter()
-    while time.perf_counter() - t0 < timeout:
-        if proc.poll() is not None:
-            raise RuntimeError(f"bentoml serve exited with code {proc.returncode} before it was ready")
-        try:
-            with urllib.request.urlopen(f"{base}/readyz", timeout=2) as r:
-                if r.status == 200:
-                    return time.perf_counter() - t0
-        except OSError:
-            pass
-        time.sleep(0.25)
-    raise TimeoutError(f"{base}/readyz not ready after {timeout:.0f}s")
+    return wait_ok(f"{base}/readyz", proc, "bentoml serve", timeout)
 
 
 def post(base: str, path: str, body: dict, key: str = BENCH_KEY) -> tuple[int, dict]:
@@ -56,6 +39,16 @@ def _pct(values: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(values), q)) if values else float("nan")
 
 
+def breakdown(prefix: str, parts: list[dict[str, float]]) -> dict[str, float]:
+    """Median ms per stage of in-process requests: features (online read), model, rules+guardrails+reasons, audit."""
+    if not parts:
+        return {}
+    rest = [p["total"] - p["features"] - p["model"] - p["audit"] for p in parts]
+    med = {k: statistics.median(p[k] for p in parts) for k in ("features", "model", "audit")}
+    return {f"{prefix}_features_p50_ms": round(med["features"], 2), f"{prefix}_model_p50_ms": round(med["model"], 2),
+            f"{prefix}_rules_guardrails_reasons_p50_ms": round(statistics.median(rest), 2), f"{prefix}_audit_p50_ms": round(med["audit"], 2)}
+
+
 def run_bench(workdir: Path, *, n_hcps: int, requests: int, batches: int, nightly_hcps: int, seed: int, rebuild: bool) -> dict[str, Any]:
     """Build (or reuse) a world, serve it, time HTTP and in-process scoring; returns the figures."""
     import signal
@@ -65,10 +58,11 @@ def run_bench(workdir: Path, *, n_hcps: int, requests: int, batches: int, nightl
     from nba.configuration import load_config
     from serving.cli import serve_process
     from serving.config import ServingConfig
-    from serving.engine import Recommender
+    from serving.engine import Recommender, freeze_heap
     from serving.sandbox import AS_OF, build_world
 
     console = Console(stderr=True)
+    load_start = round(os.getloadavg()[0], 2)
     workdir = Path(workdir).resolve()
     marker = workdir / "world.json"
     if rebuild or not marker.exists():
@@ -120,17 +114,18 @@ def run_bench(workdir: Path, *, n_hcps: int, requests: int, batches: int, nightl
     # The floor: the same requests scored in this process, no HTTP.
     cfg = load_config(ServingConfig, "serving", serving_yaml, {"audit_url": f"sqlite:///{workdir / 'audit-inproc.db'}"})
     rec = Recommender.from_config(cfg)
+    freeze_heap()  # as the service does after start-up
     for s in singles[:10]:
         rec.recommend(s, as_of=AS_OF)
-    inproc_single = []
+    inproc_single, single_parts = [], []
     for s in singles:
         t = time.perf_counter()
-        rec.recommend(s, as_of=AS_OF)
+        single_parts.append(rec.recommend(s, as_of=AS_OF).timings_ms)
         inproc_single.append((time.perf_counter() - t) * 1000)
-    inproc_batch = []
+    inproc_batch, batch_parts = [], []
     for _ in range(batches):
         t = time.perf_counter()
-        rec.recommend(batch_ids, as_of=AS_OF)
+        batch_parts.append(rec.recommend(batch_ids, as_of=AS_OF).timings_ms)
         inproc_batch.append((time.perf_counter() - t) * 1000)
     figures: dict[str, Any] = {
         "hcps_in_world": len(ids),
@@ -147,6 +142,9 @@ def run_bench(workdir: Path, *, n_hcps: int, requests: int, batches: int, nightl
         "http_over_inprocess_single_p50_ratio": round(statistics.median(single_ms) / statistics.median(inproc_single), 2),
         "http_over_inprocess_batch_p50_ratio": round(statistics.median(batch_ms) / statistics.median(inproc_batch), 2),
         "target_single_p99_ms": 30, "target_batch_1000_ms": 500,
+        **breakdown("inprocess_single", single_parts), **breakdown("inprocess_batch_1000", batch_parts),
+        # The box is shared: latency figures mean little without the load they were taken under.
+        "load_avg_1m_start": load_start, "load_avg_1m_end": round(os.getloadavg()[0], 2),
     }
     if nightly_hcps:
         from serving.batch import recommend_all

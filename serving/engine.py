@@ -10,6 +10,8 @@ over HCPs; Python loops only build the JSON/audit rows at the boundary.
 from __future__ import annotations
 
 import logging
+import os
+import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -25,7 +27,8 @@ from serving.exploration import explore_slate, in_holdout, unit_hash
 from serving.guardrails import RULES, ContactState, apply_guardrails, explain_block
 from serving.reasons import combine, history_reason, model_reason, policy_note
 from serving.reference import ReferenceData
-from serving.windows import next_windows
+from serving.windows import window_table
+from simulator.world import CONTENTLESS_MASK  # channels that carry no content (a phone call)
 
 log = logging.getLogger(__name__)
 
@@ -33,13 +36,80 @@ C = len(CHANNELS)
 # Channels whose suggestion is meaningless without a piece of content to send or show.
 CONTENT_CHANNELS = np.array([ch in ("wechat_push", "wecom_1to1", "email", "webinar") for ch in CHANNELS])
 REP_TIME = np.array([ch in REP_TIME_CHANNELS for ch in CHANNELS])
-# The feature values each audit row keeps: what the rules and reasons read (the model's full
-# input is reproducible from the feature store at the recorded time).
+# The feature values each audit row keeps: what the rules and reasons read, plus the model's
+# profile inputs, open rates and touch sequence so drift monitoring can read what serving saw.
 AUDIT_FEATURES = (
     "is_missing", "segment", "lifecycle", "consecutive_unopened_pushes", "days_since_last_touch", "touches_total", "seq_len",
     *[f"consent_{ch}" for ch in CHANNELS], *[f"{ch}_sent_7d" for ch in CHANNELS], *[f"{ch}_opened_90d" for ch in CHANNELS],
     *[f"{ch}_sent_90d" for ch in CHANNELS],
+    "hospital_tier", "department", "title", "is_kol", "beds", "potential_boxes_month", "support_share", "profile_completeness",
+    *[f"{ch}_open_rate_30d" for ch in CHANNELS],
+    "seq_channel", "seq_content_id", "seq_response", "seq_gap_days",
+    "suggestions_accepted_90d", "suggestions_dismissed_90d", "suggestions_done_90d",
 )
+# Numeric columns the engine itself reads (guardrails, reasons, plans): converted in one pandas call.
+NUMERIC_FEATURES = (
+    *[f"consent_{ch}" for ch in CHANNELS],
+    *[f"{ch}_{kind}_{w}" for ch in CHANNELS for kind in ("sent", "opened") for w in ("7d", "30d", "90d")],
+    *[f"days_since_last_{ch}" for ch in CHANNELS],
+    "consecutive_unopened_pushes", "lifecycle", "potential_boxes_month",
+)
+_CHANNEL_NAMES = np.asarray(CHANNELS, dtype=object)
+
+
+class FeatureMatrix:
+    """The numeric feature columns of an online frame as one float64 matrix.
+
+    Per-column pandas access costs ~0.1 ms a call whatever the row count, which dominated a
+    single-HCP request; one conversion up front and numpy slices afterwards cost microseconds.
+    """
+
+    def __init__(self, frame: pd.DataFrame, names: tuple[str, ...] = NUMERIC_FEATURES) -> None:
+        have = set(frame.columns)
+        present = [c for c in names if c in have]
+        self.n = len(frame)
+        self.pos = {c: i for i, c in enumerate(present)}
+        self.m = frame[present].to_numpy(dtype=np.float64, na_value=np.nan) if present else np.zeros((self.n, 0))
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.pos
+
+    def col(self, name: str, default: float = 0.0) -> np.ndarray:
+        """[N] column, ``default`` where absent or missing."""
+        j = self.pos.get(name)
+        if j is None:
+            return np.full(self.n, default)
+        v = self.m[:, j]
+        return np.where(np.isnan(v), default, v)
+
+    def block(self, pattern: str, default: float = 0.0) -> np.ndarray:
+        """[N, C] of ``pattern.format(channel)`` columns in CHANNELS order, ``default`` where absent or missing."""
+        idx = np.array([self.pos.get(pattern.format(ch), -1) for ch in CHANNELS])
+        have = idx >= 0
+        if not have.any():
+            return np.full((self.n, C), default)
+        out = np.full((self.n, C), np.nan)
+        out[:, have] = self.m[:, idx[have]]
+        return np.where(np.isnan(out), default, out)
+
+
+def freeze_heap() -> None:
+    """Move everything loaded so far out of the garbage collector's reach (call once after start-up).
+
+    feast, torch, mlflow and pandas leave ~0.5M long-lived objects; every full collection would
+    walk them all in the middle of some request (a tail-latency spike). They live as long as the
+    process, so freezing them costs nothing.
+    """
+    import gc
+
+    gc.collect()
+    gc.freeze()
+
+
+def new_ids(n: int) -> np.ndarray:
+    """``n`` random 128-bit hex ids (uuid4().hex's shape) from one system call instead of ``n``."""
+    raw = os.urandom(16 * n).hex()
+    return np.asarray([raw[32 * i : 32 * (i + 1)] for i in range(n)], dtype=object)
 
 
 class RequestError(ValueError):
@@ -48,9 +118,14 @@ class RequestError(ValueError):
 
 @dataclass
 class Suggestions:
-    """A scored request: one row per served suggestion (column-wise), plus request facts."""
+    """A scored request: one entry per served suggestion in each column array, plus request facts.
 
-    frame: pd.DataFrame
+    ``columns`` are plain arrays (what the API and the audit trail read); ``frame`` builds a
+    DataFrame of them on first use (the nightly batch, plans and tests), so a single-HCP request
+    never pays for one.
+    """
+
+    columns: dict[str, Any]
     request_id: str
     as_of: datetime
     model_version: str | None
@@ -58,34 +133,32 @@ class Suggestions:
     notes: list[str] = field(default_factory=list)
     no_suggestion: list[str] = field(default_factory=list)  # HCPs every channel of whom was blocked
     potential: Any = None  # [N] potential boxes per month per requested HCP (0 when unknown)
+    # Wall time of each stage (features, model, audit, total) in ms: the benchmark's breakdown.
+    timings_ms: dict[str, float] = field(default_factory=dict)
+    _frame: pd.DataFrame | None = field(default=None, repr=False)
+
+    @property
+    def frame(self) -> pd.DataFrame:
+        """The suggestions as a DataFrame (window times as tz-aware UTC timestamps)."""
+        if self._frame is None:
+            cols = dict(self.columns)
+            for c in ("window_start", "window_end"):
+                cols[c] = pd.to_datetime(np.asarray(cols[c], dtype=np.int64), utc=True)
+            self._frame = pd.DataFrame(cols)
+        return self._frame
 
 
-def _col(frame: pd.DataFrame, name: str, default: float = 0.0) -> np.ndarray:
-    if name in frame.columns:
-        return frame[name].to_numpy(dtype=np.float64, na_value=default)
-    return np.full(len(frame), default)
-
-
-def _block(frame: pd.DataFrame, pattern: str, default: float = 0.0) -> np.ndarray:
-    """[N, C] matrix of ``pattern.format(ch)`` columns in one conversion (per-column access is slow)."""
-    names = [pattern.format(ch) for ch in CHANNELS]
-    present = [c for c in names if c in frame.columns]
-    if not present:
-        return np.full((len(frame), C), default)
-    out = frame.reindex(columns=names).to_numpy(dtype=np.float64, na_value=np.nan)
-    return np.where(np.isnan(out), default, out)
-
-
-def contact_state(frame: pd.DataFrame, lifecycle: np.ndarray) -> ContactState:
+def contact_state(frame: pd.DataFrame | FeatureMatrix, lifecycle: np.ndarray) -> ContactState:
     """The guardrails' view of each HCP from online features (CHANNELS column order)."""
-    consent = _block(frame, "consent_{}", 0.0) > 0
-    sent_7d = _block(frame, "{}_sent_7d").astype(np.int64)
-    sent_30 = _block(frame, "{}_sent_30d")
-    opened_30 = _block(frame, "{}_opened_30d")
+    num = frame if isinstance(frame, FeatureMatrix) else FeatureMatrix(frame)
+    consent = num.block("consent_{}", 0.0) > 0
+    sent_7d = num.block("{}_sent_7d").astype(np.int64)
+    sent_30 = num.block("{}_sent_30d")
+    opened_30 = num.block("{}_opened_30d")
     # Only pushes carry an exact streak; elsewhere "every touch this month unanswered" stands in.
     streak = np.where(opened_30 > 0, 0, sent_30).astype(np.int64)
-    streak[:, CHANNELS.index("wechat_push")] = _col(frame, "consecutive_unopened_pushes").astype(np.int64)
-    days = _block(frame, "days_since_last_{}", np.inf)
+    streak[:, CHANNELS.index("wechat_push")] = num.col("consecutive_unopened_pushes").astype(np.int64)
+    days = num.block("days_since_last_{}", np.inf)
     return ContactState(consent=consent, sent_7d=sent_7d, unanswered_streak=streak, days_since_last=days, lifecycle=np.asarray(lifecycle, dtype=object))
 
 
@@ -163,11 +236,7 @@ class Recommender:
             from pathlib import Path
 
             Path(cfg.audit_url[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
-        audit = AuditTrail(cfg.audit_url)
-        if audit.engine.dialect.name == "sqlite":
-            # WAL: one fsync per commit instead of several; still durable when the call returns.
-            with audit.engine.connect() as conn:
-                conn.exec_driver_sql("PRAGMA journal_mode=WAL")
+        audit = AuditTrail(cfg.audit_url)  # SQLite in WAL with synchronous=FULL: durable at commit
         return cls(cfg, features_cfg=features_cfg, store=store, model=model, model_error=model_error, reference=reference, audit=audit)
 
     @property
@@ -207,36 +276,40 @@ class Recommender:
             unknown = [c for c in channels if c not in CHANNELS]
             if unknown:
                 raise RequestError(f"channels: unknown channel(s) {unknown}; known: {', '.join(CHANNELS)}")
-            request_allowed = np.isin(np.asarray(CHANNELS), channels)
+            request_allowed = np.isin(_CHANNEL_NAMES, channels)
         ids = [str(h) for h in hcp_ids]
         n = len(ids)
+        rows_n = np.arange(n)
         request_id = uuid.uuid4().hex
-        ref = self.reference.hcp_rows(ids)
+        t_start = time.perf_counter()
+        ref = self.reference.lookup(ids)
         notes: list[str] = []
         frame, feat_err = (features, None) if features is not None else self.fetch_features(ids)
+        t_features = time.perf_counter() - t_start
+        t_model = 0.0
         degraded_features = frame is None
         approved = self.reference.approved_content(as_of, self.cfg.content_valid_days)
 
         if degraded_features:
             notes.append(f"features unavailable ({feat_err}): consent cannot be checked, only {', '.join(cfg.degraded_channels)} suggested")
-            frame = pd.DataFrame({"hcp_id": ids})
-            lifecycle = ref["lifecycle"].fillna("").to_numpy(dtype=object)
-            consent_ok = np.tile(np.isin(np.asarray(CHANNELS), cfg.degraded_channels), (n, 1))
-            for j, ch in enumerate(CHANNELS):
-                frame[f"consent_{ch}"] = consent_ok[:, j]
-            frame["visit_sent_90d"] = 0
+            consent_ok = np.isin(_CHANNEL_NAMES, cfg.degraded_channels)
+            frame = pd.DataFrame({"hcp_id": ids, **{f"consent_{ch}": np.full(n, ok) for ch, ok in zip(CHANNELS, consent_ok)}, "visit_sent_90d": 0})
+        num = FeatureMatrix(frame)
+        if "lifecycle" in num:
+            lifecycle = self.reference.lifecycle_of(ids, num.col("lifecycle", -1).astype(np.int64))
         else:
-            lifecycle = self.reference.lifecycle_of(ids, _col(frame, "lifecycle", -1).astype(np.int64)) if "lifecycle" in frame else ref["lifecycle"].fillna("").to_numpy(dtype=object)
+            lifecycle = np.where(pd.isna(ref["lifecycle"]), "", ref["lifecycle"]).astype(object)
         rules = rule_based_actions(frame, self._topics, thresholds=self.thresholds)
-        state = contact_state(frame, lifecycle)
+        state = contact_state(num, lifecycle)
 
         holdout = in_holdout(ids, cfg.exploration.holdout_share, cfg.exploration.salt)
         policy = np.where(holdout, "holdout", "fallback").astype(object)
         score = rules.score.copy()
         expected = rules.expected.copy()
-        content = np.tile(self.reference.best_content_by_topic(approved, ref["main_product_id"].fillna("").to_numpy(dtype=object), rules.topic)[:, None], (1, C))
-        weekday = np.tile(rules.weekday[:, None], (1, C))
-        daypart = np.tile(rules.daypart[:, None], (1, C))
+        products = np.where(pd.isna(ref["main_product_id"]), "", ref["main_product_id"]).astype(object)
+        content = np.repeat(self.reference.best_content_by_topic(approved, products, rules.topic)[:, None], C, axis=1)
+        weekday = np.repeat(rules.weekday[:, None], C, axis=1)
+        daypart = np.repeat(rules.daypart[:, None], C, axis=1)
         model_version = self.model_version
         use_model = ~holdout & (self.model is not None) & (not degraded_features)
         if self.model is None and not degraded_features:
@@ -245,11 +318,14 @@ class Recommender:
             try:
                 from serving.scoring import score_channels
 
+                t0 = time.perf_counter()
                 rows = np.flatnonzero(use_model)
-                scores = score_channels(self.model.bundle, frame.iloc[rows].reset_index(drop=True), approved)
-                score[rows], expected[rows] = scores.prob, scores.prob
+                sub = frame if len(rows) == n else frame.iloc[rows].reset_index(drop=True)
+                scores = score_channels(self.model.bundle, sub, approved)
+                score[rows], expected[rows] = np.where(scores.allowed, scores.prob, -np.inf), scores.expected
                 content[rows], weekday[rows], daypart[rows] = scores.content_id, scores.weekday, scores.daypart
                 policy[rows] = "model"
+                t_model = time.perf_counter() - t0
             except Exception as exc:  # a failing model degrades to the rules, never a 500
                 log.exception("model scoring failed")
                 notes.append(f"model scoring failed ({type(exc).__name__}: {exc}): rule-based suggestions")
@@ -263,57 +339,60 @@ class Recommender:
         top_raw = raw.argmax(1)
 
         eps = np.where(use_model & explore, cfg.exploration.epsilon, 0.0)
-        u = unit_hash([f"{h}|{as_of.date().isoformat()}" for h in ids], f"explore|{cfg.exploration.salt}")
+        day = as_of.date().isoformat()
+        u = unit_hash([f"{h}|{day}" for h in ids], f"explore|{cfg.exploration.salt}")
         slate, prop, valid = choose_slate(final, k, eps, cfg.exploration.top_m, u)
-        greedy = np.argsort(-final, axis=1, kind="stable")[:, :1]
-        explored = use_model & (slate[:, 0] != greedy[:, 0])
+        greedy = final.argmax(1)
+        explored = use_model & (slate[:, 0] != greedy)
 
         # Flatten to one row per served suggestion.
         row_idx, pos = np.nonzero(valid)
         ch = slate[row_idx, pos]
         pol = policy[row_idx].copy()
         pol[(pos == 0) & explored[row_idx]] = "explore"
-        overridden = ~g.allowed[np.arange(n), top_raw]
-        blocked_rule = np.full(n, "", dtype=object)
+        overridden = ~g.allowed[rows_n, top_raw]
         override_text = np.full(n, "", dtype=object)
-        for rule in RULES:  # five rules, each vectorised over HCPs
-            hit = overridden & g.blocked_by[rule][np.arange(n), top_raw]
-            blocked_rule[hit] = rule
-            for i in np.flatnonzero(hit):  # only HCPs whose top choice a rule overrode
-                c = int(top_raw[i])
-                row = {"sent_7d": state.sent_7d[i, c], "unanswered_streak": state.unanswered_streak[i, c], "lifecycle": lifecycle[i]}
-                override_text[i] = f"rule override: the {'model' if use_model[i] else 'rules'}' first choice {CHANNELS[c]} — " + explain_block(rule, CHANNELS[c], row, self.policy)
+        if overridden.any():
+            for rule in RULES:  # five rules, each vectorised over HCPs
+                hit = overridden & g.blocked_by[rule][rows_n, top_raw]
+                for i in np.flatnonzero(hit):  # only HCPs whose top choice a rule overrode
+                    c = int(top_raw[i])
+                    row = {"sent_7d": state.sent_7d[i, c], "unanswered_streak": state.unanswered_streak[i, c], "lifecycle": lifecycle[i]}
+                    override_text[i] = f"rule override: the {'model' if use_model[i] else 'rules'}' first choice {CHANNELS[c]} — " + explain_block(rule, CHANNELS[c], row, self.policy)
         # Rules applied to a suggestion: any rule that removed a channel scored above it.
-        rules_applied = [[] for _ in range(len(ch))]
+        rules_applied: list[list[str]] = [[] for _ in range(len(ch))]
+        above_served = raw[row_idx] > raw[row_idx, ch][:, None]
         for rule in RULES:
-            blocked = g.blocked_by[rule] & request_allowed[None, :]
-            above = blocked[row_idx] & (raw[row_idx] > raw[row_idx, ch][:, None])
+            above = g.blocked_by[rule][row_idx] & request_allowed[None, :] & above_served
             for j in np.flatnonzero(above.any(1)):
                 rules_applied[j].append(rule)
-        tz = ref["timezone"].to_numpy(dtype=object)[row_idx]
-        start_utc, end_utc, start_iso, end_iso = next_windows(as_of, tz, weekday[row_idx, ch], daypart[row_idx, ch])
+        tz = ref["timezone"][row_idx]
+        start_ns, end_ns, start_iso, end_iso = window_table(as_of, tz, weekday[row_idx, ch], daypart[row_idx, ch])
 
-        long_w = "90d" if "visit_sent_90d" in frame else "30d"
-        sent = _block(frame, "{}_sent_" + long_w).astype(np.int64)
-        opened = _block(frame, "{}_opened_" + long_w).astype(np.int64)
+        long_w = "90d" if "visit_sent_90d" in frame.columns else "30d"
         is_model = np.isin(pol, ["model", "explore"])
         main = np.where(is_model, model_reason(ch, expected[row_idx, ch]), np.where(pos == 0, rules.reason[row_idx], ""))
-        hist = history_reason(ch, sent[row_idx, ch], opened[row_idx, ch], long_w) if not degraded_features else np.full(len(ch), "", dtype=object)
-        degraded = degraded_features | (pol == "fallback")
-        notes_col = policy_note(pol)
         if degraded_features:
+            hist = np.full(len(ch), "", dtype=object)
             notes_col = np.full(len(ch), "degraded mode: feature store unavailable, rule-based suggestion; check consent in the CRM before contacting", dtype=object)
+        else:
+            sent = num.block("{}_sent_" + long_w).astype(np.int64)
+            opened = num.block("{}_opened_" + long_w).astype(np.int64)
+            hist = history_reason(ch, sent[row_idx, ch], opened[row_idx, ch], long_w)
+            notes_col = policy_note(pol)
+        degraded = degraded_features | (pol == "fallback")
         reasons = combine(main, hist, np.where(pos == 0, rules.history_reason[row_idx], ""), np.where(pos == 0, override_text[row_idx], ""), notes_col)
+        served_content = content[row_idx, ch]
 
-        out = pd.DataFrame({
-            "suggestion_id": [uuid.uuid4().hex for _ in range(len(ch))],
+        columns = {
+            "suggestion_id": new_ids(len(ch)),
             "hcp_id": np.asarray(ids, dtype=object)[row_idx],
-            "rep_id": rep_id if rep_id is not None else ref["rep_id"].to_numpy(dtype=object)[row_idx],
+            "rep_id": np.full(len(ch), rep_id, dtype=object) if rep_id is not None else ref["rep_id"][row_idx],
             "rank": pos + 1,
-            "channel": np.asarray(CHANNELS, dtype=object)[ch],
-            "content_id": np.where(CONTENT_CHANNELS[ch] | pd.notna(content[row_idx, ch]), content[row_idx, ch], None),
-            "window_start": start_utc.array,
-            "window_end": end_utc.array,
+            "channel": _CHANNEL_NAMES[ch],
+            "content_id": np.where(~CONTENTLESS_MASK[ch] & (CONTENT_CHANNELS[ch] | pd.notna(served_content)), served_content, None),
+            "window_start": start_ns,
+            "window_end": end_ns,
             "window_start_local": start_iso,
             "window_end_local": end_iso,
             "timezone": tz,
@@ -325,40 +404,44 @@ class Recommender:
             "rule_fired": rules.rule[row_idx],
             "rules_applied": rules_applied,
             "reasons": reasons,
-        })
-        result = Suggestions(out, request_id, as_of, model_version, degraded_features, notes)
+        }
+        result = Suggestions(columns, request_id, as_of, model_version, degraded_features, notes)
         result.no_suggestion = np.asarray(ids, dtype=object)[~valid[:, 0]].tolist()
-        result.potential = _col(frame, "potential_boxes_month")
+        result.potential = num.col("potential_boxes_month")
+        t_audit = time.perf_counter()
         if record and self.audit is not None:
             self.record(result, frame, row_idx)
+        t_end = time.perf_counter()
+        result.timings_ms = {"features": t_features * 1e3, "model": t_model * 1e3, "audit": (t_end - t_audit) * 1e3, "total": (t_end - t_start) * 1e3}
         return result
 
     def record(self, result: Suggestions, frame: pd.DataFrame, row_idx: np.ndarray) -> int:
         """Append the served suggestions to the audit trail with the feature values they saw."""
         import json
 
+        from serving.audit import shared_features
+
+        f = result.columns
         cols = [c for c in AUDIT_FEATURES if c in frame.columns]
-        # One JSON document per HCP, serialised column-wise by pandas, shared by its k rows.
+        # One JSON document per HCP, serialised column-wise by pandas, kept on its first row; the
+        # HCP's other rows point at that row.
         per_hcp = frame[cols].to_json(orient="records", lines=True).splitlines() if cols and len(frame) else ["{}"] * len(frame)
-        feats = np.asarray(per_hcp, dtype=object)[row_idx]
-        f = result.frame
-        rules = [json.dumps({"fired": rf, "applied": ra}) for rf, ra in zip(f["rule_fired"], f["rules_applied"])]
+        first = np.asarray(f["rank"]) == 1
+        first_of = np.full(len(frame), -1)
+        first_of[row_idx[first]] = np.flatnonzero(first)
+        sid = f["suggestion_id"]
+        feats = [doc if is_first else shared_features(sid[j]) for doc, is_first, j in zip(np.asarray(per_hcp, dtype=object)[row_idx].tolist(), first.tolist(), first_of[row_idx].tolist())]
+        memo: dict[tuple, str] = {}  # few distinct (rule, rules applied) pairs per request
+        rules = [memo.get(key) or memo.setdefault(key, json.dumps({"fired": key[0], "applied": list(key[1])}))
+                 for key in zip(f["rule_fired"].tolist(), map(tuple, f["rules_applied"]))]
         reasons = [json.dumps(rs, ensure_ascii=False) for rs in f["reasons"]]
-        starts = f["window_start"].astype(object).tolist()  # Timestamps are datetimes to SQLAlchemy
-        ends = f["window_end"].astype(object).tolist()
-        rows = [
-            {
-                "suggestion_id": sid, "request_id": result.request_id, "hcp_id": hcp, "rep_id": rep, "as_of": result.as_of,
-                "rank": int(rank), "channel": chn, "content_id": cid, "window_start": ws, "window_end": we,
-                "expected_response": float(er), "propensity": float(p), "policy": pol, "model_version": result.model_version,
-                "degraded": bool(dg), "features_json": feat, "rules_json": rj, "reasons_json": rsj,
-            }
-            for sid, hcp, rep, rank, chn, cid, ws, we, er, p, pol, dg, feat, rj, rsj in zip(
-                f["suggestion_id"], f["hcp_id"], f["rep_id"], f["rank"], f["channel"], f["content_id"], starts, ends,
-                f["expected_response"], f["propensity"], f["policy"], f["degraded"], feats, rules, reasons,
-            )
-        ]
-        return self.audit.record_suggestions(rows)
+        return self.audit.record_columns({
+            "suggestion_id": sid, "request_id": result.request_id, "hcp_id": f["hcp_id"], "rep_id": f["rep_id"],
+            "as_of": result.as_of, "rank": f["rank"], "channel": f["channel"], "content_id": f["content_id"],
+            "window_start": f["window_start"], "window_end": f["window_end"], "expected_response": f["expected_response"],
+            "propensity": f["propensity"], "policy": f["policy"], "model_version": result.model_version, "degraded": f["degraded"],
+            "features_json": feats, "rules_json": rules, "reasons_json": reasons,
+        })
 
     def feedback(self, item: dict[str, Any]) -> dict[str, Any]:
         """Store one outcome durably (idempotent by feedback id), then push it to the online store."""
@@ -373,25 +456,8 @@ class Recommender:
         return {"feedback_id": stored.feedback_id, "created": stored.created, "pushed_online": pushed, "push_error": push_error}
 
     def _push(self, item: dict[str, Any]) -> bool:
-        from features import push_events
+        from serving.feedback import push_feedback
 
         served = self.audit.suggestion(item["suggestion_id"])
-        ts = pd.Timestamp(item["ts"]).tz_convert("UTC") if pd.Timestamp(item["ts"]).tzinfo else pd.Timestamp(item["ts"]).tz_localize("UTC")
-        outcome = item["outcome"]
-        if outcome in ("accepted", "dismissed", "done", "snoozed"):
-            events = pd.DataFrame({
-                "feedback_id": [item["feedback_id"]], "suggestion_id": [item["suggestion_id"]], "hcp_id": [served["hcp_id"]],
-                "rep_id": [served["rep_id"]], "ts": [ts], "decision": [outcome], "reason": [item.get("reason")],
-            })
-        else:  # the channel's own outcome: the HCP opened or attended what was sent
-            channel = served["channel"]
-            attended = outcome == "attended"
-            events = pd.DataFrame({
-                "event_id": [item["feedback_id"]], "hcp_id": [served["hcp_id"]], "rep_id": [served["rep_id"]], "ts": [ts],
-                "channel": [channel], "content_id": [served["content_id"]], "direction": ["outbound"], "delivered": [True],
-                "opened": [True], "read_seconds": [0.0], "forwarded": [False], "favourited": [False], "replied": [False],
-                "attended": [attended if channel in ("department_meeting", "webinar", "conference") else None],
-                "propensity": [served["propensity"]], "suggestion_id": [item["suggestion_id"]],
-            })
-        push_events(self.features_cfg, events, store=self.store)
+        push_feedback(self.features_cfg, self.store, self.audit, served["hcp_id"])
         return True

@@ -7,8 +7,8 @@ content topics and approval windows (only approved, unexpired content may be sug
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +26,16 @@ class ReferenceData:
     hcps: pd.DataFrame  # index hcp_id: rep_id, timezone, main_product_id, segment, lifecycle
     reps: pd.DataFrame  # index rep_id: visit_capacity_per_day, message_capacity_per_day
     content: pd.DataFrame  # index content_id: product_id, topic, approved_from, approved_until
+    # Plain-array views built once at start-up: a request looks HCPs up in a dict, not a pandas index.
+    _pos: dict[str, int] = field(init=False, repr=False)
+    _cols: dict[str, np.ndarray] = field(init=False, repr=False)
+    _approval_ns: tuple[np.ndarray, np.ndarray, np.ndarray] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._pos = {str(h): i for i, h in enumerate(self.hcps.index)}
+        self._cols = {c: self.hcps[c].to_numpy(dtype=object) for c in ("rep_id", "timezone", "main_product_id", "lifecycle", "segment") if c in self.hcps}
+        ids = self.content.index.astype(str).to_numpy(dtype=object)
+        self._approval_ns = (ids, _ns(self.content["approved_from"]), _ns(self.content["approved_until"]))
 
     @classmethod
     def empty(cls) -> "ReferenceData":
@@ -53,9 +63,12 @@ class ReferenceData:
 
     def approved_content(self, as_of: datetime, valid_days: float = 0.0) -> list[str]:
         """Content approved at ``as_of`` and still approved ``valid_days`` later."""
-        c = self.content
-        ok = (c["approved_from"] <= as_of) & (c["approved_until"] > as_of + timedelta(days=valid_days))
-        return c.index[ok.to_numpy(dtype=bool)].astype(str).tolist()
+        ids, start, until = self._approval_ns
+        now = _ns_scalar(as_of)
+        later = _ns_scalar(as_of + timedelta(days=valid_days))
+        # A missing approval date (NaT, the int64 minimum) never approves.
+        ok = (start != _NAT) & (until != _NAT) & (start <= now) & (until > later)
+        return ids[ok].tolist()
 
     def content_topics(self) -> dict[str, str]:
         """Content id -> topic."""
@@ -67,31 +80,43 @@ class ReferenceData:
         if len(topics) == 0:
             return out
         by_pair, by_topic = self._topic_tables(tuple(approved))
-        if by_topic is None:
+        if not by_topic:
             return out
-        topic_names = np.asarray([*TOPICS, ""], dtype=object)[np.asarray(topics)]
-        pair_idx = pd.MultiIndex.from_arrays([pd.Index(np.asarray(product_ids).astype(str)), pd.Index(topic_names)])
-        pair = by_pair.reindex(pair_idx).to_numpy(dtype=object)
-        topic_only = by_topic.reindex(pd.Index(topic_names)).to_numpy(dtype=object)
-        out = np.where(pd.isna(pair), topic_only, pair)
-        return np.where(pd.isna(out), None, out)
+        names = [*TOPICS, ""]
+        for i, (p, t) in enumerate(zip(np.asarray(product_ids, dtype=object).tolist(), np.asarray(topics).tolist())):
+            topic = names[t]
+            out[i] = by_pair.get((str(p), topic)) or by_topic.get(topic)
+        return out
 
-    def _topic_tables(self, approved: tuple[str, ...]):
+    def _topic_tables(self, approved: tuple[str, ...]) -> tuple[dict, dict]:
         # The approved set changes only when the clock crosses an approval boundary: cache it.
         cache = self.__dict__.setdefault("_topic_cache", {})
         if approved not in cache:
             c = self.content.loc[self.content.index.isin(approved)]
-            if c.empty:
-                cache[approved] = (None, None)
-            else:
-                c = c.sort_values("approved_from", ascending=False).reset_index()
-                cache[approved] = (
-                    c.drop_duplicates(["product_id", "topic"]).set_index(["product_id", "topic"])["content_id"],
-                    c.drop_duplicates("topic").set_index("topic")["content_id"],
-                )
+            by_pair: dict[tuple[str, str], str] = {}
+            by_topic: dict[str, str] = {}
+            if not c.empty:
+                c = c.sort_values("approved_from", ascending=False, kind="stable").reset_index()
+                for cid, prod, topic in zip(c["content_id"].astype(str), c["product_id"].astype(str), c["topic"].astype(str)):
+                    by_pair.setdefault((prod, topic), cid)  # newest first: keep the first seen
+                    by_topic.setdefault(topic, cid)
+            cache[approved] = (by_pair, by_topic)
             if len(cache) > 64:
                 cache.pop(next(iter(cache)))
         return cache[approved]
+
+    def lookup(self, hcp_ids: list[str]) -> dict[str, np.ndarray]:
+        """Reference columns for ``hcp_ids`` as arrays, in order (``known``; unknown HCPs: default zone, None elsewhere)."""
+        pos = np.fromiter((self._pos.get(h, -1) for h in hcp_ids), dtype=np.int64, count=len(hcp_ids))
+        known = pos >= 0
+        out: dict[str, np.ndarray] = {"known": known}
+        for c, values in self._cols.items():
+            col = np.full(len(hcp_ids), None, dtype=object)
+            col[known] = values[pos[known]]
+            out[c] = col
+        tz = out.get("timezone", np.full(len(hcp_ids), None, dtype=object))
+        out["timezone"] = np.where(pd.isna(tz), DEFAULT_TIMEZONE, tz).astype(object)
+        return out
 
     def hcp_rows(self, hcp_ids: list[str]) -> pd.DataFrame:
         """Reference rows for ``hcp_ids`` in order; unknown HCPs get the default time zone."""
@@ -119,3 +144,16 @@ class ReferenceData:
         """(visits, messages) per day of ``rep_id``; KeyError when the rep is unknown."""
         row = self.reps.loc[rep_id]
         return int(row["visit_capacity_per_day"]), int(row["message_capacity_per_day"])
+
+
+_NAT = np.iinfo(np.int64).min
+
+
+def _ns(col: pd.Series) -> np.ndarray:
+    """Timestamps as int64 UTC nanoseconds (NaT as the int64 minimum)."""
+    ts = pd.to_datetime(col, utc=True)
+    return ts.dt.tz_convert(None).to_numpy(dtype="datetime64[ns]").view(np.int64) if len(ts) else np.zeros(0, dtype=np.int64)
+
+
+def _ns_scalar(when: datetime) -> int:
+    return pd.Timestamp(when if when.tzinfo is not None else when.replace(tzinfo=timezone.utc)).value

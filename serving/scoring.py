@@ -1,9 +1,11 @@
 """The champion model: loading it from the MLflow registry and scoring every channel per HCP.
 
 ``training.policy.recommend`` returns one best action per HCP; serving needs a score for every
-channel so guardrails can remove some and the rest can be ranked, explored and explained. The
-network's own heads do this: for each channel, the best (content, slot) among the content head's
-top approved items and the slot head's top slots, scored by the response head.
+channel so guardrails can remove some and the rest can be ranked, explored and explained. Both
+use the same rule, ``training.policy.channel_scores``: per channel, the best (content, slot) over
+every approved item and slot by the response head, so the policy served is the policy evaluated.
+The expected response is the bundle's calibrated probability; channels rank by the raw one
+(calibration is monotone but flat in places, which would tie channels).
 """
 
 from __future__ import annotations
@@ -38,7 +40,9 @@ class LoadedModel:
 class ChannelScores:
     """Per HCP and channel: P(response) of the best action on it, its content and slot."""
 
-    prob: np.ndarray  # [N, C] float
+    prob: np.ndarray  # [N, C] float: raw P(response) of the channel's best action (ranking)
+    expected: np.ndarray  # [N, C] float: the same, calibrated (what suggestions report)
+    allowed: np.ndarray  # [N, C] bool: False where nothing on the channel may be suggested
     content_id: np.ndarray  # [N, C] object (None: no content)
     weekday: np.ndarray  # [N, C] int, 0 = Monday (local)
     daypart: np.ndarray  # [N, C] int
@@ -68,42 +72,56 @@ def load_champion(tracking_uri: str, name: str, alias: str = "champion") -> Load
     return LoadedModel(bundle, name, str(mv.version), alias)
 
 
-def score_channels(bundle: Any, frame: Any, approved_content: list[str] | None = None, *, k_content: int = 5, k_slots: int = 3, batch_size: int = 2048) -> ChannelScores:
-    """Score every channel for each row of an online feature frame (see module docstring)."""
+def _content_mask(bundle: Any, approved_content: list[str] | None) -> Any:
+    """The vocabulary mask tensor of the approved set, cached on the bundle (the set changes rarely)."""
     import torch
 
+    if approved_content is None:
+        return None
+    cache = bundle.__dict__.setdefault("_serving_masks", {})
+    key = tuple(approved_content)
+    if key not in cache:
+        if len(cache) >= 16:
+            cache.pop(next(iter(cache)))
+        cache[key] = torch.from_numpy(bundle.vocab.mask(approved_content))
+    return cache[key]
+
+
+def score_channels(bundle: Any, frame: Any, approved_content: list[str] | None = None, *, batch_size: int = 256) -> ChannelScores:
+    """Score every channel for each row of an online feature frame (see module docstring).
+
+    Batches of 256: the rule builds [B, 28, V] logits per channel, which stay in cache at this
+    size (1,000 HCPs measured ~10% faster than at 1,024).
+    """
+    import torch
+
+    from simulator.world import CONTENTLESS_MASK
     from training.dataset import encode_frame
+    from training.policy import channel_scores, working_hours_slots
 
     model = bundle.model
     data = encode_frame(frame, bundle.vocab, bundle.scaler, model.config.max_seq_len, with_labels=False)
-    mask = torch.from_numpy(bundle.vocab.mask(approved_content)) if approved_content is not None else None
-    probs, contents, slots = [], [], []
-    with torch.no_grad():
+    mask = _content_mask(bundle, approved_content)
+    contentless = torch.from_numpy(CONTENTLESS_MASK)
+    # The slots evaluation scores the model with: visits and calls only in working hours.
+    slot_ok = torch.from_numpy(working_hours_slots())
+    scores, contents, slots = [], [], []
+    with torch.inference_mode():
         for batch in data.batches(batch_size):
-            z = model.state(batch)
-            heads = model.heads(z, mask)
-            b, n_ch = heads["channel"].shape
-            finite = int(torch.isfinite(heads["content"]).sum(-1).min().clamp_min(1))
-            kc = min(k_content, finite)
-            top_content = heads["content"].topk(kc, -1).indices  # [B, kc]
-            top_slot = heads["slot"].topk(min(k_slots, heads["slot"].shape[-1]), -1).indices  # [B, ks]
-            ks = top_slot.shape[-1]
-            ch = torch.arange(n_ch).view(1, n_ch, 1, 1).expand(b, n_ch, kc, ks)
-            ct = top_content.view(b, 1, kc, 1).expand(b, n_ch, kc, ks)
-            sl = top_slot.view(b, 1, 1, ks).expand(b, n_ch, kc, ks)
-            logit = model.response_logit(z, ch.reshape(b, -1), ct.reshape(b, -1), sl.reshape(b, -1)).view(b, n_ch, kc * ks)
-            best = logit.argmax(-1)  # [B, C]: best (content, slot) per channel
-            probs.append(torch.sigmoid(logit.gather(-1, best.unsqueeze(-1)).squeeze(-1)).numpy())
-            contents.append(ct.reshape(b, n_ch, -1).gather(-1, best.unsqueeze(-1)).squeeze(-1).numpy())
-            slots.append(sl.reshape(b, n_ch, -1).gather(-1, best.unsqueeze(-1)).squeeze(-1).numpy())
-    if not probs:
-        n_ch = model.config.n_channels
-        empty = np.zeros((0, n_ch))
-        return ChannelScores(empty, empty.astype(object), empty.astype(np.int64), empty.astype(np.int64))
-    slot = np.concatenate(slots).astype(np.int64)
+            score, content, slot = channel_scores(model, model.state(batch), content_mask=mask, slot_allowed=slot_ok, contentless=contentless)
+            scores.append(score.numpy())
+            contents.append(content.numpy())
+            slots.append(slot.numpy())
+    n_ch = model.config.n_channels
+    score = np.concatenate(scores).astype(np.float64) if scores else np.zeros((0, n_ch))
+    allowed = np.isfinite(score)
+    prob = np.where(allowed, 1.0 / (1.0 + np.exp(-np.where(allowed, score, 0.0))), 0.0)
+    slot = np.concatenate(slots).astype(np.int64) if slots else np.zeros((0, n_ch), dtype=np.int64)
     return ChannelScores(
-        prob=np.concatenate(probs).astype(np.float64),
-        content_id=bundle.vocab.decode(np.concatenate(contents)),
+        prob=prob,
+        expected=np.where(allowed, np.asarray(bundle.expected_response(prob), dtype=np.float64), 0.0),
+        allowed=allowed,
+        content_id=bundle.vocab.decode(np.concatenate(contents)) if contents else np.zeros((0, n_ch), dtype=object),
         weekday=slot // 4,
         daypart=slot % 4,
     )

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from serving.engine import Suggestions
@@ -12,9 +14,13 @@ _FIELDS = ("suggestion_id", "rank", "channel", "content_id", "window_start_local
            "expected_response", "propensity", "policy", "degraded", "reasons", "rules_applied")
 
 
-def suggestion_dicts(frame: pd.DataFrame) -> list[dict[str, Any]]:
-    """One dict per suggestion row, with API field names."""
-    cols = [frame[c].tolist() for c in _FIELDS]
+def _list(col: Any) -> list:
+    return col.tolist() if hasattr(col, "tolist") else list(col)
+
+
+def suggestion_dicts(frame: pd.DataFrame | Mapping[str, Any]) -> list[dict[str, Any]]:
+    """One dict per suggestion row, with API field names (from a frame or ``Suggestions.columns``)."""
+    cols = [_list(frame[c]) for c in _FIELDS]
     out = []
     for sid, rank, ch, cid, ws, we, tz, er, p, pol, dg, rs, ra in zip(*cols):
         out.append({
@@ -28,7 +34,7 @@ def suggestion_dicts(frame: pd.DataFrame) -> list[dict[str, Any]]:
 def recommend_payload(result: Suggestions, hcp_ids: list[str]) -> dict[str, Any]:
     """The /recommend response body: suggestions grouped per requested HCP, in request order."""
     by_hcp: dict[str, list] = {}
-    for hcp, s in zip(result.frame["hcp_id"].tolist(), suggestion_dicts(result.frame)):
+    for hcp, s in zip(_list(result.columns["hcp_id"]), suggestion_dicts(result.columns)):
         by_hcp.setdefault(hcp, []).append(s)
     seen: set[str] = set()
     results = []
@@ -38,5 +44,12 @@ def recommend_payload(result: Suggestions, hcp_ids: list[str]) -> dict[str, Any]
             results.append({"hcp_id": h, "suggestions": by_hcp.get(h, [])})
     return {
         "request_id": result.request_id, "model_version": result.model_version, "as_of": result.as_of,
-        "degraded": bool(result.degraded_features or result.frame["degraded"].any()), "notes": result.notes, "results": results,
+        "degraded": bool(result.degraded_features or np.any(result.columns["degraded"])), "notes": result.notes, "results": results,
     }
+
+
+def recommend_json(result: Suggestions, hcp_ids: list[str]) -> bytes:
+    """The /recommend response body encoded as JSON (the shape of ``schemas.RecommendResponse``)."""
+    import pydantic_core
+
+    return pydantic_core.to_json(recommend_payload(result, hcp_ids))

@@ -25,3 +25,11 @@ def serving_cfg(world, tmp_path):
     from serving.config import ServingConfig
 
     return load_config(ServingConfig, "serving", world.serving_yaml, {"audit_url": f"sqlite:///{tmp_path / 'audit.db'}"})
+
+
+@pytest.fixture(scope="session")
+def busy_rep(world) -> str:
+    """The rep owning the most HCPs in the test world (rep ids come from the simulator)."""
+    from contract.io import read_frame
+
+    return str(read_frame(world.data_dir, "hcps", columns=["rep_id"])["rep_id"].value_counts().index[0])

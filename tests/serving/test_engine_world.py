@@ -42,16 +42,30 @@ def test_champion_scores_and_every_suggestion_is_audited(engine, world) -> None:
     row = engine.audit.suggestion(f["suggestion_id"].iloc[0])
     assert row["features"]["consent_visit"] in (True, False) and "consecutive_unopened_pushes" in row["features"]
     assert row["reasons"] == f["reasons"].iloc[0]
+    # The k rows of a slate share one feature document; reads resolve it to the same values.
+    second = f[(f["hcp_id"] == f["hcp_id"].iloc[0]) & (f["rank"] == 2)]["suggestion_id"]
+    if len(second):
+        assert engine.audit.suggestion(second.iloc[0])["features"] == row["features"]
+    assert not audit["features_json"].str.startswith('{"same_as"').any()
+    # The service encodes the payload without re-validating it: it must still match the schema.
+    import json
+
+    from serving.schemas import RecommendResponse
+    from serving.service_io import recommend_json, recommend_payload
+
+    body = RecommendResponse.model_validate_json(recommend_json(res, ids))
+    assert body.model_dump(mode="json") == RecommendResponse.model_validate(recommend_payload(res, ids)).model_dump(mode="json")
+    assert [r["hcp_id"] for r in json.loads(recommend_json(res, ids))["results"]] == ids
 
 
-def test_guardrails_override_the_model_and_say_so(serving_cfg) -> None:
+def test_guardrails_override_the_model_and_say_so(serving_cfg, busy_rep) -> None:
     from serving.engine import Recommender
 
     only_email = {ch: 0 for ch in CHANNELS if ch != "email"}
     cfg = serving_cfg.model_copy(update={"guardrails": serving_cfg.guardrails.model_copy(update={"weekly_caps": only_email})})
     cfg = cfg.model_copy(update={"exploration": cfg.exploration.model_copy(update={"holdout_share": 0.0})})
     rec = Recommender.from_config(cfg)
-    f = rec.recommend(rec.reference.rep_hcps("r00000")[:15], k=3, as_of=AS_OF).frame
+    f = rec.recommend(rec.reference.rep_hcps(busy_rep)[:15], k=3, as_of=AS_OF).frame
     consented = f["channel"] == "email"
     assert consented.all(), "every channel but email is capped"
     assert (f["rank"] == 1).all(), "one channel left: one suggestion each"
@@ -119,13 +133,30 @@ def test_feedback_is_idempotent_and_reaches_the_online_store(engine, world) -> N
     assert not again["created"] and len(engine.audit.read("feedback")) == 1
     with pytest.raises(FeedbackConflict):
         engine.feedback({**item, "outcome": "dismissed"})
+    # A second outcome on the same HCP adds to the first instead of replacing it (the contract
+    # dataset has neither yet: both come from the audit trail).
+    sid2 = engine.recommend([hcp], k=1, as_of=AS_OF + timedelta(hours=3)).frame["suggestion_id"].iloc[0]
+    assert engine.feedback({**item, "feedback_id": "fb-2", "suggestion_id": sid2, "ts": AS_OF + timedelta(hours=4)})["pushed_online"]
+    assert int(get_online_features(engine.store, [hcp])["suggestions_done_90d"].iloc[0]) == before + 2
+    # The channel's own outcome (opened) reaches the engagement features without undoing the decisions.
+    opened_before = int(get_online_features(engine.store, [hcp])["email_opened_90d"].iloc[0])
+    email = engine.recommend([hcp], k=1, channels=["email"], as_of=AS_OF + timedelta(hours=5)).frame
+    if len(email):
+        out = engine.feedback({"feedback_id": "fb-3", "suggestion_id": email["suggestion_id"].iloc[0], "outcome": "opened", "reason": None, "ts": AS_OF + timedelta(hours=6)})
+        assert out["pushed_online"], out
+        after = get_online_features(engine.store, [hcp])
+        assert int(after["email_opened_90d"].iloc[0]) == opened_before + 1
+        assert int(after["suggestions_done_90d"].iloc[0]) == before + 2
+    # The next recommendation sees the feedback: its audit row recorded the updated counts.
+    nxt = engine.recommend([hcp], k=1, as_of=AS_OF + timedelta(hours=7)).frame["suggestion_id"].iloc[0]
+    assert engine.audit.suggestion(nxt)["features"]["suggestions_done_90d"] == before + 2
 
 
-def test_plan_packs_capacity_by_expected_value(engine) -> None:
+def test_plan_packs_capacity_by_expected_value(engine, busy_rep) -> None:
     from serving.engine import RequestError
     from serving.planning import plan_day
 
-    plan, res, v_cap, m_cap, deferred = plan_day(engine, "r00000", AS_OF.date(), visit_capacity=1, message_capacity=2)
+    plan, res, v_cap, m_cap, deferred = plan_day(engine, busy_rep, AS_OF.date(), visit_capacity=1, message_capacity=2)
     assert (v_cap, m_cap) == (1, 2)
     rep_time = plan["channel"].isin(["visit", "department_meeting", "phone"])
     assert rep_time.sum() <= 1 and (~rep_time).sum() <= 2

@@ -134,8 +134,8 @@ def test_feedback_twice_is_idempotent(server, world) -> None:
     assert s4 == 404
 
 
-def test_plan_for_a_rep(server) -> None:
-    status, body = call(server, "/plan", {"rep_id": "r00000", "date": AS_OF.date().isoformat(), "visit_capacity": 2, "message_capacity": 3})
+def test_plan_for_a_rep(server, busy_rep) -> None:
+    status, body = call(server, "/plan", {"rep_id": busy_rep, "date": AS_OF.date().isoformat(), "visit_capacity": 2, "message_capacity": 3})
     assert status == 200, body
     assert 1 <= len(body["contacts"]) <= 5 and [c["order"] for c in body["contacts"]] == list(range(1, len(body["contacts"]) + 1))
 

@@ -1,0 +1,48 @@
+"""Channel scoring with the champion: serving serves the decision rule training evaluates, calibrated."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from serving.sandbox import AS_OF
+
+pytestmark = pytest.mark.slow
+
+
+def test_serving_scores_follow_the_training_decision_rule(serving_cfg, world) -> None:
+    import torch
+
+    from features import get_online_features
+    from serving.engine import Recommender
+    from serving.scoring import score_channels
+    from simulator.world import CONTENTLESS_MASK
+    from training.dataset import encode_frame
+    from training.policy import recommend
+
+    rec = Recommender.from_config(serving_cfg)
+    bundle = rec.model.bundle
+    frame = get_online_features(rec.store, world.hcp_ids[:40])
+    approved = rec.reference.approved_content(AS_OF, serving_cfg.content_valid_days)
+    got = score_channels(bundle, frame, approved, batch_size=16)  # several batches
+    assert got.prob.shape == got.expected.shape == (40, 8) and got.allowed.all()
+
+    data = encode_frame(frame, bundle.vocab, bundle.scaler, bundle.model.config.max_seq_len, with_labels=False)
+    batch = next(iter(data.batches(len(frame))))
+    mask = torch.from_numpy(bundle.vocab.mask(approved))
+    ref = recommend(bundle.model, batch, content_mask=mask, contentless=torch.from_numpy(CONTENTLESS_MASK), calibrator=bundle.calibrator)
+    best = got.prob.argmax(1)
+    rows = np.arange(40)
+    # The greedy channel, its content and slot, and its calibrated expected response are training's.
+    assert (best == ref["channel"].numpy()).mean() > 0.95
+    same = best == ref["channel"].numpy()
+    assert (got.content_id[rows, best][same] == bundle.vocab.decode(ref["content"].numpy())[same]).all()
+    assert ((got.weekday * 4 + got.daypart)[rows, best][same] == ref["slot"].numpy()[same]).all()
+    assert np.allclose(got.expected[rows, best][same], ref["expected_response"].numpy()[same], atol=1e-5)
+    # Only approved content; phone carries none.
+    assert set(got.content_id.ravel()) - {None} <= set(approved)
+    assert all(c is None for c in got.content_id[:, CONTENTLESS_MASK].ravel())
+    # One HCP alone scores as it does inside a batch.
+    one = score_channels(bundle, frame.iloc[[7]].reset_index(drop=True), approved)
+    assert np.allclose(one.prob[0], got.prob[7], atol=1e-5)
+    rec.audit.close()
