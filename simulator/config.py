@@ -7,7 +7,7 @@ from pathlib import Path
 
 from pydantic import Field, field_validator, model_validator
 
-from contract.schema import CHANNELS, SEGMENTS
+from contract.schema import CHANNELS, SEGMENTS, TOPICS
 from nba.configuration import StageConfig
 
 _CHANNEL_SET = frozenset(CHANNELS)
@@ -224,10 +224,59 @@ class DriftEvent(StageConfig):
         return v
 
 
+class ContentCampaign(StageConfig):
+    """A new content topic appears: a campaign of new content items on ``topic``, approved from ``week``.
+
+    The catalogue gains ``items_per_product`` new items per product (ids after the existing
+    ones), spread over content types so every content channel can carry them; their hidden
+    quality is ``quality`` (a logit bonus: a fresh, well-made topic HCPs respond to).
+    """
+
+    week: int = Field(ge=0)
+    topic: str
+    items_per_product: int = Field(6, ge=1, le=100)
+    quality: float = 0.8
+
+    @field_validator("topic")
+    @classmethod
+    def _topic(cls, v: str) -> str:
+        if v not in TOPICS:
+            raise ValueError(f"unknown topic {v!r}; known: {', '.join(TOPICS)}")
+        return v
+
+
+class PopulationShift(StageConfig):
+    """A population shift: a cohort of HCPs joins the CRM at ``week`` (a roll-out to new hospitals).
+
+    ``share`` of all HCPs, drawn with weights ``tier_weights`` per hospital tier (tertiary_a,
+    tertiary_b, secondary, primary), are not onboarded before ``week``: no consent yet, so no
+    touch, no inbound message, and no suggestion is asked for them. From ``week`` on they are
+    served like everyone else, cold (no history), so the served population's mix shifts.
+    """
+
+    week: int = Field(ge=0)
+    share: float = Field(0.3, gt=0, lt=1)
+    tier_weights: tuple[float, float, float, float] = (0.0, 0.2, 1.0, 3.0)
+
+    @field_validator("tier_weights")
+    @classmethod
+    def _weights(cls, v: tuple[float, ...]) -> tuple[float, ...]:
+        if any(x < 0 for x in v) or sum(v) <= 0:
+            raise ValueError("must be non-negative with a positive sum")
+        return v
+
+
 class DriftConfig(StageConfig):
-    """Drift injection: scheduled shifts of channel response (empty: a stationary-trend world)."""
+    """Drift injection, all scheduled by week (empty: a stationary-trend world).
+
+    ``events``: a channel's response shifts (e.g. collapses); ``content``: a new content topic
+    appears; ``population``: a new cohort of HCPs joins. Weeks may lie past the simulated period,
+    so a world continued after its logs (closed-loop serving) drifts while being served.
+    """
 
     events: list[DriftEvent] = Field(default_factory=list)
+    content: list[ContentCampaign] = Field(default_factory=list)
+    population: list[PopulationShift] = Field(default_factory=list)
 
 
 class SimulatorConfig(StageConfig):

@@ -33,6 +33,8 @@ class Eligibility:
     message_capacity: np.ndarray  # (reps,) 1:1 messages per week
     channel_cap: int
     max_touches: int
+    # (n_hcps,) bool: onboarded this week (a population shift holds a cohort back); None = all.
+    active: np.ndarray | None = None
 
     def content_for(self, product: int, channel: int) -> np.ndarray:
         """Indices of content eligible for a product on a channel this week (sorted)."""
@@ -50,8 +52,9 @@ def eligible_content(public: PublicWorld, week: int) -> np.ndarray:
     return out
 
 
-def eligibility(public: PublicWorld, week: int, cfg: ConstraintsConfig, last_week: np.ndarray | None = None) -> Eligibility:
-    """The week's eligibility masks and capacities; ``last_week`` (n, C) is each HCP's last outbound week per channel (-1 never)."""
+def eligibility(public: PublicWorld, week: int, cfg: ConstraintsConfig, last_week: np.ndarray | None = None, active: np.ndarray | None = None) -> Eligibility:
+    """The week's eligibility masks and capacities; ``last_week`` (n, C) is each HCP's last outbound week per channel (-1 never);
+    ``active`` (n,) marks onboarded HCPs (None: all)."""
     content = eligible_content(public, week)
     has_content = content.any(axis=2)  # (P, C)
     gap = np.array([cfg.min_weeks_between.get(c, 0) for c in CHANNELS])
@@ -60,6 +63,8 @@ def eligibility(public: PublicWorld, week: int, cfg: ConstraintsConfig, last_wee
     else:
         gap_ok = (last_week < 0) | (week - last_week >= np.maximum(gap, 1)[None, :]) | (gap[None, :] == 0)
     channel_ok = (has_content | CONTENTLESS_MASK[None, :])[public.hcp_product] & public.consent & gap_ok
+    if active is not None:
+        channel_ok &= active[:, None]
     return Eligibility(
         content=content,
         channel=channel_ok,
@@ -68,6 +73,7 @@ def eligibility(public: PublicWorld, week: int, cfg: ConstraintsConfig, last_wee
         message_capacity=public.rep_msg_cap_day * WORK_WEEKDAYS,
         channel_cap=cfg.channel_cap_per_week,
         max_touches=cfg.max_touches_per_week,
+        active=active,
     )
 
 
@@ -109,7 +115,10 @@ def enforce(public: PublicWorld, elig: Eligibility, actions: Actions) -> tuple[n
         violations[kind] += int(bad.sum())
         keep[bad] = False
 
-    drop("no_consent", ~public.consent[a.hcp, a.channel])
+    consented = public.consent[a.hcp, a.channel]
+    if elig.active is not None:
+        consented = consented & elig.active[a.hcp]  # not yet onboarded: no consent on file
+    drop("no_consent", ~consented)
     product = public.hcp_product[a.hcp]
     has = a.content >= 0
     content_ok = np.where(

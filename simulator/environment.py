@@ -135,6 +135,10 @@ class Environment:
         self.observed = ObservedState.empty(public.n_hcps)
         self._p: list[np.ndarray] = []
         self._next_event = 0
+        from simulator.drift import onboarding_week
+
+        # Population shift: week each HCP is onboarded (all zeros without one).
+        self.onboarded_from = onboarding_week(public.hcp_tier, cfg)
 
     @classmethod
     def from_config(cls, cfg: SimulatorConfig, **kw: Any) -> Environment:
@@ -175,9 +179,42 @@ class Environment:
         """Oracle P(positive response) of every touch so far, in ``history.touches()`` order (NaN for inbound)."""
         return np.concatenate(self._p) if self._p else np.zeros(0)
 
+    def inject_drift(self, drift: Any, *, relative: bool = True) -> None:
+        """Schedule drift in this world from now on (a ``DriftConfig`` or its dict form).
+
+        With ``relative`` every ``week`` counts from the current week (0 = this week), which is
+        how a world continued after its logs (``start="end"``) is made to drift while served.
+        Channel shifts and population shifts replace the config's; content campaigns are added to
+        the catalogue now (ids after the existing ones, approved from their week).
+        """
+        from simulator.config import DriftConfig
+        from simulator.drift import add_campaigns, onboarding_week
+        from simulator.tables import content_table
+
+        spec = drift.model_dump() if isinstance(drift, DriftConfig) else dict(drift)
+        if relative:
+            spec = {k: [{**ev, "week": int(ev["week"]) + self.week} for ev in v] for k, v in spec.items()}
+        new = DriftConfig.model_validate(spec)
+        self.cfg = self.cfg.model_copy(update={"drift": new})
+        self.oracle.cfg = self.cfg
+        if new.content:
+            pub, hid = self.public, self.hidden
+            names = ("content_ids", "content_product", "content_topic", "content_type", "content_form", "content_approval", "content_from_us", "content_until_us")
+            grown = add_campaigns({**{k: getattr(pub, k) for k in names}, "content_quality": hid.content_quality}, self.cfg)
+            for k in names:
+                setattr(pub, k, grown[k])
+            hid.content_quality = grown["content_quality"]
+            self.tables = {**self.tables, "content": content_table(pub)}
+        self.onboarded_from = onboarding_week(self.public.hcp_tier, self.cfg)
+
+    def active_hcps(self) -> np.ndarray:
+        """(n,) bool: HCPs onboarded by the current week (everyone unless a population shift holds a cohort back)."""
+        return self.onboarded_from <= self.week
+
     def eligibility(self) -> Eligibility:
-        """This week's eligibility (consent, approved content, channel gaps, capacities)."""
-        return eligibility(self.public, self.week, self.cfg.constraints, self.observed.last_week)
+        """This week's eligibility (consent, onboarding, approved content, channel gaps, capacities)."""
+        active = self.active_hcps() if self.cfg.drift.population else None
+        return eligibility(self.public, self.week, self.cfg.constraints, self.observed.last_week, active)
 
     def observe(self) -> Observation:
         """What a policy may see at the start of the current week."""
@@ -229,6 +266,8 @@ class Environment:
         # HCP-initiated 1:1 messages: engaged, adopting HCPs write to their rep.
         n = pub.n_hcps
         inbound_p = pub.consent[:, CH["wecom_1to1"]] / (1 + np.exp(-(-5.5 + 0.8 * state.adoption + self.hidden.responsiveness)))
+        if self.cfg.drift.population:
+            inbound_p = inbound_p * (self.onboarded_from <= week)
         ib = np.flatnonzero(rng.random(n) < inbound_p)
         ib_day = rng.integers(0, 7, len(ib))
         ib_dp = rng.integers(0, 4, len(ib))

@@ -7,6 +7,7 @@ import numpy as np
 from contract.schema import CHANNELS, DEPARTMENTS, REP_TYPES, TITLES, TOPICS
 from simulator.catalogue import GENERALIST_PRODUCTS, build_content, product_arrays
 from simulator.config import SimulatorConfig
+from simulator.drift import add_campaigns
 from simulator.world import CH, REGION_WEIGHTS, REGIONS, TIMEZONES, HiddenTruth, PublicWorld
 
 _DEPT_P = np.array([0.2, 0.12, 0.12, 0.16, 0.14, 0.08, 0.1, 0.08])
@@ -173,6 +174,7 @@ def build_world(cfg: SimulatorConfig) -> tuple[PublicWorld, HiddenTruth]:
     market_week = potential * 12.0 / 52.0 * rng.lognormal(-0.03, 0.25, n)
 
     content = build_content(rng, cfg.start_date, cfg.days, pop.content_per_product, resp.content_quality_sd)
+    content = add_campaigns(content, cfg)
     quality = content.pop("content_quality")
 
     width = max(7, len(str(n)))
