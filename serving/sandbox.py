@@ -33,15 +33,17 @@ class World:
 
 def build_world(root: Path, *, n_hcps: int = 60, train: bool = True, seed: int = 0, epochs: int = 1) -> World:
     """Write contract data, build/apply/materialise features, optionally train and crown a champion."""
-    from contract.io import write_tables
+    from contract.io import read_frame
     from features import apply, build_sources, materialize, open_store
     from features.config import FeaturesConfig
-    from features.synthetic import synthetic_tables
+    from nba.configuration import load_config
+    from simulator.config import SimulatorConfig
+    from simulator.generate import simulate
 
     root = Path(root)
-    tables = synthetic_tables(n_hcps=n_hcps, days=DAYS, touches_per_week=3.0, seed=seed, start=START, n_content=40)
     data_dir = root / "data"
-    write_tables(data_dir, tables, source="serving-test")
+    simulate(load_config(SimulatorConfig, "simulator", None, overrides={
+        "hcps": n_hcps, "days": DAYS, "seed": seed, "start_date": START.date().isoformat(), "out": str(data_dir)}), progress=False)
     fcfg = FeaturesConfig(data_dir=data_dir, workspace_dir=root / "feature_workspace").resolved()
     build_sources(fcfg, progress=False)
     apply(fcfg)
@@ -60,7 +62,7 @@ def build_world(root: Path, *, n_hcps: int = 60, train: bool = True, seed: int =
         "max_batch": 1000,
         "exploration": {"holdout_share": 0.1, "epsilon": 0.1, "top_m": 3, "salt": "test"},
     }))
-    return World(root, data_dir, features_yaml, serving_yaml, tracking_uri, sorted(tables["hcps"]["hcp_id"].tolist()), version)
+    return World(root, data_dir, features_yaml, serving_yaml, tracking_uri, sorted(read_frame(data_dir, "hcps")["hcp_id"].tolist()), version)
 
 
 def _train_champion(root: Path, fcfg, store, tracking_uri: str, seed: int, epochs: int) -> str:
