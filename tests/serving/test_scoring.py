@@ -18,7 +18,7 @@ def test_serving_scores_follow_the_training_decision_rule(serving_cfg, world) ->
     from serving.scoring import score_channels
     from simulator.world import CONTENTLESS_MASK
     from training.dataset import encode_frame
-    from training.policy import recommend
+    from training.policy import recommend, working_hours_slots
 
     rec = Recommender.from_config(serving_cfg)
     bundle = rec.model.bundle
@@ -30,7 +30,9 @@ def test_serving_scores_follow_the_training_decision_rule(serving_cfg, world) ->
     data = encode_frame(frame, bundle.vocab, bundle.scaler, bundle.model.config.max_seq_len, with_labels=False)
     batch = next(iter(data.batches(len(frame))))
     mask = torch.from_numpy(bundle.vocab.mask(approved))
-    ref = recommend(bundle.model, batch, content_mask=mask, contentless=torch.from_numpy(CONTENTLESS_MASK), calibrator=bundle.calibrator)
+    # Evaluation's rule: visits and calls only in working-hour slots.
+    ref = recommend(bundle.model, batch, content_mask=mask, slot_allowed=torch.from_numpy(working_hours_slots()),
+                    contentless=torch.from_numpy(CONTENTLESS_MASK), calibrator=bundle.calibrator)
     best = got.prob.argmax(1)
     rows = np.arange(40)
     # The greedy channel, its content and slot, and its calibrated expected response are training's.
