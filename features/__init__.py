@@ -20,7 +20,7 @@ Public API (import from ``features``; nothing heavy is imported until used):
 - ``get_online_features(cfg_or_store, hcp_ids, *, service="nba_model_v1", via="direct") -> DataFrame``: one row
   per id in order; unknown ids get defaults and ``is_missing=True``. ``via="feast"``: the same frame through
   Feast's ``FeatureStore.get_online_features`` (slower; the reference the direct reader is tested against).
-- ``push_events(cfg, touchpoints_or_feedback_df, *, store=None, history=None, as_of=None) -> dict``:
+- ``push_events(cfg, touchpoints_or_feedback_df_or_list_of_both, *, store=None, history=None, as_of=None) -> dict``:
   recompute the affected HCPs' pushable views and push them online (PushMode.ONLINE).
 - ``compute_features_asof(tables, as_of, cfg=None, *, profile_as_of=None) -> DataFrame``: the same features
   from in-memory contract tables, without Feast (equal to Feast offline at snapshot-aligned times when

@@ -43,7 +43,7 @@ def history_for(cfg: FeaturesConfig, hcp_ids: list[str]) -> dict[str, Any]:
 
 
 def push_events(cfg: FeaturesConfig, events, *, store=None, history: dict[str, Any] | None = None, as_of=None) -> dict[str, Any]:
-    """Recompute and push the online features of the HCPs in ``events`` (touchpoints or feedback rows).
+    """Recompute and push the online features of the HCPs in ``events`` (touchpoints or feedback rows, or a list of both).
 
     ``history`` (contract tables) defaults to the dataset at ``cfg.data_dir``; ``as_of`` defaults
     to one second after the newest event, so the pushed rows include every event given.
@@ -59,33 +59,32 @@ def push_events(cfg: FeaturesConfig, events, *, store=None, history: dict[str, A
     from features.repo import open_store
     from features.snapshots import hcp_tables, to_epoch_seconds
 
-    kind = _kind(events)
-    new = to_arrow(TABLES[kind], events)
-    if new.num_rows == 0:
+    batches = [(kind, to_arrow(TABLES[kind], ev)) for ev in (events if isinstance(events, (list, tuple)) else [events]) for kind in [_kind(ev)]]
+    batches = [(kind, new) for kind, new in batches if new.num_rows]
+    if not batches:
         return {"hcps": 0, "rows_pushed": 0}
-    hcp_ids = sorted(set(new.column("hcp_id").to_pylist()))
+    hcp_ids = sorted({h for _, new in batches for h in new.column("hcp_id").to_pylist()})
     hist = dict(history) if history is not None else history_for(cfg, hcp_ids)
     known = set(as_arrow(hist["hcps"]).column("hcp_id").to_pylist())
-    unknown = [h for h in hcp_ids if h not in known]
-    if unknown:
-        raise ValueError(f"push_events: {kind} rows name hcp_id(s) not in table 'hcps': {unknown[:5]}")
-    key = "event_id" if kind == "touchpoints" else "feedback_id"
-    cols = [*TOUCH_COLUMNS, key] if kind == "touchpoints" else ["hcp_id", "ts", "decision", key]
-    new_sel = new.select(cols)
-    old = hist.get(kind)
-    if old is not None:
-        old = as_arrow(old)
-        missing = [c for c in cols if c not in old.column_names]
-        if missing:
-            raise ValueError(f"push_events: history table {kind!r} lacks columns {missing}")
-        old = old.select(cols).cast(new_sel.schema)
-        # Idempotent: an event already in history is not counted twice.
-        seen = pc.is_in(new_sel.column(key), value_set=old.column(key).combine_chunks())
-        new_all = pa.concat_tables([old, new_sel.filter(pc.invert(seen))])
-    else:
-        new_all = new_sel
-    hist[kind] = new_all
-    t_new = int(epoch_seconds(new.column("ts")).max()) + 1
+    for kind, new in batches:
+        unknown = sorted({h for h in new.column("hcp_id").to_pylist() if h not in known})
+        if unknown:
+            raise ValueError(f"push_events: {kind} rows name hcp_id(s) not in table 'hcps': {unknown[:5]}")
+        key = "event_id" if kind == "touchpoints" else "feedback_id"
+        cols = [*TOUCH_COLUMNS, key] if kind == "touchpoints" else ["hcp_id", "ts", "decision", key]
+        new_sel = new.select(cols)
+        old = hist.get(kind)
+        if old is not None:
+            old = as_arrow(old)
+            missing = [c for c in cols if c not in old.column_names]
+            if missing:
+                raise ValueError(f"push_events: history table {kind!r} lacks columns {missing}")
+            old = old.select(cols).cast(new_sel.schema)
+            # Idempotent: an event already in history is not counted twice.
+            seen = pc.is_in(new_sel.column(key), value_set=old.column(key).combine_chunks())
+            new_sel = pa.concat_tables([old, new_sel.filter(pc.invert(seen))])
+        hist[kind] = new_sel
+    t_new = max(int(epoch_seconds(new.column("ts")).max()) for _, new in batches) + 1
     t = max(t_new, to_epoch_seconds(as_of)) if as_of is not None else t_new
     prep = prepare(hist, cfg.days_since_cap)
     store = store or open_store(cfg)

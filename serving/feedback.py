@@ -41,28 +41,8 @@ def outcome_events(rows: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 def push_feedback(features_cfg: Any, store: Any, audit: Any, hcp_id: str) -> dict[str, Any]:
     """Recompute and push ``hcp_id``'s online features with every outcome the audit trail holds for it."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    from contract.io import to_arrow
-    from contract.schema import TABLES
     from features import push_events
-    from features.push import history_for
 
     decisions, touches = outcome_events(audit.feedback_of(hcp_id))
-    history = history_for(features_cfg, [hcp_id])
-    # push_events merges one kind of event; the other kind joins the history here, de-duplicated by id.
-    kind, events, other, other_kind, key = (
-        ("feedback", decisions, touches, "touchpoints", "event_id") if len(decisions) else ("touchpoints", touches, decisions, "feedback", "feedback_id")
-    )
-    if len(other):
-        new = to_arrow(TABLES[other_kind], other)
-        old = history.get(other_kind)
-        if old is not None:
-            old = old if isinstance(old, pa.Table) else pa.Table.from_pandas(old, preserve_index=False)
-            new = new.select(old.column_names).cast(old.schema)  # the history holds only the columns features read
-            new = pa.concat_tables([old, new.filter(pc.invert(pc.is_in(new.column(key), value_set=old.column(key).combine_chunks())))])
-        history[other_kind] = new
-    # As of just after the newest outcome of either kind (push_events alone looks at its own kind).
-    newest = max(pd.Timestamp(t).value for t in [*decisions["ts"], *touches["ts"]])
-    return push_events(features_cfg, events, store=store, history=history, as_of=pd.Timestamp(newest + 10**9, tz="UTC").to_pydatetime())
+    # Both kinds in one push: the rows are recomputed as of just after the newest outcome of either.
+    return push_events(features_cfg, [decisions, touches], store=store)
