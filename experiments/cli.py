@@ -105,7 +105,12 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
         except (ValueError, FileNotFoundError) as exc:
             _fail(exc)
         render(summary)
-        figures = {k: summary[k] for k in ("drift_detected", "data_drift", "sequence_drift", "prediction_drift", "drifted_feature_share", "max_feature_score", "max_sequence_score", "features_compared")}
+        figures = {k: summary[k] for k in ("drift_detected", "data_drift", "sequence_drift", "prediction_drift", "catalogue_drift", "drifted_feature_share",
+                                           "max_feature_score", "max_sequence_score", "features_compared")}
+        cat = summary.get("catalogue") or {}
+        if cat:
+            figures.update(catalogue_unknown_content_share=cat["current"]["unknown_share"], catalogue_unknown_share_rise=cat["unknown_share_rise"],
+                           catalogue_unknown_items=cat["current"]["unknown_items"])
         figures.update({f"prediction_{k}": v for k, v in (summary.get("predictions") or {}).items() if not k.startswith("channel_share")})
         figures.update(top_features=[r["column"] for r in summary["top_features"]], monitor_wall_s=summary["seconds"], mlflow_run_id=summary.get("mlflow_run_id"),
                        summary_json=summary["outputs"]["summary_json"], retrain_model_version=(summary.get("retrain") or {}).get("model_version"))

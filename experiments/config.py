@@ -75,6 +75,9 @@ class Thresholds(StageConfig):
     new_content_share: float = Field(0.1, gt=0, le=1)
     # and normed Wasserstein distance of the expected-response score distribution.
     score: float = Field(0.3, gt=0)
+    # Catalogue: the share of active approved content the serving model cannot score (unknown to
+    # its vocabulary) rose this much over the reference's, or a topic has no item it knows.
+    unknown_content_share: float = Field(0.05, gt=0, le=1)
 
 
 class MonitorConfig(StageConfig):

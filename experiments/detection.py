@@ -23,7 +23,10 @@ import numpy as np
 import pandas as pd
 
 
-FLAGS = ("drift_detected", "data_drift", "population_drift", "response_drift", "activity_drift", "sequence_drift", "prediction_drift")
+FLAGS = ("drift_detected", "data_drift", "population_drift", "response_drift", "activity_drift", "sequence_drift", "prediction_drift", "catalogue_drift")
+# The served model's content vocabulary, kept beside the cases so --rescore DIR can re-run the catalogue check.
+KNOWN_CONTENT = "model_content_ids.json"
+_CONTENT_COLUMNS = ["content_id", "topic", "approved_from", "approved_until"]
 
 
 def scenarios(at_week: int, channel: str, topic: str = "guideline") -> dict[str, dict[str, Any]]:
@@ -43,17 +46,28 @@ def _windows(first_week_start: str, burn_in_weeks: int, reference_weeks: int, cu
     return ref, cur
 
 
-def evaluate_case(audit_url: str, reference: str, current: str, monitor_cfg: Any) -> dict[str, Any]:
-    """The monitor's comparison of two audit windows (no report files, no MLflow run)."""
+def evaluate_case(audit_url: str, reference: str, current: str, monitor_cfg: Any, data_dir: str | Path | None = None,
+                  known_content: list[str] | None = None) -> dict[str, Any]:
+    """The monitor's comparison of two audit windows (no report files, no MLflow run).
+
+    With ``data_dir`` (the served contract data) and ``known_content`` (the served model's content
+    vocabulary) the approved catalogue is checked too, as `nba monitor` does.
+    """
     from experiments import drift_stats as ds
-    from experiments.monitor import compare, parse_window, read_audit_window, read_responses
+    from experiments.monitor import catalogue_check, compare, parse_window, read_audit_window, read_responses
 
     rw, cw = parse_window(reference, "--reference"), parse_window(current, "--current")
     ref, cur = read_audit_window(audit_url, rw), read_audit_window(audit_url, cw)
     if ref.empty or cur.empty:
         raise ValueError(f"{audit_url}: empty window (reference {len(ref)} rows, current {len(cur)} rows)")
+    catalogue = None
+    if data_dir is not None and known_content is not None:
+        from contract.io import read_frame
+
+        content = read_frame(data_dir, "content", columns=_CONTENT_COLUMNS)
+        catalogue = catalogue_check(content, known_content, cur, ref)
     return compare(ds.served_features(ref), ds.served_features(cur), ds.served_predictions(ref), ds.served_predictions(cur), monitor_cfg,
-                   read_responses(audit_url, rw), read_responses(audit_url, cw))
+                   read_responses(audit_url, rw), read_responses(audit_url, cw), catalogue)
 
 
 def rescore(cases: list[dict[str, Any]], thresholds: Any) -> pd.DataFrame:
@@ -64,7 +78,8 @@ def rescore(cases: list[dict[str, Any]], thresholds: Any) -> pd.DataFrame:
     for c in cases:
         s = c["summary"]
         v = ds.verdict(pd.DataFrame(s["features"]), pd.DataFrame(s["sequences"]), s["predictions"],
-                       (s["predictions"] or {}).get("score_wasserstein_normed"), s["sequence_new_content_share"], thresholds, s.get("responses"))
+                       (s["predictions"] or {}).get("score_wasserstein_normed"), s["sequence_new_content_share"], thresholds, s.get("responses"),
+                       s.get("catalogue"))
         rows.append({"seed": c["seed"], "scenario": c["scenario"], **{k: v[k] for k in FLAGS}})
     return pd.DataFrame(rows)
 
@@ -120,6 +135,9 @@ def detection_bench(cfg: Any, data_dir: str | Path, workdir: str | Path, *, mode
     base = cfg.lift.closed_loop
     cases: list[dict[str, Any]] = []
     walls: list[float] = []
+    known = [str(c) for c in model.bundle.vocab.ids] if model is not None else None
+    if known is not None:
+        (workdir / KNOWN_CONTENT).write_text(json.dumps(known))
     # Serving first runs burn_in_weeks: switching from the logging policy to the model moves every
     # history feature (90-day counts, the last 20 touches) for months; monitoring starts after.
     weeks = burn_in_weeks + reference_weeks + current_weeks
@@ -139,12 +157,13 @@ def detection_bench(cfg: Any, data_dir: str | Path, workdir: str | Path, *, mode
             if name == "none" and collapse_channel is None:
                 # Collapse the channel that brings the most responses: drift where it matters.
                 channel = responsive_channel(summary["audit_url"], ref)
-            result = evaluate_case(summary["audit_url"], ref, cur, cfg.monitor)
+            result = evaluate_case(summary["audit_url"], ref, cur, cfg.monitor, summary["data_dir"], known)
             case = {"seed": seed, "scenario": name, "drift": spec, "reference": ref, "current": cur, "summary": result}
             cases.append(case)
             if progress:
                 print(f"[detection] seed {seed} {name}: drift {result['drift_detected']} "
-                      f"(data {result['data_drift']}, sequences {result['sequence_drift']}, predictions {result['prediction_drift']}); "
+                      f"(data {result['data_drift']}, sequences {result['sequence_drift']}, predictions {result['prediction_drift']}, "
+                      f"catalogue {result['catalogue_drift']}); "
                       f"{'; '.join(result['reasons'][:2]) or 'quiet'}", flush=True)
     table = rescore(cases, cfg.monitor.thresholds)
     path = workdir / "cases.json"
@@ -162,6 +181,8 @@ def detection_bench(cfg: Any, data_dir: str | Path, workdir: str | Path, *, mode
 def cases_from_dir(workdir: Path, monitor_cfg: Any, burn_in_weeks: int, reference_weeks: int, current_weeks: int, lag: int = 1) -> list[dict[str, Any]]:
     """Monitor every finished case folder (``seed<N>-<scenario>`` with its closed_loop.json) of a run, again."""
     cases = []
+    known_path = workdir / KNOWN_CONTENT
+    known = json.loads(known_path.read_text()) if known_path.is_file() else None
     for case_dir in sorted(workdir.glob("seed*-*")):
         done = case_dir / "closed_loop.json"
         if not done.is_file():
@@ -169,7 +190,7 @@ def cases_from_dir(workdir: Path, monitor_cfg: Any, burn_in_weeks: int, referenc
         summary = json.loads(done.read_text())
         seed, name = case_dir.name[len("seed"):].split("-", 1)
         ref, cur = _windows(summary["first_week_start"], burn_in_weeks, reference_weeks, current_weeks, lag)
-        result = evaluate_case(summary["audit_url"], ref, cur, monitor_cfg)
+        result = evaluate_case(summary["audit_url"], ref, cur, monitor_cfg, summary.get("data_dir"), known)
         cases.append({"seed": int(seed), "scenario": name, "drift": summary["config"]["drift"], "reference": ref, "current": cur, "summary": result})
     return cases
 

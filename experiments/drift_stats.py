@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -22,6 +23,10 @@ from contract.schema import CHANNELS
 SEQ_ARRAYS = ("seq_channel", "seq_content_id", "seq_response", "seq_read_seconds", "seq_gap_days", "seq_weekday", "seq_daypart")
 # Integer codes of the profile (indices into the contract's tuples): categories, not quantities.
 CATEGORICAL_CODES = ("segment", "hospital_tier", "department", "title", "lifecycle")
+# Recorded by serving only as the denominators of the 30-day open rates (so a rate is compared
+# over contacted rows): how often a channel was used is monitored through the 7- and 90-day
+# counts; the 30-day ones would count a seasonal event calendar twice.
+DENOMINATORS_ONLY = frozenset(f"{ch}_sent_30d" for ch in CHANNELS)
 # Columns that identify a row rather than describe the HCP.
 NON_FEATURES = frozenset({"hcp_id", "event_timestamp", "as_of", "request_id", "suggestion_id", "rep_id", "is_missing", "created_at"})
 PREDICTION_COLUMNS = ("channel", "content_id", "expected_response")
@@ -144,7 +149,7 @@ def feature_columns(reference: pd.DataFrame, current: pd.DataFrame) -> tuple[lis
     """(numeric, categorical) feature columns both frames hold, arrays and ids left out."""
     numeric, categorical = [], []
     for name in reference.columns:
-        if name in NON_FEATURES or name in SEQ_ARRAYS or name not in current.columns:
+        if name in NON_FEATURES or name in SEQ_ARRAYS or name in DENOMINATORS_ONLY or name not in current.columns:
             continue
         r = reference[name]
         if r.dtype == object:
@@ -154,6 +159,31 @@ def feature_columns(reference: pd.DataFrame, current: pd.DataFrame) -> tuple[lis
         elif pd.api.types.is_numeric_dtype(r) and not pd.api.types.is_datetime64_any_dtype(r):
             numeric.append(name)
     return numeric, categorical
+
+
+# Per-contact figures (open rate, read time) and the count of contacts they are taken over: a
+# rate is 0 where nothing was sent, so unconditioned it moves whenever the policy sends a channel
+# more often (a seasonal conference programme) though no HCP answers differently.
+_PER_CONTACT = re.compile(r"^(?P<prefix>.*?)(?:open_rate|mean_read_seconds|read_seconds)_(?P<window>\d+d)$")
+MIN_CONTACT_ROWS = 30
+
+
+def contact_column(name: str, columns: Iterable[str]) -> str | None:
+    """The ``*_sent_<window>`` column a per-contact feature is taken over (None if it is not one)."""
+    m = _PER_CONTACT.match(name)
+    if not m:
+        return None
+    sent = f"{m['prefix']}sent_{m['window']}"
+    return sent if sent in set(columns) else None
+
+
+def _given_contact(frame: pd.DataFrame, name: str) -> pd.Series:
+    """A per-contact feature's values on rows with at least one contact in its window (others dropped)."""
+    col = frame[name].astype(float)
+    sent = contact_column(name, frame.columns)
+    if sent is None:
+        return col.dropna()
+    return col[pd.to_numeric(frame[sent], errors="coerce").fillna(0).to_numpy() > 0].dropna()
 
 
 def column_scores(reference: pd.DataFrame, current: pd.DataFrame, numeric: Sequence[str], categorical: Sequence[str], *,
@@ -166,8 +196,15 @@ def column_scores(reference: pd.DataFrame, current: pd.DataFrame, numeric: Seque
     for kind, names, method, ctype in (("numeric", numeric, num_method, ColumnType.Numerical), ("categorical", categorical, cat_method, ColumnType.Categorical)):
         for name in names:
             r, c = reference[name], current[name]
+            note = ""
             if kind == "numeric":
-                r, c = r.astype(float).dropna(), c.astype(float).dropna()
+                r, c = _given_contact(reference, name), _given_contact(current, name)
+                if contact_column(name, reference.columns) and contact_column(name, current.columns):
+                    note = "rows with a contact in the window"
+                    if min(len(r), len(c)) < MIN_CONTACT_ROWS:
+                        rows.append({"column": name, "kind": kind, "method": method, "score": np.nan, "drifted": False,
+                                     "note": f"fewer than {MIN_CONTACT_ROWS} rows with a contact on one side"})
+                        continue
             else:
                 r, c = _categories(r), _categories(c)
             if r.empty or c.empty:
@@ -175,7 +212,7 @@ def column_scores(reference: pd.DataFrame, current: pd.DataFrame, numeric: Seque
                 continue
             test = get_stattest(r, c, ctype, method)
             res = test(r, c, ctype, threshold)
-            rows.append({"column": name, "kind": kind, "method": test.display_name, "score": float(res.drift_score), "drifted": bool(res.drifted), "note": ""})
+            rows.append({"column": name, "kind": kind, "method": test.display_name, "score": float(res.drift_score), "drifted": bool(res.drifted), "note": note})
     out = pd.DataFrame(rows, columns=["column", "kind", "method", "score", "drifted", "note"])
     return out.sort_values("score", ascending=False, na_position="last", kind="stable").reset_index(drop=True)
 
@@ -256,6 +293,54 @@ def prediction_drift(reference: pd.DataFrame, current: pd.DataFrame, reference_c
     }
 
 
+def catalogue_coverage(catalogue: pd.DataFrame, known: Iterable[str], as_of: Iterable[Any]) -> dict[str, Any]:
+    """Approved content serving could suggest at some time of ``as_of`` that a model's vocabulary (``known``) cannot score.
+
+    ``catalogue``: content_id, topic, approved_from, approved_until (the contract's content table,
+    as serving loads it); an item counts when it was approved at one of the window's suggestion
+    times. A model suggests content only from the vocabulary it was trained with, so a new
+    campaign -- items, or a whole topic, approved after training -- is invisible to every served
+    figure until the model is retrained: this is where it shows first.
+    """
+    known = set(map(str, known))
+    times = np.unique(pd.to_datetime(pd.Series(list(as_of)), utc=True).dropna().to_numpy(dtype="datetime64[ns]").astype(np.int64))
+    frm = pd.to_datetime(catalogue["approved_from"], utc=True)
+    until = pd.to_datetime(catalogue["approved_until"], utc=True)
+    valid = (frm.notna() & until.notna()).to_numpy()
+    active = np.zeros(len(catalogue), dtype=bool)
+    if len(times):
+        f = frm.to_numpy(dtype="datetime64[ns]").astype(np.int64)
+        u = until.to_numpy(dtype="datetime64[ns]").astype(np.int64)
+        # The first suggestion time at or after approval; active if it is before expiry.
+        first = np.searchsorted(times, f, side="left")
+        active = valid & (first < len(times)) & (times[np.minimum(first, len(times) - 1)] < u)
+    rows = catalogue.loc[active]
+    ids = rows["content_id"].astype(str)
+    unknown = ~ids.isin(known)
+    topics = rows["topic"].astype(str)
+    known_topics = set(topics[~unknown])
+    by_topic = topics[unknown].value_counts().sort_index()
+    return {
+        "active_items": int(len(rows)),
+        "unknown_items": int(unknown.sum()),
+        "unknown_share": float(unknown.mean()) if len(rows) else 0.0,
+        "unknown_by_topic": {str(k): int(v) for k, v in by_topic.items()},
+        "topics_without_known_items": sorted(set(topics[unknown]) - known_topics),
+        "topic_mix": {str(k): float(v) for k, v in topics.value_counts(normalize=True).sort_index().items()},
+    }
+
+
+def catalogue_shift(current: dict[str, Any], reference: dict[str, Any] | None) -> dict[str, Any]:
+    """Current catalogue coverage against the reference's: the rise in unscorable share and the topic-mix distance."""
+    ref_share = float(reference["unknown_share"]) if reference else 0.0
+    topics = sorted(set(current["topic_mix"]) | set((reference or {}).get("topic_mix", {})))
+    js = js_distance(np.array([reference["topic_mix"].get(t, 0.0) for t in topics]), np.array([current["topic_mix"].get(t, 0.0) for t in topics])) \
+        if reference and topics else float("nan")
+    new_topics = sorted(set(current["topics_without_known_items"]) - set((reference or {}).get("topics_without_known_items", [])))
+    return {"current": current, "reference": reference, "unknown_share_rise": float(current["unknown_share"]) - ref_share,
+            "topic_mix_js": js, "new_topics": new_topics}
+
+
 # Feature groups, because they drift for different reasons: the profile moves only when the served
 # population changes; response features (opens, reads, replies, outcomes) when HCPs answer
 # differently; activity features (what was sent, when, on which channel) move whenever the
@@ -308,7 +393,8 @@ def response_rates(reference: pd.DataFrame, current: pd.DataFrame) -> dict[str, 
 
 
 def verdict(features: pd.DataFrame, sequences: pd.DataFrame, predictions: dict[str, float] | None, score_drift: float | None,
-            sequence_new_content: float | None, t: Any, responses: dict[str, dict[str, float]] | None = None) -> dict[str, Any]:
+            sequence_new_content: float | None, t: Any, responses: dict[str, dict[str, float]] | None = None,
+            catalogue: dict[str, Any] | None = None) -> dict[str, Any]:
     """Which parts drifted against thresholds ``t`` (``experiments.config.Thresholds``), with the reasons."""
     reasons: list[str] = []
     scored = features.dropna(subset=["score"])
@@ -366,14 +452,25 @@ def verdict(features: pd.DataFrame, sequences: pd.DataFrame, predictions: dict[s
     if score_drift is not None and np.isfinite(score_drift) and score_drift >= t.score:
         pred = True
         reasons.append(f"expected-response scores moved (normed Wasserstein {score_drift:.2f}, threshold {t.score})")
+    cat = False
+    if catalogue:
+        cur = catalogue["current"]
+        if catalogue["unknown_share_rise"] >= t.unknown_content_share or catalogue["new_topics"]:
+            cat = True
+            topics = ", ".join(f"{k} {v}" for k, v in cur["unknown_by_topic"].items())
+            new_t = f"; topics the model has never seen: {', '.join(catalogue['new_topics'])}" if catalogue["new_topics"] else ""
+            reasons.append(f"{cur['unknown_items']} of {cur['active_items']} approved content items ({cur['unknown_share']:.0%}; by topic: {topics}) "
+                           f"are unknown to the serving model, which cannot suggest them (rise {catalogue['unknown_share_rise']:+.0%}, "
+                           f"threshold {t.unknown_content_share:.0%}){new_t}")
     return {
-        "drift_detected": bool(data or seq or pred),
+        "drift_detected": bool(data or seq or pred or cat),
         "data_drift": data,
         "population_drift": bool(population),
         "response_drift": bool(response),
         "activity_drift": bool(activity),
         "sequence_drift": bool(seq),
         "prediction_drift": bool(pred),
+        "catalogue_drift": cat,
         "features_compared": n,
         "drifted_feature_share": share,
         "max_feature_score": top,
@@ -394,6 +491,9 @@ def next_steps(result: dict[str, Any], top: pd.DataFrame) -> list[str]:
         steps.append(f"{ch}: HCPs' response to it changed; check its delivery and content, and retrain so the model's {ch} scores follow")
     if result.get("population_drift"):
         steps.append("the served population changed (profile features moved): make sure the training window covers the new HCPs; check CRM onboarding and targeting")
+    if result.get("catalogue_drift"):
+        steps.append("new approved content the serving model cannot suggest: retrain now so it enters the content vocabulary "
+                     "(`nba train`, or `nba monitor ... --retrain`); until then only the rule-based holdout and reps can use it")
     if result["prediction_drift"]:
         steps.append("review the served mix before promoting: compare channel/content shares in the report with the reference; check the content catalogue for new or expired items")
     if result["sequence_drift"] and not result["data_drift"]:

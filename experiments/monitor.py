@@ -129,13 +129,42 @@ def reference_from_run(tracking: Any, run_id: str, weeks: int) -> tuple[pd.DataF
     return frame, {"kind": "run", "run_id": run_id, "data_dir": data_dir, "weeks": weeks, "last_as_of": monday.isoformat()}
 
 
+def served_model(suggestions: pd.DataFrame) -> str | None:
+    """The model (``name/version``) behind most of the window's model-served suggestions, or None."""
+    if "model_version" not in suggestions.columns:
+        return None
+    v = suggestions.loc[suggestions["policy"].isin(["model", "explore"]), "model_version"].dropna()
+    return str(v.value_counts().index[0]) if len(v) else None
+
+
+def model_content_ids(tracking: Any, label: str) -> list[str]:
+    """The content vocabulary of registered model ``name/version`` (its bundle's model.json; no torch)."""
+    from training import tracking as trk
+    from training.artifacts import META_FILE
+
+    name, _, version = label.rpartition("/")
+    if not name or not version:
+        raise ValueError(f"audit trail: model_version {label!r} is not NAME/VERSION")
+    trk.setup(tracking)
+    meta = json.loads((trk.bundle_path(name, version) / META_FILE).read_text())
+    return [str(c) for c in meta["content_ids"]]
+
+
+def catalogue_check(catalogue: pd.DataFrame, known: list[str], current: pd.DataFrame, reference: pd.DataFrame | None) -> dict[str, Any]:
+    """``ds.catalogue_shift`` of the approved catalogue at the current window's suggestion times vs the reference window's."""
+    cur = ds.catalogue_coverage(catalogue, known, current["as_of"])
+    ref = ds.catalogue_coverage(catalogue, known, reference["as_of"]) if reference is not None else None
+    return ds.catalogue_shift(cur, ref)
+
+
 def _sample(frame: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:
     return frame if len(frame) <= n else frame.sample(n=n, random_state=seed).reset_index(drop=True)
 
 
 def compare(ref_features: pd.DataFrame, cur_features: pd.DataFrame, ref_predictions: pd.DataFrame | None, cur_predictions: pd.DataFrame | None,
-            cfg: Any, ref_responses: pd.DataFrame | None = None, cur_responses: pd.DataFrame | None = None) -> dict[str, Any]:
-    """Every drift figure of current vs reference frames, and the verdict (``cfg``: ``MonitorConfig``)."""
+            cfg: Any, ref_responses: pd.DataFrame | None = None, cur_responses: pd.DataFrame | None = None,
+            catalogue: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Every drift figure of current vs reference frames, and the verdict (``cfg``: ``MonitorConfig``; ``catalogue``: ``ds.catalogue_shift``)."""
     t = cfg.thresholds
     ref_f, cur_f = _sample(ref_features, cfg.max_rows, cfg.seed), _sample(cur_features, cfg.max_rows, cfg.seed + 1)
     numeric, categorical = ds.feature_columns(ref_f, cur_f)
@@ -163,7 +192,7 @@ def compare(ref_features: pd.DataFrame, cur_features: pd.DataFrame, ref_predicti
     responses = None
     if ref_responses is not None and cur_responses is not None and len(ref_responses) and len(cur_responses):
         responses = ds.response_rates(ref_responses, cur_responses)
-    verdict = ds.verdict(features, sequences, predictions, score, seq_new, t, responses)
+    verdict = ds.verdict(features, sequences, predictions, score, seq_new, t, responses, catalogue)
     top = features.dropna(subset=["score"]).head(cfg.top_features)
     return {
         **verdict,
@@ -175,6 +204,7 @@ def compare(ref_features: pd.DataFrame, cur_features: pd.DataFrame, ref_predicti
         "sequence_new_content_share": seq_new,
         "predictions": predictions,
         "responses": responses,
+        "catalogue": catalogue,
         "rows": {"reference_features": len(ref_features), "current_features": len(cur_features),
                  "reference_predictions": 0 if ref_predictions is None else len(ref_predictions),
                  "current_predictions": 0 if cur_predictions is None else len(cur_predictions)},
@@ -254,6 +284,10 @@ def log_run(tracking: Any, experiment: str, summary: dict[str, Any], paths: dict
         v = (summary.get("predictions") or {}).get(key)
         if v is not None and np.isfinite(v):
             figures[f"prediction/{key}"] = float(v)
+    cat = summary.get("catalogue") or {}
+    if cat:
+        figures["catalogue/unknown_content_share"] = float(cat["current"]["unknown_share"])
+        figures["catalogue/unknown_share_rise"] = float(cat["unknown_share_rise"])
     with mlflow.start_run(run_name=f"monitor {summary['current']['window']}") as run:
         mlflow.set_tags({"stage": "monitoring", "reference": json.dumps(summary["reference"], default=str)[:500],
                          "current": summary["current"]["window"], "drift_detected": str(summary["drift_detected"])})
@@ -307,10 +341,34 @@ def monitor_job(cfg: Any, reference: str, current: str, *, audit_url: str | None
     say(f"reading the reference {reference}")
     ref_f, ref_p, ref_info = load_reference(reference, url, tcfg.tracking, mcfg)
     ref_r = read_responses(url, parse_window(reference, "--reference")) if ref_info["kind"] == "audit" else None
+    notes = []
+    catalogue = None
+    label = served_model(sugg)
+    if label is None:
+        notes.append("catalogue check skipped: no model version recorded on the current window's model-served suggestions")
+    else:
+        say(f"checking the approved catalogue against {label}'s content vocabulary")
+        from contract.io import read_frame
+
+        from features import load_features_config
+
+        scfg = serving_config(cfg)
+        data_dir = scfg.data_dir or str(load_features_config(scfg.features_config).data_dir)
+        try:
+            content = read_frame(data_dir, "content", columns=["content_id", "topic", "approved_from", "approved_until"])
+            known = model_content_ids(tcfg.tracking, label)
+        except Exception as exc:  # one check that cannot run must not hide the others: say so instead
+            notes.append(f"catalogue check skipped: {type(exc).__name__}: {exc}"[:300])
+        else:
+            ref_rows = read_audit_window(url, parse_window(reference, "--reference")) if ref_info["kind"] == "audit" else None
+            catalogue = catalogue_check(content, known, sugg, ref_rows)
+            catalogue["model"] = label
     say(f"comparing {len(cur_f):,} current vs {len(ref_f):,} reference feature rows")
-    summary = compare(ref_f, cur_f, ref_p, cur_p, mcfg, ref_r, read_responses(url, window))
+    summary = compare(ref_f, cur_f, ref_p, cur_p, mcfg, ref_r, read_responses(url, window), catalogue)
     if ref_p is None:
-        summary["notes"] = ["prediction drift skipped: the reference holds no served predictions (use an audit window as reference)"]
+        notes.append("prediction drift skipped: the reference holds no served predictions (use an audit window as reference)")
+    if notes:
+        summary["notes"] = notes
     summary["reference"] = ref_info
     summary["current"] = {"kind": "audit", "window": window.text, "suggestions": len(sugg), "audit_url": _redact(url)}
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
@@ -343,7 +401,8 @@ def render(summary: dict[str, Any], console: Any = None) -> None:
 
     console = console or Console(stderr=False)
     word = "[bold red]DRIFT[/bold red]" if summary["drift_detected"] else "[bold green]no drift[/bold green]"
-    console.print(f"{word}: data {summary['data_drift']}, sequences {summary['sequence_drift']}, predictions {summary['prediction_drift']}")
+    console.print(f"{word}: data {summary['data_drift']}, sequences {summary['sequence_drift']}, predictions {summary['prediction_drift']}, "
+                  f"catalogue {summary.get('catalogue_drift', False)}")
     table = Table(title="features that moved most")
     for col in ("feature", "score", "method"):
         table.add_column(col)

@@ -43,7 +43,7 @@ AUDIT_FEATURES = (
     *[f"consent_{ch}" for ch in CHANNELS], *[f"{ch}_sent_7d" for ch in CHANNELS], *[f"{ch}_opened_90d" for ch in CHANNELS],
     *[f"{ch}_sent_90d" for ch in CHANNELS],
     "hospital_tier", "department", "title", "is_kol", "beds", "potential_boxes_month", "support_share", "profile_completeness",
-    *[f"{ch}_open_rate_30d" for ch in CHANNELS],
+    *[f"{ch}_open_rate_30d" for ch in CHANNELS], *[f"{ch}_sent_30d" for ch in CHANNELS],  # a rate with its denominator
     "seq_channel", "seq_content_id", "seq_response", "seq_gap_days",
     "suggestions_accepted_90d", "suggestions_dismissed_90d", "suggestions_done_90d",
 )

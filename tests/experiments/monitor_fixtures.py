@@ -26,7 +26,8 @@ def write_configs(root: Path, audit_url: str) -> Path:
     return path
 
 
-def record_window(trail, features: pd.DataFrame, as_of: str, seed: int, channel_p: np.ndarray = CHANNEL_P, k: int = 2) -> int:
+def record_window(trail, features: pd.DataFrame, as_of: str, seed: int, channel_p: np.ndarray = CHANNEL_P, k: int = 2,
+                  model_version: str | None = None) -> int:
     """Record one served week: ``k`` suggestions per feature row, all carrying the row's features."""
     rng = np.random.default_rng(seed)
     when = dt.datetime.fromisoformat(as_of).replace(tzinfo=dt.timezone.utc)
@@ -38,5 +39,6 @@ def record_window(trail, features: pd.DataFrame, as_of: str, seed: int, channel_
             ch = CHANNELS[int(rng.choice(len(CHANNELS), p=channel_p))]
             rows.append({"suggestion_id": f"S{seed}-{i}-{rank}", "request_id": f"R{seed}-{i // 500}", "hcp_id": hcp, "as_of": when, "rank": rank,
                          "channel": ch, "content_id": None if ch == "phone" else f"C{int(rng.integers(0, 60)):05d}",
-                         "expected_response": float(rng.beta(2, 5)), "propensity": 0.9, "policy": policy, "features_json": doc})
+                         "expected_response": float(rng.beta(2, 5)), "propensity": 0.9, "policy": policy, "features_json": doc,
+                         "model_version": model_version if policy == "model" else None})
     return trail.record_suggestions(rows)

@@ -24,11 +24,18 @@ def world(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def champion(world, tmp_path_factory):
-    """A small GRU trained on the world's logs, crowned champion in a real MLflow registry (~30 s)."""
+def champion_store(world, tmp_path_factory):
+    """A small GRU trained on the world's logs, crowned champion in a real MLflow registry (~30 s): (model, tracking root)."""
     from lift_fixtures import train_champion
 
-    return train_champion(world, tmp_path_factory.mktemp("lift-model"))[0]
+    root = tmp_path_factory.mktemp("lift-model")
+    return train_champion(world, root)[0], root
+
+
+@pytest.fixture(scope="module")
+def champion(champion_store):
+    """The loaded champion."""
+    return champion_store[0]
 
 
 @pytest.fixture(scope="module")
@@ -156,3 +163,40 @@ def test_rep_capacity_is_split_between_the_arms_in_proportion(world) -> None:
     rep = env.public.hcp_rep
     expected = (np.bincount(rep[holdout], minlength=len(env.public.rep_ids)) / np.bincount(rep, minlength=len(env.public.rep_ids)) * elig.rep_time_capacity).sum() / elig.rep_time_capacity.sum()
     assert abs(np.mean(shares) - expected) < 0.01
+
+
+def test_monitor_flags_a_content_campaign_the_champion_cannot_suggest(world, champion_store, tmp_path) -> None:
+    """A campaign approved after training: `nba monitor` reads the served model from the audit trail,
+    its content vocabulary from the registry, the catalogue from the served data, and says retrain."""
+    import datetime as dt
+
+    import yaml
+
+    from experiments.config import load_experiments_config
+    from experiments.monitor import monitor_job
+
+    model, root = champion_store
+    base = ClosedLoopConfig(weeks=4, seed=8, counterfactual=False, holdout_share=0.2)
+    campaign = {"content": [{"week": 2, "topic": "guideline", "items_per_product": 3, "quality": 1.5}]}
+    verdicts = {}
+    for name, drift in (("calm", {}), ("campaign", campaign)):
+        out = tmp_path / name
+        summary = run_closed_loop(world, out, base.model_copy(update={"drift": drift}), model=model, progress=False)
+        (out / "training.yaml").write_text(yaml.safe_dump({"tracking": {
+            "uri": f"sqlite:///{root / 'mlflow' / 'mlflow.db'}", "artifact_location": str(root / "mlflow" / "artifacts"), "experiment": "lift-test"}}))
+        (out / "serving.yaml").write_text(yaml.safe_dump({"data_dir": summary["data_dir"], "audit_url": summary["audit_url"]}))
+        (out / "experiments.yaml").write_text(yaml.safe_dump({
+            "training_config": str(out / "training.yaml"), "serving_config": str(out / "serving.yaml"),
+            "monitor": {"out_dir": str(out / "monitor"), "html": False, "log_to_mlflow": False}}))
+        start = dt.date.fromisoformat(summary["first_week_start"])
+        week = lambda k: (start + dt.timedelta(weeks=k)).isoformat()  # noqa: E731
+        verdicts[name] = monitor_job(load_experiments_config(out / "experiments.yaml"), f"{week(0)}..{week(2)}", f"{week(2)}..{week(4)}", progress=False)
+    calm, hit = verdicts["calm"]["catalogue"], verdicts["campaign"]["catalogue"]
+    assert calm["model"] == hit["model"] == model.label
+    # Without the campaign every approved item is in the champion's vocabulary (trained on this catalogue).
+    assert calm["current"]["unknown_items"] == 0 and not verdicts["calm"]["catalogue_drift"]
+    # The campaign's items (3 per product) are approved from week 2: unknown to the champion, all on the guideline topic.
+    assert hit["reference"]["unknown_items"] == 0 and hit["current"]["unknown_items"] > 0
+    assert set(hit["current"]["unknown_by_topic"]) == {"guideline"} and hit["unknown_share_rise"] > 0.05
+    assert verdicts["campaign"]["catalogue_drift"] and verdicts["campaign"]["drift_detected"]
+    assert any("content vocabulary" in step for step in verdicts["campaign"]["next_steps"])

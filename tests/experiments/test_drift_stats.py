@@ -122,3 +122,85 @@ def test_response_rates_flag_a_collapsed_channel_only() -> None:
     assert v["response_channels"] == ["webinar"] and any(step.startswith("webinar:") for step in ds.next_steps(v, empty))
     calm = ds.response_rates(ref, ref)
     assert not ds.verdict(empty, empty.iloc[:0], None, None, None, Thresholds(), calm)["drift_detected"]
+
+
+def _catalogue() -> pd.DataFrame:
+    day = lambda d: pd.Timestamp(f"2026-01-{d:02d}", tz="UTC")  # noqa: E731
+    return pd.DataFrame({
+        "content_id": ["C1", "C2", "C3", "C4", "C5", "C6"],
+        "topic": ["guideline", "guideline", "clinical_data", "case_study", "case_study", "clinical_data"],
+        "approved_from": [day(1), day(1), day(1), day(20), day(20), day(1)],
+        "approved_until": [day(31), day(31), day(31), day(31), day(31), day(10)],  # C6 expires before the current window
+    })
+
+
+def test_catalogue_coverage_by_hand() -> None:
+    cat = _catalogue()
+    known = ["C1", "C2", "C3", "C6"]
+    ref = ds.catalogue_coverage(cat, known, [pd.Timestamp("2026-01-05", tz="UTC"), pd.Timestamp("2026-01-12", tz="UTC")])
+    # Approved at a reference suggestion time: C1, C2, C3, C6 (C4/C5 not yet), all known.
+    assert (ref["active_items"], ref["unknown_items"], ref["unknown_share"]) == (4, 0, 0.0)
+    cur = ds.catalogue_coverage(cat, known, [pd.Timestamp("2026-01-19", tz="UTC"), pd.Timestamp("2026-01-26", tz="UTC")])
+    # Active now: C1, C2, C3 (C6 expired), C4, C5 (new, unknown to the model, a topic it has no item of).
+    assert (cur["active_items"], cur["unknown_items"]) == (5, 2) and cur["unknown_share"] == pytest.approx(0.4)
+    assert cur["unknown_by_topic"] == {"case_study": 2} and cur["topics_without_known_items"] == ["case_study"]
+    shift = ds.catalogue_shift(cur, ref)
+    assert shift["unknown_share_rise"] == pytest.approx(0.4) and shift["new_topics"] == ["case_study"]
+    # Topic mix: ref {clinical 0.5, guideline 0.5} vs cur {case 0.4, clinical 0.2, guideline 0.4}.
+    assert shift["topic_mix_js"] == pytest.approx(ds.js_distance(np.array([0.0, 0.5, 0.5]), np.array([0.4, 0.2, 0.4])))
+
+
+def test_catalogue_counts_items_approved_at_a_suggestion_time_only() -> None:
+    cat = _catalogue()
+    # C4/C5 are approved on the 20th: a window whose last suggestion is on the 19th never offered them,
+    # even if the window's end date lies after the approval.
+    before = ds.catalogue_coverage(cat, [], [pd.Timestamp("2026-01-12", tz="UTC"), pd.Timestamp("2026-01-19 23:00", tz="UTC")])
+    assert before["active_items"] == 3 and "case_study" not in before["unknown_by_topic"]  # C1-C3; C6 expired on the 10th
+    on = ds.catalogue_coverage(cat, [], [pd.Timestamp("2026-01-20", tz="UTC")])
+    assert on["active_items"] == 5 and on["unknown_by_topic"]["case_study"] == 2  # C6 expired on the 10th
+    assert ds.catalogue_coverage(cat, ["C1"], [])["active_items"] == 0
+
+
+def test_verdict_flags_content_the_model_cannot_score() -> None:
+    t = Thresholds()
+    quiet = pd.DataFrame({"column": ["email_open_rate_30d"], "score": [0.01], "drifted": [False]})
+    seq = pd.DataFrame({"column": ["seq_len"], "score": [0.01], "drifted": [False]})
+    cat = _catalogue()
+    early = ([pd.Timestamp("2026-01-05", tz="UTC"), pd.Timestamp("2026-01-12", tz="UTC")],)
+    late = ([pd.Timestamp("2026-01-19", tz="UTC"), pd.Timestamp("2026-01-26", tz="UTC")],)
+    same = ds.catalogue_shift(ds.catalogue_coverage(cat, ["C1", "C2", "C3", "C6"], *early), ds.catalogue_coverage(cat, ["C1", "C2", "C3", "C6"], *early))
+    v = ds.verdict(quiet, seq, None, None, None, t, None, same)
+    assert not v["drift_detected"] and not v["catalogue_drift"]
+    # Every item known, the campaign included: no alarm even though the catalogue grew.
+    grown = ds.catalogue_shift(ds.catalogue_coverage(cat, list(cat["content_id"]), *late), ds.catalogue_coverage(cat, list(cat["content_id"]), *early))
+    assert not ds.verdict(quiet, seq, None, None, None, t, None, grown)["catalogue_drift"]
+    new = ds.catalogue_shift(ds.catalogue_coverage(cat, ["C1", "C2", "C3", "C6"], *late), ds.catalogue_coverage(cat, ["C1", "C2", "C3", "C6"], *early))
+    v = ds.verdict(quiet, seq, None, None, None, t, None, new)
+    assert v["drift_detected"] and v["catalogue_drift"] and not v["data_drift"] and not v["prediction_drift"]
+    assert "2 of 5 approved content items" in v["reasons"][0] and "case_study" in v["reasons"][0]
+    assert any("content vocabulary" in s for s in ds.next_steps(v, quiet))
+    # Below the threshold (a rise of 0.4 vs a bar of 0.5) and no new topic: quiet.
+    known_topic = ds.catalogue_shift(ds.catalogue_coverage(cat, ["C1", "C2", "C3", "C4", "C6"], *late),
+                                     ds.catalogue_coverage(cat, ["C1", "C2", "C3", "C4", "C6"], *early))
+    assert not ds.verdict(quiet, seq, None, None, None, t.model_copy(update={"unknown_content_share": 0.5}), None, known_topic)["catalogue_drift"]
+
+
+def test_per_contact_rates_are_compared_over_rows_with_a_contact() -> None:
+    rng = np.random.default_rng(0)
+    n = 20000
+
+    def frame(send_p: float, open_p: float) -> pd.DataFrame:
+        sent = (rng.random(n) < send_p).astype(int)
+        rate = np.where(sent > 0, (rng.random(n) < open_p).astype(float), 0.0)  # 0 where nothing was sent
+        return pd.DataFrame({"conference_sent_30d": sent, "conference_open_rate_30d": rate})
+
+    ref = frame(0.05, 0.8)
+    # The policy sends conferences four times as often; HCPs answer as before: not response drift.
+    more = ds.column_scores(ref, frame(0.2, 0.8), ["conference_open_rate_30d"], [])
+    assert more["score"].iloc[0] < 0.1 and more["note"].iloc[0] == "rows with a contact in the window"
+    # The same sends, half the answers: drift.
+    worse = ds.column_scores(ref, frame(0.05, 0.4), ["conference_open_rate_30d"], [])
+    assert worse["score"].iloc[0] > 0.3
+    # Too few contacts on a side to say anything: no score rather than a noisy one.
+    rare = ds.column_scores(ref, frame(0.001, 0.8), ["conference_open_rate_30d"], [])
+    assert np.isnan(rare["score"].iloc[0]) and "fewer than" in rare["note"].iloc[0]

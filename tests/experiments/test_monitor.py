@@ -108,7 +108,7 @@ def test_reference_from_a_training_run_reads_its_dataset(audit, tmp_path: Path) 
         mlflow.log_params({"data_dir": str(data), "features_config": "None"})
     s = monitor_job(cfg, run.info.run_id, "2026-01-05..2026-01-12", progress=False)
     assert s["reference"]["kind"] == "run" and s["reference"]["weeks"] == 2
-    assert s["features_compared"] > 20 and s["predictions"] is None and "prediction drift skipped" in s["notes"][0]
+    assert s["features_compared"] > 20 and s["predictions"] is None and any("prediction drift skipped" in n for n in s["notes"])
     with pytest.raises(ValueError, match="no MLflow run"):
         monitor_job(cfg, "0" * 32, "2026-01-05..2026-01-12", progress=False)
 
@@ -125,3 +125,16 @@ def test_monitor_reads_a_postgresql_audit_trail(postgres_db: str, tmp_path: Path
     s = monitor_job(cfg, "2026-01-05..2026-01-12", "2026-01-12..", progress=False)
     assert s["drift_detected"] and s["top_features"][0]["column"] == "visit_sent_90d"
     assert s["rows"]["reference_features"] == 300 and s["current"]["audit_url"].startswith("postgresql")
+
+
+def test_catalogue_check_that_cannot_run_is_named_not_fatal(tmp_path: Path) -> None:
+    """The served model is not in the registry: the other checks still run and the summary says why the catalogue one did not."""
+    url = f"sqlite:///{tmp_path / 'audit.db'}"
+    trail = AuditTrail(url)
+    record_window(trail, synthetic_features(300, 1), "2026-01-05", seed=1, model_version="nba-test/9")
+    record_window(trail, synthetic_features(300, 2), "2026-01-12", seed=2, model_version="nba-test/9")
+    trail.close()
+    cfg = load_experiments_config(write_configs(tmp_path / "cfg", url), overrides={"monitor.log_to_mlflow": False, "monitor.html": False})
+    s = monitor_job(cfg, "2026-01-05..2026-01-12", "2026-01-12..2026-01-19", progress=False)
+    assert s["catalogue"] is None and not s["catalogue_drift"]
+    assert any(n.startswith("catalogue check skipped") for n in s["notes"]) and s["features_compared"] > 20
