@@ -32,6 +32,55 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
 
 
+def _peak_rss_workers_mb() -> float:
+    """The largest peak RSS of any reaped child (a data-parallel worker; its data pages are shared with this process)."""
+    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024.0
+
+
+class _MemorySampler:
+    """Peak of the machine's memory in use (MemTotal - MemAvailable) while running: pages shared
+    between the parent and its forked workers count once, where summing their RSS counts them twice."""
+
+    def __init__(self, interval_s: float = 0.25) -> None:
+        import threading
+
+        self.interval_s, self.peak_mb, self.start_mb = interval_s, 0.0, self._in_use_mb()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    @staticmethod
+    def _in_use_mb() -> float:
+        try:
+            info = dict(line.split(":", 1) for line in open("/proc/meminfo").read().splitlines())
+        except OSError:  # not Linux: no machine-level figure
+            return float("nan")
+        kib = lambda k: float(info[k].strip().split()[0])  # noqa: E731
+        return (kib("MemTotal") - kib("MemAvailable")) / 1024.0
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self.peak_mb = max(self.peak_mb, self._in_use_mb())
+
+    def __enter__(self) -> "_MemorySampler":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak_mb = max(self.peak_mb, self._in_use_mb())
+
+    @property
+    def delta_mb(self) -> float:
+        """How far memory in use rose above its level at the start."""
+        return self.peak_mb - self.start_mb
+
+
+def _children_cpu_s() -> float:
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
 def synthetic_encoded(rows: int, seq_len: int, n_content: int, n_static: int, seed: int = 0, *, rows_per_hcp: float | None = None) -> EncodedData:
     """Random model-ready arrays in the compact dtypes ``encode_frame`` produces.
 
@@ -163,6 +212,7 @@ def bench_train(
     encoders = encoders or [cfg.model.encoder]
     load_start = os.getloadavg()[0]
     rss_start = _peak_rss_mb()
+    sampler = _MemorySampler().__enter__()
     rows = max(1, round(hcps * weeks * rows_per_hcp_week))
     t0 = time.perf_counter()
     data = synthetic_encoded(rows, cfg.model.max_seq_len, n_content, n_static, cfg.seed, rows_per_hcp=weeks * rows_per_hcp_week)
@@ -181,6 +231,7 @@ def bench_train(
         "objective": cfg.loss.objective,
         "batch_size": cfg.batch_size,
         "torch_threads": torch.get_num_threads(),
+        "workers": cfg.workers,
         "cpu_count": os.cpu_count(),
         "device": str(device),
         "epoch_extrapolated_from_batches": done if done < n_batches else None,
@@ -192,8 +243,11 @@ def bench_train(
         speeds = _paired_rows_per_s(ecfg, data, n_content, n_static, device, baseline_batches)
         model = build_model(ecfg, n_content, n_static)
         cpu0 = time.process_time()
-        result = fit(model, data, None, objective=ecfg.loss.objective, ips_clip=ecfg.loss.ips_clip, loss_weights=_loss_weights(ecfg), lr=ecfg.lr, weight_decay=ecfg.weight_decay, epochs=epochs, batch_size=ecfg.batch_size, seed=ecfg.seed, device=device, max_batches=max_batches)
-        cpu_s = (time.process_time() - cpu0) / epochs
+        child0 = _children_cpu_s()
+        result = fit(model, data, None, objective=ecfg.loss.objective, ips_clip=ecfg.loss.ips_clip, loss_weights=_loss_weights(ecfg), lr=ecfg.lr, weight_decay=ecfg.weight_decay,
+                     epochs=epochs, batch_size=ecfg.batch_size, seed=ecfg.seed, device=device, max_batches=max_batches, workers=ecfg.workers)
+        # Forked data-parallel workers' CPU time counts too (they are reaped, so RUSAGE_CHILDREN has it).
+        cpu_s = (time.process_time() - cpu0 + _children_cpu_s() - child0) / epochs
         scale = n_batches / done  # 1 for a full epoch
         epoch_s = float(np.median(result.seconds_per_epoch)) * scale
         out.update(
@@ -202,22 +256,32 @@ def bench_train(
                 f"{enc}_epoch_cpu_s": cpu_s * scale,
                 # What the epoch would take on an idle machine if every thread stayed busy: the wall
                 # figure on a shared machine includes time spent waiting for other processes.
-                f"{enc}_epoch_cpu_s_per_thread": cpu_s * scale / torch.get_num_threads(),
+                f"{enc}_epoch_cpu_s_per_thread": cpu_s * scale / (torch.get_num_threads() * ecfg.workers),
                 f"{enc}_train_rows_per_s": rows / epoch_s,
                 f"{enc}_cpu_us_per_row": cpu_s * 1e6 / min(rows, done * ecfg.batch_size),
                 f"{enc}_paired_rows_per_s": speeds["fast"],
                 f"{enc}_reference_path_rows_per_s": speeds["reference"],
                 f"{enc}_speedup_vs_reference_path": speeds["fast"] / speeds["reference"],
+                # The paired figures run in this one process: the epoch's rows/s over them is what
+                # the data-parallel workers add (on a loaded machine, also what load took away).
+                f"{enc}_data_parallel_speedup_vs_one_process": (rows / epoch_s) / speeds["fast"],
                 f"{enc}_objective_vs_naive_throughput_ratio": speeds["fast"] / speeds["naive"],
                 f"{enc}_epoch_target_met": epoch_s <= TARGET_EPOCH_S,
             }
         )
         del model, result
+    sampler.__exit__(None, None, None)
+    # The run's memory: this process's peak, or (with forked workers, whose data pages it shares)
+    # what it held at the start plus how far the machine's memory in use rose, if that is more.
+    peak = max(_peak_rss_mb(), rss_start + sampler.delta_mb) if np.isfinite(sampler.delta_mb) else _peak_rss_mb() + _peak_rss_workers_mb()
     out.update(
         {
+            "peak_memory_mb": peak,
             "peak_rss_mb": _peak_rss_mb(),
+            "peak_rss_worker_mb": _peak_rss_workers_mb(),
+            "machine_memory_rise_mb": sampler.delta_mb,
             "peak_rss_before_mb": rss_start,
-            "peak_rss_target_met": _peak_rss_mb() <= TARGET_PEAK_RSS_MB,
+            "peak_rss_target_met": peak <= TARGET_PEAK_RSS_MB,
             "load_avg_1m_start": load_start,
             "load_avg_1m_end": os.getloadavg()[0],
             "target_epoch_s": TARGET_EPOCH_S,

@@ -13,8 +13,8 @@ class ModelSection(StageConfig):
     """Encoder choice and layer sizes."""
 
     encoder: Literal["transformer", "gru"] = "transformer"
-    d_model: int = Field(64, ge=8, le=1024)
-    n_layers: int = Field(2, ge=1, le=12)
+    d_model: int = Field(32, ge=8, le=1024)
+    n_layers: int = Field(1, ge=1, le=12)
     n_heads: int = Field(4, ge=1, le=16)
     dropout: float = Field(0.1, ge=0.0, lt=1.0)
     max_seq_len: int = Field(20, ge=1, le=512)
@@ -83,11 +83,15 @@ class TrainingConfig(StageConfig):
     lr: float = Field(3e-3, gt=0.0, le=1.0)
     weight_decay: float = Field(1e-4, ge=0.0)
     epochs: int = Field(5, ge=1, le=1000)
-    batch_size: int = Field(512, ge=1)
+    batch_size: int = Field(1024, ge=1)
     val_weeks: int = Field(8, ge=1, description="last weeks of the log held out for validation")
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    num_threads: int = Field(2, ge=1, le=256)
+    # CPU training is data-parallel: `workers` forked processes (training.parallel), each with
+    # `num_threads` torch threads. This network's ops are too small for a second intra-op thread
+    # to help (measured on 2 cores: two threads, same time per row), a second process nearly halves it.
+    workers: int = Field(2, ge=1, le=64)
+    num_threads: int = Field(1, ge=1, le=256)
     # Off-policy estimates score a stochastic target policy: softmax over (channel, content) of the
     # response logit / temperature (training.policy.target_distribution); lower = closer to greedy.
     ope_temperature: float = Field(0.5, gt=0.0, le=100.0)

@@ -150,8 +150,13 @@ class EncodedData:
         """Rows at ``index`` (positions or boolean mask)."""
         return EncodedData({k: v[index] for k, v in self.arrays.items()}, self.hcp_id[index], self.week[index], dict(self.meta))
 
-    def batches(self, batch_size: int, device: Any = "cpu", *, shuffle: bool = False, seed: int = 0) -> Iterator[dict[str, Any]]:
-        """Torch batches; shuffled by ``seed`` when asked (same seed, same order)."""
+    def batches(self, batch_size: int, device: Any = "cpu", *, shuffle: bool = False, seed: int = 0,
+                shard: tuple[int, int] | None = None) -> Iterator[dict[str, Any]]:
+        """Torch batches; shuffled by ``seed`` when asked (same seed, same order).
+
+        ``shard=(rank, workers)``: only the rank's contiguous part of each batch (data-parallel
+        training); every worker sees the same batches in the same order, so the parts add up.
+        """
         import torch
 
         n = len(self)
@@ -163,6 +168,8 @@ class EncodedData:
             tensors = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in self.arrays.items()}
         for start in range(0, n, batch_size):
             idx = order[start : start + batch_size]
+            if shard is not None:
+                idx = idx.tensor_split(shard[1])[shard[0]]
             yield {k: _cast(torch, t.index_select(0, idx)).to(device) for k, t in tensors.items()}
 
 

@@ -17,7 +17,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from training.model import N_SLOTS
 
 
 def inverse_propensity(propensity: Tensor, clip: float) -> Tensor:
@@ -61,6 +60,10 @@ def dr_policy_loss(logits: Tensor, action: Tensor, reward: Tensor, weight: Tenso
     return -(direct + p_logged * w * (reward - q_logged)).mean()
 
 
+# The loss parts training_loss reports, for every objective.
+PART_NAMES = ("response", "channel", "content", "slot")
+
+
 def training_loss(model: Any, batch: dict[str, Tensor], objective: str, clip: float, weights: dict[str, float]) -> tuple[Tensor, dict[str, float]]:
     """Total multi-head loss for one batch under ``objective`` (naive | ips | dr), and its parts."""
     out = model(batch)
@@ -84,7 +87,7 @@ def training_loss(model: Any, batch: dict[str, Tensor], objective: str, clip: fl
         with torch.no_grad():
             q_ch = torch.sigmoid(model.response_logit(z, torch.arange(model.config.n_channels, device=dev).expand(b, -1), a_ct.unsqueeze(1).expand(-1, model.config.n_channels), a_sl.unsqueeze(1).expand(-1, model.config.n_channels)))
             q_ct = torch.sigmoid(model.response_logit_all_content(z, a_ch, a_sl))
-            q_sl = torch.sigmoid(model.response_logit(z, a_ch.unsqueeze(1).expand(-1, N_SLOTS), a_ct.unsqueeze(1).expand(-1, N_SLOTS), torch.arange(N_SLOTS, device=dev).expand(b, -1)))
+            q_sl = torch.sigmoid(model.response_logit_all_slots(z, a_ch, a_ct))
         parts["channel"] = dr_policy_loss(out["channel"], a_ch, r, w, q_ch)
         parts["content"] = dr_policy_loss(out["content"], a_ct, r, w, q_ct)
         parts["slot"] = dr_policy_loss(out["slot"], a_sl, r, w, q_sl)

@@ -273,6 +273,19 @@ class NextBestActionModel(nn.Module):
         assert query is not None
         return base.unsqueeze(-1) + query @ self.content_emb.weight.T + self.response_content_bias
 
+    def response_logit_all_slots(self, z: Tensor, channel: Tensor, content: Tensor) -> Tensor:
+        """Response logits of every slot for one (channel, content) per row: [B] x [B] -> [B, 28].
+
+        The content term does not depend on the slot (see ``response_table``): it is computed once
+        per row, the 28 slots pay only for the base logit.
+        """
+        b = z.shape[0]
+        slots = torch.arange(N_SLOTS, device=z.device).expand(b, -1)
+        base, _ = self._response_parts(z, channel.unsqueeze(1).expand(-1, N_SLOTS), slots, with_query=False)  # [B, 28]
+        _, query = self._response_parts(z, channel, slots[:, 0])  # [B, D]
+        assert query is not None
+        return base + ((query * self.content_emb(content)).sum(-1) + self.response_content_bias[content]).unsqueeze(-1)
+
     def forward(self, batch: dict[str, Tensor], content_mask: Tensor | None = None) -> dict[str, Tensor]:
         """State, head logits and the logged action's response logit (when the batch has labels)."""
         z = self.state(batch)

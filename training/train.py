@@ -57,18 +57,21 @@ def fit(
     on_epoch: EpochCallback | None = None,
     progress: bool = True,
     max_batches: int | None = None,
+    workers: int = 1,
 ) -> FitResult:
     """Train ``model`` with AdamW; after each epoch score ``val`` and call ``on_epoch(epoch, metrics)``.
 
     ``on_epoch`` may raise (Optuna pruning) to stop early. ``max_batches`` caps batches per epoch
-    (benchmarks).
+    (benchmarks). ``workers`` > 1 on CPU trains data-parallel in that many forked processes
+    (``training.parallel``); elsewhere it is 1.
     """
     import time
 
     import torch
     from tqdm.auto import tqdm
 
-    from training.losses import training_loss
+    from training.losses import PART_NAMES, training_loss
+    from training.parallel import GradientExchange, can_fork, run_workers
 
     seed_everything(seed)
     model.to(device)
@@ -77,27 +80,51 @@ def fit(
     n_batches = -(-len(train) // batch_size)
     if max_batches is not None:
         n_batches = min(n_batches, max_batches)
-    for epoch in range(epochs):
-        model.train()
-        start = time.perf_counter()
-        totals: dict[str, float] = {}
+    workers = workers if torch.device(device).type == "cpu" and can_fork() else 1
+    names = ("loss", *PART_NAMES)
+    params = [p for p in model.parameters() if p.requires_grad]
+
+    def run_epoch(epoch: int, rank: int, exchange: GradientExchange | None) -> dict[str, float]:
+        """One pass over the batches (this rank's shard of each); rank 0 returns row-weighted loss totals."""
+        totals = dict.fromkeys(names, 0.0)
         seen = 0
-        bar = tqdm(train.batches(batch_size, device, shuffle=True, seed=seed * 1000 + epoch), total=n_batches, desc=f"epoch {epoch + 1}/{epochs}", disable=not progress, leave=False)
+        shard = (rank, workers) if exchange is not None else None
+        batches = train.batches(batch_size, device, shuffle=True, seed=seed * 1000 + epoch, shard=shard)
+        bar = tqdm(batches, total=n_batches, desc=f"epoch {epoch + 1}/{epochs}", disable=not progress or rank != 0, leave=False)
         for i, batch in enumerate(bar):
             if i >= n_batches:
                 break
-            loss, parts = training_loss(model, batch, objective, ips_clip, loss_weights)
+            n = len(batch["length"])
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            if n:
+                loss, parts = training_loss(model, batch, objective, ips_clip, loss_weights)
+                loss.backward()
+                values = [float(loss.detach()), *(parts[k] for k in names[1:])]
+            else:  # a last batch smaller than the worker count leaves some shards empty
+                values = [0.0] * len(names)
+            rows = n
+            if exchange is not None:
+                values, rows = exchange.average(rank, n, values)
             torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
             opt.step()
-            n = len(batch["length"])
-            seen += n
-            for k, v in {"loss": float(loss.detach()), **parts}.items():
-                totals[k] = totals.get(k, 0.0) + v * n
-            bar.set_postfix(loss=f"{totals['loss'] / seen:.4f}")
+            seen += rows
+            for k, v in zip(names, values):
+                totals[k] += v * rows
+            bar.set_postfix(loss=f"{totals['loss'] / max(seen, 1):.4f}")
+        return {k: v / max(seen, 1) for k, v in totals.items()}
+
+    for epoch in range(epochs):
+        model.train()
+        start = time.perf_counter()
+        if workers > 1:
+            exchange = GradientExchange(params, workers, len(names))
+            out: dict[str, dict[str, float]] = {}
+            run_workers(workers, lambda rank: out.__setitem__(rank, run_epoch(epoch, rank, exchange)), exchange)
+            means = out[0]
+        else:
+            means = run_epoch(epoch, 0, None)
         result.seconds_per_epoch.append(time.perf_counter() - start)
-        epoch_metrics = {f"train/{k}_loss" if k != "loss" else "train/loss": v / max(seen, 1) for k, v in totals.items()}
+        epoch_metrics = {f"train/{k}_loss" if k != "loss" else "train/loss": v for k, v in means.items()}
         if val is not None and len(val):
             epoch_metrics.update({f"val/{k}": v for k, v in offline_metrics(model, val, batch_size, device).items()})
         result.history.append(epoch_metrics)

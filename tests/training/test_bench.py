@@ -23,6 +23,9 @@ def test_bench_train_reports_figures() -> None:
         assert figures[f"{enc}_speedup_vs_reference_path"] > 0 and figures[f"{enc}_objective_vs_naive_throughput_ratio"] > 0
         assert isinstance(figures[f"{enc}_epoch_target_met"], bool)
     assert figures["peak_rss_mb"] >= figures["peak_rss_before_mb"] > 0
+    # Two forked workers by default: their CPU time is counted, and the run's memory covers both.
+    assert figures["workers"] == 2 and figures["peak_rss_worker_mb"] > 0 and figures["peak_memory_mb"] >= figures["peak_rss_mb"]
+    assert figures["transformer_data_parallel_speedup_vs_one_process"] > 0
 
 
 def test_bench_train_rejects_an_unknown_encoder() -> None:

@@ -134,3 +134,16 @@ def test_all_content_scores_match_one_by_one() -> None:
     assert grid.shape == (B, V)
     one = model.response_logit(z, ch.unsqueeze(1).expand(-1, V), torch.arange(V).expand(B, -1), sl.unsqueeze(1).expand(-1, V))
     torch.testing.assert_close(grid, one)
+
+
+@pytest.mark.parametrize("history", [False, True])
+def test_all_slot_scores_match_one_by_one(history: bool) -> None:
+    torch.manual_seed(1)
+    model = NextBestActionModel(ModelConfig(n_channels=8, n_content=V, n_static=S, d_model=16, n_layers=1, n_heads=2, dropout=0.0, max_seq_len=L, history=history)).eval()
+    batch = _batch()
+    z = model.state(batch)
+    ch, ct = torch.tensor([0, 3, 7, 2]), torch.tensor([2, 1, 5, V - 1])
+    grid = model.response_logit_all_slots(z, ch, ct)
+    assert grid.shape == (B, N_SLOTS)
+    one = model.response_logit(z, ch.unsqueeze(1).expand(-1, N_SLOTS), ct.unsqueeze(1).expand(-1, N_SLOTS), torch.arange(N_SLOTS).expand(B, -1))
+    torch.testing.assert_close(grid, one)
