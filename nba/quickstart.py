@@ -99,13 +99,11 @@ def _train_and_promote(console: Console, workdir: Path, data_dir: Path, feat_cfg
             "output_dir": str(workdir / "models"),
             "tracking.uri": f"sqlite:///{mlflow_dir / 'mlflow.db'}",
             "tracking.artifact_location": str(mlflow_dir / "artifacts"),
-            "model.encoder": "gru",
-            "model.d_model": 32,
             "epochs": 2,
             "seed": seed,
         },
     )
-    trained = _step(console, "train a small GRU model (MLflow run, registered as challenger)", lambda: train_job(cfg), timings)
+    trained = _step(console, "train the default model (Transformer d32 x 1; MLflow run, registered as challenger)", lambda: train_job(cfg), timings)
     figures = _step(console, "evaluate against the simulator's ground truth and the baselines", lambda: evaluate_job(cfg, weeks=8), timings)
     promoted = _step(console, "promote the challenger to champion", lambda: promote_job(cfg), timings)
     console.print(

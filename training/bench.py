@@ -166,7 +166,7 @@ def _paired_rows_per_s(cfg: Any, data: EncodedData, n_content: int, n_static: in
         runs[name] = (model, opt, "naive" if name == "naive" else cfg.loss.objective)
 
     def step(model: Any, opt: Any, objective: str, batch: dict[str, Any]) -> None:
-        loss, _ = training_loss(model, batch, objective, cfg.loss.ips_clip, weights)
+        loss, _ = training_loss(model, batch, objective, cfg.loss.ips_clip, weights, response_weighting=cfg.loss.response_weighting)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
@@ -245,7 +245,8 @@ def bench_train(
         cpu0 = time.process_time()
         child0 = _children_cpu_s()
         result = fit(model, data, None, objective=ecfg.loss.objective, ips_clip=ecfg.loss.ips_clip, loss_weights=_loss_weights(ecfg), lr=ecfg.lr, weight_decay=ecfg.weight_decay,
-                     epochs=epochs, batch_size=ecfg.batch_size, seed=ecfg.seed, device=device, max_batches=max_batches, workers=ecfg.workers)
+                     epochs=epochs, batch_size=ecfg.batch_size, seed=ecfg.seed, device=device, max_batches=max_batches, workers=ecfg.workers,
+                     response_weighting=ecfg.loss.response_weighting)
         # Forked data-parallel workers' CPU time counts too (they are reaped, so RUSAGE_CHILDREN has it).
         cpu_s = (time.process_time() - cpu0 + _children_cpu_s() - child0) / epochs
         scale = n_batches / done  # 1 for a full epoch

@@ -31,9 +31,16 @@ class ModelSection(StageConfig):
 class LossSection(StageConfig):
     """How the logged, policy-confounded data is weighted, and how the heads' losses combine."""
 
-    # naive: imitate what reps logged; ips: clipped inverse-propensity weighting;
-    # dr: doubly robust policy objective on the heads plus IPS-weighted response model.
+    # The channel/content/slot heads: naive imitates what reps logged; ips: clipped
+    # inverse-propensity weighted value; dr: doubly robust value (the response head's predictions
+    # as the direct-method term).
     objective: Literal["naive", "ips", "dr"] = "dr"
+    # The response head, which the decision rule uses: fitted on every logged touch as it is
+    # (none), or weighted by clipped inverse propensity (ips). It models P(response | state,
+    # action), and the behaviour policy chose actions from the same observed state, so the fit
+    # needs no reweighting; weighting only adds variance: at 10,000 HCPs the unweighted fit's
+    # policy reached 0.386 of the oracle's gain, the IPS-weighted one 0.357 (README).
+    response_weighting: Literal["none", "ips"] = "none"
     ips_clip: float = Field(20.0, gt=1.0, le=1e6)
     channel_weight: float = Field(1.0, ge=0.0)
     content_weight: float = Field(1.0, ge=0.0)

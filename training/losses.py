@@ -64,14 +64,22 @@ def dr_policy_loss(logits: Tensor, action: Tensor, reward: Tensor, weight: Tenso
 PART_NAMES = ("response", "channel", "content", "slot")
 
 
-def training_loss(model: Any, batch: dict[str, Tensor], objective: str, clip: float, weights: dict[str, float]) -> tuple[Tensor, dict[str, float]]:
-    """Total multi-head loss for one batch under ``objective`` (naive | ips | dr), and its parts."""
+def training_loss(model: Any, batch: dict[str, Tensor], objective: str, clip: float, weights: dict[str, float], *,
+                  response_weighting: str | None = None) -> tuple[Tensor, dict[str, float]]:
+    """Total multi-head loss for one batch under ``objective`` (naive | ips | dr), and its parts.
+
+    ``response_weighting`` (none | ips) weights the response head's loss; None follows the
+    objective (ips unless naive).
+    """
     out = model(batch)
     r = batch["label_response"]
     a_ch, a_ct, a_sl = batch["label_channel"], batch["label_content"], batch["label_slot"]
     ones = torch.ones_like(r)
     w = ones if objective == "naive" else inverse_propensity(batch["propensity"], clip)
-    parts: dict[str, Tensor] = {"response": weighted_bce(out["response"], r, w)}
+    if response_weighting not in (None, "none", "ips"):
+        raise ValueError(f"loss.response_weighting must be none or ips, got {response_weighting!r}")
+    w_response = w if response_weighting is None else (ones if response_weighting == "none" else inverse_propensity(batch["propensity"], clip))
+    parts: dict[str, Tensor] = {"response": weighted_bce(out["response"], r, w_response)}
     if objective == "naive":
         parts["channel"] = weighted_cross_entropy(out["channel"], a_ch, ones)
         parts["content"] = weighted_cross_entropy(out["content"], a_ct, ones)

@@ -58,12 +58,13 @@ def fit(
     progress: bool = True,
     max_batches: int | None = None,
     workers: int = 1,
+    response_weighting: str | None = None,
 ) -> FitResult:
     """Train ``model`` with AdamW; after each epoch score ``val`` and call ``on_epoch(epoch, metrics)``.
 
     ``on_epoch`` may raise (Optuna pruning) to stop early. ``max_batches`` caps batches per epoch
     (benchmarks). ``workers`` > 1 on CPU trains data-parallel in that many forked processes
-    (``training.parallel``); elsewhere it is 1.
+    (``training.parallel``); elsewhere it is 1. ``response_weighting``: see ``training_loss``.
     """
     import time
 
@@ -97,7 +98,7 @@ def fit(
             n = len(batch["length"])
             opt.zero_grad(set_to_none=True)
             if n:
-                loss, parts = training_loss(model, batch, objective, ips_clip, loss_weights)
+                loss, parts = training_loss(model, batch, objective, ips_clip, loss_weights, response_weighting=response_weighting)
                 loss.backward()
                 values = [float(loss.detach()), *(parts[k] for k in names[1:])]
             else:  # a last batch smaller than the worker count leaves some shards empty

@@ -40,7 +40,8 @@ def suggest(trial: Any, cfg: TrainingConfig) -> TrainingConfig:
     d_model = trial.suggest_categorical("model.d_model", [32, 64])
     update = {
         "model": cfg.model.model_copy(update={"encoder": encoder, "d_model": d_model, "n_layers": trial.suggest_int("model.n_layers", 1, 2), "dropout": trial.suggest_float("model.dropout", 0.0, 0.3), "n_heads": 4, "history": trial.suggest_categorical("model.history", [True, False])}),
-        "loss": cfg.loss.model_copy(update={"objective": trial.suggest_categorical("loss.objective", ["naive", "ips", "dr"]), "ips_clip": trial.suggest_float("loss.ips_clip", 5.0, 100.0, log=True)}),
+        "loss": cfg.loss.model_copy(update={"objective": trial.suggest_categorical("loss.objective", ["naive", "ips", "dr"]),
+                                            "response_weighting": trial.suggest_categorical("loss.response_weighting", ["none", "ips"]), "ips_clip": trial.suggest_float("loss.ips_clip", 5.0, 100.0, log=True)}),
         "lr": trial.suggest_float("lr", 3e-4, 1e-2, log=True),
         "weight_decay": trial.suggest_float("weight_decay", 1e-6, 1e-2, log=True),
     }
