@@ -232,6 +232,7 @@ def bench_train(
         "batch_size": cfg.batch_size,
         "torch_threads": torch.get_num_threads(),
         "workers": cfg.workers,
+        "compile": cfg.compile,
         "cpu_count": os.cpu_count(),
         "device": str(device),
         "epoch_extrapolated_from_batches": done if done < n_batches else None,
@@ -246,7 +247,7 @@ def bench_train(
         child0 = _children_cpu_s()
         result = fit(model, data, None, objective=ecfg.loss.objective, ips_clip=ecfg.loss.ips_clip, loss_weights=_loss_weights(ecfg), lr=ecfg.lr, weight_decay=ecfg.weight_decay,
                      epochs=epochs, batch_size=ecfg.batch_size, seed=ecfg.seed, device=device, max_batches=max_batches, workers=ecfg.workers,
-                     response_weighting=ecfg.loss.response_weighting)
+                     response_weighting=ecfg.loss.response_weighting, compile=ecfg.compile)
         # Forked data-parallel workers' CPU time counts too (they are reaped, so RUSAGE_CHILDREN has it).
         cpu_s = (time.process_time() - cpu0 + _children_cpu_s() - child0) / epochs
         scale = n_batches / done  # 1 for a full epoch
@@ -254,6 +255,8 @@ def bench_train(
         out.update(
             {
                 f"{enc}_epoch_s": epoch_s,
+                # Each timed epoch (with compile on, the first one includes compiling the graph).
+                f"{enc}_epoch_s_each": [round(float(x) * scale, 2) for x in result.seconds_per_epoch],
                 f"{enc}_epoch_cpu_s": cpu_s * scale,
                 # What the epoch would take on an idle machine if every thread stayed busy: the wall
                 # figure on a shared machine includes time spent waiting for other processes.

@@ -98,6 +98,9 @@ class TrainingConfig(StageConfig):
     # `num_threads` torch threads. This network's ops are too small for a second intra-op thread
     # to help (measured on 2 cores: two threads, same time per row), a second process nearly halves it.
     workers: int = Field(2, ge=1, le=64)
+    # The loss graph through torch.compile (fused kernels cut the memory traffic that bounds an
+    # epoch here); needs a C compiler, falls back to eager; first compile ~20-100 s.
+    compile: bool = False
     num_threads: int = Field(1, ge=1, le=256)
     # Off-policy estimates score a stochastic target policy: softmax over (channel, content) of the
     # response logit / temperature (training.policy.target_distribution); lower = closer to greedy.

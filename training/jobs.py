@@ -121,7 +121,7 @@ def train_job(cfg: TrainingConfig, *, prep: Prepared | None = None, register: bo
         result = fit(
             model, prep.train, prep.val, objective=cfg.loss.objective, ips_clip=cfg.loss.ips_clip, loss_weights=weights,
             lr=cfg.lr, weight_decay=cfg.weight_decay, epochs=cfg.epochs, batch_size=cfg.batch_size, seed=cfg.seed,
-            device=device, on_epoch=epoch_cb, progress=progress, workers=cfg.workers, response_weighting=cfg.loss.response_weighting,
+            device=device, on_epoch=epoch_cb, progress=progress, workers=cfg.workers, response_weighting=cfg.loss.response_weighting, compile=cfg.compile,
         )
         final = dict(result.history[-1]) if result.history else {}
         calibrator, calib = _calibrate(model, prep, cfg.batch_size, device)

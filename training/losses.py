@@ -71,6 +71,13 @@ def training_loss(model: Any, batch: dict[str, Tensor], objective: str, clip: fl
     ``response_weighting`` (none | ips) weights the response head's loss; None follows the
     objective (ips unless naive).
     """
+    total, parts = loss_tensors(model, batch, objective, clip, weights, response_weighting)
+    return total, {k: float(v.detach()) for k, v in parts.items()}
+
+
+def loss_tensors(model: Any, batch: dict[str, Tensor], objective: str, clip: float, weights: dict[str, float],
+                 response_weighting: str | None = None) -> tuple[Tensor, dict[str, Tensor]]:
+    """``training_loss`` with its parts left as tensors: no host sync, so torch.compile sees one graph."""
     out = model(batch)
     r = batch["label_response"]
     a_ch, a_ct, a_sl = batch["label_channel"], batch["label_content"], batch["label_slot"]
@@ -102,4 +109,4 @@ def training_loss(model: Any, batch: dict[str, Tensor], objective: str, clip: fl
     else:
         raise ValueError(f"loss.objective must be naive, ips or dr, got {objective!r}")
     total = sum(weights.get(k, 1.0) * v for k, v in parts.items())
-    return total, {k: float(v.detach()) for k, v in parts.items()}
+    return total, parts

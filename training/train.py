@@ -59,19 +59,22 @@ def fit(
     max_batches: int | None = None,
     workers: int = 1,
     response_weighting: str | None = None,
+    compile: bool = False,
 ) -> FitResult:
     """Train ``model`` with AdamW; after each epoch score ``val`` and call ``on_epoch(epoch, metrics)``.
 
     ``on_epoch`` may raise (Optuna pruning) to stop early. ``max_batches`` caps batches per epoch
     (benchmarks). ``workers`` > 1 on CPU trains data-parallel in that many forked processes
     (``training.parallel``); elsewhere it is 1. ``response_weighting``: see ``training_loss``.
+    ``compile``: the loss graph through ``torch.compile`` (fused kernels; the last partial batch
+    of an epoch is dropped so shapes never change; eager if compiling fails).
     """
     import time
 
     import torch
     from tqdm.auto import tqdm
 
-    from training.losses import PART_NAMES, training_loss
+    from training.losses import PART_NAMES
     from training.parallel import GradientExchange, can_fork, run_workers
 
     seed_everything(seed)
@@ -82,6 +85,9 @@ def fit(
     if max_batches is not None:
         n_batches = min(n_batches, max_batches)
     workers = workers if torch.device(device).type == "cpu" and can_fork() else 1
+    if compile and len(train) >= batch_size:
+        n_batches = min(n_batches, len(train) // batch_size)  # full batches only: one shape, one graph
+    loss_fn = loss_function(compile)
     names = ("loss", *PART_NAMES)
     params = [p for p in model.parameters() if p.requires_grad]
 
@@ -98,9 +104,9 @@ def fit(
             n = len(batch["length"])
             opt.zero_grad(set_to_none=True)
             if n:
-                loss, parts = training_loss(model, batch, objective, ips_clip, loss_weights, response_weighting=response_weighting)
+                loss, parts = loss_fn(model, batch, objective, ips_clip, loss_weights, response_weighting)
                 loss.backward()
-                values = [float(loss.detach()), *(parts[k] for k in names[1:])]
+                values = [float(loss.detach()), *(float(parts[k].detach()) for k in names[1:])]
             else:  # a last batch smaller than the worker count leaves some shards empty
                 values = [0.0] * len(names)
             rows = n
@@ -118,6 +124,11 @@ def fit(
         model.train()
         start = time.perf_counter()
         if workers > 1:
+            if compile and epoch == 0:
+                # Compile here, once, so the forked workers inherit the graph instead of each compiling it.
+                warm = next(train.batches(batch_size, device, shuffle=True, seed=seed * 1000, shard=(0, workers)))
+                loss_fn(model, warm, objective, ips_clip, loss_weights, response_weighting)[0].backward()
+                opt.zero_grad(set_to_none=True)
             exchange = GradientExchange(params, workers, len(names))
             out: dict[str, dict[str, float]] = {}
             run_workers(workers, lambda rank: out.__setitem__(rank, run_epoch(epoch, rank, exchange)), exchange)
@@ -152,6 +163,31 @@ def predict(model: Any, data: EncodedData, batch_size: int, device: Any = "cpu",
             out["content_rank"].append((scores >= own).sum(-1).cpu().numpy())
             out["content_topk"].append(scores.topk(min(k, scores.shape[-1]), -1).indices.cpu().numpy())
     return {k: np.concatenate(v) if v else np.zeros(0) for k, v in out.items()}
+
+
+def loss_function(compile: bool) -> Callable[..., Any]:
+    """``training.losses.loss_tensors``, through ``torch.compile`` when asked; eager (with a warning) if compiling fails."""
+    from training.losses import loss_tensors
+
+    if not compile:
+        return loss_tensors
+    import warnings
+
+    import torch
+
+    state: dict[str, Any] = {"fn": torch.compile(loss_tensors, dynamic=False)}
+
+    def call(*args: Any) -> Any:
+        try:
+            return state["fn"](*args)
+        except Exception as exc:  # no C compiler, an op inductor cannot lower: train eagerly instead
+            if state["fn"] is loss_tensors:
+                raise
+            warnings.warn(f"torch.compile failed ({type(exc).__name__}: {str(exc)[:200]}); training eagerly", RuntimeWarning, stacklevel=2)
+            state["fn"] = loss_tensors
+            return loss_tensors(*args)
+
+    return call
 
 
 def offline_metrics(model: Any, data: EncodedData, batch_size: int, device: Any = "cpu") -> dict[str, float]:

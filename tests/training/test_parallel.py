@@ -114,3 +114,12 @@ def test_exchange_averages_by_rows() -> None:
     # (1 x 1 + 3 x 2) / 4 = 1.75; parts (1 x 10 + 3 x 20) / 4 = 17.5
     torch.testing.assert_close(seen["grad"], torch.full((2,), 1.75))
     assert seen["parts"] == [pytest.approx(17.5)] and seen["rows"] == 4
+
+
+def test_compiled_loss_trains_with_workers(data) -> None:
+    """torch.compile'd loss (compiled once before the workers fork): same figures reported, loss falls."""
+    model = _model()
+    r = fit(model, data, None, objective="dr", ips_clip=20.0, loss_weights=WEIGHTS, lr=3e-3, weight_decay=1e-4, epochs=2,
+            batch_size=64, seed=1, progress=False, workers=2, compile=True)
+    assert len(r.history) == 2 and r.history[1]["train/loss"] < r.history[0]["train/loss"]
+    assert set(r.history[0]) == {"train/loss", "train/response_loss", "train/channel_loss", "train/content_loss", "train/slot_loss"}
