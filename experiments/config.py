@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationInfo, field_validator
 
 from experiments.lift_config import LiftConfig
 from nba.configuration import StageConfig, load_config
@@ -102,18 +102,12 @@ class MonitorConfig(StageConfig):
     reference_weeks: int = Field(4, ge=1, le=52)
     html: bool = True
 
-    @field_validator("num_method")
+    @field_validator("num_method", "cat_method")
     @classmethod
-    def _num(cls, v: str) -> str:
-        if v not in _NUM_METHODS:
-            raise ValueError(f"unknown numeric drift method {v!r}; use a distance: {', '.join(_NUM_METHODS)}")
-        return v
-
-    @field_validator("cat_method")
-    @classmethod
-    def _cat(cls, v: str) -> str:
-        if v not in _CAT_METHODS:
-            raise ValueError(f"unknown categorical drift method {v!r}; use a distance: {', '.join(_CAT_METHODS)}")
+    def _method(cls, v: str, info: ValidationInfo) -> str:
+        kind, allowed = ("numeric", _NUM_METHODS) if info.field_name == "num_method" else ("categorical", _CAT_METHODS)
+        if v not in allowed:
+            raise ValueError(f"unknown {kind} drift method {v!r}; use a distance: {', '.join(allowed)}")
         return v
 
 

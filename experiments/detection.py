@@ -26,7 +26,6 @@ import pandas as pd
 FLAGS = ("drift_detected", "data_drift", "population_drift", "response_drift", "activity_drift", "sequence_drift", "prediction_drift", "catalogue_drift")
 # The served model's content vocabulary, kept beside the cases so --rescore DIR can re-run the catalogue check.
 KNOWN_CONTENT = "model_content_ids.json"
-_CONTENT_COLUMNS = ["content_id", "topic", "approved_from", "approved_until"]
 
 
 def scenarios(at_week: int, channel: str, topic: str = "guideline") -> dict[str, dict[str, Any]]:
@@ -54,7 +53,7 @@ def evaluate_case(audit_url: str, reference: str, current: str, monitor_cfg: Any
     vocabulary) the approved catalogue is checked too, as `nba monitor` does.
     """
     from experiments import drift_stats as ds
-    from experiments.monitor import catalogue_check, compare, parse_window, read_audit_window, read_responses
+    from experiments.monitor import catalogue_check, compare, parse_window, read_audit_window, read_catalogue, read_responses
 
     rw, cw = parse_window(reference, "--reference"), parse_window(current, "--current")
     ref, cur = read_audit_window(audit_url, rw), read_audit_window(audit_url, cw)
@@ -62,10 +61,7 @@ def evaluate_case(audit_url: str, reference: str, current: str, monitor_cfg: Any
         raise ValueError(f"{audit_url}: empty window (reference {len(ref)} rows, current {len(cur)} rows)")
     catalogue = None
     if data_dir is not None and known_content is not None:
-        from contract.io import read_frame
-
-        content = read_frame(data_dir, "content", columns=_CONTENT_COLUMNS)
-        catalogue = catalogue_check(content, known_content, cur, ref)
+        catalogue = catalogue_check(read_catalogue(data_dir), known_content, cur, ref)
     return compare(ds.served_features(ref), ds.served_features(cur), ds.served_predictions(ref), ds.served_predictions(cur), monitor_cfg,
                    read_responses(audit_url, rw), read_responses(audit_url, cw), catalogue)
 

@@ -138,16 +138,22 @@ def served_model(suggestions: pd.DataFrame) -> str | None:
 
 
 def model_content_ids(tracking: Any, label: str) -> list[str]:
-    """The content vocabulary of registered model ``name/version`` (its bundle's model.json; no torch)."""
+    """The content vocabulary of registered model ``name/version`` (its bundle's model.json; the weights are not loaded)."""
     from training import tracking as trk
-    from training.artifacts import META_FILE
+    from training.artifacts import read_meta
 
     name, _, version = label.rpartition("/")
     if not name or not version:
         raise ValueError(f"audit trail: model_version {label!r} is not NAME/VERSION")
     trk.setup(tracking)
-    meta = json.loads((trk.bundle_path(name, version) / META_FILE).read_text())
-    return [str(c) for c in meta["content_ids"]]
+    return [str(c) for c in read_meta(trk.bundle_path(name, version))["content_ids"]]
+
+
+def read_catalogue(data_dir: str | Path) -> pd.DataFrame:
+    """The contract ``content`` table's approval windows and topics, as serving loads them."""
+    from contract.io import read_frame
+
+    return read_frame(data_dir, "content", columns=["content_id", "topic", "approved_from", "approved_until"])
 
 
 def catalogue_check(catalogue: pd.DataFrame, known: list[str], current: pd.DataFrame, reference: pd.DataFrame | None) -> dict[str, Any]:
@@ -348,14 +354,12 @@ def monitor_job(cfg: Any, reference: str, current: str, *, audit_url: str | None
         notes.append("catalogue check skipped: no model version recorded on the current window's model-served suggestions")
     else:
         say(f"checking the approved catalogue against {label}'s content vocabulary")
-        from contract.io import read_frame
-
         from features import load_features_config
 
         scfg = serving_config(cfg)
         data_dir = scfg.data_dir or str(load_features_config(scfg.features_config).data_dir)
         try:
-            content = read_frame(data_dir, "content", columns=["content_id", "topic", "approved_from", "approved_until"])
+            content = read_catalogue(data_dir)
             known = model_content_ids(tcfg.tracking, label)
         except Exception as exc:  # one check that cannot run must not hide the others: say so instead
             notes.append(f"catalogue check skipped: {type(exc).__name__}: {exc}"[:300])

@@ -72,10 +72,8 @@ def save_bundle(bundle: ModelBundle, directory: str | Path) -> Path:
     return target
 
 
-def load_bundle(directory: str | Path, device: Any = "cpu") -> ModelBundle:
-    """Rebuild a saved bundle; weights load with ``weights_only=True`` so pickled code is refused."""
-    import torch
-
+def read_meta(directory: str | Path) -> dict[str, Any]:
+    """A saved bundle's ``model.json`` (architecture, content vocabulary, ...), checked; the weights are not read."""
     directory = Path(directory)
     meta_path, weights_path = directory / META_FILE, directory / WEIGHTS_FILE
     for path in (meta_path, weights_path):
@@ -87,6 +85,15 @@ def load_bundle(directory: str | Path, device: Any = "cpu") -> ModelBundle:
         raise ValueError(f"{meta_path}: not valid JSON: {exc}") from None
     if meta.get("format_version") != FORMAT_VERSION:
         raise ValueError(f"{meta_path}: format_version {meta.get('format_version')!r}, expected {FORMAT_VERSION}")
+    return meta
+
+
+def load_bundle(directory: str | Path, device: Any = "cpu") -> ModelBundle:
+    """Rebuild a saved bundle; weights load with ``weights_only=True`` so pickled code is refused."""
+    import torch
+
+    directory = Path(directory)
+    meta, weights_path = read_meta(directory), directory / WEIGHTS_FILE
     config = ModelConfig.from_dict(meta["model_config"])
     try:
         state = torch.load(weights_path, map_location="cpu", weights_only=True)

@@ -61,11 +61,13 @@ class _MemorySampler:
         while not self._stop.wait(self.interval_s):
             self.peak_mb = max(self.peak_mb, self._in_use_mb())
 
-    def __enter__(self) -> "_MemorySampler":
+    def start(self) -> "_MemorySampler":
+        """Begin sampling in a background thread."""
         self._thread.start()
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def stop(self) -> None:
+        """Stop sampling and take one last reading."""
         self._stop.set()
         self._thread.join()
         self.peak_mb = max(self.peak_mb, self._in_use_mb())
@@ -212,7 +214,7 @@ def bench_train(
     encoders = encoders or [cfg.model.encoder]
     load_start = os.getloadavg()[0]
     rss_start = _peak_rss_mb()
-    sampler = _MemorySampler().__enter__()
+    sampler = _MemorySampler().start()
     rows = max(1, round(hcps * weeks * rows_per_hcp_week))
     t0 = time.perf_counter()
     data = synthetic_encoded(rows, cfg.model.max_seq_len, n_content, n_static, cfg.seed, rows_per_hcp=weeks * rows_per_hcp_week)
@@ -274,7 +276,7 @@ def bench_train(
             }
         )
         del model, result
-    sampler.__exit__(None, None, None)
+    sampler.stop()
     # The run's memory: this process's peak, or (with forked workers, whose data pages it shares)
     # what it held at the start plus how far the machine's memory in use rose, if that is more.
     peak = max(_peak_rss_mb(), rss_start + sampler.delta_mb) if np.isfinite(sampler.delta_mb) else _peak_rss_mb() + _peak_rss_workers_mb()

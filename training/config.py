@@ -96,7 +96,8 @@ class TrainingConfig(StageConfig):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     # CPU training is data-parallel: `workers` forked processes (training.parallel), each with
     # `num_threads` torch threads. This network's ops are too small for a second intra-op thread
-    # to help (measured on 2 cores: two threads, same time per row), a second process nearly halves it.
+    # to help (measured on 2 cores: two threads, same wall time per row); a second process gave
+    # 1.17x on the 100k bench (memory-bound; README "Performance notes").
     workers: int = Field(2, ge=1, le=64)
     # The loss graph through torch.compile (fused kernels cut the memory traffic that bounds an
     # epoch here); needs a C compiler, falls back to eager; first compile ~20-100 s.

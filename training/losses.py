@@ -18,7 +18,6 @@ import torch.nn.functional as F
 from torch import Tensor
 
 
-
 def inverse_propensity(propensity: Tensor, clip: float) -> Tensor:
     """min(1/p, clip) per row; rows with unknown (NaN) propensity get the mean known weight."""
     known = ~torch.isnan(propensity)
@@ -82,10 +81,12 @@ def loss_tensors(model: Any, batch: dict[str, Tensor], objective: str, clip: flo
     r = batch["label_response"]
     a_ch, a_ct, a_sl = batch["label_channel"], batch["label_content"], batch["label_slot"]
     ones = torch.ones_like(r)
-    w = ones if objective == "naive" else inverse_propensity(batch["propensity"], clip)
-    if response_weighting not in (None, "none", "ips"):
+    ipw = inverse_propensity(batch["propensity"], clip)
+    w = ones if objective == "naive" else ipw
+    by_name = {None: w, "none": ones, "ips": ipw}
+    if response_weighting not in by_name:
         raise ValueError(f"loss.response_weighting must be none or ips, got {response_weighting!r}")
-    w_response = w if response_weighting is None else (ones if response_weighting == "none" else inverse_propensity(batch["propensity"], clip))
+    w_response = by_name[response_weighting]
     parts: dict[str, Tensor] = {"response": weighted_bce(out["response"], r, w_response)}
     if objective == "naive":
         parts["channel"] = weighted_cross_entropy(out["channel"], a_ch, ones)

@@ -1,8 +1,8 @@
 """Data-parallel training on CPU cores: forked workers, one thread each, gradients averaged in shared memory.
 
 Why not torch's intra-op threads: this network's ops are small ([1024, 32] matrices, a 21-step
-sequence), so a second OpenMP thread mostly waits on the first -- measured on 2 cores, two
-threads took as long per row as one. Two processes, each on its own shard of every batch, keep
+sequence), so a second OpenMP thread mostly waits on the first -- measured on 2 cores (another
+job running), two threads took as long per row as one. Two processes, each on its own shard of every batch, keep
 both cores busy. Every worker holds an identical replica: after each backward pass the workers
 write their row-weighted gradients (and loss parts) to one shared buffer, wait at a barrier, and
 each sums the buffer in the same order, so every replica takes the same optimizer step and stays
