@@ -223,13 +223,8 @@ class _World:
 
     def tables(self) -> dict[str, Any]:
         """Contract tables the CRM holds now: the dataset's history plus what this loop produced."""
-        import pyarrow as pa
-
         t = {**self.logged, **{k: self.env.tables[k] for k in ("products", "reps", "hcps", "content")}}
-        if self.env.history.weeks:
-            t["touchpoints"] = pa.concat_tables([self.logged["touchpoints"], self.env.history.touchpoints().cast(self.logged["touchpoints"].schema)])
-            t["outcomes"] = pa.concat_tables([self.logged["outcomes"], self.env.history.outcomes().cast(self.logged["outcomes"].schema)])
-        return t
+        return {**t, **self.env.history.contract_tables(self.logged)}
 
     def features(self, as_of: dt.datetime) -> pd.DataFrame:
         """Model features for every HCP in world order, as of ``as_of``."""

@@ -48,7 +48,8 @@ def _run_record(run: Any, params: list[str], metrics: list[str]) -> dict[str, An
     }
 
 
-def promotion_verdict(challenger_value: float | None, champion_value: float | None, same_version: bool) -> dict[str, Any]:
+def promotion_verdict(challenger_value: float | None, champion_value: float | None, same_version: bool,
+                      challenger_setting: str | None = None, champion_setting: str | None = None) -> dict[str, Any]:
     """What ``nba promote`` would do, from the training stage's rule (``training.jobs.promotion_decision``)."""
     try:
         from training.jobs import promotion_decision
@@ -56,7 +57,7 @@ def promotion_verdict(challenger_value: float | None, champion_value: float | No
         return {"would_promote": None, "why": "training.jobs.promotion_decision is not available: cannot apply the promotion rule"}
     if challenger_value is None:
         return {"would_promote": False, "why": "the challenger has no evaluated policy value: run `nba evaluate` first"}
-    promoted, why = promotion_decision(challenger_value, champion_value, same_version)
+    promoted, why = promotion_decision(challenger_value, champion_value, same_version, challenger_setting, champion_setting)
     return {"would_promote": bool(promoted), "why": why}
 
 
@@ -95,7 +96,8 @@ def compare_runs(tracking: Any, experiment: str | None = None, run_ids: list[str
             side[alias] = None
             continue
         record: dict[str, Any] = {"version": int(mv.version), "policy_value": _float((mv.tags or {}).get(trk.POLICY_VALUE_TAG)),
-                                  "share_of_oracle_gain": _float((mv.tags or {}).get("share_of_oracle_gain")), "metrics": {}, "intervals": {}}
+                                  "share_of_oracle_gain": _float((mv.tags or {}).get("share_of_oracle_gain")),
+                                  "policy_value_setting": (mv.tags or {}).get(trk.POLICY_SETTING_TAG), "metrics": {}, "intervals": {}}
         run_id = (mv.tags or {}).get("run_id") or mv.run_id
         merged: dict[str, float] = {}
         if run_id:
@@ -115,7 +117,8 @@ def compare_runs(tracking: Any, experiment: str | None = None, run_ids: list[str
     if chall is None:
         verdict = {"would_promote": False, "why": f"registered model {model!r} has no '{CHALLENGER}' version: run `nba train` first"}
     else:
-        verdict = promotion_verdict(chall["policy_value"], champ["policy_value"] if champ else None, bool(champ and champ["version"] == chall["version"]))
+        verdict = promotion_verdict(chall["policy_value"], champ["policy_value"] if champ else None, bool(champ and champ["version"] == chall["version"]),
+                                    chall["policy_value_setting"], champ["policy_value_setting"] if champ else None)
     return {"experiment": name, "tracking_uri": tracking.uri, "registered_model": model, "runs": rows, "champion": champ, "challenger": chall, "promotion": verdict}
 
 

@@ -177,6 +177,24 @@ class History:
 
         return outcomes_table(self.public, self._outcomes)
 
+    def contract_tables(self, logged: dict | None = None) -> dict:
+        """``touchpoints`` and ``outcomes`` so far, after ``logged``'s (a dataset's own, when the world continues from its end).
+
+        The logged tables' schema wins, so the result reads like the dataset a CRM would hold.
+        """
+        import pyarrow as pa
+
+        logged = logged or {}
+        out = {}
+        for name, make in (("touchpoints", self.touchpoints), ("outcomes", self.outcomes)):
+            if name not in logged:
+                out[name] = make()
+            elif self.weeks:
+                out[name] = pa.concat_tables([logged[name], make().cast(logged[name].schema)])
+            else:
+                out[name] = logged[name]
+        return out
+
 
 def observed_from_touchpoints(public: PublicWorld, touchpoints) -> ObservedState:
     """Recompute the summaries from a contract ``touchpoints`` table (e.g. a dataset's logs)."""

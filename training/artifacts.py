@@ -108,5 +108,5 @@ def load_bundle(directory: str | Path, device: Any = "cpu") -> ModelBundle:
     try:
         calibrator = Calibrator.from_dict(meta["calibration"]) if meta.get("calibration") else None
     except ValueError as exc:
-        raise ValueError(f"{meta_path}: {exc}") from None
+        raise ValueError(f"{directory / META_FILE}: {exc}") from None
     return ModelBundle(model, ContentVocab(tuple(meta["content_ids"])), StaticScaler.from_dict(meta["static_scaler"]), meta.get("meta", {}), calibrator)

@@ -145,6 +145,16 @@ def use_full_sequence_encoder(model: Any) -> Any:
     return model
 
 
+def synthetic_content_codes(n_content: int) -> np.ndarray:
+    """Tag codes for a synthetic catalogue (each tag cycling through its values), so the timed model embeds tags like the default one."""
+    from training.data import CONTENT_TAGS
+
+    codes = np.zeros((n_content, len(CONTENT_TAGS)), dtype=np.int64)
+    for a, values in enumerate(CONTENT_TAGS.values()):
+        codes[2:, a] = 1 + np.arange(n_content - 2) % len(values)
+    return codes
+
+
 def _paired_rows_per_s(cfg: Any, data: EncodedData, n_content: int, n_static: int, device: Any, n_batches: int, rounds: int = 3) -> dict[str, float]:
     """Rows/s of the reference path, this loop's path and the naive objective on the same batches,
     interleaved in ``rounds`` so load changes hit all alike; medians over rounds."""
@@ -159,7 +169,7 @@ def _paired_rows_per_s(cfg: Any, data: EncodedData, n_content: int, n_static: in
     runs: dict[str, tuple[Any, Any, str]] = {}
     for name in ("reference", "fast", "naive"):
         torch.manual_seed(cfg.seed)
-        model = build_model(cfg, n_content, n_static).to(device)
+        model = build_model(cfg, n_content, n_static, synthetic_content_codes(n_content)).to(device)
         if name == "reference":
             use_full_sequence_encoder(model)
             opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -230,6 +240,7 @@ def bench_train(
         "encoders": ",".join(encoders),
         "d_model": cfg.model.d_model,
         "n_layers": cfg.model.n_layers,
+        "content_tags": cfg.model.content_tags,
         "objective": cfg.loss.objective,
         "batch_size": cfg.batch_size,
         "torch_threads": torch.get_num_threads(),
@@ -244,7 +255,7 @@ def bench_train(
     for enc in encoders:
         ecfg = cfg.model_copy(update={"model": cfg.model.model_copy(update={"encoder": enc})})
         speeds = _paired_rows_per_s(ecfg, data, n_content, n_static, device, baseline_batches)
-        model = build_model(ecfg, n_content, n_static)
+        model = build_model(ecfg, n_content, n_static, synthetic_content_codes(n_content))
         cpu0 = time.process_time()
         child0 = _children_cpu_s()
         result = fit(model, data, None, objective=ecfg.loss.objective, ips_clip=ecfg.loss.ips_clip, loss_weights=_loss_weights(ecfg), lr=ecfg.lr, weight_decay=ecfg.weight_decay,

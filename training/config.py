@@ -20,6 +20,9 @@ class ModelSection(StageConfig):
     max_seq_len: int = Field(20, ge=1, le=512)
     # Per-HCP response-history counts fed to the response head (training.model.ModelConfig.history).
     history: bool = True
+    # Embed each content item's tags (topic, type, form) beside its id (training.model.ModelConfig.content_attributes);
+    # needs the dataset's content table (a ready Parquet training set has none: ids only).
+    content_tags: bool = True
 
     @model_validator(mode="after")
     def _heads_divide_width(self) -> "ModelSection":
@@ -39,7 +42,7 @@ class LossSection(StageConfig):
     # (none), or weighted by clipped inverse propensity (ips). It models P(response | state,
     # action), and the behaviour policy chose actions from the same observed state, so the fit
     # needs no reweighting; weighting only adds variance: at 10,000 HCPs the unweighted fit's
-    # policy reached 0.386 of the oracle's gain, the IPS-weighted one 0.357 (README).
+    # policy reached 0.386 of the oracle's gain from the first week, the IPS-weighted one 0.357 (README).
     response_weighting: Literal["none", "ips"] = "none"
     ips_clip: float = Field(20.0, gt=1.0, le=1e6)
     channel_weight: float = Field(1.0, ge=0.0)
@@ -106,6 +109,11 @@ class TrainingConfig(StageConfig):
     # Off-policy estimates score a stochastic target policy: softmax over (channel, content) of the
     # response logit / temperature (training.policy.target_distribution); lower = closer to greedy.
     ope_temperature: float = Field(0.5, gt=0.0, le=100.0)
+    # Where simulated policies start (`nba evaluate`, the tuning objective): "end" continues the
+    # world after its logged year, every policy seeing the logged history, as a model trained on
+    # that year would be deployed; "beginning" replays the year from week 0 with no history, which
+    # measures cold-start value only (per-HCP evidence cannot exist yet).
+    sim_start: Literal["end", "beginning"] = "end"
     output_dir: str = ".nba/models"
 
     @model_validator(mode="after")

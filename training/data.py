@@ -8,15 +8,22 @@ from pathlib import Path
 
 import pandas as pd
 
+from contract.schema import CONTENT_FORMS, CONTENT_TYPES, TOPICS
+
+# The content tags the model embeds beside each item's id, with their allowed values (contract).
+CONTENT_TAGS: dict[str, tuple[str, ...]] = {"topic": TOPICS, "content_type": CONTENT_TYPES, "form": CONTENT_FORMS}
+
 
 @dataclass
 class TrainingSet:
-    """Rows, a fingerprint of the data they came from, and the content catalogue's ids."""
+    """Rows, a fingerprint of the data they came from, and the content catalogue's ids and tags."""
 
     frame: pd.DataFrame
     fingerprint: str
     content_ids: list[str]
     source: str
+    # content_id, topic, content_type, form (None for a ready Parquet set: it carries no catalogue).
+    content_tags: pd.DataFrame | None = None
 
 
 def _file_fingerprint(path: Path) -> str:
@@ -47,5 +54,21 @@ def load_training_set(training_set: str | None, data_dir: str, features_config: 
 
     labels = features.decision_labels(data_dir)
     frame = builder(load_features_config(features_config, overrides={"data_dir": data_dir}), labels)
-    catalogue = read_frame(data_dir, "content", columns=["content_id"])["content_id"].astype(str).tolist()
-    return TrainingSet(frame, dataset_fingerprint(data_dir), catalogue, str(data_dir))
+    tags = read_frame(data_dir, "content", columns=["content_id", *CONTENT_TAGS])
+    return TrainingSet(frame, dataset_fingerprint(data_dir), tags["content_id"].astype(str).tolist(), str(data_dir), tags)
+
+
+def content_tag_codes(vocab_ids: list[str] | tuple[str, ...], tags: pd.DataFrame) -> "np.ndarray":
+    """[2 + len(vocab_ids), len(CONTENT_TAGS)] tag codes per content index (1-based; 0 for pad, none and untagged items)."""
+    import numpy as np
+
+    uniq = tags.drop_duplicates("content_id", keep="last")
+    by_id = uniq.set_index(uniq["content_id"].astype(str))
+    codes = np.zeros((len(vocab_ids) + 2, len(CONTENT_TAGS)), dtype=np.int64)
+    rows = by_id.index.get_indexer(pd.Index(list(vocab_ids), dtype=object))
+    found = rows >= 0
+    for a, (col, allowed) in enumerate(CONTENT_TAGS.items()):
+        values = by_id[col].astype(object).to_numpy()[rows[found]]
+        code = pd.Index(allowed).get_indexer(values) + 1  # unknown values -> 0 (untagged)
+        codes[2 + np.flatnonzero(found), a] = code
+    return codes

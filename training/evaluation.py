@@ -25,8 +25,11 @@ VALUE_KEY = "expected_positive_responses"
 class _FeaturePolicy:
     """Shared plumbing: features as of the week's Monday from the environment's history, top-k channels."""
 
-    def __init__(self, features_cfg: Any, k: int, vocab: Any) -> None:
+    def __init__(self, features_cfg: Any, k: int, vocab: Any, logged: dict[str, Any] | None = None) -> None:
         self.features_cfg, self.k, self.vocab = features_cfg, k, vocab
+        # The dataset's own touchpoints/outcomes when the world continues from the end of its logs:
+        # a deployed policy knows every HCP's logged history, not only what it has done itself.
+        self.logged = logged
         self._sim_vocab: np.ndarray | None = None
 
     def features(self, obs: Any) -> Any:
@@ -35,9 +38,7 @@ class _FeaturePolicy:
 
         from features import compute_features_asof
 
-        tables = dict(obs.tables)
-        tables["touchpoints"] = obs.history.touchpoints()
-        tables["outcomes"] = obs.history.outcomes()
+        tables = {**obs.tables, **obs.history.contract_tables(self.logged)}
         as_of = dt.datetime.combine(obs.week_start, dt.time(), tzinfo=dt.timezone.utc)
         frame = compute_features_asof(tables, as_of, self.features_cfg)
         pos = pd.Index(frame["hcp_id"]).get_indexer(obs.public.hcp_ids)
@@ -90,8 +91,8 @@ class _FeaturePolicy:
 class ModelPolicy(_FeaturePolicy):
     """Our network: for every channel, the eligible (content, slot) with the highest predicted response."""
 
-    def __init__(self, bundle: Any, features_cfg: Any, k: int, batch_size: int = 1024) -> None:
-        super().__init__(features_cfg, k, bundle.vocab)
+    def __init__(self, bundle: Any, features_cfg: Any, k: int, batch_size: int = 1024, logged: dict[str, Any] | None = None) -> None:
+        super().__init__(features_cfg, k, bundle.vocab, logged)
         self.bundle, self.batch_size = bundle, batch_size
         self.slot_allowed = working_hours_slots()
 
@@ -152,8 +153,8 @@ class HeadsPolicy(ModelPolicy):
 class _PopularContent(_FeaturePolicy):
     """Content and slot from what was logged most (shared by the popularity and aggregate baselines)."""
 
-    def __init__(self, popularity: Any, features_cfg: Any, k: int, vocab: Any) -> None:
-        super().__init__(features_cfg, k, vocab)
+    def __init__(self, popularity: Any, features_cfg: Any, k: int, vocab: Any, logged: dict[str, Any] | None = None) -> None:
+        super().__init__(features_cfg, k, vocab, logged)
         self.pop = popularity
         allowed = working_hours_slots()
         self.slot = np.where(allowed, popularity.channel_slot_counts + 1e-3 * (N_DAYS * N_DAYPARTS - np.arange(N_DAYS * N_DAYPARTS)), -1).argmax(1)
@@ -181,8 +182,8 @@ class PopularityPolicy(_PopularContent):
 class AggregatePolicy(_PopularContent):
     """Non-sequential model: channels ranked by a linear response model on aggregate features."""
 
-    def __init__(self, model: Any, scaler: Any, popularity: Any, features_cfg: Any, k: int, vocab: Any) -> None:
-        super().__init__(popularity, features_cfg, k, vocab)
+    def __init__(self, model: Any, scaler: Any, popularity: Any, features_cfg: Any, k: int, vocab: Any, logged: dict[str, Any] | None = None) -> None:
+        super().__init__(popularity, features_cfg, k, vocab, logged)
         self.model, self.scaler = model, scaler
 
     def __call__(self, obs: Any) -> Any:
@@ -192,30 +193,43 @@ class AggregatePolicy(_PopularContent):
         return self.choose(obs, self.model.response_probs(static), content, slot)
 
 
-_REFERENCE_VALUES: dict[tuple[str, int | None], dict[str, Any]] = {}
+_REFERENCE_VALUES: dict[tuple[str, int | None, str], dict[str, Any]] = {}
 
 
-def simulated_policy_value(bundle: Any, data_dir: str, features_config: str | None, *, weeks: int | None = None, progress: bool = False) -> dict[str, float]:
-    """The model policy's true value in the simulator over ``weeks`` from the start, and its share of the oracle's gain.
+def logged_history(data_dir: Any, start: str) -> dict[str, Any] | None:
+    """The dataset's touchpoints and outcomes when policies continue from the end of its logs (None from the beginning)."""
+    if start == "beginning":
+        return None
+    if start != "end":
+        raise ValueError(f"sim_start must be 'end' or 'beginning', got {start!r}")
+    from contract.io import read_table
 
-    The logged and oracle runs do not depend on the model: they are cached per (data_dir, weeks)
-    in this process, so tuning trials pay only for the model's own run.
+    return {name: read_table(data_dir, name) for name in ("touchpoints", "outcomes")}
+
+
+def simulated_policy_value(bundle: Any, data_dir: str, features_config: str | None, *, weeks: int | None = None, start: str = "end",
+                           progress: bool = False) -> dict[str, float]:
+    """The model policy's true value in the simulator over ``weeks`` from ``start``, and its share of the oracle's gain.
+
+    The logged and oracle runs do not depend on the model: they are cached per (data_dir, weeks,
+    start) in this process, so tuning trials pay only for the model's own run.
     """
     from features.config import load_features_config
     from simulator.environment import Environment, share_of_oracle_gain
     from simulator.policies import BehaviourPolicy, OraclePolicy
 
-    key = (str(data_dir), weeks)
+    logged = logged_history(data_dir, start)
+    key = (str(data_dir), weeks, start)
     if key not in _REFERENCE_VALUES:
         ref = {}
         for who in ("logged", "oracle"):
-            env = Environment.from_data_dir(data_dir)
+            env = Environment.from_data_dir(data_dir, start=start)  # type: ignore[arg-type]
             ref[who] = env.run(BehaviourPolicy(env.cfg) if who == "logged" else OraclePolicy(env), weeks=weeks).value
         _REFERENCE_VALUES[key] = ref
     ref = _REFERENCE_VALUES[key]
     fcfg = load_features_config(features_config, overrides={"data_dir": data_dir})
-    env = Environment.from_data_dir(data_dir)
-    value = env.run(ModelPolicy(bundle, fcfg, env.cfg.oracle_touches_per_week), weeks=weeks, progress=progress).value
+    env = Environment.from_data_dir(data_dir, start=start)  # type: ignore[arg-type]
+    value = env.run(ModelPolicy(bundle, fcfg, env.cfg.oracle_touches_per_week, logged=logged), weeks=weeks, progress=progress).value
     return {"responses_per_hcp_week": value["expected_responses_per_hcp_week"], "share_of_oracle_gain": share_of_oracle_gain(value, ref["logged"], ref["oracle"], VALUE_KEY)}
 
 
@@ -307,6 +321,7 @@ def evaluate_job(cfg: Any, version: str | None = None, *, weeks: int | None = No
 
     ``imitation`` also simulates the network's policy heads (``HeadsPolicy``: for a ``naive`` model,
     imitation of the logs); ``partial_oracles`` adds the oracle-gap decomposition (training.oracle_gap).
+    The simulated policies start where ``cfg.sim_start`` says (see TrainingConfig).
     """
     import mlflow
     from mlflow import MlflowClient
@@ -314,7 +329,7 @@ def evaluate_job(cfg: Any, version: str | None = None, *, weeks: int | None = No
     from features.config import load_features_config
     from simulator.environment import Environment, share_of_oracle_gain
     from simulator.policies import BehaviourPolicy, OraclePolicy, RuleBasedPolicy
-    from training.oracle_gap import gap_figures, partial_oracle_makers
+    from training.oracle_gap import gap_figures, logs_posterior_makers, partial_oracle_makers
     from training import tracking
     from training.artifacts import load_bundle
     from training.baselines import AggregateModel, Popularity
@@ -367,8 +382,10 @@ def evaluate_job(cfg: Any, version: str | None = None, *, weeks: int | None = No
                 figures[f"ope_{est_name}_error_vs_truth"] = figures[f"ope_{est_name}_response_rate"] - truth
                 figures[f"ope_{est_name}_ci_covers_truth"] = bool(figures[f"ope_{est_name}_ci_low"] <= truth <= figures[f"ope_{est_name}_ci_high"])
 
-    # True policy value in the simulator, every policy replaying the logged year from week 0.
+    # True policy value in the simulator: every policy from the same start (cfg.sim_start), over the same weeks.
     fcfg = load_features_config(cfg.features_config, overrides={"data_dir": cfg.data_dir})
+    start = cfg.sim_start
+    logged = logged_history(cfg.data_dir, start)
     probe = Environment.from_data_dir(cfg.data_dir)
     k = probe.cfg.oracle_touches_per_week
     policies = {
@@ -376,14 +393,17 @@ def evaluate_job(cfg: Any, version: str | None = None, *, weeks: int | None = No
         "oracle": lambda env: OraclePolicy(env),
         "rules": lambda env: RuleBasedPolicy(env.cfg),
         "popularity": lambda env: PopularityPolicy(pop, fcfg, k, bundle.vocab),
-        "aggregate": lambda env: AggregatePolicy(agg, bundle.scaler, pop, fcfg, k, bundle.vocab),
-        "model": lambda env: ModelPolicy(bundle, fcfg, k),
-        **({"imitation": lambda env: HeadsPolicy(bundle, fcfg, k)} if imitation else {}),
+        "aggregate": lambda env: AggregatePolicy(agg, bundle.scaler, pop, fcfg, k, bundle.vocab, logged),
+        "model": lambda env: ModelPolicy(bundle, fcfg, k, logged=logged),
+        **({"imitation": lambda env: HeadsPolicy(bundle, fcfg, k, logged=logged)} if imitation else {}),
         **(partial_oracle_makers() if partial_oracles else {}),
+        # After the logs: the oracle believing each HCP's posterior from its logged year, the
+        # ceiling of what learning from these logs can reach.
+        **(logs_posterior_makers(cfg.data_dir) if partial_oracles and start == "end" else {}),
     }
     values: dict[str, dict[str, Any]] = {}
     for who, make in policies.items():
-        env = Environment.from_data_dir(cfg.data_dir)
+        env = Environment.from_data_dir(cfg.data_dir, start=start)
         if progress:
             print(f"simulating policy {who!r}", flush=True)
         values[who] = env.run(make(env), weeks=weeks, progress=progress).value
@@ -401,6 +421,7 @@ def evaluate_job(cfg: Any, version: str | None = None, *, weeks: int | None = No
     baselines = ("logged", "rules", "popularity", "aggregate")
     figures["sim_model_beats_every_baseline"] = bool(all(values["model"][VALUE_KEY] > values[b][VALUE_KEY] for b in baselines))
     figures["sim_weeks"] = n_weeks
+    figures["sim_start_week"] = int(probe.cfg.weeks if start == "end" else 0)
     if partial_oracles:
         shares = {who: figures.get(f"sim_{who}_share_of_oracle_gain", 1.0 if who == "oracle" else 0.0) for who in values}
         worth = {"channel": shares["population_channel"] - shares["population"], "topic": shares["population_topic"] - shares["population"],
@@ -409,6 +430,8 @@ def evaluate_job(cfg: Any, version: str | None = None, *, weeks: int | None = No
         figures.update({k: v for k, v in gap_figures({"share": {}, "worth": worth}).items()})
         # How far the model is from a policy knowing the world's population laws but nothing per HCP.
         figures["gap_model_minus_population_oracle_share"] = shares["model"] - shares["population"]
+        if "oracle_from_logs" in shares:
+            figures["gap_model_minus_oracle_from_logs_share"] = shares["model"] - shares["oracle_from_logs"]
 
     with mlflow.start_run(run_name=f"evaluate-v{mv.version}") as run:
         mlflow.set_tags({"stage": "evaluation", "model_version": str(mv.version), "data_fingerprint": prep.fingerprint})
@@ -420,5 +443,7 @@ def evaluate_job(cfg: Any, version: str | None = None, *, weeks: int | None = No
         figures["evaluation_run_id"] = run.info.run_id
     client = MlflowClient()
     client.set_model_version_tag(name, str(mv.version), tracking.POLICY_VALUE_TAG, repr(values["model"]["expected_responses_per_hcp_week"]))
+    # Values are comparable only when measured on the same data, from the same start, over the same weeks.
+    client.set_model_version_tag(name, str(mv.version), tracking.POLICY_SETTING_TAG, f"data={prep.fingerprint} start={start} weeks={n_weeks}")
     client.set_model_version_tag(name, str(mv.version), "share_of_oracle_gain", repr(figures["sim_model_share_of_oracle_gain"]))
     return figures

@@ -22,6 +22,7 @@ class Prepared:
     scaler: Any
     fingerprint: str
     source: str
+    content_codes: Any = None  # [V, tags] codes (training.data.content_tag_codes) or None without a catalogue
 
 
 def prepare_data(cfg: TrainingConfig, vocab: Any = None, scaler: Any = None) -> Prepared:
@@ -29,7 +30,7 @@ def prepare_data(cfg: TrainingConfig, vocab: Any = None, scaler: Any = None) -> 
     given: a saved model's), encode."""
     import pandas as pd
 
-    from training.data import load_training_set
+    from training.data import content_tag_codes, load_training_set
     from training.dataset import ContentVocab, StaticScaler, encode_frame, static_feature_columns, time_split
 
     ts = load_training_set(cfg.training_set, cfg.data_dir, cfg.features_config)
@@ -39,16 +40,23 @@ def prepare_data(cfg: TrainingConfig, vocab: Any = None, scaler: Any = None) -> 
     vocab = vocab or ContentVocab.from_ids([*ts.content_ids, *frame["label_content_id"].dropna().astype(str).tolist()])
     scaler = scaler or StaticScaler.fit(frame[train_mask], static_feature_columns(frame))
     data = encode_frame(frame, vocab, scaler, cfg.model.max_seq_len)
-    return Prepared(data.subset(train_mask), data.subset(val_mask), vocab, scaler, ts.fingerprint, ts.source)
+    codes = content_tag_codes(vocab.ids, ts.content_tags) if ts.content_tags is not None else None
+    return Prepared(data.subset(train_mask), data.subset(val_mask), vocab, scaler, ts.fingerprint, ts.source, codes)
 
 
-def build_model(cfg: TrainingConfig, n_content: int, n_static: int) -> Any:
-    """A fresh network sized by ``cfg.model``."""
+def build_model(cfg: TrainingConfig, n_content: int, n_static: int, content_codes: Any = None) -> Any:
+    """A fresh network sized by ``cfg.model``; with ``content_codes`` ([V, tags]) and ``model.content_tags`` it embeds the tags too."""
     from contract.schema import CHANNELS
+    from training.data import CONTENT_TAGS
     from training.model import ModelConfig, NextBestActionModel
 
     m = cfg.model
-    return NextBestActionModel(ModelConfig(len(CHANNELS), n_content, n_static, m.encoder, m.d_model, m.n_layers, m.n_heads, m.dropout, m.max_seq_len, history=m.history))
+    tags = m.content_tags and content_codes is not None
+    sizes = tuple(len(v) for v in CONTENT_TAGS.values()) if tags else ()
+    model = NextBestActionModel(ModelConfig(len(CHANNELS), n_content, n_static, m.encoder, m.d_model, m.n_layers, m.n_heads, m.dropout, m.max_seq_len, history=m.history, content_attributes=sizes))
+    if tags:
+        model.set_content_attributes(content_codes)
+    return model
 
 
 def configure_torch(cfg: TrainingConfig) -> Any:
@@ -104,7 +112,7 @@ def train_job(cfg: TrainingConfig, *, prep: Prepared | None = None, register: bo
     from training.train import seed_everything
 
     seed_everything(cfg.seed)
-    model = build_model(cfg, len(prep.vocab), len(prep.scaler.columns))
+    model = build_model(cfg, len(prep.vocab), len(prep.scaler.columns), prep.content_codes)
     weights = {"channel": cfg.loss.channel_weight, "content": cfg.loss.content_weight, "slot": cfg.loss.slot_weight, "response": cfg.loss.response_weight}
     with mlflow.start_run(nested=nested) as run:
         mlflow.log_params({k: str(v) for k, v in tracking.flatten(cfg.model_dump()).items()})
@@ -230,7 +238,8 @@ def promote_job(cfg: TrainingConfig) -> dict[str, Any]:
 
     new = value(challenger)
     old = value(champion) if champion is not None else None
-    promoted, reason = promotion_decision(new, old, champion is not None and champion.version == challenger.version)
+    settings = [(mv.tags or {}).get(tracking.POLICY_SETTING_TAG) for mv in (challenger, champion) if mv is not None]
+    promoted, reason = promotion_decision(new, old, champion is not None and champion.version == challenger.version, *settings)
     if promoted:
         MlflowClient().set_registered_model_alias(name, tracking.CHAMPION, challenger.version)
     return {
@@ -243,12 +252,17 @@ def promote_job(cfg: TrainingConfig) -> dict[str, Any]:
     }
 
 
-def promotion_decision(challenger_value: float, champion_value: float | None, same_version: bool) -> tuple[bool, str]:
-    """The promotion rule: (promote?, one-line reason). Higher true policy value wins; ties keep the champion."""
+def promotion_decision(challenger_value: float, champion_value: float | None, same_version: bool,
+                       challenger_setting: str | None = None, champion_setting: str | None = None) -> tuple[bool, str]:
+    """The promotion rule: (promote?, one-line reason). Higher true policy value wins; ties keep the champion;
+    values measured under different settings (data, start, weeks) are not compared."""
     if champion_value is None:
         return True, "no champion yet: the challenger becomes champion"
     if same_version:
         return False, "the challenger already is the champion"
+    if challenger_setting and champion_setting and challenger_setting != champion_setting:
+        return False, (f"policy values are not comparable: the challenger was evaluated with {challenger_setting}, the champion with "
+                       f"{champion_setting}; evaluate both the same way (`nba evaluate --version N`)")
     if challenger_value > champion_value:
         return True, f"challenger policy value {challenger_value:.4f} beats the champion's {champion_value:.4f}"
     return False, f"challenger policy value {challenger_value:.4f} does not beat the champion's {champion_value:.4f}"

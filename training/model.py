@@ -41,8 +41,13 @@ class ModelConfig:
     # sequence, pooled embeddings of opened content) fed to the response head per candidate:
     # HCP-specific channel, timing and topic effects without the encoder having to discover them.
     history: bool = False
+    # Sizes of the content tag vocabularies (topic, type, form; 0 = untagged is extra): each item's
+    # embedding is its own plus its tags', so an item shares what is learnt about its topic (and
+    # an HCP's taste for a topic carries over to every item on it). Empty = id embeddings only.
+    content_attributes: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "content_attributes", tuple(int(x) for x in self.content_attributes))
         if self.encoder not in ("transformer", "gru"):
             raise ValueError(f"ModelConfig.encoder must be 'transformer' or 'gru', got {self.encoder!r}")
         if self.n_content < 2:
@@ -73,6 +78,10 @@ class NextBestActionModel(nn.Module):
         c, d = config, config.d_model
         self.channel_emb = nn.Embedding(c.n_channels + 1, d, padding_idx=0)
         self.content_emb = nn.Embedding(c.n_content, d, padding_idx=0)
+        if c.content_attributes:
+            # Tag codes per content index [V, A] (0 = untagged): a buffer, so it travels in the state dict.
+            self.register_buffer("content_attr", torch.zeros(c.n_content, len(c.content_attributes), dtype=torch.long))
+            self.content_attr_emb = nn.ModuleList(nn.Embedding(size + 1, d, padding_idx=0) for size in c.content_attributes)
         self.response_emb = nn.Embedding(3, d, padding_idx=0)
         self.weekday_emb = nn.Embedding(N_DAYS + 1, d, padding_idx=0)
         self.daypart_emb = nn.Embedding(N_DAYPARTS + 1, d, padding_idx=0)
@@ -104,12 +113,31 @@ class NextBestActionModel(nn.Module):
             self.history_mlp = nn.Sequential(nn.Linear(N_HISTORY_FEATURES + 2 * d, d), nn.GELU(), nn.Linear(d, 1))
             self.history_content_query = nn.Linear(2 * d, d, bias=False)  # opened / unopened content -> content taste
 
+    def set_content_attributes(self, codes: Any) -> None:
+        """Load the [V, A] tag codes of the content vocabulary (0 = untagged; pad and none rows are 0)."""
+        codes = torch.as_tensor(codes, dtype=torch.long)
+        expected = (self.config.n_content, len(self.config.content_attributes))
+        if tuple(codes.shape) != expected:
+            raise ValueError(f"content attribute codes: expected shape {expected}, got {tuple(codes.shape)}")
+        bad = [(a, int(codes[:, a].max())) for a, size in enumerate(self.config.content_attributes) if len(codes) and int(codes[:, a].max()) > size]
+        if bad or (codes < 0).any():
+            raise ValueError(f"content attribute codes out of range (attribute, max code): {bad}; sizes {self.config.content_attributes}")
+        self.content_attr.copy_(codes.to(self.content_attr.device))
+
+    def content_table(self) -> Tensor:
+        """Every content item's embedding [V, D]: its id embedding plus its tags' embeddings."""
+        w = self.content_emb.weight
+        if self.config.content_attributes:
+            for a, emb in enumerate(self.content_attr_emb):
+                w = w + emb(self.content_attr[:, a])
+        return w
+
     def embed(self, batch: dict[str, Tensor]) -> Tensor:
         """Token embeddings with the start token prepended: [B, L+1, D]."""
         numeric = torch.stack([torch.log1p(batch["gap_days"].clamp_min(0)), torch.log1p(batch["read_seconds"].clamp_min(0))], -1)
         tokens = (
             self.channel_emb(batch["channel"])
-            + self.content_emb(batch["content"])
+            + self.content_table()[batch["content"].long()]
             + self.response_emb(batch["response"])
             + self.weekday_emb(batch["weekday"])
             + self.daypart_emb(batch["daypart"])
@@ -171,7 +199,7 @@ class NextBestActionModel(nn.Module):
         slot = torch.where(ch > 0, (batch["weekday"].long() - 1).clamp_min(0) * N_DAYPARTS + (batch["daypart"].long() - 1).clamp_min(0) + 1, 0)
         parts = [*counts(ch, self.config.n_channels), *counts(batch["weekday"], N_DAYS), *counts(batch["daypart"], N_DAYPARTS), *counts(slot, N_SLOTS)]
         has_content = (batch["content"].long() > 1).float() * valid
-        emb = self.content_emb(batch["content"].long())  # [B, L, D]
+        emb = self.content_table()[batch["content"].long()]  # [B, L, D]
         for w in (has_content * opened, has_content * (1 - opened)):
             parts.append((emb * w.unsqueeze(-1)).sum(1) / (w.sum(1, keepdim=True) + 1.0))
         return torch.cat(parts, -1)
@@ -215,7 +243,7 @@ class NextBestActionModel(nn.Module):
         padding id is never a valid content.
         """
         z = z[..., : self.config.d_model]  # the history summary (if any) feeds the response head only
-        content = self.content_query(z) @ self.content_emb.weight.T + self.content_bias  # [B, V]
+        content = self.content_query(z) @ self.content_table().T + self.content_bias  # [B, V]
         allowed = torch.ones(content.shape[-1], dtype=torch.bool, device=z.device)
         allowed[0] = False
         allowed = allowed if content_mask is None else allowed & content_mask.to(z.device)
@@ -265,13 +293,13 @@ class NextBestActionModel(nn.Module):
         """Logit of P(positive response | state, action) for candidates [B, ...] -> [B, ...]."""
         base, query = self._response_parts(z, channel, slot)
         assert query is not None
-        return base + (query * self.content_emb(content)).sum(-1) + self.response_content_bias[content]
+        return base + (query * self.content_table()[content]).sum(-1) + self.response_content_bias[content]
 
     def response_logit_all_content(self, z: Tensor, channel: Tensor, slot: Tensor) -> Tensor:
         """Response logits of every content item for one (channel, slot) per row: [B] x [B] -> [B, V]."""
         base, query = self._response_parts(z, channel, slot)  # [B], [B, D]
         assert query is not None
-        return base.unsqueeze(-1) + query @ self.content_emb.weight.T + self.response_content_bias
+        return base.unsqueeze(-1) + query @ self.content_table().T + self.response_content_bias
 
     def response_logit_all_slots(self, z: Tensor, channel: Tensor, content: Tensor) -> Tensor:
         """Response logits of every slot for one (channel, content) per row: [B] x [B] -> [B, 28].
@@ -284,7 +312,7 @@ class NextBestActionModel(nn.Module):
         base, _ = self._response_parts(z, channel.unsqueeze(1).expand(-1, N_SLOTS), slots, with_query=False)  # [B, 28]
         _, query = self._response_parts(z, channel, slots[:, 0])  # [B, D]
         assert query is not None
-        return base + ((query * self.content_emb(content)).sum(-1) + self.response_content_bias[content]).unsqueeze(-1)
+        return base + ((query * self.content_table()[content]).sum(-1) + self.response_content_bias[content]).unsqueeze(-1)
 
     def forward(self, batch: dict[str, Tensor], content_mask: Tensor | None = None) -> dict[str, Tensor]:
         """State, head logits and the logged action's response logit (when the batch has labels)."""

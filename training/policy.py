@@ -82,7 +82,7 @@ def channel_scores(
     if slot_allowed is not None:
         base = base.masked_fill(~slot_allowed.to(dev, torch.bool).unsqueeze(0), neg)
     slot_logit, best_slot = base.max(-1)  # [B, C]
-    content_logit = torch.matmul(query, model.content_emb.weight.T) + model.response_content_bias  # [B, C, V]
+    content_logit = torch.matmul(query, model.content_table().T) + model.response_content_bias  # [B, C, V]
     content_logit, best_content = content_logit.masked_fill(~allowed, neg).max(-1)  # [B, C]
     return slot_logit + content_logit, best_content, best_slot
 

@@ -8,6 +8,7 @@ from typing import Any
 
 CHALLENGER, CHAMPION = "challenger", "champion"
 POLICY_VALUE_TAG = "policy_value"  # set on a model version by `nba evaluate`
+POLICY_SETTING_TAG = "policy_value_setting"  # the data, start and weeks that policy value was measured under
 
 
 def setup(tracking: Any) -> str:

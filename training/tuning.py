@@ -39,13 +39,31 @@ def suggest(trial: Any, cfg: TrainingConfig) -> TrainingConfig:
     encoder = trial.suggest_categorical("model.encoder", list(cfg.tune.encoders))
     d_model = trial.suggest_categorical("model.d_model", [32, 64])
     update = {
-        "model": cfg.model.model_copy(update={"encoder": encoder, "d_model": d_model, "n_layers": trial.suggest_int("model.n_layers", 1, 2), "dropout": trial.suggest_float("model.dropout", 0.0, 0.3), "n_heads": 4, "history": trial.suggest_categorical("model.history", [True, False])}),
+        "model": cfg.model.model_copy(update={"encoder": encoder, "d_model": d_model, "n_layers": trial.suggest_int("model.n_layers", 1, 2), "dropout": trial.suggest_float("model.dropout", 0.0, 0.3), "n_heads": 4, "history": trial.suggest_categorical("model.history", [True, False]),
+                                                 "content_tags": trial.suggest_categorical("model.content_tags", [True, False])}),
         "loss": cfg.loss.model_copy(update={"objective": trial.suggest_categorical("loss.objective", ["naive", "ips", "dr"]),
                                             "response_weighting": trial.suggest_categorical("loss.response_weighting", ["none", "ips"]), "ips_clip": trial.suggest_float("loss.ips_clip", 5.0, 100.0, log=True)}),
         "lr": trial.suggest_float("lr", 3e-4, 1e-2, log=True),
         "weight_decay": trial.suggest_float("weight_decay", 1e-6, 1e-2, log=True),
     }
     return TrainingConfig.model_validate({**cfg.model_dump(), **{k: (v.model_dump() if hasattr(v, "model_dump") else v) for k, v in update.items()}})
+
+
+def default_params(cfg: TrainingConfig) -> dict[str, Any]:
+    """The configured model as a point of ``suggest``'s space (values outside it are left for the sampler)."""
+    m, loss = cfg.model, cfg.loss
+    params: dict[str, Any] = {
+        "model.n_layers": m.n_layers, "model.dropout": m.dropout, "model.history": m.history, "model.content_tags": m.content_tags,
+        "loss.objective": loss.objective, "loss.response_weighting": loss.response_weighting, "loss.ips_clip": loss.ips_clip,
+        "lr": cfg.lr, "weight_decay": cfg.weight_decay,
+    }
+    if m.encoder in cfg.tune.encoders:
+        params["model.encoder"] = m.encoder
+    if m.d_model in (32, 64):
+        params["model.d_model"] = m.d_model
+    inside = {"model.n_layers": 1 <= m.n_layers <= 2, "model.dropout": 0.0 <= m.dropout <= 0.3, "loss.ips_clip": 5.0 <= loss.ips_clip <= 100.0,
+              "lr": 3e-4 <= cfg.lr <= 1e-2, "weight_decay": 1e-6 <= cfg.weight_decay <= 1e-2}
+    return {k: v for k, v in params.items() if inside.get(k, True)}
 
 
 def storage_url(url: str) -> str:
@@ -77,6 +95,9 @@ def tune_job(cfg: TrainingConfig, *, progress: bool = True, retrain_best: bool =
     study = optuna.create_study(study_name=cfg.tune.study_name, storage=storage_url(cfg.tune.storage), sampler=sampler, pruner=pruner, direction="maximize", load_if_exists=True)
     if not progress:
         optuna.logging.set_verbosity(optuna.logging.WARNING)
+    if not study.trials:
+        # A new study tries the configured model first: the tuned result then never ranks below the default.
+        study.enqueue_trial(default_params(cfg))
 
     def objective(trial: optuna.Trial) -> float:
         trial_cfg = suggest(trial, cfg)
@@ -92,7 +113,7 @@ def tune_job(cfg: TrainingConfig, *, progress: bool = True, retrain_best: bool =
             from training.artifacts import load_bundle
             from training.evaluation import simulated_policy_value
 
-            sim = simulated_policy_value(load_bundle(res["bundle"]), cfg.data_dir, cfg.features_config, weeks=cfg.tune.sim_weeks)
+            sim = simulated_policy_value(load_bundle(res["bundle"]), cfg.data_dir, cfg.features_config, weeks=cfg.tune.sim_weeks, start=cfg.sim_start)
             with mlflow.start_run(run_id=res["run_id"], nested=True):
                 mlflow.log_metrics({f"sim/{k}": v for k, v in sim.items()})
             res["metrics"].update({f"sim/{k}": v for k, v in sim.items()})

@@ -204,6 +204,23 @@ def test_environment_continues_after_the_logs(small_world: Path) -> None:
     assert run.value["weeks"] == 3 and run.value["touches"] > 0
 
 
+def test_history_tables_follow_the_logged_ones(small_world: Path) -> None:
+    from contract.io import read_table
+
+    logged = {name: read_table(small_world, name) for name in ("touchpoints", "outcomes")}
+    env = Environment.from_data_dir(small_world, start="end")
+    assert env.history.contract_tables(logged) == logged  # nothing new yet: the logs as they are
+    env.run(RuleBasedPolicy(env.cfg), weeks=2)
+    both = env.history.contract_tables(logged)
+    new = env.history.contract_tables()
+    for name in ("touchpoints", "outcomes"):
+        assert both[name].schema == logged[name].schema
+        assert both[name].num_rows == logged[name].num_rows + new[name].num_rows > logged[name].num_rows
+        assert both[name].slice(0, logged[name].num_rows).equals(logged[name])  # the logs first, unchanged
+    ids = both["touchpoints"]["event_id"].to_pylist()
+    assert len(set(ids)) == len(ids)  # the continuation's event ids never collide with the logs'
+
+
 def test_actions_from_frame_names_the_bad_row(small_world: Path) -> None:
     env = Environment.from_data_dir(small_world)
     frame = pd.DataFrame(

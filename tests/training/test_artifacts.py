@@ -56,3 +56,15 @@ def test_mismatched_weights_and_missing_files_are_named(tmp_path) -> None:
     (path / WEIGHTS_FILE).unlink()
     with pytest.raises(FileNotFoundError, match=WEIGHTS_FILE):
         load_bundle(path)
+
+
+def test_content_tags_travel_in_the_state_dict(tmp_path) -> None:
+    torch.manual_seed(0)
+    model = NextBestActionModel(ModelConfig(n_channels=8, n_content=6, n_static=2, encoder="gru", d_model=8, n_layers=1, n_heads=1, content_attributes=(6, 5)))
+    model.set_content_attributes(torch.tensor([[0, 0], [0, 0], [1, 5], [6, 1], [2, 2], [0, 3]]))
+    scaler = StaticScaler(("a", "b"), torch.zeros(2).numpy(), torch.ones(2).numpy())
+    save_bundle(ModelBundle(model, ContentVocab(("c1", "c2", "c3", "c4")), scaler, {}), tmp_path / "m")
+    loaded = load_bundle(tmp_path / "m")
+    assert loaded.model.config.content_attributes == (6, 5)
+    torch.testing.assert_close(loaded.model.content_attr, model.content_attr)
+    torch.testing.assert_close(loaded.model.content_table(), model.content_table())

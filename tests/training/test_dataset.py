@@ -39,6 +39,18 @@ def test_vocab_reserves_pad_and_none_and_masks() -> None:
     assert vocab.mask(["b"]).tolist() == [False, True, False, True]
 
 
+def test_content_tag_codes_follow_the_vocabulary() -> None:
+    import pandas as pd
+
+    from training.data import content_tag_codes
+
+    tags = pd.DataFrame({"content_id": ["a", "b", "c"], "topic": ["guideline", "disease_info", "not_a_topic"],
+                         "content_type": ["video", "article", "video"], "form": ["live", "long_read", "slides"]})
+    codes = content_tag_codes(("b", "x", "a", "c"), tags)
+    # Rows: pad, none, then the vocabulary; codes are 1-based (0 = untagged or unknown value).
+    assert codes.tolist() == [[0, 0, 0], [0, 0, 0], [1, 1, 1], [0, 0, 0], [4, 2, 7], [0, 2, 6]]
+
+
 def test_static_features_skip_ids_labels_and_sequences(frame) -> None:
     cols = static_feature_columns(frame)
     assert "is_kol" in cols and "affinity_visit" in cols

@@ -56,6 +56,11 @@ def test_evaluate_measures_model_and_every_baseline(world) -> None:
     for who in ("population", "population_channel", "population_topic", "population_timing", "oracle_no_timing", "oracle_no_fatigue"):
         assert figures[f"sim_{who}_share_of_oracle_gain"] < 1.05, who
     assert "gap_worth_timing_share" in figures and "gap_model_minus_population_oracle_share" in figures
+    # By default every policy continues after the logged weeks, and the oracle believing each HCP's
+    # posterior from its logs (the ceiling of learning from them) is measured beside the others.
+    assert figures["sim_start_week"] == 10
+    assert figures["sim_oracle_from_logs_share_of_oracle_gain"] < 1.05 and figures["sim_oracle_timing_from_logs_share_of_oracle_gain"] < 1.05
+    assert figures["gap_model_minus_oracle_from_logs_share"] == pytest.approx(figures["sim_model_share_of_oracle_gain"] - figures["sim_oracle_from_logs_share_of_oracle_gain"])
     assert 0.0 <= figures["offline_model_response_ece_calibrated_crossfit"] <= 1.0
     client = MlflowClient(tracking_uri=f"sqlite:///{root}/mlflow.db")
     plots = {a.path for a in client.list_artifacts(figures["evaluation_run_id"], "plots")}
@@ -64,3 +69,37 @@ def test_evaluate_measures_model_and_every_baseline(world) -> None:
     assert float(mv.tags["policy_value"]) == pytest.approx(figures["sim_model_responses_per_hcp_week"])
     promoted = _ok(runner.invoke(app, ["promote", *sets]))
     assert promoted["promoted"] and promoted["champion_version"] == int(trained["model_version"])
+
+
+
+@pytest.mark.slow
+def test_evaluate_can_replay_from_the_first_week(world) -> None:
+    root, sets, _ = world
+    figures = _ok(runner.invoke(app, ["evaluate", "--data-dir", str(root / "data"), "--weeks", "2", "--start", "beginning", *sets]))
+    assert figures["sim_start_week"] == 0
+    assert "sim_oracle_from_logs_share_of_oracle_gain" not in figures  # no logs yet to learn from
+    bad = runner.invoke(app, ["evaluate", "--data-dir", str(root / "data"), "--start", "middle", *sets])
+    assert bad.exit_code != 0 and "sim_start" in bad.output + str(bad.exception)
+
+
+def test_feature_policies_see_the_logged_history_after_the_logs(world) -> None:
+    """Continuing after the logs, a policy's features count the HCP's logged touches; without them it would start blind."""
+    from features.config import load_features_config
+    from simulator.environment import Environment
+    from training.dataset import ContentVocab
+    from training.evaluation import _FeaturePolicy, logged_history
+
+    root, _, _ = world
+    data = str(root / "data")
+    env = Environment.from_data_dir(data, start="end")
+    obs = env.observe()
+    fcfg = load_features_config(None, overrides={"data_dir": data})
+    with_logs = _FeaturePolicy(fcfg, 2, ContentVocab(()), logged_history(data, "end")).features(obs)
+    blind = _FeaturePolicy(fcfg, 2, ContentVocab(())).features(obs)
+    assert (blind["touches_total"] == 0).all()
+    from contract.io import read_frame
+
+    per_hcp = read_frame(data, "touchpoints").groupby("hcp_id").size()
+    assert with_logs.set_index("hcp_id")["touches_total"].to_dict() == {h: per_hcp.get(h, 0) for h in with_logs["hcp_id"]}
+    with pytest.raises(ValueError, match="sim_start"):
+        logged_history(data, "middle")

@@ -97,5 +97,10 @@ def test_promote_requires_a_better_evaluated_challenger(workdir) -> None:
     worse = _last_json(runner.invoke(app, ["promote", *sets]))
     assert not worse["promoted"] and str(client.get_model_version_by_alias(name, "champion").version) == "1"
     client.set_model_version_tag(name, "2", "policy_value", "0.35")
+    client.set_model_version_tag(name, "1", "policy_value_setting", "data=x start=end weeks=8")
+    client.set_model_version_tag(name, "2", "policy_value_setting", "data=x start=beginning weeks=8")
+    apart = _last_json(runner.invoke(app, ["promote", *sets]))
+    assert not apart["promoted"] and "not comparable" in apart["reason"]  # a higher value measured another way proves nothing
+    client.set_model_version_tag(name, "2", "policy_value_setting", "data=x start=end weeks=8")
     better = _last_json(runner.invoke(app, ["promote", *sets]))
     assert better["promoted"] and str(client.get_model_version_by_alias(name, "champion").version) == "2"

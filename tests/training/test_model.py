@@ -147,3 +147,41 @@ def test_all_slot_scores_match_one_by_one(history: bool) -> None:
     assert grid.shape == (B, N_SLOTS)
     one = model.response_logit(z, ch.unsqueeze(1).expand(-1, N_SLOTS), ct.unsqueeze(1).expand(-1, N_SLOTS), torch.arange(N_SLOTS).expand(B, -1))
     torch.testing.assert_close(grid, one)
+
+
+def _tagged(seed: int = 0) -> NextBestActionModel:
+    torch.manual_seed(seed)
+    model = NextBestActionModel(ModelConfig(n_channels=8, n_content=V, n_static=S, d_model=16, n_layers=1, n_heads=2, dropout=0.0, max_seq_len=L, history=True, content_attributes=(3, 2)))
+    codes = torch.zeros(V, 2, dtype=torch.long)
+    codes[2:, 0] = torch.tensor([1, 1, 2, 2, 3, 3, 1, 0])  # items 2 and 3 share topic 1; item 9 is untagged
+    codes[2:, 1] = torch.tensor([1, 2, 1, 2, 1, 2, 1, 2])
+    model.set_content_attributes(codes)
+    return model.eval()
+
+
+def test_content_tags_tie_items_that_share_them() -> None:
+    model = _tagged()
+    table = model.content_table()
+    torch.testing.assert_close(table[0], torch.zeros(16))  # padding stays a zero vector, tags or not
+    with torch.no_grad():
+        model.content_attr_emb[0].weight[1] += 1.0  # move topic 1 only
+    moved = (model.content_table() - table).norm(dim=1)
+    assert torch.all(moved[[2, 3, 8]] > 0) and torch.all(moved[[0, 1, 4, 5, 6, 7, 9]] == 0)
+    # Tags change scores the same way everywhere: the fused grids still match one-by-one scoring.
+    batch = _batch()
+    z = model.state(batch)
+    ch, sl = torch.tensor([0, 3, 7, 2]), torch.tensor([1, 27, 4, 0])
+    one = model.response_logit(z, ch.unsqueeze(1).expand(-1, V), torch.arange(V).expand(B, -1), sl.unsqueeze(1).expand(-1, V))
+    torch.testing.assert_close(model.response_logit_all_content(z, ch, sl), one)
+
+
+def test_content_tag_codes_are_validated() -> None:
+    model = _tagged()
+    with pytest.raises(ValueError, match="expected shape"):
+        model.set_content_attributes(torch.zeros(V - 1, 2, dtype=torch.long))
+    bad = torch.zeros(V, 2, dtype=torch.long)
+    bad[3, 1] = 3  # attribute 1 has 2 values: codes 0..2
+    with pytest.raises(ValueError, match="out of range"):
+        model.set_content_attributes(bad)
+    cfg = ModelConfig.from_dict(model.config.to_dict() | {"content_attributes": [3, 2]})  # JSON gives lists
+    assert cfg == model.config

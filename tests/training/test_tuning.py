@@ -31,6 +31,9 @@ def _check(tmp_path, storage: str, out: dict) -> None:
 
     study = optuna.load_study(study_name="nba-tune", storage=storage)
     assert len(study.trials) == out["trials_total"] == 3
+    first = study.trials[0].params  # a new study tries the configured model first
+    assert first["model.encoder"] == "transformer" and first["model.d_model"] == 32 and first["lr"] == pytest.approx(3e-3)
+    assert first["loss.objective"] == "dr" and first["loss.response_weighting"] == "none"
     assert out["trials_complete"] + out["trials_pruned"] == 3
     client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
     exp = client.get_experiment_by_name("nba-training")
@@ -86,3 +89,19 @@ def test_promotion_rule_says_why() -> None:
     assert not ok and "does not beat" in why
     assert promotion_decision(0.7, 0.6, False) == (True, "challenger policy value 0.7000 beats the champion's 0.6000")
     assert promotion_decision(0.7, 0.6, True)[0] is False
+    ok, why = promotion_decision(0.9, 0.6, False, "data=ab start=end weeks=8", "data=ab start=beginning weeks=8")
+    assert not ok and "not comparable" in why and "start=beginning" in why
+    assert promotion_decision(0.9, 0.6, False, "data=ab start=end weeks=8", "data=ab start=end weeks=8")[0] is True
+    assert promotion_decision(0.9, 0.6, False, "data=ab start=end weeks=8", None)[0] is True  # a champion from before settings were tagged
+
+
+def test_default_params_are_the_configured_model_inside_the_space() -> None:
+    from training.config import TrainingConfig
+    from training.tuning import default_params
+
+    cfg = TrainingConfig()
+    p = default_params(cfg)
+    assert p["model.encoder"] == cfg.model.encoder and p["lr"] == cfg.lr and p["model.content_tags"] is cfg.model.content_tags
+    odd = TrainingConfig.model_validate({**cfg.model_dump(), "lr": 0.5, "model": {**cfg.model.model_dump(), "d_model": 128, "n_layers": 4}})
+    q = default_params(odd)
+    assert "lr" not in q and "model.d_model" not in q and "model.n_layers" not in q  # outside the space: left to the sampler
