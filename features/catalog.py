@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
-from contract.schema import CHANNELS, MEETING_CHANNELS
+from contract.schema import CHANNELS, DAYPARTS, MEETING_CHANNELS, TOPICS, WEEKDAYS
 
 # Feature kinds and how each is stored (numpy dtype) and declared in Feast (see definitions).
 KINDS = ("int32", "int64", "float32", "bool", "string", "array_int64", "array_float32", "array_string")
@@ -202,6 +202,27 @@ def sequence_view(cap: float) -> View:
     return View("hcp_touch_sequence", "hcp", tuple(feats), pushable=True, doc="last N touchpoints as arrays", packed_arrays=numeric)
 
 
+# The response-history view's blocks, in stored order: each block is sent counts for every value,
+# then opened counts for every value. Readers (training.dataset) rely on this layout.
+RESPONSE_HISTORY_BLOCKS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("channel", CHANNELS), ("weekday", WEEKDAYS), ("daypart", DAYPARTS), ("topic", TOPICS),
+)
+RESPONSE_HISTORY_PREFIX = "hist_"
+
+
+def response_history_names(days: int) -> list[str]:
+    """Feature names of the response-history view, in stored order (see RESPONSE_HISTORY_BLOCKS)."""
+    return [f"{RESPONSE_HISTORY_PREFIX}{kind}_{value}_{what}_{days}d"
+            for kind, values in RESPONSE_HISTORY_BLOCKS for what in ("sent", "opened") for value in values]
+
+
+def response_history_view(days: int) -> View:
+    """Delivered outbound touches and positive responses per channel, local weekday, daypart and topic."""
+    feats = tuple(_i(n) for n in response_history_names(days))
+    return View(f"hcp_response_history_{days}d", "hcp", feats, pushable=True,
+                doc=f"delivered touches and responses per channel, weekday, daypart and topic, last {days}d", packed=True)
+
+
 def content_view(popularity_days: int) -> View:
     """Content tags, approval window relative to the snapshot, and recent popularity."""
     w = f"{popularity_days}d"
@@ -217,6 +238,7 @@ def catalog(cfg) -> dict[str, View]:
     views = [profile_view(), dated_profile_view()]
     views += [engagement_view(cfg.engagement_windows_days, cap)]
     views += [visits_view(cfg.visits_window_days), outcomes_view(cfg.outcome_windows_weeks)]
+    views += [response_history_view(cfg.response_history_days)]
     views += [sequence_view(cap), content_view(cfg.content_popularity_days)]
     return {v.name: v for v in views}
 

@@ -51,6 +51,9 @@ class FeaturesConfig(StageConfig):
     visits_window_days: int = Field(90, ge=1, le=3650)
     outcome_windows_weeks: list[int] = Field(default_factory=lambda: [4, 12])
     content_popularity_days: int = Field(30, ge=1, le=3650)
+    # Response history per channel, weekday, daypart and topic over this window: an HCP's timing
+    # and topic tastes need far more touches than the sequence's last N (about a year of them).
+    response_history_days: int = Field(365, ge=1, le=3650)
     # Recency features are capped so "never" and "long ago" share one finite value.
     days_since_cap: float = Field(365.0, gt=0)
     # Entity rows per get_historical_features call: bounds peak memory of large training sets.

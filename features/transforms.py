@@ -189,6 +189,26 @@ def content_features(prep: Prepared, times: np.ndarray, popularity_days: int) ->
     return out
 
 
+def response_history(prep: Prepared, times: np.ndarray, days: int) -> dict[str, np.ndarray]:
+    """Delivered outbound touches and positive responses over ``days`` per channel, local weekday,
+    daypart and topic (matrices HCP x T; names from catalog.response_history_names)."""
+    from features.catalog import RESPONSE_HISTORY_BLOCKS, RESPONSE_HISTORY_PREFIX
+    from features.events import POSITIVE_RESPONSE_CODE
+
+    ev, ws = prep.events, days * DAY_S
+    topic_of = np.concatenate([[-1], np.asarray(prep.content_attrs["topic"], dtype=np.int64)])
+    keys = {"channel": ev.channel, "weekday": ev.weekday, "daypart": ev.daypart, "topic": topic_of[ev.content]}
+    delivered = ev.delivered & ~ev.inbound
+    positive = (ev.response >= POSITIVE_RESPONSE_CODE).astype(np.float64)
+    out: dict[str, np.ndarray] = {}
+    for kind, values in RESPONSE_HISTORY_BLOCKS:
+        for vi, value in enumerate(values):
+            grid, idx = _subset_grid(prep, delivered & (keys[kind] == vi), times, ws)
+            out[f"{RESPONSE_HISTORY_PREFIX}{kind}_{value}_sent_{days}d"] = grid.count(ws)
+            out[f"{RESPONSE_HISTORY_PREFIX}{kind}_{value}_opened_{days}d"] = grid.total(positive[idx], ws).astype(np.int32)
+    return out
+
+
 def view_matrices(prep: Prepared, cfg, view: View, times: np.ndarray) -> dict:
     """Matrices (entity x snapshot) of one non-sequence view's features."""
     name = view.name
@@ -200,9 +220,11 @@ def view_matrices(prep: Prepared, cfg, view: View, times: np.ndarray) -> dict:
         return visits(prep, times, cfg.visits_window_days)
     if name.startswith("hcp_outcomes_"):
         return outcomes(prep, times, cfg.outcome_windows_weeks)
+    if name.startswith("hcp_response_history_"):
+        return response_history(prep, times, cfg.response_history_days)
     if name == "content_catalog":
         return content_features(prep, times, cfg.content_popularity_days)
     raise KeyError(f"no transform for view {name!r}")
 
 
-__all__ = ["Grid", "content_features", "engagement", "outcomes", "profile", "recency", "view_matrices", "visits"]
+__all__ = ["Grid", "content_features", "engagement", "outcomes", "profile", "recency", "response_history", "view_matrices", "visits"]

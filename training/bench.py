@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from contract.schema import CHANNELS
-from training.dataset import EncodedData
+from training.dataset import RESPONSE_HISTORY_SIZES, EncodedData
 from training.model import N_SLOTS
 
 ROWS_PER_HCP_WEEK = 113_050 / 2_000 / 52  # simulator (2,000 HCPs x 365 days, seed 0) through the feature stage
@@ -118,6 +118,8 @@ def synthetic_encoded(rows: int, seq_len: int, n_content: int, n_static: int, se
         "label_slot": rng.integers(0, N_SLOTS, rows).astype(np.int8),
         "label_response": (rng.random(rows) < 0.3).astype(np.float32),
         "propensity": rng.uniform(0.01, 0.8, rows).astype(np.float32),
+        # The feature stage's response-history counts: ~52 touches a year spread over the blocks.
+        "history_long": rng.poisson(3.0, (rows, 2 * sum(RESPONSE_HISTORY_SIZES))).astype(np.uint8),
     }
     return EncodedData(arrays, hcp.astype(str), np.zeros(rows, dtype="datetime64[ns]"))
 
@@ -169,7 +171,7 @@ def _paired_rows_per_s(cfg: Any, data: EncodedData, n_content: int, n_static: in
     runs: dict[str, tuple[Any, Any, str]] = {}
     for name in ("reference", "fast", "naive"):
         torch.manual_seed(cfg.seed)
-        model = build_model(cfg, n_content, n_static, synthetic_content_codes(n_content)).to(device)
+        model = build_model(cfg, n_content, n_static, synthetic_content_codes(n_content), response_history=True).to(device)
         if name == "reference":
             use_full_sequence_encoder(model)
             opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -241,6 +243,7 @@ def bench_train(
         "d_model": cfg.model.d_model,
         "n_layers": cfg.model.n_layers,
         "content_tags": cfg.model.content_tags,
+        "long_history": cfg.model.history and cfg.model.long_history,
         "objective": cfg.loss.objective,
         "batch_size": cfg.batch_size,
         "torch_threads": torch.get_num_threads(),
@@ -255,7 +258,7 @@ def bench_train(
     for enc in encoders:
         ecfg = cfg.model_copy(update={"model": cfg.model.model_copy(update={"encoder": enc})})
         speeds = _paired_rows_per_s(ecfg, data, n_content, n_static, device, baseline_batches)
-        model = build_model(ecfg, n_content, n_static, synthetic_content_codes(n_content))
+        model = build_model(ecfg, n_content, n_static, synthetic_content_codes(n_content), response_history=True)
         cpu0 = time.process_time()
         child0 = _children_cpu_s()
         result = fit(model, data, None, objective=ecfg.loss.objective, ips_clip=ecfg.loss.ips_clip, loss_weights=_loss_weights(ecfg), lr=ecfg.lr, weight_decay=ecfg.weight_decay,

@@ -23,6 +23,9 @@ class ModelSection(StageConfig):
     # Embed each content item's tags (topic, type, form) beside its id (training.model.ModelConfig.content_attributes);
     # needs the dataset's content table (a ready Parquet training set has none: ids only).
     content_tags: bool = True
+    # Read the feature stage's response-history counts (a year per channel/weekday/daypart/topic)
+    # where the training set has them (training.model.ModelConfig.long_history); needs ``history``.
+    long_history: bool = True
 
     @model_validator(mode="after")
     def _heads_divide_width(self) -> "ModelSection":

@@ -44,16 +44,20 @@ def prepare_data(cfg: TrainingConfig, vocab: Any = None, scaler: Any = None) -> 
     return Prepared(data.subset(train_mask), data.subset(val_mask), vocab, scaler, ts.fingerprint, ts.source, codes)
 
 
-def build_model(cfg: TrainingConfig, n_content: int, n_static: int, content_codes: Any = None) -> Any:
-    """A fresh network sized by ``cfg.model``; with ``content_codes`` ([V, tags]) and ``model.content_tags`` it embeds the tags too."""
+def build_model(cfg: TrainingConfig, n_content: int, n_static: int, content_codes: Any = None, *, response_history: bool = False) -> Any:
+    """A fresh network sized by ``cfg.model``; with ``content_codes`` ([V, tags]) and ``model.content_tags`` it embeds the tags too;
+    with ``response_history`` (the data holds the feature stage's counts) and ``model.long_history`` it reads them."""
     from contract.schema import CHANNELS
     from training.data import CONTENT_TAGS
+    from training.dataset import RESPONSE_HISTORY_SIZES
     from training.model import ModelConfig, NextBestActionModel
 
     m = cfg.model
     tags = m.content_tags and content_codes is not None
     sizes = tuple(len(v) for v in CONTENT_TAGS.values()) if tags else ()
-    model = NextBestActionModel(ModelConfig(len(CHANNELS), n_content, n_static, m.encoder, m.d_model, m.n_layers, m.n_heads, m.dropout, m.max_seq_len, history=m.history, content_attributes=sizes))
+    long_history = RESPONSE_HISTORY_SIZES if m.history and m.long_history and response_history else ()
+    model = NextBestActionModel(ModelConfig(len(CHANNELS), n_content, n_static, m.encoder, m.d_model, m.n_layers, m.n_heads, m.dropout, m.max_seq_len,
+                                            history=m.history, content_attributes=sizes, long_history=long_history))
     if tags:
         model.set_content_attributes(content_codes)
     return model
@@ -92,6 +96,7 @@ def _input_example(prep: Prepared, frame_rows: int = 3) -> Any:
                 "seq_weekday": (a["weekday"][i, :length].astype(np.int64) - 1).tolist(),
                 "seq_daypart": (a["daypart"][i, :length].astype(np.int64) - 1).tolist(),
                 **{c: float(m) for c, m in zip(prep.scaler.columns, prep.scaler.mean)},
+                **{c: int(v) for c, v in zip((prep.val if len(prep.val) else prep.train).meta.get("history_columns", ()), a["history_long"][i] if "history_long" in a else ())},
                 **{f"consent_{c}": True for c in CHANNELS},
             }
         )
@@ -112,7 +117,7 @@ def train_job(cfg: TrainingConfig, *, prep: Prepared | None = None, register: bo
     from training.train import seed_everything
 
     seed_everything(cfg.seed)
-    model = build_model(cfg, len(prep.vocab), len(prep.scaler.columns), prep.content_codes)
+    model = build_model(cfg, len(prep.vocab), len(prep.scaler.columns), prep.content_codes, response_history="history_long" in prep.train.arrays)
     weights = {"channel": cfg.loss.channel_weight, "content": cfg.loss.content_weight, "slot": cfg.loss.slot_weight, "response": cfg.loss.response_weight}
     with mlflow.start_run(nested=nested) as run:
         mlflow.log_params({k: str(v) for k, v in tracking.flatten(cfg.model_dump()).items()})

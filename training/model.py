@@ -22,6 +22,9 @@ N_SLOTS = N_DAYS * N_DAYPARTS
 # History summary layout appended to the state when ModelConfig.history: sent then opened counts
 # for every channel, weekday, daypart and slot, then two pooled content embeddings (D each).
 N_HISTORY_FEATURES = 6 * 3 + 2  # per candidate: 6 (sent, opened, rate) triples + 2 totals
+# With ModelConfig.long_history, per candidate 3 more triples (its channel, weekday, daypart over
+# the feature stage's window) join them, and the topic block steers the content query.
+N_LONG_HISTORY_FEATURES = 3 * 3
 
 
 @dataclass(frozen=True)
@@ -45,9 +48,16 @@ class ModelConfig:
     # embedding is its own plus its tags', so an item shares what is learnt about its topic (and
     # an HCP's taste for a topic carries over to every item on it). Empty = id embeddings only.
     content_attributes: tuple[int, ...] = ()
+    # Block sizes (channels, weekdays, dayparts, topics) of the feature stage's response-history
+    # counts (batch["history_long"]: sent then opened per block; training.dataset): a year of
+    # touches where the sequence holds the last max_seq_len. Needs ``history``. Empty = off.
+    long_history: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "content_attributes", tuple(int(x) for x in self.content_attributes))
+        object.__setattr__(self, "long_history", tuple(int(x) for x in self.long_history))
+        if self.long_history and (not self.history or len(self.long_history) != 4 or self.long_history[:3] != (self.n_channels, N_DAYS, N_DAYPARTS)):
+            raise ValueError(f"ModelConfig.long_history must be (n_channels, {N_DAYS}, {N_DAYPARTS}, n_topics) with history on, got {self.long_history} (history={self.history})")
         if self.encoder not in ("transformer", "gru"):
             raise ValueError(f"ModelConfig.encoder must be 'transformer' or 'gru', got {self.encoder!r}")
         if self.n_content < 2:
@@ -112,6 +122,11 @@ class NextBestActionModel(nn.Module):
         if c.history:
             self.history_mlp = nn.Sequential(nn.Linear(N_HISTORY_FEATURES + 2 * d, d), nn.GELU(), nn.Linear(d, 1))
             self.history_content_query = nn.Linear(2 * d, d, bias=False)  # opened / unopened content -> content taste
+            if c.long_history:
+                self.history_mlp[0] = nn.Linear(N_HISTORY_FEATURES + N_LONG_HISTORY_FEATURES + 2 * d, d)
+                # Per-topic (sent, opened, rate) -> a query direction: the content embeddings carry
+                # their topic's embedding, so this scores every item by the HCP's topic record.
+                self.history_topic_query = nn.Linear(3 * c.long_history[3], d, bias=False)
 
     def set_content_attributes(self, codes: Any) -> None:
         """Load the [V, A] tag codes of the content vocabulary (0 = untagged; pad and none rows are 0)."""
@@ -202,6 +217,10 @@ class NextBestActionModel(nn.Module):
         emb = self.content_table()[batch["content"].long()]  # [B, L, D]
         for w in (has_content * opened, has_content * (1 - opened)):
             parts.append((emb * w.unsqueeze(-1)).sum(1) / (w.sum(1, keepdim=True) + 1.0))
+        if self.config.long_history:
+            if "history_long" not in batch:
+                raise ValueError("this model reads the response-history counts (feature view hcp_response_history_*); the input has none")
+            parts.append(batch["history_long"].to(emb.dtype))  # [B, 2 * sum(long_history)]
         return torch.cat(parts, -1)
 
     def _history_terms(self, raw: Tensor, channel: Tensor, slot: Tensor, ch_table: Tensor, sl_table: Tensor) -> tuple[Tensor, Tensor]:
@@ -209,7 +228,7 @@ class NextBestActionModel(nn.Module):
         c, d = self.config.n_channels, self.config.d_model
         sizes = (c, c, N_DAYS, N_DAYS, N_DAYPARTS, N_DAYPARTS, N_SLOTS, N_SLOTS)
         blocks = list(torch.split(raw[:, : sum(sizes)], sizes, -1))
-        pooled = raw[:, sum(sizes) :]  # [B, 2D]
+        pooled = raw[:, sum(sizes) : sum(sizes) + 2 * d]  # [B, 2D]
         extra = channel.dim() - 1
 
         def pick(table: Tensor, index: Tensor) -> Tensor:  # [B, n] at [B, ...] -> [B, ...]
@@ -227,6 +246,16 @@ class NextBestActionModel(nn.Module):
         shape = channel.shape
         per_row = lambda t: t.reshape(t.shape[0], *([1] * extra)).expand(shape)  # noqa: E731
         feats += [per_row(torch.log1p(total_sent)), per_row((total_open + 0.5) / (total_sent + 2.0))]
+        topic_query = None
+        if self.config.long_history:
+            long_sizes = [size for size in self.config.long_history for _ in range(2)]  # sent, opened per block
+            lb = list(torch.split(raw[:, sum(sizes) + 2 * d :], long_sizes, -1))
+            for (sent, opened), index in (((lb[0], lb[1]), channel), ((lb[2], lb[3]), wd), ((lb[4], lb[5]), dp)):
+                s, o = pick(sent, index), pick(opened, index)
+                feats += [torch.log1p(s), torch.log1p(o), (o + 0.5) / (s + 2.0)]
+            sent, opened = lb[6], lb[7]  # [B, topics]
+            topic = torch.cat([torch.log1p(sent), torch.log1p(opened), (opened + 0.5) / (sent + 2.0)], -1)
+            topic_query = self.history_topic_query(topic).reshape(topic.shape[0], *([1] * extra), d) / d**0.5
         # history_mlp(cat[feats, channel_emb, slot_emb]) with its first layer split by input block:
         # the embedding parts are projected once per table row and gathered (same maths, K x less work).
         first, n = self.history_mlp[0], len(feats)
@@ -234,6 +263,8 @@ class NextBestActionModel(nn.Module):
         sl_part = F.linear(sl_table, first.weight[:, n + d :])[slot]
         hidden = F.linear(torch.stack(feats, -1), first.weight[:, :n], first.bias) + ch_part + sl_part
         query = self.history_content_query(pooled).reshape(pooled.shape[0], *([1] * extra), d) / d**0.5
+        if topic_query is not None:
+            query = query + topic_query
         return self.history_mlp[1:](hidden).squeeze(-1), query
 
     def heads(self, z: Tensor, content_mask: Tensor | None = None) -> dict[str, Tensor]:

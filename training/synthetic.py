@@ -40,8 +40,23 @@ def _history_lists(flat: np.ndarray, n_hcps: int, n_weeks: int, max_hist: int) -
     return pa.ListArray.from_arrays(pa.array(offsets), pa.array(flat[take]))
 
 
-def synthetic_training_frame(n_hcps: int = 64, n_weeks: int = 12, n_content: int = 12, max_hist: int = 16, seed: int = 0) -> pd.DataFrame:
-    """One decision row per HCP and week, with sequences, static features, labels and propensities."""
+def _response_history(keys: dict[str, np.ndarray], response: np.ndarray, n_hcps: int, n_weeks: int) -> pd.DataFrame:
+    """The feature stage's response-history columns: each HCP's counts over all its earlier rows."""
+    from features.catalog import RESPONSE_HISTORY_BLOCKS, response_history_names
+
+    cols = []
+    for kind, values in RESPONSE_HISTORY_BLOCKS:
+        onehot = (keys[kind][:, None] == np.arange(len(values))[None, :]).astype(np.int64)  # [N, K]
+        for weight in (1, response[:, None]):
+            x = (onehot * weight).reshape(n_hcps, n_weeks, len(values))
+            cols.append((np.cumsum(x, axis=1) - x).reshape(-1, len(values)))  # strictly before the row
+    return pd.DataFrame(np.concatenate(cols, 1).astype(np.int32), columns=response_history_names(365))
+
+
+def synthetic_training_frame(n_hcps: int = 64, n_weeks: int = 12, n_content: int = 12, max_hist: int = 16, seed: int = 0,
+                             *, response_history: bool = True) -> pd.DataFrame:
+    """One decision row per HCP and week, with sequences, static features, labels and propensities
+    (and the response-history counts unless ``response_history`` is False; the content has no topics)."""
     rng = np.random.default_rng(seed)
     n_ch = len(CHANNELS)
     n = n_hcps * n_weeks
@@ -87,5 +102,8 @@ def synthetic_training_frame(n_hcps: int = 64, n_weeks: int = 12, n_content: int
     for i, ch in enumerate(CHANNELS):
         frame[f"affinity_{ch}"] = np.repeat(affinity[:, i], n_weeks).astype(np.float32)
     frame["is_kol"] = np.repeat(rng.random(n_hcps) < 0.1, n_weeks)
+    if response_history:
+        keys = {"channel": channel, "weekday": weekday, "daypart": part, "topic": np.full(n, -1)}
+        frame = pd.concat([frame, _response_history(keys, response, n_hcps, n_weeks)], axis=1)
     frame.attrs["preferred_channel"] = dict(zip(frame["hcp_id"].unique(), preferred.tolist()))
     return frame

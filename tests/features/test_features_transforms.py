@@ -134,3 +134,28 @@ def test_missing_table_is_named(tables):
 def test_naive_as_of_refused(tables):
     with pytest.raises(ValueError, match="timezone-aware"):
         compute_features_asof(tables, "2026-01-19T00:00:00")
+
+
+def test_response_history_counts_delivered_outbound_by_channel_weekday_daypart_topic(tables):
+    h = compute_features_asof(tables, T0 + timedelta(days=14)).set_index("hcp_id")
+    h1 = h.loc["h1"]
+    # h1 (Shanghai): pushes Tue 08:00 (c1 guideline, opened), Thu 08:00 (c2 case study), Tue 08:00 (c1);
+    # a visit Wed 08:00 (met); a webinar Thu 20:00 (c2, attended).
+    assert (h1["hist_channel_wechat_push_sent_365d"], h1["hist_channel_wechat_push_opened_365d"]) == (3, 1)
+    assert (h1["hist_channel_visit_sent_365d"], h1["hist_channel_webinar_opened_365d"]) == (1, 1)
+    assert (h1["hist_weekday_tue_sent_365d"], h1["hist_weekday_tue_opened_365d"]) == (2, 1)
+    assert (h1["hist_weekday_thu_sent_365d"], h1["hist_weekday_thu_opened_365d"]) == (2, 1)
+    assert (h1["hist_weekday_wed_sent_365d"], h1["hist_weekday_mon_sent_365d"]) == (1, 0)
+    assert (h1["hist_daypart_morning_sent_365d"], h1["hist_daypart_morning_opened_365d"]) == (4, 2)
+    assert (h1["hist_daypart_evening_sent_365d"], h1["hist_daypart_evening_opened_365d"]) == (1, 1)
+    assert (h1["hist_topic_guideline_sent_365d"], h1["hist_topic_guideline_opened_365d"]) == (2, 1)
+    assert (h1["hist_topic_case_study_sent_365d"], h1["hist_topic_case_study_opened_365d"]) == (2, 1)
+    # h2's email was not delivered and its WeCom message was inbound: neither is a sent touch.
+    assert (h.loc["h2"].filter(like="hist_") == 0).all()
+
+
+def test_response_history_window_and_point_in_time(tables):
+    h1 = _row(compute_features_asof(tables, T0 + timedelta(days=9), FeaturesConfig(response_history_days=5)), "h1")
+    # [day 4, day 9): only the day-8 push; the day-9 visit is at the snapshot time, not before it.
+    assert (h1["hist_channel_wechat_push_sent_5d"], h1["hist_channel_wechat_push_opened_5d"]) == (1, 0)
+    assert h1["hist_channel_visit_sent_5d"] == 0 and h1["hist_topic_guideline_sent_5d"] == 1

@@ -109,3 +109,40 @@ def test_only_opened_or_engaged_touches_count_as_responses(frame) -> None:
     vocab = ContentVocab.from_ids(frame["label_content_id"])
     enc = encode_frame(f, vocab, StaticScaler.fit(f, static_feature_columns(f)), max_seq_len=4)
     assert enc.arrays["response"][0].tolist() == [1, 1, 2, 2]  # 1 = no, 2 = yes
+
+
+def _with_response_history(frame, days: int = 365):
+    from features.catalog import response_history_names
+
+    names = response_history_names(days)
+    counts = np.random.default_rng(0).integers(0, 40, (len(frame), len(names)))
+    counts[3, 0] = 300  # beyond uint8: kept at 255
+    out = frame.copy()
+    out[names] = counts
+    return out, names, counts
+
+
+def test_response_history_counts_are_their_own_array_not_static(frame, encoded) -> None:
+    _, vocab, scaler = encoded
+    with_hist, names, counts = _with_response_history(frame)
+    assert static_feature_columns(with_hist) == static_feature_columns(frame)
+    data = encode_frame(with_hist, vocab, scaler, max_seq_len=8)
+    assert data.meta["history_columns"] == tuple(names)
+    assert data.arrays["history_long"].dtype == np.uint8
+    assert data.arrays["history_long"].tolist() == np.minimum(counts, 255).tolist()
+    without = frame.drop(columns=names)
+    assert "history_long" not in encode_frame(without, vocab, scaler, max_seq_len=8).arrays
+
+
+def test_bad_response_history_is_named(frame, encoded) -> None:
+    _, vocab, scaler = encoded
+    with_hist, names, _ = _with_response_history(frame)
+    bad = with_hist.copy()
+    bad.loc[5, names[7]] = -1
+    with pytest.raises(ValueError, match=f"{names[7]}.*row 5"):
+        encode_frame(bad, vocab, scaler, max_seq_len=8)
+    with pytest.raises(ValueError, match="response-history columns missing"):
+        encode_frame(with_hist.drop(columns=[names[-1]]), vocab, scaler, max_seq_len=8)
+    other, _, _ = _with_response_history(frame, days=90)
+    with pytest.raises(ValueError, match="one '<days>d' window"):
+        encode_frame(with_hist.join(other[[c for c in other.columns if c.endswith("_90d")]]), vocab, scaler, max_seq_len=8)

@@ -59,6 +59,8 @@ def test_train_logs_everything_and_registers_challenger(workdir) -> None:
     mlflow.set_tracking_uri(f"sqlite:///{workdir}/mlflow.db")
     model = mlflow.pyfunc.load_model("models:/nba-next-best-action@challenger")
     assert model.metadata.signature is not None
+    # The training set carries the response-history counts, so the network reads them.
+    assert model.unwrap_python_model().bundle.model.config.long_history == (8, 7, 4, 6)
     rows = pd.read_parquet(workdir / "ts.parquet").tail(5).drop(columns=["label_channel", "label_content_id", "label_day_offset", "label_daypart", "label_response", "label_propensity", "label_ts", "event_timestamp", "seq_len"])
     for ch in ("visit", "department_meeting", "wechat_push", "wecom_1to1", "email", "webinar", "conference", "phone"):
         rows[f"consent_{ch}"] = ch == "email"  # consent only to email: the guardrail must hold

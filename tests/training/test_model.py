@@ -185,3 +185,60 @@ def test_content_tag_codes_are_validated() -> None:
         model.set_content_attributes(bad)
     cfg = ModelConfig.from_dict(model.config.to_dict() | {"content_attributes": [3, 2]})  # JSON gives lists
     assert cfg == model.config
+
+
+LONG = (8, 7, 4, 6)  # channels, weekdays, dayparts, topics
+
+
+def _long_model(seed: int = 0) -> NextBestActionModel:
+    torch.manual_seed(seed)
+    model = NextBestActionModel(ModelConfig(n_channels=8, n_content=V, n_static=S, d_model=16, n_layers=1, n_heads=2, dropout=0.0, max_seq_len=L,
+                                            history=True, content_attributes=(6, 2), long_history=LONG))
+    codes = torch.zeros(V, 2, dtype=torch.long)
+    codes[2:, 0] = torch.tensor([1, 1, 2, 2, 3, 3, 4, 0])
+    model.set_content_attributes(codes)
+    return model.eval()
+
+
+def _long_batch(seed: int = 0) -> dict[str, torch.Tensor]:
+    batch = _batch(seed)
+    batch["history_long"] = torch.randint(0, 30, (B, 2 * sum(LONG)), generator=torch.Generator().manual_seed(seed))
+    return batch
+
+
+def test_long_history_keeps_the_fused_grids_exact() -> None:
+    model, batch = _long_model(), _long_batch()
+    z = model.state(batch)
+    ch, ct, sl = torch.tensor([0, 3, 7, 2]), torch.tensor([2, 1, 5, V - 1]), torch.tensor([1, 27, 4, 0])
+    one = model.response_logit(z, ch.unsqueeze(1).expand(-1, V), torch.arange(V).expand(B, -1), sl.unsqueeze(1).expand(-1, V))
+    torch.testing.assert_close(model.response_logit_all_content(z, ch, sl), one)
+    one = model.response_logit(z, ch.unsqueeze(1).expand(-1, N_SLOTS), ct.unsqueeze(1).expand(-1, N_SLOTS), torch.arange(N_SLOTS).expand(B, -1))
+    torch.testing.assert_close(model.response_logit_all_slots(z, ch, ct), one)
+
+
+def test_long_history_blocks_reach_the_scores_they_describe() -> None:
+    model, batch = _long_model(), _long_batch()
+    ch, sl = torch.tensor([0, 3, 7, 2]), torch.tensor([1, 27, 4, 0])
+    with torch.no_grad():
+        base = model.response_logit_all_content(model.state(batch), ch, sl)
+        topic = dict(batch, history_long=batch["history_long"].clone())
+        topic["history_long"][:, 2 * (8 + 7 + 4) + 6] += 20  # opened count of topic code 1 (items 2 and 3)
+        moved = model.response_logit_all_content(model.state(topic), ch, sl) - base
+        # A topic record steers the content query, so the content scores move.
+        assert moved[:, 2:].abs().max() > 1e-4
+        weekday = dict(batch, history_long=batch["history_long"].clone())
+        weekday["history_long"][:, 2 * 8 + 7 + 2] += 20  # opened count on Wednesdays
+        ct = torch.tensor([2, 2, 2, 2])
+        delta = model.response_logit_all_slots(model.state(weekday), ch, ct) - model.response_logit_all_slots(model.state(batch), ch, ct)
+    assert delta.abs().max() > 1e-4
+    with pytest.raises(ValueError, match="response-history counts"):
+        model.state(_batch())
+
+
+def test_long_history_config_is_validated() -> None:
+    with pytest.raises(ValueError, match="long_history"):
+        ModelConfig(n_channels=8, n_content=V, n_static=S, history=False, long_history=LONG)
+    with pytest.raises(ValueError, match="long_history"):
+        ModelConfig(n_channels=8, n_content=V, n_static=S, history=True, long_history=(8, 7, 6))
+    cfg = ModelConfig(n_channels=8, n_content=V, n_static=S, history=True, long_history=LONG)
+    assert ModelConfig.from_dict(cfg.to_dict()) == cfg
