@@ -122,7 +122,7 @@ class NextBestActionModel(nn.Module):
         if c.history:
             self.history_mlp = nn.Sequential(nn.Linear(N_HISTORY_FEATURES + 2 * d, d), nn.GELU(), nn.Linear(d, 1))
             self.history_content_query = nn.Linear(2 * d, d, bias=False)  # opened / unopened content -> content taste
-            if c.long_history:
+            if c.long_history:  # replaced after the fact so models without it initialise exactly as before
                 self.history_mlp[0] = nn.Linear(N_HISTORY_FEATURES + N_LONG_HISTORY_FEATURES + 2 * d, d)
                 # Per-topic (sent, opened, rate) -> a query direction: the content embeddings carry
                 # their topic's embedding, so this scores every item by the HCP's topic record.
