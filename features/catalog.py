@@ -210,9 +210,14 @@ RESPONSE_HISTORY_BLOCKS: tuple[tuple[str, tuple[str, ...]], ...] = (
 RESPONSE_HISTORY_PREFIX = "hist_"
 
 
+def response_history_name(kind: str, value: str, what: str, days: int) -> str:
+    """One response-history feature: ``what`` (sent | opened) for ``value`` of block ``kind``."""
+    return f"{RESPONSE_HISTORY_PREFIX}{kind}_{value}_{what}_{days}d"
+
+
 def response_history_names(days: int) -> list[str]:
     """Feature names of the response-history view, in stored order (see RESPONSE_HISTORY_BLOCKS)."""
-    return [f"{RESPONSE_HISTORY_PREFIX}{kind}_{value}_{what}_{days}d"
+    return [response_history_name(kind, value, what, days)
             for kind, values in RESPONSE_HISTORY_BLOCKS for what in ("sent", "opened") for value in values]
 
 

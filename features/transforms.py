@@ -192,7 +192,7 @@ def content_features(prep: Prepared, times: np.ndarray, popularity_days: int) ->
 def response_history(prep: Prepared, times: np.ndarray, days: int) -> dict[str, np.ndarray]:
     """Delivered outbound touches and positive responses over ``days`` per channel, local weekday,
     daypart and topic (matrices HCP x T; names from catalog.response_history_names)."""
-    from features.catalog import RESPONSE_HISTORY_BLOCKS, RESPONSE_HISTORY_PREFIX
+    from features.catalog import RESPONSE_HISTORY_BLOCKS, response_history_name
     from features.events import POSITIVE_RESPONSE_CODE
 
     ev, ws = prep.events, days * DAY_S
@@ -204,8 +204,8 @@ def response_history(prep: Prepared, times: np.ndarray, days: int) -> dict[str, 
     for kind, values in RESPONSE_HISTORY_BLOCKS:
         for vi, value in enumerate(values):
             grid, idx = _subset_grid(prep, delivered & (keys[kind] == vi), times, ws)
-            out[f"{RESPONSE_HISTORY_PREFIX}{kind}_{value}_sent_{days}d"] = grid.count(ws)
-            out[f"{RESPONSE_HISTORY_PREFIX}{kind}_{value}_opened_{days}d"] = grid.total(positive[idx], ws).astype(np.int32)
+            out[response_history_name(kind, value, "sent", days)] = grid.count(ws)
+            out[response_history_name(kind, value, "opened", days)] = grid.total(positive[idx], ws).astype(np.int32)
     return out
 
 

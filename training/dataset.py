@@ -284,7 +284,8 @@ def encode_frame(
     meta: dict[str, Any] = {}
     if (hist := response_history_columns(frame)) is not None:
         # Counts of a year's touches per channel/weekday/daypart/topic stay far below 255; uint8
-        # keeps the 50 columns at 50 bytes a row (280 MB at 100k HCPs x 1 year). Missing rows: none yet.
+        # keeps the 50 columns at 50 bytes a row (280 MB at 100k HCPs x 1 year). A missing value
+        # (no feature row yet) means no touches yet: 0.
         # Column by column: a float64 copy of all 50 would be a 2.3 GB transient at 100k HCPs x 1 year.
         counts = np.empty((n, len(hist)), dtype=np.uint8)
         for j, col in enumerate(hist):

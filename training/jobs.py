@@ -82,6 +82,7 @@ def _input_example(prep: Prepared, frame_rows: int = 3) -> Any:
     a = prep.val.arrays if len(prep.val) else prep.train.arrays
     hcp = prep.val.hcp_id if len(prep.val) else prep.train.hcp_id
     n = min(frame_rows, len(hcp))
+    history_columns = prep.train.meta.get("history_columns", ())  # subsets share the encoding's meta
     rows = []
     for i in range(n):  # a handful of rows for the example, not a data path
         length = int(a["length"][i])
@@ -96,7 +97,7 @@ def _input_example(prep: Prepared, frame_rows: int = 3) -> Any:
                 "seq_weekday": (a["weekday"][i, :length].astype(np.int64) - 1).tolist(),
                 "seq_daypart": (a["daypart"][i, :length].astype(np.int64) - 1).tolist(),
                 **{c: float(m) for c, m in zip(prep.scaler.columns, prep.scaler.mean)},
-                **{c: int(v) for c, v in zip((prep.val if len(prep.val) else prep.train).meta.get("history_columns", ()), a["history_long"][i] if "history_long" in a else ())},
+                **({c: int(v) for c, v in zip(history_columns, a["history_long"][i])} if history_columns else {}),
                 **{f"consent_{c}": True for c in CHANNELS},
             }
         )

@@ -234,14 +234,16 @@ class NextBestActionModel(nn.Module):
         def pick(table: Tensor, index: Tensor) -> Tensor:  # [B, n] at [B, ...] -> [B, ...]
             return table.gather(1, index.reshape(index.shape[0], -1)).reshape(index.shape)
 
+        def rates(s: Tensor, o: Tensor) -> list[Tensor]:  # one (sent, opened, smoothed rate) triple
+            return [torch.log1p(s), torch.log1p(o), (o + 0.5) / (s + 2.0)]
+
         wd, dp = slot // N_DAYPARTS, slot % N_DAYPARTS
         feats = []
         for (sent, opened), index in (
             ((blocks[0], blocks[1]), channel), ((blocks[2], blocks[3]), wd), ((blocks[2], blocks[3]), (wd + 1) % N_DAYS),
             ((blocks[2], blocks[3]), (wd - 1) % N_DAYS), ((blocks[4], blocks[5]), dp), ((blocks[6], blocks[7]), slot),
         ):
-            s, o = pick(sent, index), pick(opened, index)
-            feats += [torch.log1p(s), torch.log1p(o), (o + 0.5) / (s + 2.0)]
+            feats += rates(pick(sent, index), pick(opened, index))
         total_sent, total_open = blocks[0].sum(-1), blocks[1].sum(-1)
         shape = channel.shape
         per_row = lambda t: t.reshape(t.shape[0], *([1] * extra)).expand(shape)  # noqa: E731
@@ -251,10 +253,8 @@ class NextBestActionModel(nn.Module):
             long_sizes = [size for size in self.config.long_history for _ in range(2)]  # sent, opened per block
             lb = list(torch.split(raw[:, sum(sizes) + 2 * d :], long_sizes, -1))
             for (sent, opened), index in (((lb[0], lb[1]), channel), ((lb[2], lb[3]), wd), ((lb[4], lb[5]), dp)):
-                s, o = pick(sent, index), pick(opened, index)
-                feats += [torch.log1p(s), torch.log1p(o), (o + 0.5) / (s + 2.0)]
-            sent, opened = lb[6], lb[7]  # [B, topics]
-            topic = torch.cat([torch.log1p(sent), torch.log1p(opened), (opened + 0.5) / (sent + 2.0)], -1)
+                feats += rates(pick(sent, index), pick(opened, index))
+            topic = torch.cat(rates(lb[6], lb[7]), -1)  # [B, 3 x topics]
             topic_query = self.history_topic_query(topic).reshape(topic.shape[0], *([1] * extra), d) / d**0.5
         # history_mlp(cat[feats, channel_emb, slot_emb]) with its first layer split by input block:
         # the embedding parts are projected once per table row and gathered (same maths, K x less work).
