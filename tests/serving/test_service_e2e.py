@@ -134,10 +134,20 @@ def test_feedback_twice_is_idempotent(server, world) -> None:
     assert s4 == 404
 
 
-def test_plan_for_a_rep(server, busy_rep) -> None:
+def test_plan_for_a_rep(server, world, busy_rep) -> None:
+    from contract.io import read_frame
+    from contract.schema import REP_TIME_CHANNELS
+
     status, body = call(server, "/plan", {"rep_id": busy_rep, "date": AS_OF.date().isoformat(), "visit_capacity": 2, "message_capacity": 3})
     assert status == 200, body
     assert 1 <= len(body["contacts"]) <= 5 and [c["order"] for c in body["contacts"]] == list(range(1, len(body["contacts"]) + 1))
+    contacts = body["contacts"]
+    rep_time = [c["suggestion"]["channel"] in REP_TIME_CHANNELS for c in contacts]
+    assert sum(rep_time) <= 2 and len(rep_time) - sum(rep_time) <= 3  # each budget holds on its own
+    values = [c["expected_value"] for c in contacts]
+    assert values == sorted(values, reverse=True)  # order 1 is the most valuable contact
+    owners = read_frame(world.data_dir, "hcps", columns=["hcp_id", "rep_id"]).set_index("hcp_id")["rep_id"]
+    assert {owners[c["hcp_id"]] for c in contacts} == {busy_rep}  # only the rep's own HCPs
 
 
 def test_auth_is_required(server, world) -> None:
