@@ -85,6 +85,11 @@ DAYPART_HOURS: dict[str, tuple[int, int]] = {
     "afternoon": (14, 18),
     "evening": (18, 23),
 }
+# Working hours in the HCP's local time: channels that need the rep and the HCP in hospital
+# (visits, department meetings, calls) happen only on these weekdays and dayparts.
+WORKING_HOURS_CHANNELS: tuple[str, ...] = REP_TIME_CHANNELS
+WORKING_WEEKDAYS: tuple[str, ...] = WEEKDAYS[:5]  # Monday to Friday
+WORKING_DAYPARTS: tuple[str, ...] = DAYPARTS[:3]  # morning to afternoon, not the evening
 
 Kind = Literal["string", "int", "float", "bool", "timestamp", "date"]
 

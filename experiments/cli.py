@@ -118,6 +118,46 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
         if summary["drift_detected"]:
             raise typer.Exit(DRIFT_EXIT)
 
+    @bench_app.command("worlds")
+    def bench_worlds_cmd(
+        split: str = typer.Option("report", "--split", help="report (quoted figures; seeds never used for selection) or select (what defaults and tuning may look at)."),
+        worlds: Optional[str] = typer.Option(None, "--worlds", help="Comma list of presets (default: the split's; configs/worlds/)."),
+        seeds: Optional[str] = typer.Option(None, "--seeds", help="Comma list of simulator seeds (default: the split's)."),
+        hcps: Optional[int] = typer.Option(None, "--hcps", help="HCPs per world."),
+        weeks: Optional[int] = typer.Option(None, "--weeks", help="Served weeks after the logged year."),
+        epochs: Optional[int] = typer.Option(None, "--epochs", help="Training epochs per world."),
+        workdir: Optional[Path] = typer.Option(None, "--workdir", help="Where each world's data, store and model go."),
+        config: Optional[Path] = typer.Option(None, "--config", "-c", help="Worlds bench YAML (default: configs/worlds_bench.yaml)."),
+        set_: list[str] = typer.Option([], "--set", help="Any key of the worlds bench config, e.g. --set training.model.candidates=false (repeatable)."),
+    ) -> None:
+        """Train, serve and judge on K worlds x seeds; the median and worst share of the oracle's gain and the per-world checks."""
+        from experiments.worlds_bench import bench_worlds
+        from experiments.worlds_config import load_worlds_bench_config
+        from nba.configuration import ConfigError, parse_override
+        from training.jobs import write_json_line
+
+        overrides: dict[str, Any] = {"hcps": hcps, "weeks": weeks, "epochs": epochs, "workdir": str(workdir) if workdir else None}
+        for text in set_ or []:
+            key, value = parse_override(text)
+            if key.startswith("training."):  # a training config key, kept whole (dots and all)
+                overrides.setdefault("training", {})[key[len("training."):]] = value
+            else:
+                overrides[key] = value
+        try:
+            cfg = load_worlds_bench_config(config, overrides)
+            listed_seeds = [int(x) for x in seeds.split(",")] if seeds else None
+            listed_worlds = [w.strip() for w in worlds.split(",")] if worlds else None
+            if listed_worlds:
+                from simulator.worlds import world_names
+
+                unknown = [w for w in listed_worlds if w not in world_names()]
+                if unknown:
+                    raise ValueError(f"--worlds: unknown world(s) {unknown}; known: {', '.join(world_names())}")
+            summary = bench_worlds(cfg, split, worlds=listed_worlds, seeds=listed_seeds)
+        except (ConfigError, ValueError) as exc:
+            _fail(exc)
+        typer.echo(write_json_line(summary))
+
     @bench_app.command("monitor")
     def bench_monitor_cmd(
         rows: int = typer.Option(100_000, "--rows", help="Rows per window (reference and current)."),

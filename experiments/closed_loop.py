@@ -81,7 +81,7 @@ def plan_week(frame: pd.DataFrame, obs: Any, cfg: ClosedLoopConfig, first_number
     from simulator.actions import Actions
     from simulator.constraints import WORK_DAYPARTS, WORK_WEEKDAYS, fit_rep_capacity
     from simulator.policies import ContentIndex
-    from simulator.world import CONTENTLESS_MASK, REP_CHANNEL_MASK, WORKDAY_ONLY_MASK
+    from simulator.world import REP_CHANNEL_MASK, WORKDAY_ONLY_MASK
 
     pub, elig = obs.public, obs.eligibility
     n = len(frame)
@@ -104,9 +104,10 @@ def plan_week(frame: pd.DataFrame, obs: Any, cfg: ClosedLoopConfig, first_number
     # Content the simulator cannot use on this channel this week: marketing attaches the week's campaign item.
     idx = ContentIndex(elig, obs.week, pub)
     campaign = idx.campaign[idx.key(product, ch)]
-    substituted = ~CONTENTLESS_MASK[ch] & ~ok_content & (campaign >= 0)
-    content = np.where(CONTENTLESS_MASK[ch], -1, np.where(ok_content, content, campaign))
-    has_content = CONTENTLESS_MASK[ch] | (content >= 0)
+    contentless = elig.contentless  # what this world accepts without content
+    substituted = ~contentless[ch] & ~ok_content & (campaign >= 0)
+    content = np.where(contentless[ch], -1, np.where(ok_content, content, campaign))
+    has_content = contentless[ch] | (content >= 0)
 
     rng = np.random.default_rng(np.random.SeedSequence([cfg.seed, obs.week, STREAM_REPS]))
     u = rng.random((2, n))

@@ -15,7 +15,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 from urllib.parse import urlparse
 
 import numpy as np
@@ -216,12 +216,13 @@ def _training_part(cfg, hcp_ids: np.ndarray, weeks: int, figures: dict) -> None:
 
 
 def run_bench(*, hcps: int, weeks: int, data_dir: Path | None, reads: int, redis_url: str, workdir: Path | None, seed: int,
-              days: int = 365, parts: tuple[str, ...] = PARTS) -> dict[str, Any]:
+              days: int = 365, parts: tuple[str, ...] = PARTS, simulate: Callable[..., Any] | None = None) -> dict[str, Any]:
     """Run the feature-store measurements in ``parts`` and return the figures (units in the key names).
 
     Parts share ``workdir``: run "build" once (simulate if no ``data_dir``, build, apply,
     materialise SQLite and Redis), then "reads" (latency: run it on a quiet machine) and
-    "training" separately against the same workdir.
+    "training" separately against the same workdir. ``simulate(out, hcps=, days=, seed=, progress=)``
+    writes a contract dataset when no ``data_dir`` is given (the CLI passes ``nba.wiring.simulate_dataset``).
     """
     from features.build import read_build_manifest
     from features.config import FeaturesConfig
@@ -237,15 +238,12 @@ def run_bench(*, hcps: int, weeks: int, data_dir: Path | None, reads: int, redis
         if data_dir is None:
             data_dir = scratch / "data"
             if "build" in parts:
-                from nba.configuration import load_config
-                from simulator.config import SimulatorConfig
-                from simulator.generate import simulate
-
-                sim = load_config(SimulatorConfig, "simulator", None, overrides={"hcps": hcps, "days": days, "seed": seed, "out": str(data_dir)})
+                if simulate is None:
+                    raise ValueError("data_dir: none given and no simulator to make one; pass a contract dataset (e.g. from `nba simulate`)")
                 _say(f"simulating {hcps:,} HCPs x {days} days (seed {seed})")
                 t = time.perf_counter()
                 with contextlib.redirect_stdout(sys.stderr):
-                    simulate(sim, progress=True)
+                    simulate(data_dir, hcps=hcps, days=days, seed=seed, progress=True)
                 figures["simulate_s"] = round(time.perf_counter() - t, 2)
                 figures["data"] = f"simulator (seed {seed}, {days} days)"
             else:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
-from contract.schema import CHANNELS, DAYPARTS, MEETING_CHANNELS, TOPICS, WEEKDAYS
+from contract.schema import CHANNELS, CONTENT_TYPES, DAYPARTS, MEETING_CHANNELS, TOPICS, WEEKDAYS
 
 # Feature kinds and how each is stored (numpy dtype) and declared in Feast (see definitions).
 KINDS = ("int32", "int64", "float32", "bool", "string", "array_int64", "array_float32", "array_string")
@@ -228,6 +228,40 @@ def response_history_view(days: int) -> View:
                 doc=f"delivered touches and responses per channel, weekday, daypart and topic, last {days}d", packed=True)
 
 
+# Candidate-aware recency (training.model's candidate terms and serving's window rules read these).
+CONTACT_PREFIX = "cr_"
+ITEM_HISTORY_PREFIX = "item_hist_"
+# Item-history arrays per item, in stored order; the content ids travel beside them as strings.
+ITEM_HISTORY_ARRAYS: tuple[str, ...] = ("days_since_delivered", "days_since_opened", "n30", "n90", "n365")
+ITEM_COUNT_WINDOWS_DAYS: tuple[int, ...] = (30, 90, 365)
+
+
+def contact_recency_names(windows_days: list[int]) -> list[str]:
+    """Feature names of the contact-recency view, in stored order: per channel (days since, sent per
+    window), then days since the last delivery per topic and per content type, then any touch."""
+    names = [f"{CONTACT_PREFIX}{ch}_{what}" for ch in CHANNELS for what in ("days_since", *(f"sent_{w}d" for w in windows_days))]
+    names += [f"{CONTACT_PREFIX}topic_{t}_days_since" for t in TOPICS]
+    names += [f"{CONTACT_PREFIX}type_{t}_days_since" for t in CONTENT_TYPES]
+    return [*names, f"{CONTACT_PREFIX}days_since_any"]
+
+
+def contact_recency_view(windows_days: list[int], cap: float) -> View:
+    """Per channel days since last used and touches per window; per topic and type days since last delivered."""
+    feats = tuple(_f(n, cap) if n.endswith("days_since") or n.endswith("days_since_any") else _i(n) for n in contact_recency_names(windows_days))
+    return View(f"hcp_contact_recency_{max(windows_days)}d", "hcp", feats, pushable=True, packed=True,
+                doc="recency and repetition per channel, topic and content type (candidate terms, window rules)")
+
+
+def item_history_view(days: int) -> View:
+    """The HCP's most recently delivered distinct items (newest first), each with recency and counts."""
+    feats = [Feature(f"{ITEM_HISTORY_PREFIX}content_id", "array_string", ())]
+    feats += [Feature(f"{ITEM_HISTORY_PREFIX}{a}", "array_float32", ()) for a in ITEM_HISTORY_ARRAYS]
+    feats.append(Feature(f"{ITEM_HISTORY_PREFIX}len", "int64", 0))
+    numeric = tuple(f"{ITEM_HISTORY_PREFIX}{a}" for a in ITEM_HISTORY_ARRAYS)
+    return View(f"hcp_item_history_{days}d", "hcp", tuple(feats), pushable=True, packed_arrays=numeric,
+                doc=f"recently delivered items with days since delivered/opened and 30/90/365-day counts, last {days}d")
+
+
 def content_view(popularity_days: int) -> View:
     """Content tags, approval window relative to the snapshot, and recent popularity."""
     w = f"{popularity_days}d"
@@ -244,6 +278,7 @@ def catalog(cfg) -> dict[str, View]:
     views += [engagement_view(cfg.engagement_windows_days, cap)]
     views += [visits_view(cfg.visits_window_days), outcomes_view(cfg.outcome_windows_weeks)]
     views += [response_history_view(cfg.response_history_days)]
+    views += [contact_recency_view(cfg.contact_windows_days, cap), item_history_view(cfg.item_history_days)]
     views += [sequence_view(cap), content_view(cfg.content_popularity_days)]
     return {v.name: v for v in views}
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 from pathlib import Path
-from typing import Optional
+from typing import Any, Callable, Optional
 
 import typer
 
@@ -97,35 +97,40 @@ def materialize_command(
     typer.echo(json.dumps(summary))
 
 
-def bench_command(
-    hcps: int = typer.Option(100_000, "--hcps", help="HCPs to build, materialize and read."),
-    weeks: int = typer.Option(52, "--weeks", help="Label weeks in the training-set benchmark."),
-    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Use this contract dataset instead of simulating one."),
-    quick: bool = typer.Option(False, "--quick", help="Small sizes (2,000 HCPs, 8 weeks) for a smoke run."),
-    reads: int = typer.Option(200, "--reads", help="Repeated online reads per measurement."),
-    redis_url: str = typer.Option("redis://127.0.0.1:6379/14", "--redis-url", help="Redis for the Redis online-store figures (skipped if unreachable)."),
-    workdir: Optional[Path] = typer.Option(None, "--workdir", help="Scratch directory (default: a temporary one, removed after)."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the simulated world and of the sampled ids."),
-    days: int = typer.Option(365, "--days", help="Simulated days (without --data-dir)."),
-    parts: str = typer.Option("build,reads,training", "--parts", help="Comma-separated parts: build (simulate, build, materialise), reads (latency), training. Partial runs share --workdir."),
-) -> None:
-    """Online read latency (SQLite, Redis), materialisation and training-set build on simulator data; JSON last line."""
-    from features.bench import PARTS, run_bench
+def make_bench_command(simulate: Optional[Callable[..., Any]] = None) -> Callable[..., None]:
+    """`nba bench features`; ``simulate`` (``nba.wiring.simulate_dataset``) makes the data when no --data-dir is given."""
 
-    if quick:
-        hcps, weeks, reads = min(hcps, 2_000), min(weeks, 8), min(reads, 50)
-    chosen = tuple(p.strip() for p in parts.split(",") if p.strip())
-    bad = sorted(set(chosen) - set(PARTS)) or (not chosen and ["(none)"])
-    if bad:
-        raise typer.BadParameter(f"unknown part(s) {bad}; choose from {', '.join(PARTS)}", param_hint="--parts")
-    if workdir is None and set(chosen) != set(PARTS):
-        raise typer.BadParameter("running only some parts needs --workdir (the parts share its data and stores)", param_hint="--parts")
-    figures = run_bench(hcps=hcps, weeks=weeks, data_dir=data_dir, reads=reads, redis_url=redis_url, workdir=workdir, seed=seed,
-                        days=days, parts=chosen)
-    typer.echo(json.dumps(figures, sort_keys=True))
+    def bench_command(
+        hcps: int = typer.Option(100_000, "--hcps", help="HCPs to build, materialize and read."),
+        weeks: int = typer.Option(52, "--weeks", help="Label weeks in the training-set benchmark."),
+        data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Use this contract dataset instead of simulating one."),
+        quick: bool = typer.Option(False, "--quick", help="Small sizes (2,000 HCPs, 8 weeks) for a smoke run."),
+        reads: int = typer.Option(200, "--reads", help="Repeated online reads per measurement."),
+        redis_url: str = typer.Option("redis://127.0.0.1:6379/14", "--redis-url", help="Redis for the Redis online-store figures (skipped if unreachable)."),
+        workdir: Optional[Path] = typer.Option(None, "--workdir", help="Scratch directory (default: a temporary one, removed after)."),
+        seed: int = typer.Option(0, "--seed", help="Seed of the simulated world and of the sampled ids."),
+        days: int = typer.Option(365, "--days", help="Simulated days (without --data-dir)."),
+        parts: str = typer.Option("build,reads,training", "--parts", help="Comma-separated parts: build (simulate, build, materialise), reads (latency), training. Partial runs share --workdir."),
+    ) -> None:
+        """Online read latency (SQLite, Redis), materialisation and training-set build on simulator data; JSON last line."""
+        from features.bench import PARTS, run_bench
+
+        if quick:
+            hcps, weeks, reads = min(hcps, 2_000), min(weeks, 8), min(reads, 50)
+        chosen = tuple(p.strip() for p in parts.split(",") if p.strip())
+        bad = sorted(set(chosen) - set(PARTS)) or (not chosen and ["(none)"])
+        if bad:
+            raise typer.BadParameter(f"unknown part(s) {bad}; choose from {', '.join(PARTS)}", param_hint="--parts")
+        if workdir is None and set(chosen) != set(PARTS):
+            raise typer.BadParameter("running only some parts needs --workdir (the parts share its data and stores)", param_hint="--parts")
+        figures = run_bench(hcps=hcps, weeks=weeks, data_dir=data_dir, reads=reads, redis_url=redis_url, workdir=workdir, seed=seed,
+                            days=days, parts=chosen, simulate=simulate)
+        typer.echo(json.dumps(figures, sort_keys=True))
+
+    return bench_command
 
 
-def register(app: typer.Typer, bench_app: typer.Typer) -> None:
-    """Add ``nba features ...`` and ``nba bench features``."""
+def register(app: typer.Typer, bench_app: typer.Typer, simulate: Optional[Callable[..., Any]] = None) -> None:
+    """Add ``nba features ...`` and ``nba bench features``; ``simulate`` is the composition root's data source (nba.wiring)."""
     app.add_typer(features_app, name="features")
-    bench_app.command("features")(bench_command)
+    bench_app.command("features")(make_bench_command(simulate))

@@ -54,6 +54,14 @@ class FeaturesConfig(StageConfig):
     # Response history per channel, weekday, daypart and topic over this window: an HCP's timing
     # and topic tastes need far more touches than the sequence's last N (about a year of them).
     response_history_days: int = Field(365, ge=1, le=3650)
+    # Candidate-aware recency: per channel, touches over these windows and days since its last
+    # use; per topic and content type, days since the last delivery (view hcp_contact_recency_*).
+    contact_windows_days: list[int] = Field(default_factory=lambda: [7, 21, 60, 180])
+    # The item history: each HCP's most recently delivered distinct items over item_history_days,
+    # with days since delivered/opened and counts over 30/90/365 days (view hcp_item_history_*).
+    # The touch sequence holds only the last sequence_length touches, about five months.
+    item_history_items: int = Field(12, ge=1, le=200)
+    item_history_days: int = Field(365, ge=30, le=3650)
     # Recency features are capped so "never" and "long ago" share one finite value.
     days_since_cap: float = Field(365.0, gt=0)
     # Entity rows per get_historical_features call: bounds peak memory of large training sets.
@@ -63,7 +71,7 @@ class FeaturesConfig(StageConfig):
     online_store: OnlineStoreConfig = Field(default_factory=OnlineStoreConfig)
     registry: RegistryConfig = Field(default_factory=RegistryConfig)
 
-    @field_validator("engagement_windows_days", "outcome_windows_weeks")
+    @field_validator("engagement_windows_days", "outcome_windows_weeks", "contact_windows_days")
     @classmethod
     def _windows(cls, v: list[int]) -> list[int]:
         if not v:

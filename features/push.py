@@ -57,7 +57,7 @@ def push_events(cfg: FeaturesConfig, events, *, store=None, history: dict[str, A
     from contract.schema import TABLES
     from features.events import TOUCH_COLUMNS, as_arrow, epoch_seconds, prepare
     from features.repo import open_store
-    from features.snapshots import hcp_tables, to_epoch_seconds
+    from features.snapshots import array_feature_names, hcp_tables, to_epoch_seconds
 
     batches = [(kind, to_arrow(TABLES[kind], ev)) for ev in (events if isinstance(events, (list, tuple)) else [events]) for kind in [_kind(ev)]]
     batches = [(kind, new) for kind, new in batches if new.num_rows]
@@ -93,10 +93,9 @@ def push_events(cfg: FeaturesConfig, events, *, store=None, history: dict[str, A
     tables = hcp_tables(prep, cfg, np.array([t]), as_source=False)
     for v in views:
         df = tables[v.name].to_pandas()
-        if v.name == "hcp_touch_sequence":
-            for c in df.columns:
-                if c.startswith("seq_") and c != "seq_len":
-                    df[c] = [np.asarray(x) for x in df[c]]
+        for c in array_feature_names(v):
+            if c in df.columns:
+                df[c] = [np.asarray(x) for x in df[c]]
         store.push(v.push_name, df, to=PushMode.ONLINE)
         pushed += len(df)
     return {"hcps": len(hcp_ids), "views": [v.name for v in views], "rows_pushed": pushed, "as_of": pd.Timestamp(t, unit="s", tz="UTC").isoformat()}

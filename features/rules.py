@@ -9,19 +9,34 @@ row per HCP, columns as ``features.get_online_features`` returns them):
 3. ``preference``: otherwise push content of the preferred topic at the preferred time.
 
 Every channel also gets a score so the rules yield a full ranking (the rule's channel first,
-then channels by the HCP's smoothed open rate). Serving uses this in degraded mode and for the
-holdout; training's baselines can use it. Pure: no I/O, no imports of training or serving.
+then channels by the HCP's smoothed open rate), and its own slot, content and reason, so
+whichever channel guardrails leave to be served is scheduled and explained for itself:
+
+- slot: the weekday and daypart the HCP answered on *that channel* (responded touches weigh
+  more), else the HCP's preference over all channels, else Tuesday morning; always within
+  working hours for the channels that need the rep and the HCP in hospital (a visit or a call
+  in the evening is not an action a rep can take);
+- content: the best approved item of the HCP's preferred topic that the HCP has not received in
+  the last ``no_repeat_days`` days, else the same on the other topics by the HCP's engagement,
+  else the least recently received item (repeated content wears off; the reps repeat less).
+
+Serving uses this in degraded mode and for the holdout; training's baselines can use it. Pure:
+no I/O, no imports of training or serving.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
-from contract.schema import CHANNELS, DAYPARTS, TOPICS, WEEKDAYS
+from contract.schema import (
+    CHANNELS, DAYPARTS, TOPICS, WEEKDAYS, WORKING_DAYPARTS, WORKING_HOURS_CHANNELS, WORKING_WEEKDAYS,
+)
+from features.contact_history import RecentContacts, recent_contacts
+from features.events import POSITIVE_RESPONSE_CODE
 
 RULE_NAMES: tuple[str, ...] = ("unopened_pushes", "strong_interest", "preference")
 CHANNEL_LABELS: dict[str, str] = {
@@ -40,6 +55,9 @@ _PUSH = CHANNELS.index("wechat_push")
 # Rule-chosen channel outranks every open-rate score (which lie in (0, 1)).
 _RULE_BONUS = 2.0
 _DEFAULT_WEEKDAY, _DEFAULT_DAYPART = 1, 0  # Tuesday morning when the HCP has no history
+# A touch the HCP did not respond to still says a little about when they can be reached.
+_UNANSWERED_WEIGHT = 0.05
+DEFAULT_NO_REPEAT_DAYS = 30.0
 
 
 @dataclass(frozen=True)
@@ -51,6 +69,36 @@ class RuleThresholds:
 
 
 @dataclass(frozen=True)
+class ContentItems:
+    """Approved content the rules may suggest (K items), best first (e.g. newest approval first)."""
+
+    content_id: np.ndarray  # [K] object, unique
+    product_id: np.ndarray  # [K] object
+    topic: np.ndarray  # [K] int64 index into TOPICS (-1 unknown)
+
+    @classmethod
+    def build(cls, content_id: Sequence[str], product_id: Sequence[str], topic: Sequence[str]) -> "ContentItems":
+        """Items from parallel sequences in preference order (topic names; duplicates keep the first)."""
+        ids = pd.Index(np.asarray(content_id, dtype=object).astype(str))
+        keep = ~ids.duplicated()
+        codes = pd.Series({t: i for i, t in enumerate(TOPICS)}).reindex(np.asarray(topic, dtype=object)).fillna(-1).to_numpy(dtype=np.int64)
+        return cls(ids.to_numpy(dtype=object)[keep], np.asarray(product_id, dtype=object).astype(str)[keep], codes[keep])
+
+    def __len__(self) -> int:
+        return len(self.content_id)
+
+
+@dataclass(frozen=True)
+class ContentChoice:
+    """One item per HCP (N rows)."""
+
+    item: np.ndarray  # [N] int index into ContentItems (-1: nothing approved)
+    content_id: np.ndarray  # [N] object (None: nothing approved)
+    topic: np.ndarray  # [N] int topic index of the item (-1 unknown or none)
+    days_since: np.ndarray  # [N] float days since the HCP last received the item (inf: not known to have)
+
+
+@dataclass(frozen=True)
 class RuleActions:
     """The rule policy's answer per HCP (N rows, C = len(CHANNELS))."""
 
@@ -58,11 +106,19 @@ class RuleActions:
     score: np.ndarray  # [N, C] rule score (> 1 for the rule's channel, open rate otherwise, -inf disallowed)
     expected: np.ndarray  # [N, C] smoothed historical response rate of each channel
     rule: np.ndarray  # [N] object: which rule fired (RULE_NAMES)
-    reason: np.ndarray  # [N] object: the rule's sentence for a rep
+    reason: np.ndarray  # [N, C] object: the sentence for a rep if channel c is the one suggested
     history_reason: np.ndarray  # [N] object: what the HCP engaged with ("" when nothing)
     topic: np.ndarray  # [N] int: preferred topic index into TOPICS (-1 unknown)
-    weekday: np.ndarray  # [N] int: preferred local weekday (0 = Monday)
-    daypart: np.ndarray  # [N] int: preferred local daypart index into DAYPARTS
+    weekday: np.ndarray  # [N, C] int: local weekday to use channel c (0 = Monday)
+    daypart: np.ndarray  # [N, C] int: local daypart index into DAYPARTS to use channel c
+    content: np.ndarray  # [N, C] object: content id for channel c (None: none approved, or the channel carries none)
+
+
+def working_hours_mask(channels: Sequence[str] = CHANNELS) -> np.ndarray:
+    """[C, 7, 4] True where channel c may be scheduled on (weekday, daypart): working-hours channels Mon-Fri, not evenings."""
+    work = np.isin(WEEKDAYS, WORKING_WEEKDAYS)[:, None] & np.isin(DAYPARTS, WORKING_DAYPARTS)[None, :]
+    limited = np.isin(np.asarray(channels, dtype=object), WORKING_HOURS_CHANNELS)
+    return np.where(limited[:, None, None], work[None], True)
 
 
 def _window_columns(frame: pd.DataFrame) -> tuple[str, str]:
@@ -82,9 +138,9 @@ def _col(frame: pd.DataFrame, name: str, default: float | None = None) -> np.nda
     return frame[name].to_numpy(dtype=np.float64, na_value=0.0)
 
 
-def _block(frame: pd.DataFrame, pattern: str) -> np.ndarray:
-    """[N, C] of ``pattern.format(channel)`` columns in one conversion (0 where absent)."""
-    out = frame.reindex(columns=[pattern.format(ch) for ch in CHANNELS]).to_numpy(dtype=np.float64, na_value=np.nan)
+def _block(frame: pd.DataFrame, pattern: str, names: Sequence[str] = CHANNELS) -> np.ndarray:
+    """[N, len(names)] of ``pattern.format(name)`` columns in one conversion (0 where absent)."""
+    out = frame.reindex(columns=[pattern.format(x) for x in names]).to_numpy(dtype=np.float64, na_value=np.nan)
     return np.nan_to_num(out, nan=0.0)
 
 
@@ -92,7 +148,7 @@ def _flat(frame: pd.DataFrame, name: str) -> tuple[np.ndarray, np.ndarray]:
     """Flattened values of a list column and each value's row index."""
     import pyarrow as pa
 
-    if name not in frame.columns:
+    if name not in frame.columns or len(frame) == 0:
         return np.zeros(0), np.zeros(0, dtype=np.int64)
     arr = pa.array(frame[name], from_pandas=True)
     if isinstance(arr, pa.ChunkedArray):
@@ -105,16 +161,90 @@ def _flat(frame: pd.DataFrame, name: str) -> tuple[np.ndarray, np.ndarray]:
     return values, np.repeat(np.arange(len(frame)), lengths)
 
 
-def _mode(rows: np.ndarray, values: np.ndarray, weight: np.ndarray, n: int, size: int, default: int) -> np.ndarray:
-    """Most frequent value per row (weighted), ``default`` where a row has none."""
-    counts = np.zeros((n, size))
-    ok = (values >= 0) & (values < size)
-    np.add.at(counts, (rows[ok], values[ok].astype(np.int64)), weight[ok])
-    return np.where(counts.sum(1) > 0, counts.argmax(1), default)
+def _aligned(frame: pd.DataFrame, name: str, rows: np.ndarray) -> np.ndarray:
+    """A list column aligned with another of the same lengths (-1 where absent or misaligned)."""
+    values, r = _flat(frame, name)
+    if len(values) != len(rows) or not np.array_equal(r, rows):
+        return np.full(len(rows), -1, dtype=np.int64)
+    return np.asarray(values, dtype=np.int64)
+
+
+def channel_slots(rows: np.ndarray, channel: np.ndarray, values: np.ndarray, weight: np.ndarray, ok: np.ndarray, n: int,
+                  default: int) -> np.ndarray:
+    """[N, C] most weighted allowed value per channel: that channel's history, else the HCP's on every channel, else ``default``.
+
+    ``ok`` [C, S] marks the values (weekdays or dayparts) each channel may use; a preference the
+    channel may not use (a visit in the evening) never wins, the best allowed one does.
+    """
+    c, size = ok.shape
+    valid = (values >= 0) & (values < size)
+    overall = np.zeros((n, size))
+    np.add.at(overall, (rows[valid], values[valid]), weight[valid])
+    own = np.zeros((n, c, size))
+    sel = valid & (channel >= 0) & (channel < c)
+    np.add.at(own, (rows[sel], channel[sel], values[sel]), weight[sel])
+    own = np.where(ok[None], own, 0.0)
+    anywhere = np.where(ok[None], overall[:, None, :], 0.0)
+    fallback_value = np.where(ok[:, default], default, ok.argmax(1))  # [C] the default, or the first allowed value
+    fallback = np.where(anywhere.sum(-1) > 0, anywhere.argmax(-1), fallback_value[None, :])
+    return np.where(own.sum(-1) > 0, own.argmax(-1), fallback).astype(np.int64)
+
+
+def topic_engagement(frame: pd.DataFrame, content_topics: Mapping[str, str] | None) -> tuple[np.ndarray, np.ndarray]:
+    """([N, T] positive responses per topic in the touch sequence, [N, T] ranking score: those first, then longer history)."""
+    return _topic_engagement(frame, content_topics, *_flat(frame, "seq_response"))
+
+
+def _topic_engagement(frame: pd.DataFrame, content_topics: Mapping[str, str] | None, resp: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    n, t = len(frame), len(TOPICS)
+    seq = np.zeros((n, t), dtype=np.int64)
+    if content_topics and len(resp):
+        ids, _ = _flat(frame, "seq_content_id")
+        lookup = pd.Series({k: TOPICS.index(v) for k, v in content_topics.items() if v in TOPICS}, dtype=np.int64)
+        codes = lookup.reindex(pd.Index(np.asarray(ids, dtype=object))).fillna(-1).to_numpy(dtype=np.int64)
+        sel = (np.asarray(resp, dtype=np.int64) >= POSITIVE_RESPONSE_CODE) & (codes >= 0)
+        np.add.at(seq, (rows[sel], codes[sel]), 1)
+    # The response-history view covers a longer window than the sequence: it orders the topics
+    # the recent touches leave tied.
+    days = sorted({c.rsplit("_", 1)[1] for c in frame.columns if c.startswith("hist_topic_") and "_opened_" in c})
+    longer = _block(frame, "hist_topic_{}_opened_" + max(days, key=lambda d: int(d[:-1])), TOPICS) if days else np.zeros((n, t))
+    return seq, seq * 1e6 + np.minimum(longer, 1e6 - 1)
+
+
+def choose_content(items: ContentItems, contacts: RecentContacts, product_ids: np.ndarray, topic_score: np.ndarray,
+                   no_repeat_days: float = DEFAULT_NO_REPEAT_DAYS) -> ContentChoice:
+    """Per HCP: the best approved item the HCP has not received in ``no_repeat_days`` days.
+
+    Items are ordered by: not received within the window, the HCP's rank of the item's topic
+    (``topic_score`` [N, T], higher is better, ties share a rank), the HCP's own product
+    (``product_ids`` [N]), then ``items``' order. When every item was received within the window,
+    the least recently received one. Vectorised over [N, K].
+    """
+    n, k, t = contacts.n, len(items), len(TOPICS)
+    if topic_score.shape != (n, t) or len(product_ids) != n:
+        raise ValueError(f"choose_content: topic_score must be ({n}, {t}) and product_ids length {n}, got {topic_score.shape} and {len(product_ids)}")
+    if k == 0 or n == 0:
+        return ContentChoice(np.full(n, -1), np.full(n, None, dtype=object), np.full(n, -1), np.full(n, np.inf))
+    since = np.full((n, k), np.inf)
+    idx = pd.Index(items.content_id).get_indexer(contacts.content_id)
+    sel = idx >= 0
+    np.minimum.at(since, (contacts.row[sel], idx[sel]), contacts.age_days[sel])
+    fresh = since >= no_repeat_days
+    rank = (topic_score[:, None, :] > topic_score[:, :, None]).sum(-1)  # [N, T] topics scoring higher
+    rank = np.concatenate([rank, np.full((n, 1), t)], axis=1)[:, items.topic]  # an unknown topic (-1) ranks last
+    codes, _ = pd.factorize(np.concatenate([items.product_id, np.asarray(product_ids, dtype=object).astype(str)]))
+    own = codes[None, :k] == codes[k:, None]
+    key = ((fresh * (t + 2) + (t + 1 - rank)) * 2 + own) * k + (k - 1 - np.arange(k))
+    best = key.argmax(1)
+    stale = ~fresh.any(1)
+    if stale.any():
+        s = since[stale]
+        best[stale] = np.where(s >= s.max(1, keepdims=True), key[stale], -1).argmax(1)
+    return ContentChoice(best, items.content_id[best], items.topic[best], since[np.arange(n), best])
 
 
 def _join(*parts: np.ndarray | str) -> np.ndarray:
-    """Element-wise string concatenation of arrays and constants (object dtype)."""
+    """Element-wise string concatenation of arrays and constants (object dtype, broadcast)."""
     out: np.ndarray | str = ""
     for p in parts:
         out = np.char.add(out, p if isinstance(p, str) else np.asarray(p).astype(str))
@@ -127,13 +257,25 @@ def rule_based_actions(
     *,
     allowed: np.ndarray | None = None,
     thresholds: RuleThresholds = RuleThresholds(),
+    items: ContentItems | None = None,
+    product_ids: np.ndarray | None = None,
+    no_repeat_days: float = DEFAULT_NO_REPEAT_DAYS,
+    carries_content: np.ndarray | None = None,
+    contacts: RecentContacts | None = None,
 ) -> RuleActions:
-    """Rank channels per HCP by the senior reps' rules and say why, for every row of ``frame``.
+    """Rank channels per HCP by the senior reps' rules, with a slot, content and reason per channel.
 
     content_topics: content id -> topic (for talking points and topic preference).
     allowed: optional [N, C] bool of channels that may be suggested (consent columns
         ``consent_<channel>`` in the frame are always applied on top).
+    items: approved content to choose from (None: no content is chosen); product_ids [N]: each
+        HCP's main product (preferred within a topic); no_repeat_days: an item the HCP received
+        within this many days is chosen only when every item was.
+    carries_content: [C] bool, channels a touch can carry content on (default: all).
+    contacts: ``features.contact_history.recent_contacts(frame)`` when the caller has it already.
     """
+    if no_repeat_days < 0:
+        raise ValueError(f"no_repeat_days must be >= 0, got {no_repeat_days}")
     n, c = len(frame), len(CHANNELS)
     short, long = _window_columns(frame)
     sent = _block(frame, "{}_sent_" + long)
@@ -145,7 +287,7 @@ def rule_based_actions(
     if ok.shape != (n, c):
         raise ValueError(f"rule policy: allowed must have shape ({n}, {c}), got {ok.shape}")
     consent_cols = [f"consent_{ch}" for ch in CHANNELS]
-    if any(c in frame.columns for c in consent_cols):
+    if any(col in frame.columns for col in consent_cols):
         # An absent consent column means "not recorded", which never counts as consent.
         ok &= frame.reindex(columns=consent_cols).fillna(False).to_numpy(dtype=bool)
 
@@ -165,47 +307,82 @@ def rule_based_actions(
     score = np.where(ok, score, -np.inf)
     ranked = np.argsort(-score, axis=1, kind="stable")
 
-    # Preferences from the touch sequence: responded touches count, others count a little.
+    # Slots per channel from the touch sequence: responded touches count, others a little.
     resp, rows = _flat(frame, "seq_response")
-    weight = np.where(np.asarray(resp, dtype=np.float64) > 0, 1.0, 0.05) if len(resp) else np.zeros(0)
-    dayparts, _ = _flat(frame, "seq_daypart")
-    weekdays, _ = _flat(frame, "seq_weekday")
-    daypart = _mode(rows, np.asarray(dayparts, dtype=np.int64), weight, n, len(DAYPARTS), _DEFAULT_DAYPART)
-    weekday = _mode(rows, np.asarray(weekdays, dtype=np.int64), weight, n, len(WEEKDAYS), _DEFAULT_WEEKDAY)
-    topic = np.full(n, -1, dtype=np.int64)
-    topic_hits = np.zeros(n, dtype=np.int64)
-    if content_topics and len(resp):
-        ids, _ = _flat(frame, "seq_content_id")
-        lookup = pd.Series({k: TOPICS.index(v) for k, v in content_topics.items() if v in TOPICS}, dtype=np.int64)
-        codes = lookup.reindex(pd.Index(np.asarray(ids, dtype=object))).fillna(-1).to_numpy(dtype=np.int64)
-        engaged = np.asarray(resp, dtype=np.float64) > 0
-        counts = np.zeros((n, len(TOPICS)), dtype=np.int64)
-        sel = engaged & (codes >= 0)
-        np.add.at(counts, (rows[sel], codes[sel]), 1)
-        topic = np.where(counts.sum(1) > 0, counts.argmax(1), -1)
-        topic_hits = counts.max(1) if n else topic_hits
+    weight = np.where(np.asarray(resp, dtype=np.int64) >= POSITIVE_RESPONSE_CODE, 1.0, _UNANSWERED_WEIGHT) if len(resp) else np.zeros(0)
+    seq_channel = _aligned(frame, "seq_channel", rows)
+    work = working_hours_mask()
+    weekday_ok, daypart_ok = np.asarray(work.any(axis=2)), np.asarray(work.any(axis=1))
+    weekday = channel_slots(rows, seq_channel, _aligned(frame, "seq_weekday", rows), weight, weekday_ok, n, _DEFAULT_WEEKDAY)
+    daypart = channel_slots(rows, seq_channel, _aligned(frame, "seq_daypart", rows), weight, daypart_ok, n, _DEFAULT_DAYPART)
 
-    topic_label = np.asarray([*TOPIC_LABELS.values(), "preferred-topic"], dtype=object)[topic]
-    slot_label = _join(np.asarray(WEEKDAYS, dtype=object)[weekday], " ", np.asarray(DAYPARTS, dtype=object)[daypart])
-    reason = np.empty(n, dtype=object)
-    if fire_unopened.any():
-        m = fire_unopened
-        reason[m] = _join(unopened[m], " WeChat pushes in a row unopened → follow up with a visit")
-    if fire_interest.any():
-        m = fire_interest
-        reason[m] = _join(
-            "strong interest (", forwards[m], " forwards, ", favourites[m], " favourites, ", replies[m],
-            f" 1:1 replies in {short}) → face-to-face visit; talking points: ", topic_label[m],
-        )
-    rest = rule_idx == 2
-    if rest.any():
-        reason[rest] = _join("push ", topic_label[rest], " content at the HCP's preferred time (", slot_label[rest], ")")
+    topic_hits_all, topic_score = _topic_engagement(frame, content_topics, resp, rows)
+    topic = np.where(topic_score.max(1) > 0, topic_score.argmax(1), -1) if n else np.zeros(0, dtype=np.int64)
+    topic_hits = topic_hits_all[np.arange(n), np.maximum(topic, 0)] * (topic >= 0)
+
+    carries = np.ones(c, dtype=bool) if carries_content is None else np.asarray(carries_content, dtype=bool)
+    if items is not None and len(items):
+        products = np.full(n, "", dtype=object) if product_ids is None else np.asarray(product_ids, dtype=object)
+        contacts = recent_contacts(frame) if contacts is None else contacts
+        if contacts.n != n:
+            raise ValueError(f"rule policy: contacts cover {contacts.n} rows, the frame {n}")
+        choice = choose_content(items, contacts, products, topic_score, no_repeat_days)
+    else:
+        choice = ContentChoice(np.full(n, -1), np.full(n, None, dtype=object), np.full(n, -1), np.full(n, np.inf))
+    has_item = choice.item >= 0
+    content = np.full((n, c), None, dtype=object)
+    put = carries[None, :] & has_item[:, None]
+    content[put] = np.broadcast_to(choice.content_id[:, None], (n, c))[put]
+
+    reason = _reasons(rule_idx, unopened, forwards, favourites, replies, short, topic, choice, content, weekday, daypart, no_repeat_days)
     seq_len = _col(frame, "seq_len", 0.0).astype(np.int64)
+    topic_label = np.asarray([*TOPIC_LABELS.values(), "preferred-topic"], dtype=object)[topic]
     history = np.full(n, "", dtype=object)
     has = topic_hits > 0
     if has.any():
         history[has] = _join("engaged with ", topic_hits[has], " ", topic_label[has], " items in the last ", seq_len[has], " touches")
     return RuleActions(
         ranked=ranked, score=score, expected=expected, rule=np.asarray(RULE_NAMES, dtype=object)[rule_idx],
-        reason=reason, history_reason=history, topic=topic, weekday=weekday.astype(np.int64), daypart=daypart.astype(np.int64),
+        reason=reason, history_reason=history, topic=topic, weekday=weekday, daypart=daypart, content=content,
     )
+
+
+def _reasons(rule_idx: np.ndarray, unopened: np.ndarray, forwards: np.ndarray, favourites: np.ndarray, replies: np.ndarray, short: str,
+             topic: np.ndarray, choice: ContentChoice, content: np.ndarray, weekday: np.ndarray, daypart: np.ndarray,
+             no_repeat_days: float) -> np.ndarray:
+    """[N, C] the sentence for a rep when channel c is the one suggested (the rule's own channel or another in its place)."""
+    n, c = content.shape
+    topics = [*TOPIC_LABELS.values(), "preferred-topic"]
+    labels = [CHANNEL_LABELS[ch] for ch in CHANNELS]
+    slots = [[f"{w} {d}" for d in DAYPARTS] for w in WEEKDAYS]
+    # Talking points name the topic of the item chosen, else the preferred topic.
+    talk = np.where(choice.item >= 0, choice.topic, topic)
+    chosen = (choice.item >= 0) & (no_repeat_days > 0)
+    repeated = chosen & (choice.days_since < no_repeat_days)
+    other_topic = chosen & ~repeated & (topic >= 0) & (choice.topic != topic)
+    window = f"{no_repeat_days:g}"
+    out = np.empty((n, c), dtype=object)
+    # Strings, not arrays: a comprehension over N x C is ~10x faster than numpy's char functions.
+    rows = zip(rule_idx.tolist(), unopened.tolist(), forwards.tolist(), favourites.tolist(), replies.tolist(), talk.tolist(), topic.tolist(),
+               repeated.tolist(), other_topic.tolist(), weekday.tolist(), daypart.tolist(), pd.notna(content).tolist())
+    for i, (rule, u, fw, fv, rp, t, pref, rep, other, wd, dp, has) in enumerate(rows):
+        note = (f"; every approved item was sent in the last {window} days, so the least recently sent one" if rep
+                else f"; no {topics[pref]} item left that was not sent in the last {window} days" if other else "")
+        cause = (f"{u} WeChat pushes in a row unopened" if rule == 0
+                 else f"strong interest ({fw} forwards, {fv} favourites, {rp} 1:1 replies in {short})" if rule == 1 else "")
+        row = out[i]
+        for ch in range(c):
+            slot = slots[wd[ch]][dp[ch]]
+            what = f" with {topics[t]} content" if has[ch] else ""
+            if rule == 0 and ch == _VISIT:
+                text = f"{cause} → follow up with a visit ({slot})"
+            elif rule == 1 and ch == _VISIT:
+                text = f"{cause} → face-to-face visit; talking points: {topics[t]} ({slot})"
+            elif rule < 2:
+                text = f"{cause} → {labels[ch]} in place of a {'face-to-face ' if rule == 1 else ''}visit{what} ({slot})"
+            elif ch == _PUSH:
+                text = f"push {topics[t]} content at the HCP's preferred time ({slot})"
+            else:
+                text = f"{labels[ch]}{what} at the HCP's preferred time for it ({slot})"
+            row[ch] = text + note if has[ch] else text
+    return out

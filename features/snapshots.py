@@ -149,6 +149,10 @@ def view_table(prep: Prepared, cfg, view: View, times: np.ndarray, *, as_source:
     if view.name == "hcp_touch_sequence":
         hi, length = sequence_bounds(prep, times, cfg.sequence_length)
         cols = sequence_arrays(prep, hi.ravel(), length.ravel())
+    elif view.name.startswith("hcp_item_history_"):
+        from features.item_history import item_history_arrays
+
+        cols = item_history_arrays(prep, times, cfg.item_history_items, cfg.item_history_days)
     else:
         mats = view_matrices(prep, cfg, view, times)
         cols = {f.name: mats[f.name].ravel() for f in view.features}
@@ -185,16 +189,20 @@ def compute_features_asof(tables: Mapping[str, Any], as_of: datetime | str, cfg=
     t = to_epoch_seconds(as_of)
     stamp = None if profile_as_of is None else to_epoch_seconds(profile_as_of)
     parts = hcp_tables(prep, cfg, np.array([t]), as_source=False, packed=False, profile_as_of=stamp)
+    views = {v.name: v for v in hcp_views(cfg)}
     frame = pd.DataFrame({"hcp_id": prep.hcp_ids, "event_timestamp": pd.Timestamp(t, unit="s", tz="UTC")})
     for name, tbl in parts.items():
         df = tbl.drop_columns(["hcp_id", "event_timestamp"]).to_pandas()
-        if name == "hcp_touch_sequence":
-            for c in df.columns:
-                if c.startswith("seq_") and c != "seq_len":
-                    df[c] = [np.asarray(x) for x in df[c]]
+        for c in array_feature_names(views[name]):
+            df[c] = [np.asarray(x) for x in df[c]]
         frame = pd.concat([frame, df], axis=1)
     frame[MISSING_FLAG] = False
     return frame
+
+
+def array_feature_names(view: View) -> list[str]:
+    """The view's list-valued features (cells become numpy arrays in a pandas frame)."""
+    return [f.name for f in view.features if f.kind.startswith("array_")]
 
 
 def content_table(prep: Prepared, cfg, times: np.ndarray, *, as_source: bool = True) -> pa.Table:

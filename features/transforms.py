@@ -209,6 +209,32 @@ def response_history(prep: Prepared, times: np.ndarray, days: int) -> dict[str, 
     return out
 
 
+def contact_recency(prep: Prepared, times: np.ndarray, windows_days: list[int]) -> dict[str, np.ndarray]:
+    """Per channel days since the last outbound touch and outbound touches per window; per topic and
+    content type days since the last delivered item; days since any touch (matrices HCP x T)."""
+    from contract.schema import CONTENT_TYPES, TOPICS
+    from features.catalog import CONTACT_PREFIX
+
+    ev, cap = prep.events, prep.cap
+    max_w = max(windows_days) * DAY_S
+    out: dict[str, np.ndarray] = {}
+    outbound = ~ev.inbound
+    for ch, ci in _CH.items():
+        grid, _ = _subset_grid(prep, outbound & (ev.channel == ci), times, max_w)
+        out[f"{CONTACT_PREFIX}{ch}_days_since"] = _days_since(ev.t[outbound & (ev.channel == ci)], grid, cap)
+        for w in windows_days:
+            out[f"{CONTACT_PREFIX}{ch}_sent_{w}d"] = grid.count(w * DAY_S)
+    delivered = outbound & ev.delivered & (ev.content > 0)
+    for attr, values, kind in (("topic", TOPICS, "topic"), ("content_type", CONTENT_TYPES, "type")):
+        code_of = np.concatenate([[-1], np.asarray(prep.content_attrs[attr], dtype=np.int64)])[ev.content]
+        for vi, value in enumerate(values):
+            mask = delivered & (code_of == vi)
+            grid, _ = _subset_grid(prep, mask, times, 0)
+            out[f"{CONTACT_PREFIX}{kind}_{value}_days_since"] = _days_since(ev.t[mask], grid, cap)
+    out[f"{CONTACT_PREFIX}days_since_any"] = _days_since(ev.t, Grid(ev.hcp, ev.t, prep.n_hcps, times), cap)
+    return out
+
+
 def view_matrices(prep: Prepared, cfg, view: View, times: np.ndarray) -> dict:
     """Matrices (entity x snapshot) of one non-sequence view's features."""
     name = view.name
@@ -220,6 +246,8 @@ def view_matrices(prep: Prepared, cfg, view: View, times: np.ndarray) -> dict:
         return visits(prep, times, cfg.visits_window_days)
     if name.startswith("hcp_outcomes_"):
         return outcomes(prep, times, cfg.outcome_windows_weeks)
+    if name.startswith("hcp_contact_recency_"):
+        return contact_recency(prep, times, cfg.contact_windows_days)
     if name.startswith("hcp_response_history_"):
         return response_history(prep, times, cfg.response_history_days)
     if name == "content_catalog":
@@ -227,4 +255,4 @@ def view_matrices(prep: Prepared, cfg, view: View, times: np.ndarray) -> dict:
     raise KeyError(f"no transform for view {name!r}")
 
 
-__all__ = ["Grid", "content_features", "engagement", "outcomes", "profile", "recency", "response_history", "view_matrices", "visits"]
+__all__ = ["Grid", "contact_recency", "content_features", "engagement", "outcomes", "profile", "recency", "response_history", "view_matrices", "visits"]

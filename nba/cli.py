@@ -79,6 +79,8 @@ def quickstart_cmd(
 
 
 def _register_stages() -> None:
+    from nba.wiring import stage_wiring
+
     for stage in STAGES:
         try:
             module = importlib.import_module(f"{stage}.cli")
@@ -86,7 +88,8 @@ def _register_stages() -> None:
             if exc.name == f"{stage}.cli":
                 continue
             raise
-        module.register(app, bench_app)
+        # What a production stage may not import (the simulator as data source and judge) is handed in here.
+        module.register(app, bench_app, **stage_wiring(stage))
 
 
 _register_stages()

@@ -83,6 +83,7 @@ def _train_and_promote(console: Console, workdir: Path, data_dir: Path, feat_cfg
 
     from nba.configuration import load_config
     from training.config import TrainingConfig
+    from nba.wiring import simulator_judge
     from training.evaluation import evaluate_job
     from training.jobs import promote_job, train_job
 
@@ -104,7 +105,7 @@ def _train_and_promote(console: Console, workdir: Path, data_dir: Path, feat_cfg
         },
     )
     trained = _step(console, "train the default model (Transformer d32 x 1; MLflow run, registered as challenger)", lambda: train_job(cfg), timings)
-    figures = _step(console, "evaluate against the simulator's ground truth and the baselines", lambda: evaluate_job(cfg, weeks=8), timings)
+    figures = _step(console, "evaluate against the simulator's ground truth and the baselines", lambda: evaluate_job(cfg, weeks=8, judge=simulator_judge()), timings)
     promoted = _step(console, "promote the challenger to champion", lambda: promote_job(cfg), timings)
     console.print(
         f"model version {trained['model_version']}: share of the oracle's gain over the logged policy "

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from datetime import datetime, timedelta, timezone
+from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from features.rules import CHANNEL_LABELS
-from serving.engine import Recommender
+from serving.engine import Recommender, feasibility_summary
 
 # Column names of a CRM suggestion record, in import order.
 CRM_COLUMNS: tuple[str, ...] = (
@@ -56,8 +56,13 @@ def _write(df: pd.DataFrame, out: Path) -> None:
 
 
 def recommend_all(rec: Recommender, out: str | Path, *, k: int | None = None, as_of: datetime | None = None, hcp_ids: list[str] | None = None,
-                  record: bool = True, progress: bool = True) -> dict[str, Any]:
-    """Score every HCP in the reference tables (or ``hcp_ids``) in chunks and write ``out`` (.parquet or .csv)."""
+                  record: bool = True, progress: bool = True, window: str | None = None, decision_date: date | None = None) -> dict[str, Any]:
+    """Score every HCP in the reference tables (or ``hcp_ids``) in chunks and write ``out`` (.parquet or .csv).
+
+    The same feasible-first path as the API (``Recommender.recommend``); the summary's
+    ``feasibility`` says how often a rule had to override a first choice after masking (0) and how
+    often the policy's unmasked first choice would have been infeasible, by rule.
+    """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     out = Path(out)
@@ -68,17 +73,19 @@ def recommend_all(rec: Recommender, out: str | Path, *, k: int | None = None, as
         raise ValueError("no HCPs to score: the reference tables are empty (check data_dir)")
     as_of = as_of or datetime.now(timezone.utc)
     chunk = rec.cfg.batch_chunk
-    parts, degraded, notes = [], 0, set()
+    parts, degraded, notes, feasibility = [], 0, set(), []
     cols = (TextColumn("scoring HCPs"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*cols, disable=not progress, transient=True) as bar:
         task = bar.add_task("score", total=len(ids))
         for a in range(0, len(ids), chunk):
             part = ids[a : a + chunk]
-            res = rec.recommend(part, k=k, as_of=as_of, record=record, explore=True)
+            res = rec.recommend(part, k=k, as_of=as_of, record=record, explore=True, window=window, decision_date=decision_date)
+            feasibility.append(res.feasibility)
             parts.append(crm_records(res.frame, res.model_version, as_of, rec.cfg.suggestion_ttl_days))
             degraded += int(res.frame["degraded"].sum())
             notes.update(res.notes)
             bar.advance(task, len(part))
     df = pd.concat(parts, ignore_index=True)
     _write(df, out)
-    return {"hcps": len(ids), "suggestions": len(df), "degraded_suggestions": degraded, "out": str(out), "notes": sorted(notes)}
+    return {"hcps": len(ids), "suggestions": len(df), "degraded_suggestions": degraded, "out": str(out), "notes": sorted(notes),
+            "feasibility": feasibility_summary(feasibility)}

@@ -6,7 +6,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import Any, Callable, Optional
 
 import typer
 
@@ -37,8 +37,8 @@ def serve_process(config: Optional[Path], overrides: dict, host: str, port: int,
     return subprocess.Popen(cmd, env=env, start_new_session=True, stdout=out, stderr=out)
 
 
-def register(app: typer.Typer, bench_app: typer.Typer) -> None:
-    """Add serving commands to the CLI."""
+def register(app: typer.Typer, bench_app: typer.Typer, simulate: Optional[Callable[..., Any]] = None) -> None:
+    """Add serving commands to the CLI; ``simulate`` (nba.wiring) writes the data of `nba bench serve`'s world."""
 
     @app.command("serve")
     def serve(
@@ -69,14 +69,17 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
         set_: Optional[list[str]] = typer.Option(None, "--set", help="override a config key"),
         k: Optional[int] = typer.Option(None, "--k", min=1, max=8, help="suggestions per HCP"),
         as_of: Optional[str] = typer.Option(None, "--as-of", help="decision time, ISO 8601 with offset (default now)"),
+        window: Optional[str] = typer.Option(None, "--window", help="planning horizon: 'week' (default, best slot in the coming week) or 'today' (each HCP's local today)"),
+        decision_date: Optional[str] = typer.Option(None, "--decision-date", help="plan this local date (YYYY-MM-DD, today up to 6 days ahead); not with --window"),
         no_audit: bool = typer.Option(False, "--no-audit", help="do not record suggestions in the audit trail (dry runs only)"),
     ) -> None:
-        """Nightly batch: score HCPs and write CRM suggestion records, with progress."""
+        """Nightly batch: score HCPs and write CRM suggestion records, with progress (--window today / --decision-date plan one day)."""
         import time
-        from datetime import datetime
+        from datetime import date, datetime
 
         from serving.batch import recommend_all
-        from serving.engine import Recommender
+        from serving.engine import WINDOWS, Recommender, RequestError
+        from serving.schemas import FIRST_DATE, LAST_DATE
 
         if not all_:
             raise typer.BadParameter("only --all is supported: the API serves individual HCPs", param_hint="--all")
@@ -85,12 +88,29 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
             when = datetime.fromisoformat(as_of)
             if when.tzinfo is None:
                 raise typer.BadParameter(f"{as_of!r} has no UTC offset", param_hint="--as-of")
+            if not FIRST_DATE <= when.date() <= LAST_DATE:
+                raise typer.BadParameter(f"{as_of!r} is outside {FIRST_DATE} to {LAST_DATE}", param_hint="--as-of")
+        if window is not None and window not in WINDOWS:
+            raise typer.BadParameter(f"{window!r}: must be one of {', '.join(WINDOWS)}", param_hint="--window")
+        day = None
+        if decision_date:
+            try:
+                day = date.fromisoformat(decision_date)
+            except ValueError:
+                raise typer.BadParameter(f"{decision_date!r} is not a date (YYYY-MM-DD)", param_hint="--decision-date") from None
+            if not FIRST_DATE <= day <= LAST_DATE:
+                raise typer.BadParameter(f"{decision_date!r} is outside {FIRST_DATE} to {LAST_DATE}", param_hint="--decision-date")
+            if window is not None:
+                raise typer.BadParameter("give either --window or --decision-date, not both", param_hint="--decision-date")
         cfg = _load(config, set_)
         t0 = time.perf_counter()
         rec = Recommender.from_config(cfg)
         load_s = time.perf_counter() - t0
         t1 = time.perf_counter()
-        summary = recommend_all(rec, out, k=k, as_of=when, record=not no_audit)
+        try:
+            summary = recommend_all(rec, out, k=k, as_of=when, record=not no_audit, window=window, decision_date=day)
+        except RequestError as exc:  # a decision date outside the planned week, for example
+            raise typer.BadParameter(str(exc), param_hint="--decision-date" if exc.args and str(exc).startswith("decision_date") else "--window") from None
         secs = time.perf_counter() - t1
         for note in summary.pop("notes"):
             typer.echo(f"note: {note}", err=True)
@@ -110,5 +130,5 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
         """HTTP latency over loopback (single HCP p50/p99, req/s, 1,000-HCP batch) vs in-process scoring."""
         from serving.bench import run_bench
 
-        figures = run_bench(workdir, n_hcps=hcps, requests=requests, batches=batches, nightly_hcps=nightly_hcps, seed=seed, rebuild=rebuild)
+        figures = run_bench(workdir, n_hcps=hcps, requests=requests, batches=batches, nightly_hcps=nightly_hcps, seed=seed, rebuild=rebuild, simulate=simulate)
         typer.echo(json.dumps(figures, sort_keys=True))

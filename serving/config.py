@@ -2,10 +2,46 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field, field_validator, model_validator
 
 from contract.schema import CHANNELS, LIFECYCLES
 from nba.configuration import StageConfig
+
+
+class WindowRuleConfig(StageConfig):
+    """A rule with a window in days: at most ``max`` touches within ``days`` days.
+
+    ``scope: channel`` counts touches on ``channel`` ("at most 1 conference in 60 days": none
+    while one happened in the last 60 days); ``scope: item`` counts deliveries of the same content
+    item on any channel; ``scope: topic`` counts delivered items of the same topic.
+    """
+
+    name: str | None = Field(None, min_length=1, max_length=64, description="shown in reasons; default <channel|item|topic>_<days>d")
+    scope: Literal["channel", "item", "topic"] = "channel"
+    channel: str | None = None
+    days: float = Field(..., gt=0, le=3650)
+    max: int = Field(1, ge=1)
+
+    @field_validator("channel")
+    @classmethod
+    def _known_channel(cls, v: str | None) -> str | None:
+        if v is not None and v not in CHANNELS:
+            raise ValueError(f"unknown channel {v!r}; known: {', '.join(CHANNELS)}")
+        return v
+
+    @model_validator(mode="after")
+    def _channel_matches_scope(self) -> "WindowRuleConfig":
+        if self.scope == "channel" and self.channel is None:
+            raise ValueError("channel: a channel-scope rule needs a channel")
+        if self.scope != "channel" and self.channel is not None:
+            raise ValueError(f"channel: {self.scope}-scope rules count every channel; leave channel out")
+        return self
+
+    def label(self) -> str:
+        """The rule's name (given, or derived from scope and window)."""
+        return self.name or f"{self.channel if self.scope == 'channel' else self.scope}_{self.days:g}d"
 
 
 class GuardrailConfig(StageConfig):
@@ -26,6 +62,21 @@ class GuardrailConfig(StageConfig):
     cooldown_after_unanswered: int = Field(3, ge=1)
     cooldown_days: float = Field(14.0, gt=0)
     lifecycle_weights: dict[str, dict[str, float]] = Field(default_factory=dict)
+    # Rules with windows in days (serving.guardrails.WindowRule), checked before ranking.
+    window_rules: list[WindowRuleConfig] = Field(default_factory=lambda: [
+        WindowRuleConfig(channel="conference", days=60, max=1),
+        WindowRuleConfig(channel="department_meeting", days=21, max=1),
+        WindowRuleConfig(scope="item", days=30, max=1),
+    ])
+
+    @field_validator("window_rules")
+    @classmethod
+    def _unique_names(cls, v: list[WindowRuleConfig]) -> list[WindowRuleConfig]:
+        names = [r.label() for r in v]
+        dup = sorted({x for x in names if names.count(x) > 1})
+        if dup:
+            raise ValueError(f"rule names must be unique; repeated: {', '.join(dup)}")
+        return v
 
     @field_validator("weekly_caps")
     @classmethod
@@ -52,13 +103,14 @@ class GuardrailConfig(StageConfig):
 
     def policy(self):
         """The pure-function view of these limits."""
-        from serving.guardrails import GuardrailPolicy
+        from serving.guardrails import GuardrailPolicy, WindowRule
 
         return GuardrailPolicy(
             weekly_caps=dict(self.weekly_caps),
             cooldown_after_unanswered=self.cooldown_after_unanswered,
             cooldown_days=self.cooldown_days,
             lifecycle_weights={k: dict(v) for k, v in self.lifecycle_weights.items()},
+            window_rules=tuple(WindowRule(r.label(), r.days, r.max, r.scope, r.channel) for r in self.window_rules),
         )
 
 
@@ -76,6 +128,8 @@ class RulesConfig(StageConfig):
 
     unopened_pushes: int = Field(3, ge=1)
     strong_interest: int = Field(2, ge=1)
+    # Content the HCP received within this many days is suggested again only when every approved item was (0: off).
+    no_repeat_days: float = Field(30.0, ge=0)
 
 
 class ServingConfig(StageConfig):
@@ -104,6 +158,8 @@ class ServingConfig(StageConfig):
     require_model: bool = True
     # Features unavailable: consent cannot be checked, so only channels needing no digital consent.
     degraded_channels: list[str] = Field(default_factory=lambda: ["visit"])
+    # Channels served without content when no champion says which (its bundle stores what its training data showed).
+    contentless_channels: list[str] = Field(default_factory=lambda: ["phone"])
     # Content must stay approved this many days past the suggestion (the window it may be used in).
     content_valid_days: float = Field(7.0, ge=0)
     suggestion_ttl_days: float = Field(7.0, gt=0)
@@ -113,7 +169,7 @@ class ServingConfig(StageConfig):
     torch_threads: int = Field(1, ge=1, le=256)
     workers: int = Field(1, ge=1, le=64)
 
-    @field_validator("degraded_channels")
+    @field_validator("degraded_channels", "contentless_channels")
     @classmethod
     def _degraded_known(cls, v: list[str]) -> list[str]:
         for ch in v:

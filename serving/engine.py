@@ -1,10 +1,13 @@
-"""The recommendation engine behind the API and the nightly batch: features -> policy -> guardrails -> slate.
+"""The recommendation engine behind the API and the nightly batch: features -> guardrail masks -> policy -> slate.
 
 Per request: read online features (degraded to a consent-safe rule policy when the store does
-not answer), score every channel with the champion (or the rule policy for the holdout and when
-the model fails), apply the configured guardrails, pick a slate with exploration, attach reasons
-and a local time window, and append everything to the audit trail. All steps are column-wise
-over HCPs; Python loops only build the JSON/audit rows at the boundary.
+not answer), turn the configured guardrails into masks first (consent, caps, cool-downs, window
+rules on channels and items, lifecycle blocks, the request's channels and planning horizon),
+score only what may be done with the champion (or the rule policy for the holdout and when the
+model fails), pick a slate with exploration among feasible actions, attach reasons (which rule
+removed what the model preferred) and a local time window, and append everything to the audit
+trail. All steps are column-wise over HCPs; Python loops only build the JSON/audit rows at the
+boundary.
 """
 
 from __future__ import annotations
@@ -14,7 +17,8 @@ import os
 import time
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import date, datetime, timedelta, timezone
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -24,11 +28,11 @@ from contract.schema import CHANNELS, REP_TIME_CHANNELS
 from features.rules import RuleThresholds, rule_based_actions
 from serving.config import ServingConfig
 from serving.exploration import explore_slate, in_holdout, unit_hash
-from serving.guardrails import RULES, ContactState, apply_guardrails, explain_block
+from serving.guardrails import RULES, ContactState, GuardrailPolicy, GuardrailResult, apply_guardrails, explain_block, window_state
 from serving.reasons import combine, history_reason, model_reason, policy_note
 from serving.reference import ReferenceData
-from serving.windows import window_table
-from simulator.world import CONTENTLESS_MASK  # channels that carry no content (a phone call)
+from serving.windows import day_slot_mask, local_days, nearest_slot, window_table, working_hours_mask
+from serving.scoring import contentless_channels  # channels that carry no content (the champion's, else the config's)
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +59,9 @@ NUMERIC_FEATURES = (
     "consecutive_unopened_pushes", "lifecycle", "potential_boxes_month",
 )
 _CHANNEL_NAMES = np.asarray(CHANNELS, dtype=object)
+WINDOWS = ("week", "today")
+# How far ahead a decision_date may lie: the week the model plans over.
+MAX_DAYS_AHEAD = 6
 
 
 class FeatureMatrix:
@@ -135,6 +142,9 @@ class Suggestions:
     potential: Any = None  # [N] potential boxes per month per requested HCP (0 when unknown)
     # Wall time of each stage (features, model, audit, total) in ms: the benchmark's breakdown.
     timings_ms: dict[str, float] = field(default_factory=dict)
+    # Feasible-first bookkeeping (see ``feasibility_summary``): HCP decisions, first choices a rule
+    # had to override after masking (0 by construction), and unmasked first choices that were infeasible.
+    feasibility: dict[str, Any] = field(default_factory=dict)
     _frame: pd.DataFrame | None = field(default=None, repr=False)
 
     @property
@@ -148,8 +158,52 @@ class Suggestions:
         return self._frame
 
 
-def contact_state(frame: pd.DataFrame | FeatureMatrix, lifecycle: np.ndarray) -> ContactState:
-    """The guardrails' view of each HCP from online features (CHANNELS column order)."""
+@lru_cache(maxsize=32)
+def _window_columns(columns: tuple[str, ...], rules: tuple) -> tuple[list[tuple[int, int, str]], list[tuple[int, str]]]:
+    """The aggregate columns the channel window rules read: (window, channel, count column) and (channel, days-since column).
+
+    Counts grow with the window, so per rule only the longest window not beyond its days
+    matters (``cr_<ch>_sent_<w>d``, else ``<ch>_sent_<w>d``).
+    """
+    import re
+
+    have = set(columns)
+    counts: list[tuple[int, int, str]] = []
+    since: list[tuple[int, str]] = []
+    for rule in rules:
+        if rule.scope != "channel":
+            continue
+        j = CHANNELS.index(rule.channel)
+        windows = {int(m.group(2)): c for c in columns if (m := re.fullmatch(rf"(cr_)?{rule.channel}_sent_(\d+)d", c)) and int(m.group(2)) <= rule.days}
+        if windows:
+            w = max(windows)
+            counts.append((w, j, f"cr_{rule.channel}_sent_{w}d" if f"cr_{rule.channel}_sent_{w}d" in have else f"{rule.channel}_sent_{w}d"))
+        since += [(j, c) for c in (f"days_since_last_{rule.channel}", f"cr_{rule.channel}_days_since") if c in have]
+    return counts, since
+
+
+def window_inputs(frame: pd.DataFrame, policy: GuardrailPolicy) -> tuple[dict[int, np.ndarray], np.ndarray]:
+    """Exact touch counts by window (days -> [N, C]) and days since the last touch [N, C] on the channels the window rules cover, from aggregates."""
+    counts_cols, since_cols = _window_columns(tuple(map(str, frame.columns)), tuple(policy.window_rules))
+    n = len(frame)
+    names = [c for *_, c in counts_cols] + [c for _, c in since_cols]
+    values = frame[names].to_numpy(dtype=np.float64, na_value=np.nan) if names else np.zeros((n, 0))
+    counts: dict[int, np.ndarray] = {}
+    for k, (w, j, _) in enumerate(counts_cols):
+        counts.setdefault(w, np.zeros((n, C)))[:, j] = np.nan_to_num(values[:, k], nan=0.0)
+    since = np.full((n, C), np.inf)
+    for k, (j, _) in enumerate(since_cols, start=len(counts_cols)):
+        since[:, j] = np.fmin(since[:, j], values[:, k])
+    return counts, since
+
+
+def contact_state(frame: pd.DataFrame | FeatureMatrix, lifecycle: np.ndarray, *, history: pd.DataFrame | None = None,
+                  policy: GuardrailPolicy | None = None, content_topics: dict[str, str] | None = None, candidates: list[str] = ()) -> ContactState:
+    """The guardrails' view of each HCP from online features (CHANNELS column order).
+
+    With ``policy`` window rules and ``history`` (the online frame, touch sequence and item history
+    columns), also what the window rules block (``ContactState.window``).
+    """
     num = frame if isinstance(frame, FeatureMatrix) else FeatureMatrix(frame)
     consent = num.block("consent_{}", 0.0) > 0
     sent_7d = num.block("{}_sent_7d").astype(np.int64)
@@ -159,7 +213,41 @@ def contact_state(frame: pd.DataFrame | FeatureMatrix, lifecycle: np.ndarray) ->
     streak = np.where(opened_30 > 0, 0, sent_30).astype(np.int64)
     streak[:, CHANNELS.index("wechat_push")] = num.col("consecutive_unopened_pushes").astype(np.int64)
     days = num.block("days_since_last_{}", np.inf)
-    return ContactState(consent=consent, sent_7d=sent_7d, unanswered_streak=streak, days_since_last=days, lifecycle=np.asarray(lifecycle, dtype=object))
+    window = None
+    if policy is not None and policy.window_rules and history is not None:
+        from features.contact_history import recent_contacts
+
+        counts, since = window_inputs(history, policy)
+        window = window_state(recent_contacts(history), policy, channel_counts=counts, days_since=since, content_topics=content_topics,
+                              candidates=candidates)
+    return ContactState(consent=consent, sent_7d=sent_7d, unanswered_streak=streak, days_since_last=days, lifecycle=np.asarray(lifecycle, dtype=object),
+                        window=window)
+
+
+def block_context(state: ContactState, i: int, c: int, content_id: Any = None) -> dict[str, Any]:
+    """The facts ``explain_block`` reads about HCP row ``i`` and channel ``c`` (with ``content_id``, the item rule's)."""
+    row: dict[str, Any] = {"sent_7d": state.sent_7d[i, c], "unanswered_streak": state.unanswered_streak[i, c], "lifecycle": state.lifecycle[i]}
+    w = state.window
+    if w is not None:
+        if w.channel_rule[i, c] >= 0:
+            row.update(window_rule=int(w.channel_rule[i, c]), window_count=int(w.channel_count[i, c]), window_days=float(w.channel_days[i, c]))
+        elif content_id is not None and (j := w.item_entry(i, content_id)) >= 0:
+            row.update(window_rule=int(w.item_rule[j]), window_count=int(w.item_count[j]), window_days=float(w.item_age[j]), content_id=content_id)
+    return row
+
+
+def feasibility_summary(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """Counts and shares over requests: first choices overridden after masking, unmasked first choices infeasible (by rule)."""
+    n = sum(p.get("decisions", 0) for p in parts)
+    over = sum(p.get("first_choice_overridden", 0) for p in parts)
+    inf = sum(p.get("unmasked_first_infeasible", 0) for p in parts)
+    by_rule: dict[str, int] = {}
+    for p in parts:
+        for r, v in p.get("unmasked_first_infeasible_by_rule", {}).items():
+            by_rule[r] = by_rule.get(r, 0) + int(v)
+    return {"decisions": n, "first_choice_overridden": over, "first_choice_overridden_share": over / n if n else 0.0,
+            "unmasked_first_infeasible": inf, "unmasked_first_infeasible_share": inf / n if n else 0.0,
+            "unmasked_first_infeasible_by_rule": by_rule}
 
 
 def choose_slate(score: np.ndarray, k: int, epsilon: np.ndarray, top_m: int, u: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -261,9 +349,36 @@ class Recommender:
             log.error("online features failed: %s", exc)
             return None, f"{type(exc).__name__}: {exc}"
 
+    def horizon(self, as_of: datetime, timezones: np.ndarray, window: str | None = None, decision_date: date | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+        """Allowed slots [N or 1, C, 28] (working hours, and one local day when asked) and each row's planned local date (None: the week).
+
+        ``window="today"`` plans each HCP's local today (dayparts not yet over); ``decision_date``
+        plans that local date (today up to ``MAX_DAYS_AHEAD`` days ahead); neither: the coming week.
+        """
+        if window is not None and window not in WINDOWS:
+            raise RequestError(f"window: must be one of {', '.join(WINDOWS)}, got {window!r}")
+        if window is not None and decision_date is not None:
+            raise RequestError("decision_date: give either window or decision_date, not both")
+        week = working_hours_mask()[None]
+        if window != "today" and decision_date is None:
+            return week, None
+        days, today, first = local_days(as_of, timezones, decision_date)
+        if decision_date is not None:
+            if (days < today).any():
+                raise RequestError(f"decision_date: {decision_date.isoformat()} is before today ({min(today).isoformat()}) in the HCP's time zone")
+            if (days > today + timedelta(days=MAX_DAYS_AHEAD)).any():
+                raise RequestError(f"decision_date: {decision_date.isoformat()} is more than {MAX_DAYS_AHEAD} days after today ({max(today).isoformat()}); "
+                                   "ask for the coming week without a decision_date")
+        return week & day_slot_mask(days, first)[:, None, :], days
+
     def recommend(self, hcp_ids: list[str], *, k: int | None = None, channels: list[str] | None = None, as_of: datetime | None = None,
-                  rep_id: str | None = None, record: bool = True, explore: bool = True, features: pd.DataFrame | None = None) -> Suggestions:
-        """Top-k suggestions for each HCP (see module docstring); ``features`` skips the online read."""
+                  rep_id: str | None = None, record: bool = True, explore: bool = True, features: pd.DataFrame | None = None,
+                  window: str | None = None, decision_date: date | None = None) -> Suggestions:
+        """Top-k feasible suggestions for each HCP (see module docstring); ``features`` skips the online read.
+
+        ``window``: "week" (default: the next occurrence of the best slot in the coming week) or
+        "today" (only the HCP's local today, dayparts not yet over); ``decision_date``: one local date.
+        """
         cfg = self.cfg
         k = cfg.default_k if k is None else k
         if not 1 <= k <= C:
@@ -283,12 +398,18 @@ class Recommender:
         request_id = uuid.uuid4().hex
         t_start = time.perf_counter()
         ref = self.reference.lookup(ids)
+        slot_ok, plan_days = self.horizon(as_of, ref["timezone"], window, decision_date)
+        slot_any = slot_ok.any(-1)  # [N or 1, C]: the channel has a slot in the horizon
         notes: list[str] = []
+        if plan_days is not None and not slot_any.any(1).all():
+            notes.append("no slot left on the planned day for some HCPs (their local day is over): nothing suggested for them")
         frame, feat_err = (features, None) if features is not None else self.fetch_features(ids)
         t_features = time.perf_counter() - t_start
         t_model = 0.0
         degraded_features = frame is None
-        approved = self.reference.approved_content(as_of, self.cfg.content_valid_days)
+        # Content must stay approved through the planned day as well as the configured validity.
+        valid_days = self.cfg.content_valid_days if plan_days is None else max(self.cfg.content_valid_days, (max(plan_days) - as_of.date()).days + 1.0)
+        approved = self.reference.approved_content(as_of, valid_days)
 
         if degraded_features:
             notes.append(f"features unavailable ({feat_err}): consent cannot be checked, only {', '.join(cfg.degraded_channels)} suggested")
@@ -299,17 +420,25 @@ class Recommender:
             lifecycle = self.reference.lifecycle_of(ids, num.col("lifecycle", -1).astype(np.int64))
         else:
             lifecycle = np.where(pd.isna(ref["lifecycle"]), "", ref["lifecycle"]).astype(object)
-        rules = rule_based_actions(frame, self._topics, thresholds=self.thresholds)
-        state = contact_state(num, lifecycle)
+        products = np.where(pd.isna(ref["main_product_id"]), "", ref["main_product_id"]).astype(object)
+        rules = rule_based_actions(frame, self._topics, thresholds=self.thresholds, items=self.reference.content_items(approved), product_ids=products,
+                                   no_repeat_days=cfg.rules.no_repeat_days, carries_content=~contentless_channels(self.model, cfg.contentless_channels))
+        state = contact_state(num, lifecycle, history=None if degraded_features else frame, policy=self.policy, content_topics=self._topics,
+                              candidates=approved)
+        # Feasible first: every rule that does not depend on the content chosen is a channel mask
+        # before anything is scored, and the item window rules a content mask inside scoring.
+        pre = apply_guardrails(state, np.arange(C), np.ones(C, dtype=bool), self.policy)
+        channel_ok = pre.allowed & request_allowed[None, :] & slot_any
+        blocked = (state.window.item_row, state.window.item_id) if state.window is not None else None
 
         holdout = in_holdout(ids, cfg.exploration.holdout_share, cfg.exploration.salt)
         policy = np.where(holdout, "holdout", "fallback").astype(object)
         score = rules.score.copy()
         expected = rules.expected.copy()
-        products = np.where(pd.isna(ref["main_product_id"]), "", ref["main_product_id"]).astype(object)
-        content = np.repeat(self.reference.best_content_by_topic(approved, products, rules.topic)[:, None], C, axis=1)
-        weekday = np.repeat(rules.weekday[:, None], C, axis=1)
-        daypart = np.repeat(rules.daypart[:, None], C, axis=1)
+        # The rules' own per-channel content and slots; the model overwrites its rows below.
+        content, weekday, daypart = rules.content.copy(), rules.weekday.copy(), rules.daypart.copy()
+        # The policy's unmasked view (what it would choose without the rules), for reasons and statistics.
+        raw_score, raw_content = score.copy(), content.copy()
         model_version = self.model_version
         use_model = ~holdout & (self.model is not None) & (not degraded_features)
         if self.model is None and not degraded_features:
@@ -321,9 +450,17 @@ class Recommender:
                 t0 = time.perf_counter()
                 rows = np.flatnonzero(use_model)
                 sub = frame if len(rows) == n else frame.iloc[rows].reset_index(drop=True)
-                scores = score_channels(self.model.bundle, sub, approved)
+                sub_blocked = None
+                if blocked is not None:
+                    at = np.full(n, -1)
+                    at[rows] = np.arange(len(rows))
+                    keep = at[blocked[0]] >= 0
+                    sub_blocked = (at[blocked[0][keep]], blocked[1][keep])
+                scores = score_channels(self.model.bundle, sub, approved, channel_allowed=channel_ok[rows], blocked_items=sub_blocked,
+                                        slot_allowed=None if plan_days is None else slot_ok[rows])
                 score[rows], expected[rows] = np.where(scores.allowed, scores.prob, -np.inf), scores.expected
                 content[rows], weekday[rows], daypart[rows] = scores.content_id, scores.weekday, scores.daypart
+                raw_score[rows], raw_content[rows] = scores.raw_prob, scores.raw_content_id
                 policy[rows] = "model"
                 t_model = time.perf_counter() - t0
             except Exception as exc:  # a failing model degrades to the rules, never a 500
@@ -331,12 +468,24 @@ class Recommender:
                 notes.append(f"model scoring failed ({type(exc).__name__}: {exc}): rule-based suggestions")
                 use_model[:] = False
 
-        content_ok = ~CONTENT_CHANNELS[None, :] | pd.notna(content)
-        g = apply_guardrails(state, np.arange(C), content_ok, self.policy)
+        rule_rows = ~use_model
+        if rule_rows.any():
+            # The rules' slots moved into the horizon (working hours, the planned day), and an item a
+            # window rule blocks dropped where content is optional (elsewhere the channel is blocked).
+            slots = slot_ok[rule_rows] if slot_ok.shape[0] > 1 else slot_ok
+            weekday[rule_rows], daypart[rule_rows], _ = nearest_slot(weekday[rule_rows], daypart[rule_rows], slots)
+            if state.window is not None:
+                drop = (state.window.item_lookup(content) >= 0) & ~CONTENT_CHANNELS[None, :] & rule_rows[:, None]
+                content = np.where(drop, None, content)
+        g = self._check(state, content, approved)
+        feasible = g.allowed & request_allowed[None, :] & slot_any
         with np.errstate(invalid="ignore"):  # -inf x 0 where a rule already blocked
-            final = np.where(g.allowed & request_allowed[None, :], score * g.weight, -np.inf)
-        raw = np.where(request_allowed[None, :], score, -np.inf)
+            final = np.where(feasible, score * g.weight, -np.inf)
+        # The request's channels and horizon frame the question; only the rules count as overriding.
+        raw = np.where(request_allowed[None, :] & slot_any, raw_score, -np.inf)
         top_raw = raw.argmax(1)
+        g_raw = self._check(state, raw_content, None)
+        infeasible_raw = np.isfinite(raw[rows_n, top_raw]) & ~g_raw.allowed[rows_n, top_raw]
 
         eps = np.where(use_model & explore, cfg.exploration.epsilon, 0.0)
         day = as_of.date().isoformat()
@@ -344,34 +493,50 @@ class Recommender:
         slate, prop, valid = choose_slate(final, k, eps, cfg.exploration.top_m, u)
         greedy = final.argmax(1)
         explored = use_model & (slate[:, 0] != greedy)
+        # Invariant check: the served first choice passes every rule (0 overrides after masking).
+        first = slate[:, 0]
+        served_ok = feasible[rows_n, first] & (np.asarray(~CONTENT_CHANNELS)[first] | pd.notna(content[rows_n, first]))
+        overridden_after = valid[:, 0] & ~served_ok
+        if overridden_after.any():
+            log.error("%d served first choices fail a rule after masking", int(overridden_after.sum()))
 
         # Flatten to one row per served suggestion.
         row_idx, pos = np.nonzero(valid)
         ch = slate[row_idx, pos]
         pol = policy[row_idx].copy()
         pol[(pos == 0) & explored[row_idx]] = "explore"
-        overridden = ~g.allowed[rows_n, top_raw]
         override_text = np.full(n, "", dtype=object)
-        if overridden.any():
-            for rule in RULES:  # five rules, each vectorised over HCPs
-                hit = overridden & g.blocked_by[rule][rows_n, top_raw]
-                for i in np.flatnonzero(hit):  # only HCPs whose top choice a rule overrode
+        first_blocked_by = np.full(n, None, dtype=object)
+        by_rule: dict[str, int] = {}
+        if infeasible_raw.any():
+            for rule in RULES:  # six rules, each vectorised over HCPs
+                hit = infeasible_raw & g_raw.blocked_by[rule][rows_n, top_raw]
+                if hit.any():
+                    by_rule[rule] = int(hit.sum())
+                    first_blocked_by[hit] = rule
+                for i in np.flatnonzero(hit):  # only HCPs whose preferred action a rule removed
                     c = int(top_raw[i])
-                    row = {"sent_7d": state.sent_7d[i, c], "unanswered_streak": state.unanswered_streak[i, c], "lifecycle": lifecycle[i]}
-                    override_text[i] = f"rule override: the {'model' if use_model[i] else 'rules'}' first choice {CHANNELS[c]} — " + explain_block(rule, CHANNELS[c], row, self.policy)
-        # Rules applied to a suggestion: any rule that removed a channel scored above it.
+                    item = raw_content[i, c]
+                    what = CHANNELS[c] if rule != "window" or state.window is None or state.window.channel_rule[i, c] >= 0 or pd.isna(item) else f"{CHANNELS[c]} with item {item}"
+                    who = "model's" if use_model[i] else "rules'"
+                    override_text[i] = f"rule override: the {who} first choice {what} — " + explain_block(
+                        rule, CHANNELS[c], block_context(state, i, c, None if pd.isna(item) else item), self.policy)
+        # Rules applied to a suggestion: any rule that removed a channel scored above it, or its own preferred item.
         rules_applied: list[list[str]] = [[] for _ in range(len(ch))]
         above_served = raw[row_idx] > raw[row_idx, ch][:, None]
+        own = np.zeros((len(ch), C), dtype=bool)
+        own[np.arange(len(ch)), ch] = True
         for rule in RULES:
-            above = g.blocked_by[rule][row_idx] & request_allowed[None, :] & above_served
+            above = g_raw.blocked_by[rule][row_idx] & request_allowed[None, :] & (above_served | own)
             for j in np.flatnonzero(above.any(1)):
                 rules_applied[j].append(rule)
         tz = ref["timezone"][row_idx]
-        start_ns, end_ns, start_iso, end_iso = window_table(as_of, tz, weekday[row_idx, ch], daypart[row_idx, ch])
+        start_ns, end_ns, start_iso, end_iso = window_table(as_of, tz, weekday[row_idx, ch], daypart[row_idx, ch],
+                                                            None if plan_days is None else plan_days[row_idx])
 
         long_w = "90d" if "visit_sent_90d" in frame.columns else "30d"
         is_model = np.isin(pol, ["model", "explore"])
-        main = np.where(is_model, model_reason(ch, expected[row_idx, ch]), np.where(pos == 0, rules.reason[row_idx], ""))
+        main = np.where(is_model, model_reason(ch, expected[row_idx, ch]), np.where(pos == 0, rules.reason[row_idx, ch], ""))
         if degraded_features:
             hist = np.full(len(ch), "", dtype=object)
             notes_col = np.full(len(ch), "degraded mode: feature store unavailable, rule-based suggestion; check consent in the CRM before contacting", dtype=object)
@@ -390,7 +555,7 @@ class Recommender:
             "rep_id": np.full(len(ch), rep_id, dtype=object) if rep_id is not None else ref["rep_id"][row_idx],
             "rank": pos + 1,
             "channel": _CHANNEL_NAMES[ch],
-            "content_id": np.where(~CONTENTLESS_MASK[ch] & (CONTENT_CHANNELS[ch] | pd.notna(served_content)), served_content, None),
+            "content_id": np.where(~contentless_channels(self.model, self.cfg.contentless_channels)[ch] & (CONTENT_CHANNELS[ch] | pd.notna(served_content)), served_content, None),
             "window_start": start_ns,
             "window_end": end_ns,
             "window_start_local": start_iso,
@@ -403,17 +568,27 @@ class Recommender:
             "degraded": degraded,
             "rule_fired": rules.rule[row_idx],
             "rules_applied": rules_applied,
+            "first_choice_blocked_by": np.where(pos == 0, first_blocked_by[row_idx], None),
             "reasons": reasons,
         }
         result = Suggestions(columns, request_id, as_of, model_version, degraded_features, notes)
         result.no_suggestion = np.asarray(ids, dtype=object)[~valid[:, 0]].tolist()
         result.potential = num.col("potential_boxes_month")
+        result.feasibility = {"decisions": n, "first_choice_overridden": int(overridden_after.sum()),
+                              "unmasked_first_infeasible": int(infeasible_raw.sum()), "unmasked_first_infeasible_by_rule": by_rule}
         t_audit = time.perf_counter()
         if record and self.audit is not None:
             self.record(result, frame, row_idx)
         t_end = time.perf_counter()
         result.timings_ms = {"features": t_features * 1e3, "model": t_model * 1e3, "audit": (t_end - t_audit) * 1e3, "total": (t_end - t_start) * 1e3}
         return result
+
+    def _check(self, state: ContactState, content: np.ndarray, approved: list[str] | None) -> GuardrailResult:
+        """Every rule on each (HCP, channel) with its content: content channels need an item (approved, when ``approved`` is given)."""
+        has = pd.notna(content)
+        if approved is not None and has.any():
+            has = has & np.isin(content, np.asarray(approved, dtype=object))
+        return apply_guardrails(state, np.arange(C), ~CONTENT_CHANNELS[None, :] | has, self.policy, action_content=content)
 
     def record(self, result: Suggestions, frame: pd.DataFrame, row_idx: np.ndarray) -> int:
         """Append the served suggestions to the audit trail with the feature values they saw."""
@@ -432,8 +607,8 @@ class Recommender:
         sid = f["suggestion_id"]
         feats = [doc if is_first else shared_features(sid[j]) for doc, is_first, j in zip(np.asarray(per_hcp, dtype=object)[row_idx].tolist(), first.tolist(), first_of[row_idx].tolist())]
         memo: dict[tuple, str] = {}  # few distinct (rule, rules applied) pairs per request
-        rules = [memo.get(key) or memo.setdefault(key, json.dumps({"fired": key[0], "applied": list(key[1])}))
-                 for key in zip(f["rule_fired"].tolist(), map(tuple, f["rules_applied"]))]
+        rules = [memo.get(key) or memo.setdefault(key, json.dumps({"fired": key[0], "applied": list(key[1]), "first_choice_blocked_by": key[2]}))
+                 for key in zip(f["rule_fired"].tolist(), map(tuple, f["rules_applied"]), f["first_choice_blocked_by"].tolist())]
         reasons = [json.dumps(rs, ensure_ascii=False) for rs in f["reasons"]]
         return self.audit.record_columns({
             "suggestion_id": sid, "request_id": result.request_id, "hcp_id": f["hcp_id"], "rep_id": f["rep_id"],

@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from contract.schema import LIFECYCLES, TOPICS
+from contract.schema import LIFECYCLES
+from features.rules import ContentItems
 
 DEFAULT_TIMEZONE = "Asia/Shanghai"
 
@@ -74,36 +75,18 @@ class ReferenceData:
         """Content id -> topic."""
         return self.content["topic"].astype(str).to_dict()
 
-    def best_content_by_topic(self, approved: list[str], product_ids: np.ndarray, topics: np.ndarray) -> np.ndarray:
-        """For each (product, topic index) row: the newest approved item of that topic, preferring the product."""
-        out = np.full(len(topics), None, dtype=object)
-        if len(topics) == 0:
-            return out
-        by_pair, by_topic = self._topic_tables(tuple(approved))
-        if not by_topic:
-            return out
-        names = [*TOPICS, ""]
-        for i, (p, t) in enumerate(zip(np.asarray(product_ids, dtype=object).tolist(), np.asarray(topics).tolist())):
-            topic = names[t]
-            out[i] = by_pair.get((str(p), topic)) or by_topic.get(topic)
-        return out
-
-    def _topic_tables(self, approved: tuple[str, ...]) -> tuple[dict, dict]:
+    def content_items(self, approved: list[str]) -> ContentItems:
+        """The approved items for the rule policy's content choice, newest approval first."""
         # The approved set changes only when the clock crosses an approval boundary: cache it.
-        cache = self.__dict__.setdefault("_topic_cache", {})
-        if approved not in cache:
+        cache = self.__dict__.setdefault("_items_cache", {})
+        key = tuple(approved)
+        if key not in cache:
             c = self.content.loc[self.content.index.isin(approved)]
-            by_pair: dict[tuple[str, str], str] = {}
-            by_topic: dict[str, str] = {}
-            if not c.empty:
-                c = c.sort_values("approved_from", ascending=False, kind="stable").reset_index()
-                for cid, prod, topic in zip(c["content_id"].astype(str), c["product_id"].astype(str), c["topic"].astype(str)):
-                    by_pair.setdefault((prod, topic), cid)  # newest first: keep the first seen
-                    by_topic.setdefault(topic, cid)
-            cache[approved] = (by_pair, by_topic)
+            c = c.sort_values("approved_from", ascending=False, kind="stable")
+            cache[key] = ContentItems.build(c.index.astype(str), c["product_id"].astype(str), c["topic"].astype(str))
             if len(cache) > 64:
                 cache.pop(next(iter(cache)))
-        return cache[approved]
+        return cache[key]
 
     def lookup(self, hcp_ids: list[str]) -> dict[str, np.ndarray]:
         """Reference columns for ``hcp_ids`` as arrays, in order (``known``; unknown HCPs: default zone, None elsewhere)."""

@@ -10,6 +10,7 @@ import json
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any, Callable
 
 import yaml
 
@@ -31,19 +32,19 @@ class World:
     model_version: str | None
 
 
-def build_world(root: Path, *, n_hcps: int = 60, train: bool = True, seed: int = 0, epochs: int = 1) -> World:
-    """Write contract data, build/apply/materialise features, optionally train and crown a champion."""
+def build_world(root: Path, *, simulate: Callable[..., Any], n_hcps: int = 60, train: bool = True, seed: int = 0, epochs: int = 1) -> World:
+    """Write contract data, build/apply/materialise features, optionally train and crown a champion.
+
+    ``simulate(out, hcps=, days=, seed=, start_date=, progress=)`` writes the contract data (the
+    composition root's ``nba.wiring.simulate_dataset``: serving never imports the simulator).
+    """
     from contract.io import read_frame
     from features import apply, build_sources, materialize, open_store
     from features.config import FeaturesConfig
-    from nba.configuration import load_config
-    from simulator.config import SimulatorConfig
-    from simulator.generate import simulate
 
     root = Path(root)
     data_dir = root / "data"
-    simulate(load_config(SimulatorConfig, "simulator", None, overrides={
-        "hcps": n_hcps, "days": DAYS, "seed": seed, "start_date": START.date().isoformat(), "out": str(data_dir)}), progress=False)
+    simulate(data_dir, hcps=n_hcps, days=DAYS, seed=seed, start_date=START.date(), progress=False)
     fcfg = FeaturesConfig(data_dir=data_dir, workspace_dir=root / "feature_workspace").resolved()
     build_sources(fcfg, progress=False)
     apply(fcfg)

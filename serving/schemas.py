@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from contract.schema import CHANNELS, FEEDBACK_REASONS
 
@@ -19,9 +19,26 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+# pandas timestamps cover 1677-09-21 ... 2262-04-11: whole days inside that range are safe to plan on.
+FIRST_DATE, LAST_DATE = date(1677, 9, 22), date(2262, 4, 10)
+
+
+def _in_range(d: date) -> None:
+    if not FIRST_DATE <= d <= LAST_DATE:
+        raise ValueError(f"{d.isoformat()} is outside the supported range {FIRST_DATE.isoformat()} to {LAST_DATE.isoformat()}")
+
+
 def _aware(v: datetime | None) -> datetime | None:
     if v is not None and v.tzinfo is None:
         raise ValueError("must be timezone-aware, e.g. 2026-05-01T08:00:00+08:00")
+    if v is not None:
+        _in_range(v.date())
+    return v
+
+
+def _date(v: date | None) -> date | None:
+    if v is not None:
+        _in_range(v)
     return v
 
 
@@ -33,6 +50,17 @@ class RecommendRequest(_Strict):
     channels: list[Channel] | None = Field(None, description="only these channels may be suggested")
     as_of: datetime | None = Field(None, description="decision time (timezone-aware); default now")
     rep_id: str | None = Field(None, pattern=_ID)
+    window: Literal["today", "week"] | None = Field(
+        None,
+        description="planning horizon: 'week' (default) suggests the best slot in the coming week; 'today' only slots of the HCP's "
+        "local today not yet over (visits, department meetings and calls within working hours). Not together with decision_date.",
+    )
+    decision_date: date | None = Field(
+        None,
+        description="plan for this date in the HCP's local time zone (YYYY-MM-DD, from today up to 6 days ahead): only that day's slots "
+        "(the remaining ones when it is today). Not together with window.",
+        examples=["2026-05-01"],
+    )
 
     @field_validator("hcp_ids")
     @classmethod
@@ -45,6 +73,13 @@ class RecommendRequest(_Strict):
         return v
 
     _as_of = field_validator("as_of")(classmethod(lambda cls, v: _aware(v)))
+    _decision_date = field_validator("decision_date")(classmethod(lambda cls, v: _date(v)))
+
+    @model_validator(mode="after")
+    def _one_horizon(self) -> "RecommendRequest":
+        if self.window is not None and self.decision_date is not None:
+            raise ValueError("decision_date: give either window or decision_date, not both")
+        return self
 
 
 class Suggestion(BaseModel):

@@ -40,12 +40,15 @@ class LoadedModel:
 class ChannelScores:
     """Per HCP and channel: P(response) of the best action on it, its content and slot."""
 
-    prob: np.ndarray  # [N, C] float: raw P(response) of the channel's best action (ranking)
+    prob: np.ndarray  # [N, C] float: uncalibrated P(response) of the channel's best feasible action (ranking)
     expected: np.ndarray  # [N, C] float: the same, calibrated (what suggestions report)
     allowed: np.ndarray  # [N, C] bool: False where nothing on the channel may be suggested
     content_id: np.ndarray  # [N, C] object (None: no content)
     weekday: np.ndarray  # [N, C] int, 0 = Monday (local)
     daypart: np.ndarray  # [N, C] int
+    # The model's unmasked view: approved content only, no rule masks (-inf: no slot or content at all).
+    raw_prob: np.ndarray | None = None  # [N, C] float
+    raw_content_id: np.ndarray | None = None  # [N, C] object
 
 
 def load_champion(tracking_uri: str, name: str, alias: str = "champion") -> LoadedModel:
@@ -87,41 +90,113 @@ def _content_mask(bundle: Any, approved_content: list[str] | None) -> Any:
     return cache[key]
 
 
-def score_channels(bundle: Any, frame: Any, approved_content: list[str] | None = None, *, batch_size: int = 256) -> ChannelScores:
-    """Score every channel for each row of an online feature frame (see module docstring).
+def contentless_channels(model: LoadedModel | None, default: list[str]) -> np.ndarray:
+    """[C] channels served without content: the champion's (read from its training data), else ``default`` (ServingConfig.contentless_channels)."""
+    if model is not None:
+        return np.asarray(model.bundle.contentless, dtype=bool)
+    from training.contentless import contentless_mask
 
+    return contentless_mask(default)
+
+
+def _grouped_scores(channel_scores: Any, model: Any, z: Any, content_mask: Any, slot_masks: Any, group: np.ndarray, contentless: Any) -> tuple[Any, Any, Any]:
+    """``channel_scores`` per group of rows sharing one [C, 28] slot mask (a day horizon differs by time zone)."""
+    import torch
+
+    if len(slot_masks) == 1:
+        return channel_scores(model, z, content_mask=content_mask, slot_allowed=slot_masks[0], contentless=contentless)
+    b, c = z.shape[0], model.config.n_channels
+    score = torch.full((b, c), float("-inf"))
+    content = torch.zeros((b, c), dtype=torch.long)
+    slot = torch.zeros((b, c), dtype=torch.long)
+    for g in np.unique(group).tolist():
+        idx = torch.from_numpy(np.flatnonzero(group == g))
+        cm = content_mask[idx] if content_mask is not None and content_mask.dim() == 2 else content_mask
+        score[idx], content[idx], slot[idx] = channel_scores(model, z[idx], content_mask=cm, slot_allowed=slot_masks[g], contentless=contentless)
+    return score, content, slot
+
+
+def score_channels(bundle: Any, frame: Any, approved_content: list[str] | None = None, *, channel_allowed: np.ndarray | None = None,
+                   blocked_items: tuple[np.ndarray, np.ndarray] | None = None, slot_allowed: np.ndarray | None = None,
+                   batch_size: int = 256) -> ChannelScores:
+    """Score every channel for each row of an online feature frame (see module docstring), feasible first.
+
+    channel_allowed: [N, C] bool, channels the guardrails allow: the others score -inf (``allowed``
+        False) before anything is ranked. blocked_items: (rows [M], content ids [M]) items a window
+        rule forbids for that row: each channel's best content is chosen among the rest.
+        slot_allowed: [N or 1, C, 28] bool slots (a one-day horizon), on top of working hours.
+    ``raw_prob`` / ``raw_content_id`` keep the scores with approved content only and no channel
+    mask: what the model would have chosen, for the reasons and the override statistics.
     Batches of 256: the rule builds [B, 28, V] logits per channel, which stay in cache at this
     size (1,000 HCPs measured ~10% faster than at 1,024).
     """
     import torch
 
-    from simulator.world import CONTENTLESS_MASK
-    from training.dataset import encode_frame
+    from training.dataset import NONE, encode_frame
     from training.policy import channel_scores, working_hours_slots
 
     model = bundle.model
+    n, n_ch = len(frame), model.config.n_channels
     data = encode_frame(frame, bundle.vocab, bundle.scaler, model.config.max_seq_len, with_labels=False)
     mask = _content_mask(bundle, approved_content)
-    contentless = torch.from_numpy(CONTENTLESS_MASK)
-    # The slots evaluation scores the model with: visits and calls only in working hours.
-    slot_ok = torch.from_numpy(working_hours_slots())
-    scores, contents, slots = [], [], []
+    contentless = torch.from_numpy(bundle.contentless)  # as the training data showed (training.contentless)
+    # The slots evaluation scores the model with: visits and calls only in working hours (and the day's, when asked).
+    slots = working_hours_slots()[None]
+    if slot_allowed is not None:
+        slots = slots & np.asarray(slot_allowed, dtype=bool)
+    flat = slots.reshape(slots.shape[0], -1)
+    uniq, group = np.unique(flat, axis=0, return_inverse=True)
+    slot_masks = [torch.from_numpy(u.reshape(n_ch, -1).copy()) for u in uniq]
+    group = np.broadcast_to(group.reshape(-1), (n,)) if len(uniq) == 1 or slots.shape[0] == 1 else group.reshape(-1)
+    b_rows = b_items = np.zeros(0, dtype=np.int64)
+    if blocked_items is not None and len(blocked_items[0]):
+        b_items = bundle.vocab.encode(np.asarray(blocked_items[1], dtype=object)).astype(np.int64)
+        known = b_items > NONE  # an item the model never saw cannot be suggested anyway
+        b_rows, b_items = np.asarray(blocked_items[0], dtype=np.int64)[known], b_items[known]
+    blocked_row = np.zeros(n, dtype=bool)
+    blocked_row[b_rows] = True
+    base = mask if mask is not None else torch.ones(len(bundle.vocab), dtype=torch.bool)
+    out = {k: [] for k in ("score", "content", "slot", "raw_score", "raw_content")}
     with torch.inference_mode():
+        start = 0
         for batch in data.batches(batch_size):
-            score, content, slot = channel_scores(model, model.state(batch), content_mask=mask, slot_allowed=slot_ok, contentless=contentless)
-            scores.append(score.numpy())
-            contents.append(content.numpy())
-            slots.append(slot.numpy())
-    n_ch = model.config.n_channels
-    score = np.concatenate(scores).astype(np.float64) if scores else np.zeros((0, n_ch))
+            z = model.state(batch)
+            stop = start + z.shape[0]
+            grp = group[start:stop]
+            score, content, slot = _grouped_scores(channel_scores, model, z, base, slot_masks, grp, contentless)
+            raw_score, raw_content = score, content
+            if blocked_row[start:stop].any():
+                # Removing items a channel did not choose cannot change its choice: only rows where
+                # some channel's favourite is blocked are scored again without the blocked items.
+                sel = (b_rows >= start) & (b_rows < stop)
+                banned = torch.zeros((z.shape[0], len(bundle.vocab)), dtype=torch.bool)
+                banned[torch.from_numpy(b_rows[sel] - start), torch.from_numpy(b_items[sel])] = True
+                again = banned.gather(1, content.long()).any(1).numpy()
+                if again.any():
+                    rows = np.flatnonzero(again)
+                    idx = torch.from_numpy(rows)
+                    score, content, slot = score.clone(), content.clone(), slot.clone()
+                    score[idx], content[idx], slot[idx] = _grouped_scores(channel_scores, model, z[idx], base & ~banned[idx], slot_masks, grp[rows], contentless)
+            for k, v in zip(out, (score, content, slot, raw_score, raw_content)):
+                out[k].append(v.numpy())
+            start = stop
+    cat = {k: np.concatenate(v) if v else np.zeros((0, n_ch)) for k, v in out.items()}
+    score = cat["score"].astype(np.float64)
+    if channel_allowed is not None:
+        score = np.where(np.asarray(channel_allowed, dtype=bool), score, -np.inf)
     allowed = np.isfinite(score)
     prob = np.where(allowed, 1.0 / (1.0 + np.exp(-np.where(allowed, score, 0.0))), 0.0)
-    slot = np.concatenate(slots).astype(np.int64) if slots else np.zeros((0, n_ch), dtype=np.int64)
+    raw = cat["raw_score"].astype(np.float64)
+    raw_ok = np.isfinite(raw)
+    slot = cat["slot"].astype(np.int64)
+    decode = bundle.vocab.decode
     return ChannelScores(
         prob=prob,
         expected=np.where(allowed, np.asarray(bundle.expected_response(prob), dtype=np.float64), 0.0),
         allowed=allowed,
-        content_id=bundle.vocab.decode(np.concatenate(contents)) if contents else np.zeros((0, n_ch), dtype=object),
+        content_id=decode(cat["content"].astype(np.int64)) if n else np.zeros((0, n_ch), dtype=object),
         weekday=slot // 4,
         daypart=slot % 4,
+        raw_prob=np.where(raw_ok, 1.0 / (1.0 + np.exp(-np.where(raw_ok, raw, 0.0))), -np.inf),
+        raw_content_id=decode(cat["raw_content"].astype(np.int64)) if n else np.zeros((0, n_ch), dtype=object),
     )

@@ -37,6 +37,19 @@ def service_config() -> ServingConfig:
 
 
 _CFG = service_config()
+# Feasible first, as Prometheus counters on /metrics: HCP decisions, first choices a rule had to
+# override after masking (stays 0), and unmasked first choices a rule made infeasible, by rule.
+_DECISIONS = bentoml.metrics.Counter(name="nba_hcp_decisions", documentation="HCP decisions served by /recommend")
+_OVERRIDDEN = bentoml.metrics.Counter(name="nba_first_choice_overridden", documentation="served first choices a rule had to override after masking (0 expected)")
+_INFEASIBLE = bentoml.metrics.Counter(name="nba_unmasked_first_infeasible", documentation="the policy's unmasked first choice broke a rule and was masked before ranking",
+                                      labelnames=["rule"])
+
+
+def _count_feasibility(feasibility: dict) -> None:
+    _DECISIONS.inc(feasibility.get("decisions", 0))
+    _OVERRIDDEN.inc(feasibility.get("first_choice_overridden", 0))
+    for rule, count in feasibility.get("unmasked_first_infeasible_by_rule", {}).items():
+        _INFEASIBLE.labels(rule=rule).inc(count)
 
 
 def _error(status: HTTPStatus, message: str) -> BentoMLException:
@@ -66,7 +79,11 @@ class NextBestAction:
 
     @bentoml.api(route="/recommend", input_spec=RecommendRequest, output_spec=RecommendResponse)
     def recommend(self, **request) -> RecommendResponse:
-        """Top-k suggested actions for each HCP, with reasons, time windows and the model version."""
+        """Top-k suggested actions for each HCP, with reasons, time windows and the model version.
+
+        Every suggestion is an action the guardrails allow (consent, caps, cool-downs, window rules,
+        approved content); ``window: today`` or a ``decision_date`` plans one local day instead of the week.
+        """
         from serving.engine import RequestError
         from serving.service_io import recommend_json
 
@@ -76,12 +93,14 @@ class NextBestAction:
             raise _error(HTTPStatus.UNPROCESSABLE_ENTITY, f"hcp_ids: {len(ids)} ids exceed the batch limit of {self.cfg.max_batch}")
         try:
             with self.lock:
-                result = self.engine.recommend(ids, k=req.k, channels=req.channels, as_of=req.as_of, rep_id=req.rep_id)
+                result = self.engine.recommend(ids, k=req.k, channels=req.channels, as_of=req.as_of, rep_id=req.rep_id,
+                                               window=req.window, decision_date=req.decision_date)
         except RequestError as exc:
             raise _error(HTTPStatus.UNPROCESSABLE_ENTITY, str(exc)) from None
         except Exception as exc:  # the audit store is down: suggestions cannot be served unrecorded
             log.exception("recommend failed")
             raise _error(HTTPStatus.SERVICE_UNAVAILABLE, f"audit trail unavailable: {type(exc).__name__}") from exc
+        _count_feasibility(result.feasibility)
         # Encoded straight from the payload: re-validating our own 3,000-suggestion output cost more
         # than scoring it (the tests check the payload against RecommendResponse).
         return Response(recommend_json(result, ids), media_type="application/json")

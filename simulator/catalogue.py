@@ -29,6 +29,23 @@ _SUITS: dict[str, tuple[str, ...]] = {
     "meeting_invite": ("webinar", "conference", "department_meeting"),
 }
 SUITABILITY = np.array([[ch in _SUITS[t] for ch in CHANNELS] for t in CONTENT_TYPES])  # (types, channels)
+# What a channel that suits no type carries in a world where it is not contentless: a call
+# that discusses an article, a case or an e-detail.
+_TALK_TYPES = ("article", "case", "e_detail")
+
+
+def suitability(contentless: np.ndarray | None = None) -> np.ndarray:
+    """(types, channels) mask of the content types each channel carries in a world with ``contentless`` channels."""
+    if contentless is None:
+        return SUITABILITY
+    out = SUITABILITY.copy()
+    talk = np.array([t in _TALK_TYPES for t in CONTENT_TYPES])
+    for c in range(len(CHANNELS)):
+        if contentless[c]:
+            out[:, c] = False
+        elif not out[:, c].any():
+            out[:, c] = talk
+    return out
 _FORMS: dict[str, tuple[str, ...]] = {
     "article": ("long_read", "short_read", "infographic"),
     "video": ("short_video", "long_video"),

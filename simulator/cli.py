@@ -9,10 +9,14 @@ from typing import Optional
 import typer
 
 
-def _load(config: Optional[Path], overrides: dict):
+def _load(config: Optional[Path], overrides: dict, world: Optional[str] = None):
     from nba.configuration import load_config
     from simulator.config import SimulatorConfig
 
+    if world is not None:
+        from simulator.worlds import world_config
+
+        return world_config(world, base=config, **overrides)
     return load_config(SimulatorConfig, "simulator", config, overrides=overrides)
 
 
@@ -26,6 +30,9 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
         seed: Optional[int] = typer.Option(None, "--seed", help="Random seed (config: seed)."),
         out: Optional[Path] = typer.Option(None, "--out", help="Dataset directory to write (config: out)."),
         config: Optional[Path] = typer.Option(None, "--config", help="Config file (default configs/simulator.yaml)."),
+        world: Optional[str] = typer.Option(
+            None, "--world", help="World preset: configs/worlds/NAME.yaml over the config (default, habituating, warmup_saturating, timing_strong, timing_weak, other_reps, combined)."
+        ),
         quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
     ) -> None:
         """Simulate HCPs under today's logging policy and write the CRM contract tables plus hidden ground truth."""
@@ -33,12 +40,13 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
 
         from simulator.generate import simulate
 
-        cfg = _load(config, {"hcps": hcps, "days": days, "seed": seed, "out": str(out) if out is not None else None})
+        cfg = _load(config, {"hcps": hcps, "days": days, "seed": seed, "out": str(out) if out is not None else None}, world)
         t0 = time.perf_counter()
         manifest = simulate(cfg, progress=not quiet)
         rows = {f"{name}_rows": meta["rows"] for name, meta in manifest["tables"].items()}
         typer.echo(f"wrote {Path(cfg.out).resolve()}", err=True)
-        typer.echo(json.dumps({"hcps": cfg.hcps, "days": cfg.days, "seed": cfg.seed, "simulate_wall_s": round(time.perf_counter() - t0, 2), **rows}))
+        figures = {"hcps": cfg.hcps, "days": cfg.days, "seed": cfg.seed, **({"world": world} if world is not None else {})}
+        typer.echo(json.dumps({**figures, "simulate_wall_s": round(time.perf_counter() - t0, 2), **rows}))
 
     @bench_app.command("simulate")
     def bench_simulate_cmd(
@@ -47,11 +55,12 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
         seed: int = typer.Option(0, "--seed", help="Random seed."),
         repeats: int = typer.Option(1, "--repeats", min=1, help="Runs to take the median of."),
         config: Optional[Path] = typer.Option(None, "--config", help="Config file (default configs/simulator.yaml)."),
+        world: Optional[str] = typer.Option(None, "--world", help="World preset (configs/worlds/NAME.yaml) over the config."),
     ) -> None:
         """Time a full simulation into a temp dir: wall seconds, peak RSS, rows and rows/s per table (JSON last line)."""
         from simulator.benchmark import bench_simulate
 
-        cfg = _load(config, {"hcps": hcps, "days": days, "seed": seed})
+        cfg = _load(config, {"hcps": hcps, "days": days, "seed": seed}, world)
         typer.echo(json.dumps(bench_simulate(cfg, repeats=repeats)))
 
     @bench_app.command("oracle-gap")

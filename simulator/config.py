@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -70,7 +71,13 @@ class PopulationConfig(StageConfig):
 
 
 class ResponseConfig(StageConfig):
-    """The hidden response model: P(opened/attended) = delivery x sigmoid(logit)."""
+    """The hidden response model: P(opened/attended) = delivery x link(logit).
+
+    ``link: logistic`` is ``sigmoid(logit)``; ``link: saturating`` is ``1 - exp(-exp(logit +
+    saturating_offset))`` (complementary log-log: each unit of logit multiplies a response
+    *rate*, so good touches saturate towards delivery faster and poor ones fade slower). The
+    default offset ln(ln 2) makes both links agree at logit 0.
+    """
 
     base_logit: dict[str, float] = Field(
         default_factory=lambda: {
@@ -116,8 +123,13 @@ class ResponseConfig(StageConfig):
     responsiveness_sd: float = Field(0.5, ge=0)
     weekday_match: float = Field(0.6, ge=0)
     daypart_match: float = Field(1.0, ge=0)
+    # Per-HCP spread of how much timing matters: each HCP's weekday and daypart terms are
+    # scaled by a mean-1 lognormal factor with this sd (0: every HCP alike, as before).
+    timing_sd: float = Field(0.0, ge=0, le=3)
     # Confounding: HCPs in high tiers (tertiary A, KOLs, high support) respond better anyway.
     tier_responsiveness: float = Field(0.6, ge=0)
+    link: Literal["logistic", "saturating"] = "logistic"
+    saturating_offset: float = Field(-0.3665, ge=-5, le=5)
 
     @field_validator("base_logit", "trend_per_year", "delivery")
     @classmethod
@@ -134,6 +146,70 @@ class FatigueConfig(StageConfig):
     per_touch_logit: float = Field(0.45, ge=0)
     cross_channel: float = Field(0.25, ge=0, le=1)
     decay_per_week: float = Field(0.5, ge=0, lt=1)
+
+
+class RepetitionConfig(StageConfig):
+    """Content repetition decay: audiences habituate to an item they have already received.
+
+    Each earlier delivery of an item to an HCP counts as one exposure, halving every
+    ``half_life_days``; the item's logit for that HCP drops by ``per_exposure_logit`` per
+    exposure (counted at the start of the week). 0 turns the effect off (no state is kept).
+    """
+
+    per_exposure_logit: float = Field(0.0, ge=0, le=10)
+    half_life_days: float = Field(30.0, gt=0, le=3650)
+
+    @property
+    def enabled(self) -> bool:
+        """True when repeated items lose response."""
+        return self.per_exposure_logit > 0
+
+
+class WearoutConfig(StageConfig):
+    """Per-channel wear-out: a touch within ``window_days[channel]`` days of the HCP's previous
+    delivered touch on that channel loses ``penalty_logit`` (channels not listed: no window)."""
+
+    window_days: dict[str, int] = Field(default_factory=dict)
+    penalty_logit: float = Field(0.8, ge=0, le=10)
+
+    @field_validator("window_days")
+    @classmethod
+    def _windows(cls, v: dict[str, int]) -> dict[str, int]:
+        _check_channels(v, "window_days")
+        bad = {k: x for k, x in v.items() if not 0 <= x <= 3650}
+        if bad:
+            raise ValueError(f"window_days: days must lie in [0, 3650], got {bad}")
+        return v
+
+    @property
+    def enabled(self) -> bool:
+        """True when some channel has a window and the penalty is positive."""
+        return self.penalty_logit > 0 and any(x > 0 for x in self.window_days.values())
+
+
+class WarmupConfig(StageConfig):
+    """Cross-channel warm-up: recent opens on digital ``source_channels`` make ``target_channels`` land better.
+
+    Opens on the sources are counted with a ``half_life_days`` decay (at the start of the week);
+    the targets' logit rises by ``max_logit * (1 - exp(-opens / scale))``. 0 turns it off.
+    """
+
+    max_logit: float = Field(0.0, ge=0, le=10)
+    scale: float = Field(1.5, gt=0)
+    half_life_days: float = Field(21.0, gt=0, le=3650)
+    source_channels: list[str] = Field(default_factory=lambda: ["wechat_push", "email", "webinar"])
+    target_channels: list[str] = Field(default_factory=lambda: ["visit", "wecom_1to1"])
+
+    @field_validator("source_channels", "target_channels")
+    @classmethod
+    def _known(cls, v: list[str], info) -> list[str]:
+        _check_channels(dict.fromkeys(v), info.field_name)
+        return v
+
+    @property
+    def enabled(self) -> bool:
+        """True when digital opens raise the targets' response."""
+        return self.max_logit > 0 and bool(self.source_channels) and bool(self.target_channels)
 
 
 class AdoptionConfig(StageConfig):
@@ -181,12 +257,38 @@ class BehaviourConfig(StageConfig):
     interest_for_visit: float = Field(2.0, gt=0)
     rule_visit_boost: float = Field(4.0, ge=1)
     capacity_utilisation: float = Field(0.8, gt=0, le=1)
+    # Content habits. Marketing keeps one campaign item per (product, channel) for
+    # ``campaign_weeks`` weeks before rotating (1: a new one every week). With probability
+    # ``repeat_last_item`` the sender reuses the item this HCP last got on the channel, if still
+    # eligible (reps who keep showing their favourite deck).
+    campaign_weeks: int = Field(1, ge=1, le=520)
+    repeat_last_item: float = Field(0.0, ge=0, lt=1)
+    # Slot habits: share of rep touches placed at the HCP's observed best slot (else a random
+    # working slot), and marketing's fixed send slot per channel as [weekday 0-6 or -1 for a
+    # random weekday, daypart 0-3] (a WeChat push of personal content goes at the HCP's slot).
+    preferred_slot_share: float = Field(0.5, ge=0, le=1)
+    campaign_slots: dict[str, tuple[int, int]] = Field(
+        default_factory=lambda: {"wechat_push": (1, 3), "webinar": (3, 3), "conference": (5, 0), "email": (-1, 0)}
+    )
 
     @field_validator("visit_weight_by_segment")
     @classmethod
     def _segments(cls, v: dict[str, float]) -> dict[str, float]:
         if set(v) != set(SEGMENTS):
             raise ValueError(f"visit_weight_by_segment: need exactly the segments {SEGMENTS}, got {sorted(v)}")
+        return v
+
+    @field_validator("campaign_slots")
+    @classmethod
+    def _slots(cls, v: dict[str, tuple[int, int]]) -> dict[str, tuple[int, int]]:
+        _check_channels(v, "campaign_slots")
+        allowed = {"wechat_push", "email", "webinar", "conference"}
+        other = sorted(set(v) - allowed)
+        if other:
+            raise ValueError(f"campaign_slots: only marketing channels {sorted(allowed)} have a send slot, got {other}")
+        bad = {k: s for k, s in v.items() if not (-1 <= s[0] <= 6 and 0 <= s[1] <= 3)}
+        if bad:
+            raise ValueError(f"campaign_slots: need [weekday -1..6, daypart 0..3], got {bad}")
         return v
 
 
@@ -288,13 +390,25 @@ class SimulatorConfig(StageConfig):
     start_date: dt.date = dt.date(2025, 1, 6)
     out: Path = Path(".nba/data")
     oracle_touches_per_week: int = Field(2, ge=1, le=8)
+    # Channels whose touches carry no content (a phone call is a conversation); a world where
+    # calls carry content, like some customers' logs, lists none.
+    contentless_channels: list[str] = Field(default_factory=lambda: ["phone"])
     population: PopulationConfig = Field(default_factory=PopulationConfig)
     response: ResponseConfig = Field(default_factory=ResponseConfig)
     fatigue: FatigueConfig = Field(default_factory=FatigueConfig)
+    repetition: RepetitionConfig = Field(default_factory=RepetitionConfig)
+    wearout: WearoutConfig = Field(default_factory=WearoutConfig)
+    warmup: WarmupConfig = Field(default_factory=WarmupConfig)
     adoption: AdoptionConfig = Field(default_factory=AdoptionConfig)
     behaviour: BehaviourConfig = Field(default_factory=BehaviourConfig)
     constraints: ConstraintsConfig = Field(default_factory=ConstraintsConfig)
     drift: DriftConfig = Field(default_factory=DriftConfig)
+
+    @field_validator("contentless_channels")
+    @classmethod
+    def _contentless(cls, v: list[str]) -> list[str]:
+        _check_channels(dict.fromkeys(v), "contentless_channels")
+        return v
 
     @field_validator("start_date")
     @classmethod

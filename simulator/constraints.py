@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from contract.schema import CHANNELS
 from simulator.actions import Actions
-from simulator.catalogue import SUITABILITY
+from simulator.catalogue import suitability
 from simulator.config import ConstraintsConfig
 from simulator.world import CH, CONTENTLESS_MASK, REP_TIME_MASK, WORKDAY_ONLY_MASK, PublicWorld
 
@@ -35,34 +35,39 @@ class Eligibility:
     max_touches: int
     # (n_hcps,) bool: onboarded this week (a population shift holds a cohort back); None = all.
     active: np.ndarray | None = None
+    # (channels,) bool: channels whose touches carry no content in this world (content -1).
+    contentless: np.ndarray = field(default_factory=lambda: CONTENTLESS_MASK.copy())
 
     def content_for(self, product: int, channel: int) -> np.ndarray:
         """Indices of content eligible for a product on a channel this week (sorted)."""
         return np.flatnonzero(self.content[product, channel])
 
 
-def eligible_content(public: PublicWorld, week: int) -> np.ndarray:
-    """(products, channels, content) mask of content approved for every day of ``week`` and suited to the channel."""
+def eligible_content(public: PublicWorld, week: int, contentless: np.ndarray | None = None) -> np.ndarray:
+    """(products, channels, content) mask of content approved for every day of ``week`` and suited to the channel
+    (``contentless``: the world's contentless channels, default phone)."""
     start = public.week_start_us(week)
     # A local week starts up to 8 h before UTC Monday; a day of margin either side covers it.
     approved = (public.content_from_us <= start - _DAY_US) & (public.content_until_us >= start + 8 * _DAY_US)
-    per_channel = SUITABILITY[public.content_type] & approved[:, None]  # (K, C)
+    per_channel = suitability(contentless)[public.content_type] & approved[:, None]  # (K, C)
     same_product = public.content_product[None, :] == np.arange(len(public.product_ids))[:, None]  # (P, K)
     out = same_product[:, None, :] & per_channel.T[None, :, :]
     return out
 
 
-def eligibility(public: PublicWorld, week: int, cfg: ConstraintsConfig, last_week: np.ndarray | None = None, active: np.ndarray | None = None) -> Eligibility:
+def eligibility(public: PublicWorld, week: int, cfg: ConstraintsConfig, last_week: np.ndarray | None = None, active: np.ndarray | None = None,
+                contentless: np.ndarray | None = None) -> Eligibility:
     """The week's eligibility masks and capacities; ``last_week`` (n, C) is each HCP's last outbound week per channel (-1 never);
-    ``active`` (n,) marks onboarded HCPs (None: all)."""
-    content = eligible_content(public, week)
+    ``active`` (n,) marks onboarded HCPs (None: all); ``contentless`` the world's contentless channels (None: phone)."""
+    contentless = CONTENTLESS_MASK if contentless is None else np.asarray(contentless, dtype=bool)
+    content = eligible_content(public, week, contentless)
     has_content = content.any(axis=2)  # (P, C)
     gap = np.array([cfg.min_weeks_between.get(c, 0) for c in CHANNELS])
     if last_week is None:
         gap_ok = np.ones((public.n_hcps, len(CHANNELS)), dtype=bool)
     else:
         gap_ok = (last_week < 0) | (week - last_week >= np.maximum(gap, 1)[None, :]) | (gap[None, :] == 0)
-    channel_ok = (has_content | CONTENTLESS_MASK[None, :])[public.hcp_product] & public.consent & gap_ok
+    channel_ok = (has_content | contentless[None, :])[public.hcp_product] & public.consent & gap_ok
     if active is not None:
         channel_ok &= active[:, None]
     return Eligibility(
@@ -74,6 +79,7 @@ def eligibility(public: PublicWorld, week: int, cfg: ConstraintsConfig, last_wee
         channel_cap=cfg.channel_cap_per_week,
         max_touches=cfg.max_touches_per_week,
         active=active,
+        contentless=contentless.copy(),
     )
 
 
@@ -122,7 +128,7 @@ def enforce(public: PublicWorld, elig: Eligibility, actions: Actions) -> tuple[n
     product = public.hcp_product[a.hcp]
     has = a.content >= 0
     content_ok = np.where(
-        CONTENTLESS_MASK[a.channel],
+        elig.contentless[a.channel],
         ~has,
         has & elig.content[product, a.channel, np.where(has, a.content, 0)],
     )

@@ -30,6 +30,10 @@ positive responses (``opened``) and prescriptions, overall and per A/B/C/D segme
 ``expected_*`` sums the oracle's probabilities / expected boxes, so it has far less noise than
 the realised counts and is what policy comparisons should use.
 
+``step`` advances the hidden state: adoption, contact load, and the touch memory that a
+world's structural effects read (last delivered day per channel for wear-out, decayed item
+exposures for repetition decay, decayed digital opens for warm-up; see ``simulator.oracle``).
+
 Starting from ``start="beginning"`` replays the logged period (week 0 state, same calendar,
 same trends); with the logged behaviour policy and the dataset's seed it regenerates the
 logs exactly. ``start="end"`` continues after the logged period from the saved final state.
@@ -52,7 +56,7 @@ from simulator.constraints import VIOLATION_KINDS, Eligibility, eligibility, enf
 from simulator.observed import History, ObservedState, TouchBatch
 from simulator.oracle import Oracle, WorldState
 from simulator.tables import rep_on_row
-from simulator.world import CH, HiddenTruth, PublicWorld
+from simulator.world import CH, HiddenTruth, PublicWorld, contentless_mask
 
 _HOUR_US = 3_600 * 1_000_000
 _DAY_US = 24 * _HOUR_US
@@ -214,7 +218,7 @@ class Environment:
     def eligibility(self) -> Eligibility:
         """This week's eligibility (consent, onboarding, approved content, channel gaps, capacities)."""
         active = self.active_hcps() if self.cfg.drift.population else None
-        return eligibility(self.public, self.week, self.cfg.constraints, self.observed.last_week, active)
+        return eligibility(self.public, self.week, self.cfg.constraints, self.observed.last_week, active, contentless_mask(self.cfg.contentless_channels))
 
     def observe(self) -> Observation:
         """What a policy may see at the start of the current week."""
@@ -305,7 +309,8 @@ class Environment:
         outcomes = {"week": np.full(n, week, dtype=np.int64), "hcp": np.arange(n), "prescriptions": rx, "market_boxes": market}
         expected_rx = lam * orc.share(state.adoption)
 
-        self.state = orc.advance(state, gains, per_channel)
+        executed = {"hcp": a.hcp, "channel": a.channel, "content": a.content, "weekday": a.weekday, "delivered": delivered, "opened": opened}
+        self.state = orc.advance(state, gains, per_channel, week=week, executed=executed)
         self.observed.update(pub, week, touches)
         self.history.append(touches, outcomes)
         self._p.append(touches.cols["p_response"])

@@ -18,6 +18,7 @@ WORLD_JSON = "world.json"
 HCP_PARAMS = "hcp_params.parquet"
 CONTENT_PARAMS = "content_params.parquet"
 FINAL_STATE = "final_state.parquet"
+FINAL_EXPOSURE = "final_exposure.parquet"
 TOUCH_TRUTH = "touch_truth.parquet"
 GROUND_TRUTH_VERSION = 1
 
@@ -39,7 +40,8 @@ def write_ground_truth(directory: Path, cfg: SimulatorConfig, public: PublicWorl
         "files": {
             HCP_PARAMS: "hidden per-HCP parameters, rows in hcps-table order",
             CONTENT_PARAMS: "hidden content quality (logit), rows in content-table order",
-            FINAL_STATE: "adoption and per-channel contact load after the last simulated week",
+            FINAL_STATE: "adoption, per-channel contact load, last delivered day per channel (7 * week + weekday) and warm-up opens after the last simulated week",
+            FINAL_EXPOSURE: "decayed deliveries of each item per HCP after the last week, nonzero rows only (worlds with repetition decay)",
             TOUCH_TRUTH: "oracle P(positive response) of every logged touch (NaN for inbound)",
         },
         "summary": summary,
@@ -51,7 +53,13 @@ def write_ground_truth(directory: Path, cfg: SimulatorConfig, public: PublicWorl
     _write(pa.table({"content_id": pa.array(public.content_ids), "quality": pa.array(hidden.content_quality)}), gt / CONTENT_PARAMS)
     state = {"hcp_id": pa.array(public.hcp_ids), "adoption": pa.array(final.adoption)}
     state.update({f"fatigue__{c}": pa.array(final.fatigue[:, i]) for i, c in enumerate(CHANNELS)})
+    state.update({f"last_day__{c}": pa.array(final.last_day[:, i]) for i, c in enumerate(CHANNELS)})
+    state["warm"] = pa.array(final.warm)
     _write(pa.table(state), gt / FINAL_STATE)
+    if final.exposure is not None:
+        h, k = np.nonzero(final.exposure)
+        _write(pa.table({"hcp_id": pa.array(public.hcp_ids).take(pa.array(h)), "content_id": pa.array(public.content_ids).take(pa.array(k)),
+                         "exposure": pa.array(final.exposure[h, k])}), gt / FINAL_EXPOSURE)
     _write(pa.table({"event_id": event_ids, "p_response": pa.array(p_response, mask=np.isnan(p_response))}), gt / TOUCH_TRUTH)
     return gt
 
@@ -86,8 +94,34 @@ def read_ground_truth(data_dir: str | Path) -> tuple[SimulatorConfig, HiddenTrut
     quality = pq.read_table(gt / CONTENT_PARAMS)["quality"].to_numpy()
     hidden = HiddenTruth.from_columns(cols, quality)
     st = pq.read_table(gt / FINAL_STATE)
-    final = WorldState(st["adoption"].to_numpy().copy(), np.stack([st[f"fatigue__{c}"].to_numpy() for c in CHANNELS], axis=1))
+    names = set(st.column_names)
+    # Datasets written before the touch memory existed lack its columns: it starts empty.
+    last_day = np.stack([st[f"last_day__{c}"].to_numpy() for c in CHANNELS], axis=1).astype(np.int32) if f"last_day__{CHANNELS[0]}" in names else None
+    warm = st["warm"].to_numpy().astype(np.float64) if "warm" in names else None
+    adoption = st["adoption"].to_numpy().copy()
+    exposure = None
+    if (gt / FINAL_EXPOSURE).exists():
+        from contract.io import read_table
+
+        content_ids = read_table(data_dir, "content", columns=["content_id"])["content_id"].to_pylist()
+        exposure = _exposure_matrix(pq.read_table(gt / FINAL_EXPOSURE), st["hcp_id"].to_pylist(), content_ids)
+    final = WorldState(adoption, np.stack([st[f"fatigue__{c}"].to_numpy() for c in CHANNELS], axis=1), last_day, warm, exposure)
     return cfg, hidden, final
+
+
+def _exposure_matrix(table: pa.Table, hcp_ids: list[str], content_ids: list[str]) -> np.ndarray:
+    """The (n, K) float32 exposure matrix from its nonzero rows (hcp_id, content_id, exposure)."""
+    import pyarrow.compute as pc
+
+    out = np.zeros((len(hcp_ids), len(content_ids)), dtype=np.float32)
+    idx = {}
+    for col, vocab in (("hcp_id", hcp_ids), ("content_id", content_ids)):
+        i = pc.index_in(table[col], value_set=pa.array(vocab, type=pa.string()))
+        if i.null_count:
+            raise ValueError(f"ground truth {FINAL_EXPOSURE}: {col} not in the dataset's tables")
+        idx[col] = i.to_numpy(zero_copy_only=False).astype(np.int64)
+    out[idx["hcp_id"], idx["content_id"]] = table["exposure"].to_numpy()
+    return out
 
 
 def read_touch_truth(data_dir: str | Path) -> pa.Table:

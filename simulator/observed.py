@@ -72,6 +72,7 @@ class ObservedState:
     last_visit_week: np.ndarray  # -1 if never visited
     recent_touches: np.ndarray  # outbound touches, halved weekly
     last_week: np.ndarray  # (n, channels) week of the last outbound touch, -1 never
+    last_content: np.ndarray  # (n, channels) content of the last outbound touch with content, -1 none
 
     @staticmethod
     def empty(n: int) -> ObservedState:
@@ -86,6 +87,7 @@ class ObservedState:
             last_visit_week=np.full(n, -1, dtype=np.int64),
             recent_touches=np.zeros(n),
             last_week=np.full((n, len(CHANNELS)), -1, dtype=np.int64),
+            last_content=np.full((n, len(CHANNELS)), -1, dtype=np.int32),
         )
 
     def top_topic(self) -> np.ndarray:
@@ -123,6 +125,9 @@ class ObservedState:
         visited = hcp[outbound & (ch == CH["visit"]) & c["delivered"].astype(bool)]
         self.last_visit_week[visited] = week
         self.last_week[hcp[outbound], ch[outbound]] = week
+        # Rows are in time order, so the last write per (HCP, channel) is the latest item.
+        sent_item = outbound & (c["content"] >= 0)
+        self.last_content[hcp[sent_item], ch[sent_item]] = c["content"][sent_item]
         self.recent_touches = self.recent_touches * 0.5 + np.bincount(hcp[outbound], minlength=n)
         push = outbound & (ch == CH["wechat_push"]) & c["delivered"].astype(bool)
         push_opened = np.bincount(hcp[push & opened], minlength=n) > 0

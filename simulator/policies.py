@@ -15,7 +15,7 @@ from simulator.config import SimulatorConfig
 from simulator.oracle import _TOPIC_WEIGHT
 from simulator.constraints import WORK_DAYPARTS, WORK_WEEKDAYS, Eligibility, fit_rep_capacity
 from simulator.tables import suggestion_number
-from simulator.world import CH, CONTENTLESS_MASK, REP_TIME_MASK, WORKDAY_ONLY_MASK, PublicWorld
+from simulator.world import CH, REP_TIME_MASK, WORKDAY_ONLY_MASK, PublicWorld
 
 # The behaviour policy makes two decisions per HCP per week: the rep's (visit, meeting, call,
 # 1:1 message or nothing) and marketing's (WeChat broadcast, email, webinar or conference
@@ -26,14 +26,15 @@ NONE = len(CHANNELS)
 _LIFECYCLE_VISIT = np.array([1.2, 1.2, 1.0, 0.7])
 _LIFECYCLE_PUSH = np.array([1.0, 1.0, 1.0, 1.4])
 _LIFECYCLE_CONFERENCE = np.array([0.8, 1.0, 1.5, 0.8])
-# Default broadcast slot: Tuesday evening; webinars Thursday evening; conferences Saturday morning.
-_CAMPAIGN_SLOT = {CH["wechat_push"]: (1, 3), CH["webinar"]: (3, 3), CH["conference"]: (5, 0), CH["email"]: (1, 0)}
 
 
 class ContentIndex:
-    """Per (product, channel) eligible content lists of a week, with campaign and per-topic picks."""
+    """Per (product, channel) eligible content lists of a week, with campaign and per-topic picks.
 
-    def __init__(self, elig: Eligibility, week: int, public: PublicWorld) -> None:
+    The picks rotate every ``campaign_weeks`` weeks (1: a new item each week).
+    """
+
+    def __init__(self, elig: Eligibility, week: int, public: PublicWorld, campaign_weeks: int = 1) -> None:
         p_n, c_n, _ = elig.content.shape
         self.count = np.zeros(p_n * c_n, dtype=np.int64)
         self.start = np.zeros(p_n * c_n, dtype=np.int64)
@@ -41,6 +42,7 @@ class ContentIndex:
         self.by_topic = np.full((p_n * c_n, len(TOPICS)), -1, dtype=np.int64)
         flat: list[np.ndarray] = []
         pos = 0
+        period = week // campaign_weeks
         for p in range(p_n):
             for c in range(c_n):
                 e = np.flatnonzero(elig.content[p, c])
@@ -49,13 +51,13 @@ class ContentIndex:
                 pos += len(e)
                 flat.append(e)
                 if len(e):
-                    # Marketing rotates one campaign item per product and channel each week.
-                    self.campaign[i] = e[week % len(e)]
+                    # Marketing rotates one campaign item per product and channel each period.
+                    self.campaign[i] = e[period % len(e)]
                     topics = public.content_topic[e]
                     for t in range(len(TOPICS)):
                         hit = e[topics == t]
                         if len(hit):
-                            self.by_topic[i, t] = hit[week % len(hit)]
+                            self.by_topic[i, t] = hit[period % len(hit)]
         self.flat = np.concatenate(flat) if flat else np.zeros(0, dtype=np.int64)
         self.n_channels = c_n
 
@@ -159,21 +161,38 @@ class BehaviourPolicy:
         w_pers = (1 - eps) * np.where(has_topic, 1 - camp_share, 0.0)
         return w_camp, w_pers, eps
 
-    def content_distribution(self, obs, hcp: np.ndarray, channel: np.ndarray) -> np.ndarray:
-        """P(content | HCP, channel) as a (rows, n_content) matrix; rows sum to 1 (phone: all zero, no content)."""
+    def _picks(self, obs, hcp: np.ndarray, channel: np.ndarray) -> tuple:
+        """Per row: (index, key, campaign item, personal item, last item or -1, and the weights of each)."""
         pub = obs.public
-        idx = ContentIndex(obs.eligibility, obs.week, pub)
-        key = idx.key(pub.hcp_product[hcp], channel)
+        idx = ContentIndex(obs.eligibility, obs.week, pub, self.cfg.behaviour.campaign_weeks)
+        product = pub.hcp_product[hcp]
+        key = idx.key(product, channel)
         pers = idx.topic_pick(key, obs.observed.top_topic()[hcp])
         camp = idx.campaign[key]
         w_camp, w_pers, eps = self._content_weights(channel, pers >= 0)
+        r = self.cfg.behaviour.repeat_last_item
+        last = np.full(len(hcp), -1, dtype=np.int64)
+        w_last = np.zeros(len(hcp))
+        if r > 0:
+            last = obs.observed.last_content[hcp, channel].astype(np.int64)
+            last = np.where((last >= 0) & obs.eligibility.content[product, channel, np.maximum(last, 0)], last, -1)
+            w_last = np.where(last >= 0, r, 0.0)
+            # The habit takes its share first; the usual picks split the rest.
+            w_camp, w_pers, eps = w_camp * (1 - w_last), w_pers * (1 - w_last), eps * (1 - w_last)
+        return idx, key, camp, pers, last, w_camp, w_pers, eps, w_last
+
+    def content_distribution(self, obs, hcp: np.ndarray, channel: np.ndarray) -> np.ndarray:
+        """P(content | HCP, channel) as a (rows, n_content) matrix; rows sum to 1 (contentless channels: all zero)."""
+        pub = obs.public
+        _, _, camp, pers, last, w_camp, w_pers, eps, w_last = self._picks(obs, hcp, channel)
         out = np.zeros((len(hcp), len(pub.content_ids)))
         rows = np.arange(len(hcp))
         elig = obs.eligibility.content[pub.hcp_product[hcp], channel]  # (rows, K)
-        out += eps * elig / np.maximum(elig.sum(axis=1, keepdims=True), 1)
+        out += np.reshape(eps, (-1, 1)) * elig / np.maximum(elig.sum(axis=1, keepdims=True), 1)
         np.add.at(out, (rows, np.maximum(camp, 0)), np.where(camp >= 0, w_camp, 0.0))
         np.add.at(out, (rows, np.maximum(pers, 0)), np.where(pers >= 0, w_pers, 0.0))
-        out[CONTENTLESS_MASK[channel]] = 0.0
+        np.add.at(out, (rows, np.maximum(last, 0)), np.where(last >= 0, w_last, 0.0))
+        out[obs.eligibility.contentless[channel]] = 0.0
         return out
 
     def __call__(self, obs) -> Actions:
@@ -191,17 +210,18 @@ class BehaviourPolicy:
         channel = np.concatenate([p[1] for p in parts])
         p_channel = np.concatenate([p[2] for p in parts])
 
-        idx = ContentIndex(obs.eligibility, obs.week, pub)
-        key = idx.key(pub.hcp_product[hcp], channel)
-        top = obs.observed.top_topic()[hcp]
-        pers = idx.topic_pick(key, top)
-        camp = idx.campaign[key]
-        w_camp, w_pers, eps = self._content_weights(channel, pers >= 0)
+        b = self.cfg.behaviour
+        idx, key, camp, pers, last, w_camp, w_pers, eps, w_last = self._picks(obs, hcp, channel)
         u = rng.random((3, len(hcp)))
         content = np.where(u[0] < w_camp, camp, np.where(u[0] < w_camp + w_pers, pers, idx.uniform(key, u[1])))
         n_elig = np.maximum(idx.count[key], 1)
         p_content = w_camp * (content == camp) + w_pers * (content == pers) + eps / n_elig
-        contentless = CONTENTLESS_MASK[channel]
+        if b.repeat_last_item > 0:
+            # Same draw, habit first: [0, w_last) reuses the last item, then campaign, personal, any.
+            t = u[0] - w_last
+            content = np.where(t < 0, last, np.where(t < w_camp, camp, np.where(t < w_camp + w_pers, pers, idx.uniform(key, u[1]))))
+            p_content = w_last * (content == last) + w_camp * (content == camp) + w_pers * (content == pers) + eps / n_elig
+        contentless = obs.eligibility.contentless[channel]
         content = np.where(contentless, -1, content)
         p_content = np.where(contentless, 1.0, p_content)
 
@@ -209,22 +229,21 @@ class BehaviourPolicy:
         pw, pd = pref_wd[hcp], pref_dp[hcp]
         weekday = rng.integers(0, WORK_WEEKDAYS, len(hcp))
         daypart = rng.integers(0, WORK_DAYPARTS, len(hcp))
-        use_pref = _work_slot(pw, pd) & (u[2] < 0.5)
+        use_pref = _work_slot(pw, pd) & (u[2] < b.preferred_slot_share)
         weekday, daypart = np.where(use_pref, pw, weekday), np.where(use_pref, pd, daypart)
         wecom = channel == CH["wecom_1to1"]
         known = pw >= 0
         weekday = np.where(wecom & known, pw, weekday)
         daypart = np.where(wecom & known, pd, daypart)
-        for ch, (wd, dp) in _CAMPAIGN_SLOT.items():
-            sel = channel == ch
-            if ch == CH["wechat_push"]:
+        for name, (wd, dp) in b.campaign_slots.items():
+            sel = channel == CH[name]
+            fixed_wd = np.where(wd >= 0, wd, weekday)  # -1: keep the drawn weekday
+            if name == "wechat_push":
                 personal = sel & (content != camp) & known
-                weekday = np.where(sel, np.where(personal, pw, wd), weekday)
+                weekday = np.where(sel, np.where(personal, pw, fixed_wd), weekday)
                 daypart = np.where(sel, np.where(personal, pd, dp), daypart)
-            elif ch == CH["email"]:
-                daypart = np.where(sel, dp, daypart)
             else:
-                weekday, daypart = np.where(sel, wd, weekday), np.where(sel, dp, daypart)
+                weekday, daypart = np.where(sel, fixed_wd, weekday), np.where(sel, dp, daypart)
 
         streak, interest = rule_triggers(obs, self.cfg)
         triggered = streak | interest
@@ -320,7 +339,7 @@ class RandomEligiblePolicy:
         good = ok[hcp, channel] > 0
         hcp, channel = hcp[good], channel[good]
         key = idx.key(pub.hcp_product[hcp], channel)
-        content = np.where(CONTENTLESS_MASK[channel], -1, idx.uniform(key, rng.random(len(hcp))))
+        content = np.where(elig.contentless[channel], -1, idx.uniform(key, rng.random(len(hcp))))
         work = WORKDAY_ONLY_MASK[channel]
         weekday = np.where(work, rng.integers(0, WORK_WEEKDAYS, len(hcp)), rng.integers(0, 7, len(hcp)))
         daypart = np.where(work, rng.integers(0, WORK_DAYPARTS, len(hcp)), rng.integers(0, 4, len(hcp)))
@@ -345,14 +364,20 @@ class OraclePolicy:
 
 
 def best_per_channel(oracle, state, week: int, elig: Eligibility) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """For every HCP and channel: best content, weekday, daypart and the resulting P(response) (-1 if ineligible)."""
+    """For every HCP and channel: best content, weekday, daypart and the resulting P(response) (-1 if ineligible).
+
+    Every term of the true response counts: an item the HCP has been shown loses to a fresh one
+    under repetition decay, a day inside a channel's wear-out window loses to a later one.
+    """
     pub, hid = oracle.public, oracle.hidden
     n, c_n = pub.n_hcps, len(CHANNELS)
     all_h = np.arange(n)
     best_content = np.full((n, c_n), -1, dtype=np.int64)
     content_score = np.zeros((n, c_n))
+    rep = oracle.cfg.repetition
+    exposure = state.exposure if rep.enabled else None
     for c in range(c_n):
-        if CONTENTLESS_MASK[c]:
+        if elig.contentless[c]:
             continue
         for prod in range(len(pub.product_ids)):
             e = np.flatnonzero(elig.content[prod, c])
@@ -360,6 +385,9 @@ def best_per_channel(oracle, state, week: int, elig: Eligibility) -> tuple[np.nd
             if not len(e) or not len(rows):
                 continue
             s = _TOPIC_WEIGHT * hid.topic_affinity[rows][:, pub.content_topic[e]] + hid.content_quality[e][None, :]
+            if exposure is not None:
+                seen = e < exposure.shape[1]
+                s[:, seen] -= rep.per_exposure_logit * exposure[np.ix_(rows, e[seen])]
             j = s.argmax(axis=1)
             best_content[rows, c] = e[j]
             content_score[rows, c] = s[np.arange(len(rows)), j]
@@ -368,16 +396,21 @@ def best_per_channel(oracle, state, week: int, elig: Eligibility) -> tuple[np.nd
     weekday = np.zeros((n, c_n), dtype=np.int64)
     daypart = np.zeros((n, c_n), dtype=np.int64)
     p = np.full((n, c_n), -1.0)
+    wear = oracle.cfg.wearout.enabled
+    logistic = oracle.cfg.response.link == "logistic"
     for c in range(c_n):
-        if WORKDAY_ONLY_MASK[c]:
-            wd = wd_terms[:, :WORK_WEEKDAYS].argmax(axis=1)
-            dp = dp_terms[:, :WORK_DAYPARTS].argmax(axis=1)
-        else:
-            wd, dp = wd_terms.argmax(axis=1), dp_terms.argmax(axis=1)
-        weekday[:, c], daypart[:, c] = wd, dp
         ch = np.full(n, c)
+        days = WORK_WEEKDAYS if WORKDAY_ONLY_MASK[c] else 7
+        day_terms = wd_terms[:, :days]
+        if wear:
+            day_terms = day_terms + np.stack([oracle.wearout_logit(state, week, all_h, ch, np.full(n, d)) for d in range(days)], axis=1)
+        wd = day_terms.argmax(axis=1)
+        dp = dp_terms[:, :WORK_DAYPARTS].argmax(axis=1) if WORKDAY_ONLY_MASK[c] else dp_terms.argmax(axis=1)
+        weekday[:, c], daypart[:, c] = wd, dp
         logit = oracle.channel_logit(state, week, all_h, ch) + content_score[:, c] + oracle.time_logit(all_h, wd, dp)
-        pc = oracle.delivery[c] / (1 + np.exp(-logit))
+        if wear:
+            logit = logit + oracle.wearout_logit(state, week, all_h, ch, wd)
+        pc = oracle.delivery[c] / (1 + np.exp(-logit)) if logistic else oracle.link(logit, ch)
         p[:, c] = np.where(elig.channel[:, c], pc, -1.0)
     return best_content, weekday, daypart, p
 

@@ -46,6 +46,9 @@ _DEPT_TOPIC = np.zeros((len(DEPARTMENTS), len(TOPICS)))
 _DEPT_TOPIC[DEPARTMENTS.index("oncology"), TOPICS.index("clinical_data")] = 0.5
 _DEPT_TOPIC[DEPARTMENTS.index("general_medicine"), TOPICS.index("patient_management")] = 0.5
 _DEPT_TOPIC[DEPARTMENTS.index("pharmacy"), TOPICS.index("guideline")] = 0.4
+# Seed-stream tag of the per-HCP timing strength: its own stream, so a world without timing
+# heterogeneity draws exactly what it drew before the knob existed.
+_TIMING_STREAM = 0x7113E
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
@@ -219,5 +222,15 @@ def build_world(cfg: SimulatorConfig) -> tuple[PublicWorld, HiddenTruth]:
         share_cap=share_cap,
         market_week=market_week,
         content_quality=quality,
+        timing_strength=timing_strength(cfg),
     )
     return public, hidden
+
+
+def timing_strength(cfg: SimulatorConfig) -> np.ndarray | None:
+    """Per-HCP mean-1 lognormal scale of the timing terms (``response.timing_sd``); None when everyone is alike."""
+    sd = cfg.response.timing_sd
+    if sd <= 0:
+        return None
+    rng = np.random.default_rng(np.random.SeedSequence([cfg.seed, _TIMING_STREAM]))
+    return rng.lognormal(-0.5 * sd * sd, sd, cfg.hcps)

@@ -26,10 +26,21 @@ REP_TIME_MASK = np.array([c in REP_TIME_CHANNELS for c in CHANNELS])
 MEETING_MASK = np.array([c in MEETING_CHANNELS for c in CHANNELS])
 # Channels sent by the rep personally (1:1 messages count against message capacity).
 REP_CHANNEL_MASK = REP_TIME_MASK | (np.arange(N_CHANNELS) == CH["wecom_1to1"])
-# Channels a touch may carry no content on (a phone call is a conversation).
+# Channels a touch carries no content on in the default world (a phone call is a
+# conversation). A world's own set is ``SimulatorConfig.contentless_channels``: read it with
+# ``contentless_mask(cfg.contentless_channels)``, never this constant, wherever a config exists.
 CONTENTLESS_MASK = np.array([c == "phone" for c in CHANNELS])
 # Working hours only for channels that need the rep or the HCP in hospital.
 WORKDAY_ONLY_MASK = REP_TIME_MASK.copy()
+
+
+def contentless_mask(channels) -> np.ndarray:
+    """(C,) bool mask of the named channels (a world's ``contentless_channels``)."""
+    names = set(channels)
+    unknown = sorted(names - set(CHANNELS))
+    if unknown:
+        raise ValueError(f"contentless_channels: unknown channel(s) {unknown}; known: {', '.join(CHANNELS)}")
+    return np.array([c in names for c in CHANNELS])
 
 
 @dataclass
@@ -110,6 +121,8 @@ class HiddenTruth:
     share_cap: np.ndarray  # (n,) our share if fully adopted
     market_week: np.ndarray  # (n,) expected market boxes per week
     content_quality: np.ndarray  # (K,)
+    # (n,) how strongly timing matters to each HCP (scales weekday and daypart terms); None = 1.
+    timing_strength: np.ndarray | None = None
 
     def to_columns(self) -> dict[str, np.ndarray]:
         """Flat per-HCP columns (matrices split per channel/topic) for a Parquet file."""
@@ -117,9 +130,9 @@ class HiddenTruth:
 
         out: dict[str, np.ndarray] = {}
         for f in fields(self):
-            if f.name == "content_quality":
-                continue
             v = getattr(self, f.name)
+            if f.name == "content_quality" or v is None:
+                continue
             if f.name == "channel_affinity":
                 out.update({f"channel_affinity__{c}": v[:, i] for i, c in enumerate(CHANNELS)})
             elif f.name == "topic_affinity":
@@ -136,8 +149,9 @@ class HiddenTruth:
         kw = {k: np.asarray(v) for k, v in cols.items() if "__" not in k}
         kw["channel_affinity"] = np.stack([np.asarray(cols[f"channel_affinity__{c}"]) for c in CHANNELS], axis=1)
         kw["topic_affinity"] = np.stack([np.asarray(cols[f"topic_affinity__{t}"]) for t in TOPICS], axis=1)
+        optional = {"timing_strength"}  # absent from datasets written before it existed
         names = {f.name for f in fields(cls)} - {"content_quality"}
-        missing = sorted(names - set(kw))
+        missing = sorted(names - optional - set(kw))
         if missing:
             raise ValueError(f"ground truth hcp_params: missing columns {missing}")
-        return cls(content_quality=np.asarray(content_quality), **{k: kw[k] for k in names})
+        return cls(content_quality=np.asarray(content_quality), **{k: kw[k] for k in names if k in kw})

@@ -1,7 +1,8 @@
 """Model artifacts that reload without unpickling arbitrary objects: JSON metadata + state dict.
 
 A directory holds ``model.json`` (architecture, content vocabulary, static-feature scaler,
-feature list, the response calibration's knots as plain lists, anything else JSON-able) and ``weights.pt`` (tensors only, loaded with
+feature list, the response calibration's knots as plain lists, the channels that carry no content,
+anything else JSON-able) and ``weights.pt`` (tensors only, loaded with
 ``torch.load(weights_only=True)``, which refuses pickled code). Writes are atomic.
 """
 
@@ -17,7 +18,9 @@ from typing import Any
 
 import numpy as np
 
+from contract.schema import CHANNELS
 from training.calibration import Calibrator
+from training.contentless import DEFAULT_CONTENTLESS, bundle_contentless, contentless_mask
 from training.dataset import ContentVocab, StaticScaler
 from training.model import ModelConfig, NextBestActionModel
 
@@ -36,6 +39,8 @@ class ModelBundle:
     meta: dict[str, Any] = field(default_factory=dict)
     # Raw response-head P -> calibrated P (None: raw); every expected_response a bundle reports goes through it.
     calibrator: Calibrator | None = None
+    # [C] channels whose touches carry no content, as the training data showed (training.contentless).
+    contentless: np.ndarray = field(default_factory=lambda: contentless_mask(DEFAULT_CONTENTLESS))
 
     def expected_response(self, raw_prob: Any) -> Any:
         """Calibrated P(response) for raw response-head probabilities (numpy array or tensor)."""
@@ -59,6 +64,7 @@ def save_bundle(bundle: ModelBundle, directory: str | Path) -> Path:
             "static_scaler": bundle.scaler.to_dict(),
             "meta": bundle.meta,
             "calibration": bundle.calibrator.to_dict() if bundle.calibrator is not None else None,
+            "contentless_channels": {c: bool(m) for c, m in zip(CHANNELS, np.asarray(bundle.contentless, dtype=bool))},
         }
         (staging / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True, default=str) + "\n")
         state = {k: v.detach().cpu().contiguous() for k, v in bundle.model.state_dict().items()}
@@ -109,4 +115,5 @@ def load_bundle(directory: str | Path, device: Any = "cpu") -> ModelBundle:
         calibrator = Calibrator.from_dict(meta["calibration"]) if meta.get("calibration") else None
     except ValueError as exc:
         raise ValueError(f"{directory / META_FILE}: {exc}") from None
-    return ModelBundle(model, ContentVocab(tuple(meta["content_ids"])), StaticScaler.from_dict(meta["static_scaler"]), meta.get("meta", {}), calibrator)
+    contentless = bundle_contentless(meta, str(directory / META_FILE))
+    return ModelBundle(model, ContentVocab(tuple(meta["content_ids"])), StaticScaler.from_dict(meta["static_scaler"]), meta.get("meta", {}), calibrator, contentless)

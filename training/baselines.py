@@ -1,7 +1,7 @@
 """Baselines measured beside the model in every evaluation: popularity and a non-sequential model.
 
 (The logged behaviour policy and the brief's rule-based engine live in ``simulator.policies``
-and are run in the environment by ``training.evaluation``.)
+and are run in the environment by the simulator's judge, ``experiments.sim_judge``.)
 """
 
 from __future__ import annotations

@@ -20,10 +20,12 @@ from typing import Any
 import numpy as np
 
 from contract.schema import CHANNELS
-from training.dataset import RESPONSE_HISTORY_SIZES, EncodedData
+from training.candidate_terms import N_ITEM_FEATURES, contact_width
+from training.dataset import ITEM_SLOTS, RESPONSE_HISTORY_SIZES, EncodedData
 from training.model import N_SLOTS
 
 ROWS_PER_HCP_WEEK = 113_050 / 2_000 / 52  # simulator (2,000 HCPs x 365 days, seed 0) through the feature stage
+CONTACT_WINDOWS = 4  # features.contact_windows_days: [7, 21, 60, 180]
 TARGET_EPOCH_S = 300
 TARGET_PEAK_RSS_MB = 6144
 
@@ -121,6 +123,11 @@ def synthetic_encoded(rows: int, seq_len: int, n_content: int, n_static: int, se
         # The feature stage's response-history counts: ~52 touches a year spread over the blocks.
         # Drawn as uint8 directly: an int64 draw would add a 2.3 GB transient at 100k HCPs.
         "history_long": rng.integers(0, 7, (rows, 2 * sum(RESPONSE_HISTORY_SIZES)), dtype=np.uint8),
+        # The candidate block (training.candidate_terms): byte-coded recency and counts, item slots
+        # holding the HCP's recent items (about eight of the twelve filled).
+        "contact": rng.integers(0, 256, (rows, contact_width(CONTACT_WINDOWS, len(CHANNELS))), dtype=np.uint8),
+        "item_ids": (rng.integers(2, n_content, (rows, ITEM_SLOTS)) * (rng.random((rows, ITEM_SLOTS)) < 0.7)).astype(np.int16),
+        "item_feats": rng.integers(0, 256, (rows, ITEM_SLOTS, N_ITEM_FEATURES), dtype=np.uint8),
     }
     return EncodedData(arrays, hcp.astype(str), np.zeros(rows, dtype="datetime64[ns]"))
 
@@ -170,9 +177,11 @@ def _paired_rows_per_s(cfg: Any, data: EncodedData, n_content: int, n_static: in
     weights = _loss_weights(cfg)
     batches = [b for b, _ in zip(data.batches(cfg.batch_size, device, shuffle=True, seed=cfg.seed + 1), range(n_batches + 1))]
     runs: dict[str, tuple[Any, Any, str]] = {}
-    for name in ("reference", "fast", "naive"):
+    for name in ("reference", "fast", "naive", "no_candidates"):
         torch.manual_seed(cfg.seed)
-        model = build_model(cfg, n_content, n_static, synthetic_content_codes(n_content), response_history=True).to(device)
+        # no_candidates: the same network without the candidate terms (what the epoch cost before them).
+        windows = CONTACT_WINDOWS if name != "no_candidates" else 0
+        model = build_model(cfg, n_content, n_static, synthetic_content_codes(n_content), response_history=True, contact_windows=windows).to(device)
         if name == "reference":
             use_full_sequence_encoder(model)
             opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -245,6 +254,7 @@ def bench_train(
         "n_layers": cfg.model.n_layers,
         "content_tags": cfg.model.content_tags,
         "long_history": cfg.model.history and cfg.model.long_history,
+        "candidates": cfg.model.candidates,
         "objective": cfg.loss.objective,
         "batch_size": cfg.batch_size,
         "torch_threads": torch.get_num_threads(),
@@ -259,7 +269,7 @@ def bench_train(
     for enc in encoders:
         ecfg = cfg.model_copy(update={"model": cfg.model.model_copy(update={"encoder": enc})})
         speeds = _paired_rows_per_s(ecfg, data, n_content, n_static, device, baseline_batches)
-        model = build_model(ecfg, n_content, n_static, synthetic_content_codes(n_content), response_history=True)
+        model = build_model(ecfg, n_content, n_static, synthetic_content_codes(n_content), response_history=True, contact_windows=CONTACT_WINDOWS)
         cpu0 = time.process_time()
         child0 = _children_cpu_s()
         result = fit(model, data, None, objective=ecfg.loss.objective, ips_clip=ecfg.loss.ips_clip, loss_weights=_loss_weights(ecfg), lr=ecfg.lr, weight_decay=ecfg.weight_decay,
@@ -287,6 +297,9 @@ def bench_train(
                 # the data-parallel workers add (on a loaded machine, also what load took away).
                 f"{enc}_data_parallel_speedup_vs_one_process": (rows / epoch_s) / speeds["fast"],
                 f"{enc}_objective_vs_naive_throughput_ratio": speeds["fast"] / speeds["naive"],
+                f"{enc}_no_candidates_rows_per_s": speeds["no_candidates"],
+                # Cost of the candidate terms, same batches, same process: > 1 means slower with them.
+                f"{enc}_candidates_time_ratio": speeds["no_candidates"] / speeds["fast"],
                 f"{enc}_epoch_target_met": epoch_s <= TARGET_EPOCH_S,
             }
         )

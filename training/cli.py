@@ -7,7 +7,7 @@ commands, so `nba --help` stays instant.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import typer
 
@@ -33,8 +33,13 @@ def _quiet_threads() -> None:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
-def register(app: typer.Typer, bench_app: typer.Typer) -> None:
-    """Add the training stage's commands to the root and bench apps."""
+def register(app: typer.Typer, bench_app: typer.Typer, judge: Optional[Callable[[], Any]] = None) -> None:
+    """Add the training stage's commands to the root and bench apps.
+
+    ``judge`` returns a ``training.evaluation.PolicyJudge`` (the composition root passes the
+    simulator's, ``nba.wiring.simulator_judge``): `nba evaluate`'s true policy values and `nba tune`'s
+    ``objective: simulator`` come from it. Called only when a command runs, so `nba --help` stays instant.
+    """
 
     @app.command("train")
     def train_cmd(
@@ -72,7 +77,7 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
         from training.tuning import tune_job
 
         cfg = _load(config, {"tune.trials": trials, "tune.storage": storage, "tune.study_name": study, "training_set": str(training_set) if training_set else None}, set_)
-        typer.echo(write_json_line(tune_job(cfg)))
+        typer.echo(write_json_line(tune_job(cfg, judge=judge() if judge else None)))
 
     @app.command("evaluate")
     def evaluate_cmd(
@@ -91,7 +96,7 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
         from training.jobs import write_json_line
 
         cfg = _load(config, {"training_set": str(training_set) if training_set else None, "data_dir": str(data_dir) if data_dir else None, "sim_start": start}, set_)
-        typer.echo(write_json_line(evaluate_job(cfg, version, weeks=weeks, imitation=imitation)))
+        typer.echo(write_json_line(evaluate_job(cfg, version, weeks=weeks, imitation=imitation, judge=judge() if judge else None)))
 
     @app.command("promote")
     def promote_cmd(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from nba.configuration import StageConfig
 
@@ -26,6 +26,10 @@ class ModelSection(StageConfig):
     # Read the feature stage's response-history counts (a year per channel/weekday/daypart/topic)
     # where the training set has them (training.model.ModelConfig.long_history); needs ``history``.
     long_history: bool = True
+    # Candidate-aware terms: each candidate channel's and item's history with this HCP (recency,
+    # repetition, wear-out) where the training set has the feature stage's contact-recency and
+    # item-history views (training.candidate_terms, ModelConfig.candidates).
+    candidates: bool = True
 
     @model_validator(mode="after")
     def _heads_divide_width(self) -> "ModelSection":
@@ -118,6 +122,19 @@ class TrainingConfig(StageConfig):
     # measures cold-start value only (per-HCP evidence cannot exist yet).
     sim_start: Literal["end", "beginning"] = "end"
     output_dir: str = ".nba/models"
+    # Channels whose touches carry no content (scored and served with none): "auto" reads it from
+    # the training weeks (contentless when < 5% of a channel's logged touches name an item,
+    # training.contentless), or a list of channel names. Stored in the model bundle.
+    contentless_channels: Literal["auto"] | list[str] = "auto"
+
+    @field_validator("contentless_channels")
+    @classmethod
+    def _contentless_known(cls, v: str | list[str]) -> str | list[str]:
+        if not isinstance(v, str):
+            from training.contentless import contentless_mask
+
+            contentless_mask(v)  # names an unknown channel
+        return v
 
     @model_validator(mode="after")
     def _tracking_and_tuning_apart(self) -> "TrainingConfig":

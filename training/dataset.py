@@ -17,7 +17,8 @@ import pandas as pd
 import pyarrow as pa
 
 from contract.schema import CHANNELS
-from features.catalog import RESPONSE_HISTORY_BLOCKS, RESPONSE_HISTORY_PREFIX, response_history_names
+from features.catalog import (CONTACT_PREFIX, ITEM_HISTORY_ARRAYS, ITEM_HISTORY_PREFIX, RESPONSE_HISTORY_BLOCKS, RESPONSE_HISTORY_PREFIX,
+                              contact_recency_names, response_history_names)
 from features.events import POSITIVE_RESPONSE_CODE  # seq_response >= 2: opened/attended or engaged
 
 LABEL_COLUMNS: tuple[str, ...] = (
@@ -42,7 +43,10 @@ SEQ_COLUMNS: tuple[str, ...] = (
 # Columns never used as static features: ids, times, labels, sequences.
 NON_FEATURE_COLUMNS: frozenset[str] = frozenset({*LABEL_COLUMNS, *SEQ_COLUMNS, "seq_len", "label_ts", "created_timestamp"})
 PAD, NONE = 0, 1  # reserved content ids
-# Blocks of the response-history counts (channel, weekday, daypart, topic): training.model.ModelConfig.long_history.
+# Item slots of the candidate block (training.candidate_terms): the feature stage's item history
+# holds up to features.item_history_items items per HCP; more are cut, fewer padded.
+ITEM_SLOTS = 12
+# Block sizes of the response-history counts (channel, weekday, daypart, topic): training.model.ModelConfig.long_history.
 RESPONSE_HISTORY_SIZES: tuple[int, ...] = tuple(len(values) for _, values in RESPONSE_HISTORY_BLOCKS)
 
 
@@ -140,11 +144,69 @@ def response_history_columns(frame: pd.DataFrame) -> list[str] | None:
     return names
 
 
+def contact_columns(frame: pd.DataFrame) -> tuple[list[str], int] | None:
+    """The contact-recency columns in stored order and the number of windows, or None when the frame has none."""
+    present = [str(c) for c in frame.columns if str(c).startswith(CONTACT_PREFIX)]
+    if not present:
+        return None
+    windows = sorted({int(c.rsplit("_", 1)[1][:-1]) for c in present if c.startswith(f"{CONTACT_PREFIX}{CHANNELS[0]}_sent_")})
+    names = contact_recency_names(windows) if windows else []
+    missing = [c for c in names if c not in frame.columns]
+    if not windows or missing:
+        raise ValueError(f"training set: contact-recency columns ({CONTACT_PREFIX}*) incomplete: missing {missing[:5] or 'the per-window counts'}")
+    return names, len(windows)
+
+
+def encode_candidates(frame: pd.DataFrame, vocab: ContentVocab, item_slots: int = ITEM_SLOTS) -> tuple[dict[str, np.ndarray], int] | None:
+    """The candidate block (training.candidate_terms) as compact arrays, and its number of contact windows; None when absent.
+
+    ``contact`` uint8 [N, K] (days as a log-scale byte, counts capped at 255), ``item_ids`` [N, M]
+    content indices (0 = empty), ``item_feats`` uint8 [N, M, 5]. One byte per value: 125 bytes a
+    row, about 700 MB at 100k HCPs x 1 year.
+    """
+    from training.candidate_terms import days_code
+
+    found = contact_columns(frame)
+    if found is None or f"{ITEM_HISTORY_PREFIX}content_id" not in frame.columns:
+        return None
+    names, n_windows = found
+    n = len(frame)
+    contact = np.empty((n, len(names)), dtype=np.uint8)
+    for j, col in enumerate(names):  # column by column: no float64 copy of the whole block
+        values = frame[col].astype("float64").to_numpy(dtype=np.float64, na_value=np.nan)
+        if "days_since" in col:
+            contact[:, j] = days_code(values)  # missing row: never
+        else:
+            if (negative := values < 0).any():
+                raise _first_bad(frame, negative, col, "must be a count >= 0")
+            contact[:, j] = np.minimum(np.nan_to_num(values, nan=0.0), 255)
+    ids_list = _list_array(frame, f"{ITEM_HISTORY_PREFIX}content_id")
+    lengths = np.diff(ids_list.offsets.to_numpy())
+    content_dtype = np.int16 if len(vocab) < 2**15 else np.int32
+    # Newest first: keep each row's first ``item_slots`` items, left-aligned.
+    keep = np.minimum(lengths, item_slots)
+    row = np.repeat(np.arange(n), keep)
+    pos = np.arange(int(keep.sum())) - np.repeat(np.cumsum(keep) - keep, keep)
+    src = np.repeat(ids_list.offsets.to_numpy()[:-1].astype(np.int64), keep) + pos
+    ids = np.zeros((n, item_slots), dtype=content_dtype)
+    codes = vocab.encode(ids_list.values.to_numpy(zero_copy_only=False))
+    # An item outside the vocabulary (NONE) carries no learnt identity: leave its slot empty.
+    ids[row, pos] = np.where(codes[src] > NONE, codes[src], PAD)
+    feats = np.zeros((n, item_slots, len(ITEM_HISTORY_ARRAYS)), dtype=np.uint8)
+    for j, a in enumerate(ITEM_HISTORY_ARRAYS):
+        arr = _list_array(frame, f"{ITEM_HISTORY_PREFIX}{a}")
+        if (np.diff(arr.offsets.to_numpy()) != lengths).any():
+            raise _first_bad(frame, np.diff(arr.offsets.to_numpy()) != lengths, f"{ITEM_HISTORY_PREFIX}{a}", "array length differs from item_hist_content_id's")
+        values = np.asarray(arr.values.to_numpy(zero_copy_only=False), dtype=np.float64)[src]
+        feats[row, pos, j] = days_code(values) if a.startswith("days_since") else np.minimum(np.nan_to_num(values), 255)
+    return {"contact": contact, "item_ids": ids, "item_feats": feats}, n_windows
+
+
 def static_feature_columns(frame: pd.DataFrame) -> list[str]:
     """Numeric and boolean columns that are neither ids, labels, sequences nor response-history counts, in frame order."""
     out = []
     for name in frame.columns:
-        if name in NON_FEATURE_COLUMNS or str(name).startswith(("label_", "seq_", RESPONSE_HISTORY_PREFIX)):
+        if name in NON_FEATURE_COLUMNS or str(name).startswith(("label_", "seq_", RESPONSE_HISTORY_PREFIX, CONTACT_PREFIX, ITEM_HISTORY_PREFIX)):
             continue
         dtype = frame[name].dtype
         if pd.api.types.is_bool_dtype(dtype) or (pd.api.types.is_numeric_dtype(dtype) and not pd.api.types.is_datetime64_any_dtype(dtype)):
@@ -238,6 +300,7 @@ def encode_frame(
     max_seq_len: int,
     *,
     with_labels: bool = True,
+    item_slots: int = ITEM_SLOTS,
 ) -> EncodedData:
     """Validate a training-set frame and encode it to compact arrays (see module docstring)."""
     required = ["hcp_id", *SEQ_COLUMNS] + (["event_timestamp", *LABEL_COLUMNS[2:]] if with_labels else [])
@@ -295,6 +358,9 @@ def encode_frame(
             counts[:, j] = np.minimum(values, 255)
         arrays["history_long"] = counts
         meta["history_columns"] = tuple(hist)
+    if (cand := encode_candidates(frame, vocab, item_slots)) is not None:
+        arrays.update(cand[0])
+        meta["contact_windows"] = cand[1]
 
     if with_labels:
         label_channel = frame["label_channel"].to_numpy(dtype=np.float64, na_value=np.nan)

@@ -44,12 +44,14 @@ def prepare_data(cfg: TrainingConfig, vocab: Any = None, scaler: Any = None) -> 
     return Prepared(data.subset(train_mask), data.subset(val_mask), vocab, scaler, ts.fingerprint, ts.source, codes)
 
 
-def build_model(cfg: TrainingConfig, n_content: int, n_static: int, content_codes: Any = None, *, response_history: bool = False) -> Any:
+def build_model(cfg: TrainingConfig, n_content: int, n_static: int, content_codes: Any = None, *, response_history: bool = False,
+                contact_windows: int = 0) -> Any:
     """A fresh network sized by ``cfg.model``; with ``content_codes`` ([V, tags]) and ``model.content_tags`` it embeds the tags too;
-    with ``response_history`` (the data holds the feature stage's counts) and ``model.long_history`` it reads them."""
+    with ``response_history`` (the data holds the feature stage's counts) and ``model.long_history`` it reads them; with
+    ``contact_windows`` (the data holds the candidate block) and ``model.candidates`` it adds the candidate terms."""
     from contract.schema import CHANNELS
     from training.data import CONTENT_TAGS
-    from training.dataset import RESPONSE_HISTORY_SIZES
+    from training.dataset import ITEM_SLOTS, RESPONSE_HISTORY_SIZES
     from training.model import ModelConfig, NextBestActionModel
 
     m = cfg.model
@@ -57,7 +59,8 @@ def build_model(cfg: TrainingConfig, n_content: int, n_static: int, content_code
     sizes = tuple(len(v) for v in CONTENT_TAGS.values()) if tags else ()
     long_history = RESPONSE_HISTORY_SIZES if m.history and m.long_history and response_history else ()
     model = NextBestActionModel(ModelConfig(len(CHANNELS), n_content, n_static, m.encoder, m.d_model, m.n_layers, m.n_heads, m.dropout, m.max_seq_len,
-                                            history=m.history, content_attributes=sizes, long_history=long_history))
+                                            history=m.history, content_attributes=sizes, long_history=long_history,
+                                            candidates=(contact_windows, ITEM_SLOTS) if m.candidates and contact_windows else ()))
     if tags:
         model.set_content_attributes(content_codes)
     return model
@@ -98,10 +101,33 @@ def _input_example(prep: Prepared, frame_rows: int = 3) -> Any:
                 "seq_daypart": (a["daypart"][i, :length].astype(np.int64) - 1).tolist(),
                 **{c: float(m) for c, m in zip(prep.scaler.columns, prep.scaler.mean)},
                 **({c: int(v) for c, v in zip(history_columns, a["history_long"][i])} if history_columns else {}),
+                **(_candidate_example(prep, a, i) if "contact" in a else {}),
                 **{f"consent_{c}": True for c in CHANNELS},
             }
         )
     return pd.DataFrame(rows)
+
+
+def _candidate_example(prep: Prepared, a: dict[str, Any], i: int) -> dict[str, Any]:
+    """One row's candidate block back in the feature stage's columns (approximately: days are decoded from their byte)."""
+    import math
+
+    from features.catalog import ITEM_HISTORY_ARRAYS, ITEM_HISTORY_PREFIX, contact_recency_names
+    from training.candidate_terms import DAYS_CAP
+
+    def days(code: Any) -> Any:
+        return np.expm1(np.asarray(code, dtype=np.float64) / 255.0 * math.log1p(DAYS_CAP))
+
+    names = contact_recency_names([7, 21, 60, 180][: int(prep.train.meta.get("contact_windows", 4))])
+    row = {n: float(days(v)) if "days_since" in n else int(v) for n, v in zip(names, a["contact"][i])}
+    ids = a["item_ids"][i]
+    keep = ids > 1
+    row[f"{ITEM_HISTORY_PREFIX}content_id"] = [str(x) for x in prep.vocab.decode(ids[keep])]
+    for j, name in enumerate(ITEM_HISTORY_ARRAYS):
+        v = a["item_feats"][i, keep, j]
+        row[f"{ITEM_HISTORY_PREFIX}{name}"] = (days(v) if name.startswith("days_since") else v.astype(float)).tolist()
+    row[f"{ITEM_HISTORY_PREFIX}len"] = int(keep.sum())
+    return row
 
 
 def train_job(cfg: TrainingConfig, *, prep: Prepared | None = None, register: bool = True, nested: bool = False, on_epoch: Any = None, progress: bool = True, log_model: bool = True, tags: dict[str, str] | None = None) -> dict[str, Any]:
@@ -110,6 +136,7 @@ def train_job(cfg: TrainingConfig, *, prep: Prepared | None = None, register: bo
 
     from training import tracking
     from training.artifacts import ModelBundle, save_bundle
+    from training.contentless import contentless_names, resolve_contentless
     from training.train import fit, policy_estimates, policy_rows
 
     tracking.setup(cfg.tracking)
@@ -118,7 +145,8 @@ def train_job(cfg: TrainingConfig, *, prep: Prepared | None = None, register: bo
     from training.train import seed_everything
 
     seed_everything(cfg.seed)
-    model = build_model(cfg, len(prep.vocab), len(prep.scaler.columns), prep.content_codes, response_history="history_long" in prep.train.arrays)
+    model = build_model(cfg, len(prep.vocab), len(prep.scaler.columns), prep.content_codes, response_history="history_long" in prep.train.arrays,
+                        contact_windows=int(prep.train.meta.get("contact_windows", 0)))
     weights = {"channel": cfg.loss.channel_weight, "content": cfg.loss.content_weight, "slot": cfg.loss.slot_weight, "response": cfg.loss.response_weight}
     with mlflow.start_run(nested=nested) as run:
         mlflow.log_params({k: str(v) for k, v in tracking.flatten(cfg.model_dump()).items()})
@@ -138,15 +166,17 @@ def train_job(cfg: TrainingConfig, *, prep: Prepared | None = None, register: bo
             device=device, on_epoch=epoch_cb, progress=progress, workers=cfg.workers, response_weighting=cfg.loss.response_weighting, compile=cfg.compile,
         )
         final = dict(result.history[-1]) if result.history else {}
-        calibrator, calib = _calibrate(model, prep, cfg.batch_size, device)
+        contentless = resolve_contentless(cfg.contentless_channels, prep.train.arrays["label_channel"], prep.train.arrays["label_content"])
+        calibrator, calib = _calibrate(model, prep, cfg.batch_size, device, contentless=contentless, clip=cfg.loss.ips_clip)
         final.update({f"val/calibration_{k}": v for k, v in calib.items()})
-        rows = policy_rows(model, prep.val, cfg.batch_size, device, temperature=cfg.ope_temperature, calibrator=calibrator)
+        mlflow.set_tag("contentless_channels", ",".join(contentless_names(contentless)) or "none")
+        rows = policy_rows(model, prep.val, cfg.batch_size, device, temperature=cfg.ope_temperature, calibrator=calibrator, contentless=contentless)
         for name, est in policy_estimates(rows, clip=cfg.loss.ips_clip).items():
             final[f"val/policy_value_{name}"] = est.value
         mlflow.log_metrics({k: v for k, v in final.items() if k.startswith(("val/policy_value", "val/calibration")) and np.isfinite(v)}, step=len(result.history) - 1)
         mlflow.log_metric("time/seconds_per_epoch_median", float(np.median(result.seconds_per_epoch)))
         model.cpu()
-        bundle = ModelBundle(model, prep.vocab, prep.scaler, {"run_id": run.info.run_id, "data_fingerprint": prep.fingerprint, "objective": cfg.loss.objective, "seed": cfg.seed}, calibrator)
+        bundle = ModelBundle(model, prep.vocab, prep.scaler, {"run_id": run.info.run_id, "data_fingerprint": prep.fingerprint, "objective": cfg.loss.objective, "seed": cfg.seed}, calibrator, contentless)
         out_dir = save_bundle(bundle, Path(cfg.output_dir) / run.info.run_id)
         version = None
         if log_model:
@@ -169,11 +199,14 @@ def register_bundle(cfg: TrainingConfig, run_id: str, bundle_dir: Path, prep: Pr
     return tracking.register(model_uri, cfg.tracking.registered_model, tracking.CHALLENGER, tags={"data_fingerprint": prep.fingerprint, "run_id": run_id})
 
 
-def _calibrate(model: Any, prep: Prepared, batch_size: int, device: Any) -> tuple[Any, dict[str, float]]:
-    """Isotonic calibration of the response head on the validation weeks, ECE before/after (cross-fitted by HCP), plot logged."""
+def _calibrate(model: Any, prep: Prepared, batch_size: int, device: Any, *, contentless: Any = None, clip: float = 20.0) -> tuple[Any, dict[str, float]]:
+    """Calibration of the response head on the validation weeks: isotonic on logged rows, then corrected for
+    selection on the model's own choices (training.calibration.chosen_action_calibration); figures
+    cross-fitted by HCP, plot logged."""
     import mlflow
 
-    from training.calibration import fit_and_check
+    from training.calibration import chosen_action_calibration, fit_and_check
+    from training.policy import chosen_at_logged_slot, logged_pair_mask
     from training.train import predict
 
     if not len(prep.val):
@@ -182,7 +215,12 @@ def _calibrate(model: Any, prep: Prepared, batch_size: int, device: Any) -> tupl
     labels = prep.val.arrays["label_response"]
     calibrator, figures = fit_and_check(raw, labels, prep.val.hcp_id)
     _calibration_plot(mlflow, {"raw": (raw, labels), "calibrated": (calibrator(raw), labels)}, "plots/calibration_response_head.png")
-    return calibrator, figures
+    pairs = logged_pair_mask(prep.train, model.config.n_channels, model.config.n_content)
+    chosen = chosen_at_logged_slot(model, prep.val, batch_size, device, pair_mask=pairs, contentless=contentless)
+    a = prep.val.arrays
+    matched = (chosen["channel"] == a["label_channel"]) & (chosen["content"] == a["label_content"])
+    calibrator, chosen_figures = chosen_action_calibration(calibrator, chosen["raw_prob"], matched, labels, a["propensity"], prep.val.hcp_id, clip=clip)
+    return calibrator, {**figures, **chosen_figures}
 
 
 def _calibration_plot(mlflow: Any, curves: dict[str, tuple[np.ndarray, np.ndarray]], name: str) -> None:

@@ -24,13 +24,14 @@ NONE_CONTENT = 1  # training.dataset.NONE: "no content" (a phone call)
 
 def working_hours_slots() -> np.ndarray:
     """[C, 28] True where the slot is allowed for the channel (rep-time channels: Mon-Fri working dayparts)."""
-    from simulator.constraints import WORK_DAYPARTS, WORK_WEEKDAYS
-    from simulator.world import WORKDAY_ONLY_MASK
+    from contract.schema import CHANNELS, DAYPARTS, REP_TIME_CHANNELS, WEEKDAYS
 
     day = np.arange(N_DAYS * N_DAYPARTS) // N_DAYPARTS
     part = np.arange(N_DAYS * N_DAYPARTS) % N_DAYPARTS
-    work = (day < WORK_WEEKDAYS) & (part < WORK_DAYPARTS)
-    return np.where(WORKDAY_ONLY_MASK[:, None], work[None, :], True)
+    # Rep time needs the rep and the HCP in hospital: Monday to Friday, not in the evening.
+    work = (day < WEEKDAYS.index("sat")) & (part < DAYPARTS.index("evening"))
+    rep_time = np.array([c in REP_TIME_CHANNELS for c in CHANNELS])
+    return np.where(rep_time[:, None], work[None, :], True)
 
 
 def _content_mask(model: NextBestActionModel, content_mask: Tensor | None, b: int, device: Any) -> Tensor:
@@ -79,10 +80,11 @@ def channel_scores(
     # The slot and content terms of a response logit add up (model.response_table), so the max over
     # (slot, content) pairs is the best slot's term plus the best content's: C x (28 + V) scores, not C x 28 x V.
     base, query = model.response_table(z)  # [B, C, 28], [B, C, D]
-    if slot_allowed is not None:
-        base = base.masked_fill(~slot_allowed.to(dev, torch.bool).unsqueeze(0), neg)
+    if slot_allowed is not None:  # [C, 28] for every row, or [B, C, 28] (e.g. today's remaining slots)
+        sa = slot_allowed.to(dev, torch.bool)
+        base = base.masked_fill(~(sa.unsqueeze(0) if sa.dim() == 2 else sa), neg)
     slot_logit, best_slot = base.max(-1)  # [B, C]
-    content_logit = torch.matmul(query, model.content_table().T) + model.response_content_bias  # [B, C, V]
+    content_logit = model.content_logits(z, query)  # [B, C, V], with the per-item history term
     content_logit, best_content = content_logit.masked_fill(~allowed, neg).max(-1)  # [B, C]
     return slot_logit + content_logit, best_content, best_slot
 
@@ -144,20 +146,19 @@ def target_distribution(model: NextBestActionModel, z: Tensor, slot: Tensor, *, 
 
 
 def target_policy_rows(model: NextBestActionModel, data: Any, batch_size: int, device: Any = "cpu", *, temperature: float,
-                       pair_mask: Tensor | None = None, calibrator: Any = None, top: int = 256) -> dict[str, Any]:
+                       pair_mask: Tensor | None = None, calibrator: Any = None, top: int = 256, contentless: Any = None) -> dict[str, Any]:
     """Per logged row, what off-policy estimators need about the stochastic target policy (at the logged slot).
 
     Returns numpy arrays: ``pi_logged`` (target probability of the logged channel and content),
     ``q_logged`` (predicted P(response) of the logged action), ``q_target`` (expected predicted
     P(response) under the target), ``reward``, ``propensity``, and the target's ``top`` most likely
     (``top_channel``, ``top_content``, ``top_prob``) per row for checks against a simulator.
-    ``pair_mask`` [C, V] limits the target to (channel, content) pairs the catalogue allows.
+    ``pair_mask`` [C, V] limits the target to (channel, content) pairs the catalogue allows;
+    ``contentless`` [C] marks channels that carry no content (the bundle's, training.contentless).
     """
     import numpy as np
 
-    from simulator.world import CONTENTLESS_MASK
-
-    contentless = torch.from_numpy(CONTENTLESS_MASK)
+    contentless = None if contentless is None else torch.as_tensor(np.asarray(contentless, dtype=bool))
     mask = None if pair_mask is None else pair_mask.unsqueeze(0)
     cols: dict[str, list[Any]] = {k: [] for k in ("pi_logged", "q_logged", "q_target", "top_channel", "top_content", "top_prob")}
     model.eval()
@@ -190,3 +191,31 @@ def logged_pair_mask(data: Any, n_channels: int, n_content: int) -> Tensor:
     m = np.zeros((n_channels, n_content), dtype=bool)
     m[data.arrays["label_channel"].astype(np.int64), data.arrays["label_content"].astype(np.int64)] = True
     return torch.from_numpy(m)
+
+
+@torch.no_grad()
+def chosen_at_logged_slot(model: NextBestActionModel, data: Any, batch_size: int, device: Any = "cpu", *, pair_mask: Tensor | None = None,
+                          contentless: Any = None) -> dict[str, Any]:
+    """Per logged row, the (channel, content) the response head would choose at the logged slot and its raw P(response).
+
+    ``pair_mask`` [C, V] limits the choice to pairs the catalogue allows (e.g. ``logged_pair_mask``);
+    what calibration on chosen actions (training.calibration.chosen_action_calibration) needs.
+    """
+    import numpy as np
+
+    contentless = None if contentless is None else torch.as_tensor(np.asarray(contentless, dtype=bool))
+    mask = None if pair_mask is None else pair_mask.unsqueeze(0)
+    n_ch = model.config.n_channels
+    out: dict[str, list[Any]] = {"channel": [], "content": [], "raw_prob": []}
+    model.eval()
+    for batch in data.batches(batch_size, device):
+        z = model.state(batch)
+        b, dev = z.shape[0], z.device
+        logits = torch.stack([model.response_logit_all_content(z, torch.full((b,), c, device=dev), batch["label_slot"]) for c in range(n_ch)], 1)
+        m = _content_mask(model, mask, b, dev)
+        allowed = torch.stack([_per_channel_content(m, c, contentless).expand(b, -1) for c in range(n_ch)], 1)
+        best = logits.masked_fill(~allowed, float("-inf")).reshape(b, -1).max(-1)
+        out["channel"].append((best.indices // logits.shape[2]).cpu().numpy())
+        out["content"].append((best.indices % logits.shape[2]).cpu().numpy())
+        out["raw_prob"].append(torch.sigmoid(best.values).cpu().numpy())
+    return {k: np.concatenate(v) if v else np.zeros(0) for k, v in out.items()}

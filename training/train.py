@@ -214,14 +214,16 @@ def metrics_from_predictions(pred: dict[str, np.ndarray], data: EncodedData) -> 
     }
 
 
-def policy_rows(model: Any, data: EncodedData, batch_size: int, device: Any = "cpu", *, temperature: float = 0.5, pair_mask: Any = None, calibrator: Any = None) -> dict[str, np.ndarray]:
+def policy_rows(model: Any, data: EncodedData, batch_size: int, device: Any = "cpu", *, temperature: float = 0.5, pair_mask: Any = None, calibrator: Any = None,
+                contentless: Any = None) -> dict[str, np.ndarray]:
     """Per logged row, the stochastic target policy's view (training.policy.target_policy_rows); ``match``
-    is the target's exact probability of the logged (channel, content), the estimators' pi."""
+    is the target's exact probability of the logged (channel, content), the estimators' pi; ``contentless``
+    [C] are the channels that carry no content (training.contentless)."""
     from training.policy import logged_pair_mask, target_policy_rows
 
     if pair_mask is None:
         pair_mask = logged_pair_mask(data, model.config.n_channels, model.config.n_content)
-    out = target_policy_rows(model, data, batch_size, device, temperature=temperature, pair_mask=pair_mask, calibrator=calibrator)
+    out = target_policy_rows(model, data, batch_size, device, temperature=temperature, pair_mask=pair_mask, calibrator=calibrator, contentless=contentless)
     out["match"] = out["pi_logged"].astype(np.float64)
     return out
 

@@ -7,11 +7,14 @@ MLflow one, whose alembic_version table would break Optuna's schema check.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from training.config import TrainingConfig
+
+if TYPE_CHECKING:
+    from training.evaluation import PolicyJudge
 
 # Trials are pruned per epoch on this validation metric (the policy value exists only after training)...
 PRUNE_METRIC = "val/response_auc"
@@ -19,19 +22,17 @@ PRUNE_METRIC = "val/response_auc"
 OBJECTIVE_METRICS = {"simulator": "sim/share_of_oracle_gain", "ope_dr": "val/policy_value_dr"}
 
 
-def resolve_objective(cfg: TrainingConfig) -> str:
-    """``simulator`` or ``ope_dr``: ``auto`` picks the simulator when the dataset has ground truth (and no ready training set stands in for it)."""
+def resolve_objective(cfg: TrainingConfig, judged: bool = True) -> str:
+    """``simulator`` or ``ope_dr``: ``auto`` picks the simulator when the dataset has ground truth and a judge (``judged``) can read it."""
+    from training.evaluation import has_ground_truth
+
     if cfg.tune.objective != "auto":
-        if cfg.tune.objective == "simulator" and not _has_ground_truth(cfg.data_dir):
+        if cfg.tune.objective == "simulator" and not has_ground_truth(cfg.data_dir):
             raise ValueError(f"tune.objective=simulator: {cfg.data_dir} has no simulator ground truth; use tune.objective=ope_dr")
+        if cfg.tune.objective == "simulator" and not judged:
+            raise ValueError("tune.objective=simulator: no simulator judge was given (`nba tune` wires one; tune_job(..., judge=...)); use tune.objective=ope_dr")
         return cfg.tune.objective
-    return "simulator" if _has_ground_truth(cfg.data_dir) else "ope_dr"
-
-
-def _has_ground_truth(data_dir: str) -> bool:
-    from contract.schema import GROUND_TRUTH_DIR
-
-    return (Path(data_dir) / GROUND_TRUTH_DIR / "world.json").exists()
+    return "simulator" if judged and has_ground_truth(cfg.data_dir) else "ope_dr"
 
 
 def suggest(trial: Any, cfg: TrainingConfig) -> TrainingConfig:
@@ -73,8 +74,11 @@ def storage_url(url: str) -> str:
     return url
 
 
-def tune_job(cfg: TrainingConfig, *, progress: bool = True, retrain_best: bool = True) -> dict[str, Any]:
+def tune_job(cfg: TrainingConfig, *, progress: bool = True, retrain_best: bool = True, judge: PolicyJudge | None = None) -> dict[str, Any]:
     """Run ``cfg.tune.trials`` trials into the shared study, then register the best trial's model as challenger.
+
+    ``judge`` (``training.evaluation.PolicyJudge``, handed in by the composition root) measures each
+    trial's true policy value when the objective is ``simulator``.
 
     The best trial's own saved bundle is registered when it is on this machine (no second training:
     the ranked model is exactly the registered one); otherwise (a trial of another worker) its
@@ -87,7 +91,7 @@ def tune_job(cfg: TrainingConfig, *, progress: bool = True, retrain_best: bool =
     from training.jobs import prepare_data, train_job
 
     tracking.setup(cfg.tracking)
-    ranked_by = resolve_objective(cfg)
+    ranked_by = resolve_objective(cfg, judged=judge is not None)
     metric = OBJECTIVE_METRICS[ranked_by]
     prep = prepare_data(cfg)
     sampler = optuna.samplers.TPESampler(seed=cfg.seed, n_startup_trials=cfg.tune.startup_trials)
@@ -109,11 +113,10 @@ def tune_job(cfg: TrainingConfig, *, progress: bool = True, retrain_best: bool =
                 raise optuna.TrialPruned(f"epoch {epoch}: {PRUNE_METRIC}={value:.4f} below the median")
 
         res = train_job(trial_cfg, prep=prep, register=False, nested=True, on_epoch=report, progress=False, log_model=False, tags={"optuna_trial": str(trial.number), "optuna_study": cfg.tune.study_name})
-        if ranked_by == "simulator":
+        if ranked_by == "simulator" and judge is not None:  # resolve_objective ranks by the simulator only with a judge
             from training.artifacts import load_bundle
-            from training.evaluation import simulated_policy_value
 
-            sim = simulated_policy_value(load_bundle(res["bundle"]), cfg.data_dir, cfg.features_config, weeks=cfg.tune.sim_weeks, start=cfg.sim_start)
+            sim = judge.policy_value(load_bundle(res["bundle"]), cfg.data_dir, cfg.features_config, weeks=cfg.tune.sim_weeks, start=cfg.sim_start)
             with mlflow.start_run(run_id=res["run_id"], nested=True):
                 mlflow.log_metrics({f"sim/{k}": v for k, v in sim.items()})
             res["metrics"].update({f"sim/{k}": v for k, v in sim.items()})

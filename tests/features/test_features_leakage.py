@@ -14,7 +14,8 @@ from contract.schema import CHANNELS
 from features.config import FeaturesConfig
 from features.snapshots import compute_features_asof
 
-CFG = FeaturesConfig(sequence_length=4, engagement_windows_days=[3, 10], visits_window_days=10, outcome_windows_weeks=[1, 2])
+CFG = FeaturesConfig(sequence_length=4, engagement_windows_days=[3, 10], visits_window_days=10, outcome_windows_weeks=[1, 2],
+                     contact_windows_days=[3, 10], item_history_items=2, item_history_days=30)
 
 event = st.fixed_dictionaries({
     "hcp": st.sampled_from(["h1", "h2", "h3"]),
@@ -23,6 +24,7 @@ event = st.fixed_dictionaries({
     "opened": st.booleans(),
     "read": st.floats(0, 300, allow_nan=False),
     "inbound": st.booleans(),
+    "content": st.sampled_from(["c1", "c2", None]),
 })
 
 
@@ -31,7 +33,7 @@ def _with_events(tables, events, prefix):
     for i, e in enumerate(events):
         rows.append({
             "event_id": f"{prefix}{i}", "hcp_id": e["hcp"], "rep_id": "r1", "ts": T0 + timedelta(days=e["days"]),
-            "channel": e["channel"], "content_id": "c1", "direction": "inbound" if e["inbound"] else "outbound",
+            "channel": e["channel"], "content_id": e.get("content", "c1"), "direction": "inbound" if e["inbound"] else "outbound",
             "delivered": True, "opened": e["opened"], "read_seconds": e["read"] if e["opened"] else 0.0,
             "forwarded": False, "favourited": e["opened"], "replied": False,
             "attended": e["opened"] if e["channel"] in ("department_meeting", "webinar", "conference") else None,
@@ -84,12 +86,17 @@ def test_an_event_just_before_t_does_change_features(base, cut_days):
     tables = _with_events(make_tables(), base, "b")
     before = compute_features_asof(tables, cut, CFG)
     just_before = {"hcp": "h3", "days": (cut - T0).total_seconds() / 86400 - 1 / 86400, "channel": "email",
-                   "opened": False, "read": 0.0, "inbound": False}
+                   "opened": False, "read": 0.0, "inbound": False, "content": "c1"}
     after = compute_features_asof(_with_events(tables, [just_before], "x"), cut, CFG)
     h3_before = before.set_index("hcp_id").loc["h3"]
     h3_after = after.set_index("hcp_id").loc["h3"]
     assert h3_after["touches_total"] == h3_before["touches_total"] + 1
     assert h3_after["days_since_last_touch"] < 1e-4
+    # The candidate views see it too: the channel's recency and window count, the item's history.
+    assert h3_after["cr_email_days_since"] < 1e-4 and h3_after["cr_email_sent_3d"] == h3_before["cr_email_sent_3d"] + 1
+    assert h3_after["cr_days_since_any"] < 1e-4
+    assert list(h3_after["item_hist_content_id"])[:1] == ["c1"] and h3_after["item_hist_days_since_delivered"][0] < 1e-4
+    assert h3_after["cr_topic_guideline_days_since"] < 1e-4 and h3_after["cr_type_article_days_since"] < 1e-4
 
 
 dated = st.fixed_dictionaries({

@@ -151,7 +151,7 @@ def test_response_history_counts_delivered_outbound_by_channel_weekday_daypart_t
     assert (h1["hist_topic_guideline_sent_365d"], h1["hist_topic_guideline_opened_365d"]) == (2, 1)
     assert (h1["hist_topic_case_study_sent_365d"], h1["hist_topic_case_study_opened_365d"]) == (2, 1)
     # h2's email was not delivered and its WeCom message was inbound: neither is a sent touch.
-    assert (h.loc["h2"].filter(like="hist_") == 0).all()
+    assert (h.loc["h2"].filter(regex="^hist_") == 0).all()
 
 
 def test_response_history_window_and_point_in_time(tables):
@@ -159,3 +159,21 @@ def test_response_history_window_and_point_in_time(tables):
     # [day 4, day 9): only the day-8 push; the day-9 visit is at the snapshot time, not before it.
     assert (h1["hist_channel_wechat_push_sent_5d"], h1["hist_channel_wechat_push_opened_5d"]) == (1, 0)
     assert h1["hist_channel_visit_sent_5d"] == 0 and h1["hist_topic_guideline_sent_5d"] == 1
+
+
+def test_candidate_views_by_hand(tables):
+    # h1: c1 pushed day 1 (opened), c2 pushed day 3, c1 pushed day 8, c2 webinar day 10.5 (attended).
+    cfg = FeaturesConfig(contact_windows_days=[7, 21], item_history_items=5, item_history_days=30)
+    h = compute_features_asof(tables, T0 + timedelta(days=12), cfg).set_index("hcp_id").loc["h1"]
+    assert list(h["item_hist_content_id"]) == ["c2", "c1"]  # newest first
+    np.testing.assert_allclose(h["item_hist_days_since_delivered"], [1.5, 4.0])
+    np.testing.assert_allclose(h["item_hist_days_since_opened"], [1.5, 11.0])
+    np.testing.assert_allclose(h["item_hist_n30"], [2, 2])
+    assert h["item_hist_len"] == 2
+    assert h["cr_wechat_push_sent_7d"] == 1 and h["cr_wechat_push_sent_21d"] == 3
+    assert h["cr_wechat_push_days_since"] == pytest.approx(4.0) and h["cr_webinar_days_since"] == pytest.approx(1.5)
+    assert h["cr_visit_days_since"] == pytest.approx(3.0) and h["cr_phone_days_since"] == cfg.days_since_cap  # never: the cap
+    assert h["cr_topic_case_study_days_since"] == pytest.approx(1.5) and h["cr_topic_guideline_days_since"] == pytest.approx(4.0)
+    # Outside the item window an item drops out of the history.
+    late = compute_features_asof(tables, T0 + timedelta(days=35), cfg).set_index("hcp_id").loc["h1"]
+    assert list(late["item_hist_content_id"]) == ["c2", "c1"][: sum(d < 30 for d in (35 - 10.5, 35 - 8))]

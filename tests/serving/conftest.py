@@ -13,9 +13,10 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 @pytest.fixture(scope="session")
 def world(tmp_path_factory):
     """Synthetic contract data, a materialised Feast store and a trained champion (~40 s)."""
+    from nba.wiring import simulate_dataset
     from serving.sandbox import build_world
 
-    return build_world(tmp_path_factory.mktemp("serving-world"), n_hcps=60, seed=0)
+    return build_world(tmp_path_factory.mktemp("serving-world"), simulate=simulate_dataset, n_hcps=60, seed=0)
 
 
 @pytest.fixture()

@@ -176,5 +176,12 @@ def test_nightly_batch_writes_crm_records(engine, world, tmp_path) -> None:
     assert summary["hcps"] == len(world.hcp_ids) and len(df) == summary["suggestions"] <= 2 * len(world.hcp_ids)
     assert df["priority"].between(1, 5).all() and df["suggestion_id"].is_unique
     assert (pd.to_datetime(df["expiry"]) <= pd.Timestamp(AS_OF) + timedelta(days=engine.cfg.suggestion_ttl_days)).all()
+    # The batch takes the API's feasible-first path: no rule overrides a first choice after masking.
+    feas = summary["feasibility"]
+    assert feas["decisions"] == len(world.hcp_ids) and feas["first_choice_overridden"] == 0 and feas["first_choice_overridden_share"] == 0.0
+    assert 0.0 <= feas["unmasked_first_infeasible_share"] <= 1.0
+    today = recommend_all(engine, tmp_path / "today.parquet", k=1, as_of=AS_OF, progress=False, window="today", record=False)
+    days = pd.read_parquet(tmp_path / "today.parquet")["window_start"]
+    assert today["suggestions"] > 0 and (days.dt.tz_convert("Asia/Shanghai").dt.date == AS_OF.date()).all()
     with pytest.raises(ValueError, match="parquet or .csv"):
         recommend_all(engine, tmp_path / "crm.xlsx")

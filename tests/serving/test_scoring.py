@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from contract.schema import CHANNELS
 from serving.sandbox import AS_OF
 
 pytestmark = pytest.mark.slow
@@ -16,12 +17,13 @@ def test_serving_scores_follow_the_training_decision_rule(serving_cfg, world) ->
     from features import get_online_features
     from serving.engine import Recommender
     from serving.scoring import score_channels
-    from simulator.world import CONTENTLESS_MASK
     from training.dataset import encode_frame
     from training.policy import recommend, working_hours_slots
 
     rec = Recommender.from_config(serving_cfg)
     bundle = rec.model.bundle
+    # Trained on the simulator's logs, where calls never name an item: only phone is contentless.
+    assert [c for c, m in zip(CHANNELS, bundle.contentless) if m] == ["phone"]
     frame = get_online_features(rec.store, world.hcp_ids[:40])
     approved = rec.reference.approved_content(AS_OF, serving_cfg.content_valid_days)
     got = score_channels(bundle, frame, approved, batch_size=16)  # several batches
@@ -32,7 +34,7 @@ def test_serving_scores_follow_the_training_decision_rule(serving_cfg, world) ->
     mask = torch.from_numpy(bundle.vocab.mask(approved))
     # Evaluation's rule: visits and calls only in working-hour slots.
     ref = recommend(bundle.model, batch, content_mask=mask, slot_allowed=torch.from_numpy(working_hours_slots()),
-                    contentless=torch.from_numpy(CONTENTLESS_MASK), calibrator=bundle.calibrator)
+                    contentless=torch.from_numpy(bundle.contentless), calibrator=bundle.calibrator)
     best = got.prob.argmax(1)
     rows = np.arange(40)
     # The greedy channel, its content and slot, and its calibrated expected response are training's.
@@ -43,7 +45,7 @@ def test_serving_scores_follow_the_training_decision_rule(serving_cfg, world) ->
     assert np.allclose(got.expected[rows, best][same], ref["expected_response"].numpy()[same], atol=1e-5)
     # Only approved content; phone carries none.
     assert set(got.content_id.ravel()) - {None} <= set(approved)
-    assert all(c is None for c in got.content_id[:, CONTENTLESS_MASK].ravel())
+    assert all(c is None for c in got.content_id[:, bundle.contentless].ravel())
     # One HCP alone scores as it does inside a batch.
     one = score_channels(bundle, frame.iloc[[7]].reset_index(drop=True), approved)
     assert np.allclose(one.prob[0], got.prob[7], atol=1e-5)

@@ -120,6 +120,36 @@ def test_recommend_with_the_champion(server, world) -> None:
     assert all(s["channel"] != "conference" for s in sugg)  # lifecycle guardrail from config
 
 
+def test_recommend_for_today_and_a_decision_date(server, world) -> None:
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+
+    from contract.schema import REP_TIME_CHANNELS
+
+    status, body = call(server, "/recommend", {"hcp_ids": world.hcp_ids[:10], "k": 3, "as_of": AS_OF.isoformat(), "window": "today"})
+    assert status == 200, body
+    sugg = [s for r in body["results"] for s in r["suggestions"]]
+    assert sugg
+    for s in sugg:
+        start = datetime.fromisoformat(s["window_start"])
+        assert start.date() == AS_OF.astimezone(ZoneInfo(s["timezone"])).date(), s  # the HCP's local today
+        if s["channel"] in REP_TIME_CHANNELS:
+            assert start.hour in (7, 11, 14), s  # working dayparts only
+    day = (AS_OF + timedelta(days=2)).date()
+    status, body = call(server, "/recommend", {"hcp_ids": world.hcp_ids[:5], "as_of": AS_OF.isoformat(), "decision_date": day.isoformat()})
+    assert status == 200, body
+    assert all(s["window_start"][:10] == day.isoformat() for r in body["results"] for s in r["suggestions"])
+    with urllib.request.urlopen(server + "/metrics", timeout=10) as r:
+        metrics = r.read().decode()
+    assert "nba_hcp_decisions_total" in metrics and "nba_first_choice_overridden_total 0.0" in metrics
+
+
+def test_openapi_documents_the_planning_horizon(server) -> None:
+    with urllib.request.urlopen(server + "/docs.json", timeout=10) as r:
+        text = r.read().decode()
+    assert "decision_date" in text and "local time zone" in text and "today" in text
+
+
 def test_feedback_twice_is_idempotent(server, world) -> None:
     _, body = call(server, "/recommend", {"hcp_ids": [world.hcp_ids[3]], "k": 1, "as_of": AS_OF.isoformat()})
     sid = body["results"][0]["suggestions"][0]["suggestion_id"]
@@ -166,6 +196,13 @@ def test_bad_payloads_get_422_naming_the_field(server, world) -> None:
     status, body = call(server, "/feedback", {"feedback_id": "x", "suggestion_id": "y", "outcome": "maybe", "ts": AS_OF.isoformat()})
     assert status == 422 and body["detail"][0]["loc"] == ["outcome"]
     assert call(server, "/recommend", None, raw=b"{not json")[0] == 422
+    for bad in ("3000-01-01", "2025-02-30", "soon"):  # outside pandas' range, not a day, not a date: 422, never a 5xx
+        status, body = call(server, "/recommend", {"hcp_ids": world.hcp_ids[:1], "decision_date": bad})
+        assert status == 422 and body["detail"][0]["loc"] == ["decision_date"], (bad, body)
+    status, body = call(server, "/recommend", {"hcp_ids": world.hcp_ids[:1], "as_of": "1500-01-01T00:00:00+00:00"})
+    assert status == 422 and body["detail"][0]["loc"] == ["as_of"]
+    status, body = call(server, "/recommend", {"hcp_ids": world.hcp_ids[:1], "as_of": AS_OF.isoformat(), "decision_date": "2024-01-01"})
+    assert status == 422 and "decision_date" in json.dumps(body) and "before today" in json.dumps(body)
     status, body = call(server, "/recommend", {"hcp_ids": [f"h{i}" for i in range(1001)]})
     assert status == 422 and "batch limit of 1000" in json.dumps(body)
     assert _declared_oversize_status(server) == 413

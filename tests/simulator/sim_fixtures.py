@@ -18,3 +18,11 @@ def build(path: Path, **overrides) -> Path:
     """Simulate into ``path`` and return it."""
     simulate(make_config(**overrides), out=path, progress=False)
     return path
+
+
+def build_world(path: Path, name: str, **overrides) -> Path:
+    """Simulate world preset ``name`` (configs/worlds/NAME.yaml) with dotted overrides into ``path``."""
+    from simulator.worlds import world_config
+
+    simulate(world_config(name, **overrides), out=path, progress=False)
+    return path

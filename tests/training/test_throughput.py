@@ -55,16 +55,17 @@ def _reference_response_parts(model: NextBestActionModel, z: torch.Tensor, chann
     d = model.config.d_model
     z = z[..., :d]
     zz = z.reshape(z.shape[0], *([1] * (channel.dim() - 1)), d).expand(*channel.shape, d)
-    ch, sl = model.action_channel_emb(channel), model.action_slot_emb(slot)
-    base = model.response_mlp(torch.cat([zz, ch, sl], -1)).squeeze(-1) + (model.response_channel_bilinear(zz) * ch).sum(-1) / d**0.5
-    query = (model.response_state_query(zz) + model.response_channel_query(ch)) / d**0.5
+    head = model.response
+    ch, sl = head.action_channel_emb(channel), head.action_slot_emb(slot)
+    base = head.mlp(torch.cat([zz, ch, sl], -1)).squeeze(-1) + (head.channel_bilinear(zz) * ch).sum(-1) / d**0.5
+    query = (head.state_query(zz) + head.channel_query(ch)) / d**0.5
     return base, query
 
 
 def test_split_response_layer_matches_concatenated_mlp(data) -> None:
     batch = next(data.batches(96))
     model = _model("gru", 1)
-    torch.nn.init.normal_(model.response_mlp[0].bias)
+    torch.nn.init.normal_(model.response.mlp[0].bias)
     z = model.state(batch)[..., : model.config.d_model]
     b = z.shape[0]
     for channel, slot in (

@@ -78,6 +78,10 @@ def test_tuning_ranks_by_policy_value_explicitly(tmp_path) -> None:
     (tmp_path / GROUND_TRUTH_DIR).mkdir()
     (tmp_path / GROUND_TRUTH_DIR / "world.json").write_text("{}")
     assert resolve_objective(cfg) == "simulator"  # a simulator is present: its truth ranks trials
+    # Without a judge handed in (training never imports the simulator) the truth cannot be read.
+    assert resolve_objective(cfg, judged=False) == "ope_dr"
+    with pytest.raises(ValueError, match="no simulator judge"):
+        resolve_objective(TrainingConfig.model_validate({**cfg.model_dump(), "tune": {**cfg.tune.model_dump(), "objective": "simulator"}}), judged=False)
     assert OBJECTIVE_METRICS == {"simulator": "sim/share_of_oracle_gain", "ope_dr": "val/policy_value_dr"}
 
 

@@ -11,7 +11,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "simulator"))
 from sim_fixtures import build  # noqa: E402
 
-from training.oracle_gap import PARTIAL_ORACLES, belief_hidden, gap_figures, logs_posterior_hidden, oracle_gap  # noqa: E402
+from experiments.oracle_gap import PARTIAL_ORACLES, belief_hidden, gap_figures, logs_posterior_hidden, oracle_gap  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,8 @@
-"""`nba evaluate` end to end on a tiny simulated world: real simulator, real Feast, real MLflow."""
+"""`nba evaluate` end to end on a tiny simulated world: real simulator, real Feast, real MLflow.
+
+The simulated figures come from ``experiments.sim_judge``, which the composition root hands to
+``training.evaluation.evaluate_job``; without a judge, evaluation reads the logs alone.
+"""
 
 from __future__ import annotations
 
@@ -87,7 +91,7 @@ def test_feature_policies_see_the_logged_history_after_the_logs(world) -> None:
     from features.config import load_features_config
     from simulator.environment import Environment
     from training.dataset import ContentVocab
-    from training.evaluation import _FeaturePolicy, logged_history
+    from experiments.sim_judge import _FeaturePolicy, logged_history
 
     root, _, _ = world
     data = str(root / "data")
@@ -103,3 +107,38 @@ def test_feature_policies_see_the_logged_history_after_the_logs(world) -> None:
     assert with_logs.set_index("hcp_id")["touches_total"].to_dict() == {h: per_hcp.get(h, 0) for h in with_logs["hcp_id"]}
     with pytest.raises(ValueError, match="sim_start"):
         logged_history(data, "middle")
+
+
+def test_without_a_judge_evaluation_reads_the_logs_alone(world) -> None:
+    """Training's own evaluation (no simulator): offline and OPE figures, no true values, no policy-value tag to promote on."""
+    from mlflow import MlflowClient
+
+    from nba.configuration import load_config, parse_override
+    from training.config import TrainingConfig
+    from training.evaluation import evaluate_job
+
+    root, sets, trained = world
+    overrides = dict(parse_override(v) for v in sets[1::2])
+    cfg = load_config(TrainingConfig, "training", overrides={**overrides, "data_dir": str(root / "data")})
+    client = MlflowClient(tracking_uri=f"sqlite:///{root}/mlflow.db")
+    before = client.get_model_version("nba-next-best-action", trained["model_version"]).tags.get("policy_value")
+    figures = evaluate_job(cfg, trained["model_version"], progress=False, n_boot=20)
+    assert not any(k.startswith(("sim_", "gap_")) for k in figures) and "ope_true_response_rate" not in figures
+    assert figures["ope_rows"] > 0 and "ope_dr_response_rate" in figures and "offline_model_response_auc" in figures
+    plots = {a.path for a in client.list_artifacts(figures["evaluation_run_id"], "plots")}
+    assert plots == {"plots/calibration.png"}
+    assert client.get_model_version("nba-next-best-action", trained["model_version"]).tags.get("policy_value") == before
+
+
+def test_judge_gives_tuning_the_model_policy_true_value(world) -> None:
+    """`nba tune`'s ``objective: simulator``: the judge's value of one trained bundle, from the same start as evaluation."""
+    import math
+
+    from experiments.sim_judge import SIMULATOR_JUDGE
+    from training.artifacts import load_bundle
+
+    root, _, trained = world
+    bundle = load_bundle(root / "models" / trained["run_id"])
+    value = SIMULATOR_JUDGE.policy_value(bundle, str(root / "data"), None, weeks=1, start="end")
+    assert set(value) == {"responses_per_hcp_week", "share_of_oracle_gain"}
+    assert value["responses_per_hcp_week"] >= 0 and math.isfinite(value["share_of_oracle_gain"])

@@ -10,7 +10,8 @@ scores what it chose with the true response model. The step from one partial ora
 next is what that piece of hidden knowledge is worth, which tells how far a policy that learns
 from logs (the model, imitation of the reps) falls short and on what.
 
-Evaluation code: it reads the simulator's ground truth (training never does).
+Judging code, so it lives in ``experiments``: it reads the simulator's ground truth (production
+packages never do; tests/nba/test_layering.py holds them to it).
 """
 
 from __future__ import annotations
