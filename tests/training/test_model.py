@@ -164,7 +164,7 @@ def test_content_tags_tie_items_that_share_them() -> None:
     table = model.content_table()
     torch.testing.assert_close(table[0], torch.zeros(16))  # padding stays a zero vector, tags or not
     with torch.no_grad():
-        model.content_attr_emb[0].weight[1] += 1.0  # move topic 1 only
+        model.content.tag_emb[0].weight[1] += 1.0  # move topic 1 only
     moved = (model.content_table() - table).norm(dim=1)
     assert torch.all(moved[[2, 3, 8]] > 0) and torch.all(moved[[0, 1, 4, 5, 6, 7, 9]] == 0)
     # Tags change scores the same way everywhere: the fused grids still match one-by-one scoring.
@@ -242,3 +242,45 @@ def test_long_history_config_is_validated() -> None:
         ModelConfig(n_channels=8, n_content=V, n_static=S, history=True, long_history=(8, 7, 6))
     cfg = ModelConfig(n_channels=8, n_content=V, n_static=S, history=True, long_history=LONG)
     assert ModelConfig.from_dict(cfg.to_dict()) == cfg
+
+
+@pytest.mark.parametrize("history,long_history,tags,candidates", [
+    (False, False, False, False), (True, False, False, False), (True, True, False, False),
+    (False, False, True, False), (False, False, False, True), (True, True, True, True),
+])
+def test_a_model_holds_only_the_modules_its_config_asks_for(history: bool, long_history: bool, tags: bool, candidates: bool) -> None:
+    from training.candidate_terms import CandidateTerms as Reexported
+    from training.model import N_HISTORY_FEATURES, N_LONG_HISTORY_FEATURES, CandidateTerms, ContentTable, HistoryTerms, PolicyHeads, ResponseHead, StateEncoder
+
+    cfg = ModelConfig(n_channels=8, n_content=V, n_static=S, d_model=16, n_layers=1, n_heads=2, dropout=0.0, max_seq_len=L, history=history,
+                      content_attributes=(6, 5) if tags else (), long_history=LONG if long_history else (), candidates=(4, 5) if candidates else ())
+    model = NextBestActionModel(cfg)
+    present = {name: type(module) for name, module in model.named_children()}
+    expected = {"content": ContentTable, "encoder": StateEncoder, "policy": PolicyHeads, "response": ResponseHead}
+    if history:
+        expected["history"] = HistoryTerms
+    if candidates:
+        expected["candidates"] = CandidateTerms
+    assert present == expected
+    assert (model.history is None) is not history and (model.candidates is None) is not candidates
+    assert Reexported is CandidateTerms  # the old import path still names the same module
+    # Switched-off parts leave no weights behind: no tag embeddings or codes, no long-history or topic layers.
+    keys = set(model.state_dict())
+    assert any(k.startswith("content.tag_emb.") for k in keys) is tags and ("content.codes" in keys) is tags
+    assert ("history.topic_query.weight" in keys) is long_history
+    assert all(k.split(".")[0] in expected for k in keys)
+    assert sum(p.numel() for p in model.parameters()) == sum(p.numel() for m in model.children() for p in m.parameters())
+    if history:  # the history MLP reads the long-history triples only when they are there
+        assert model.history.mlp[0].in_features == 2 * 16 + N_HISTORY_FEATURES + (N_LONG_HISTORY_FEATURES if long_history else 0)
+    # The state carries exactly the raw blocks the modules read: [B, D + history record + candidate block].
+    width = 16 + (model.history.width if history else 0) + (model.candidates.width if candidates else 0)
+    assert model.history_width == (model.history.width if history else 0)
+    batch = _batch()
+    batch["history_long"] = torch.zeros(B, 2 * sum(LONG), dtype=torch.long)
+    if candidates:
+        from training.model.candidates import N_ITEM_FEATURES, contact_width
+
+        batch |= {"contact": torch.zeros(B, contact_width(4, 8), dtype=torch.long), "item_ids": torch.zeros(B, 5, dtype=torch.long),
+                  "item_feats": torch.zeros(B, 5, N_ITEM_FEATURES, dtype=torch.long)}
+    assert model.state(batch).shape == (B, width)
+    assert (model.item_logits(model.state(batch)) is None) is not candidates
