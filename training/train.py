@@ -87,6 +87,13 @@ def fit(
     workers = workers if torch.device(device).type == "cpu" and can_fork() else 1
     if compile and len(train) >= batch_size:
         n_batches = min(n_batches, len(train) // batch_size)  # full batches only: one shape, one graph
+    if compile and workers > 1:
+        # Inductor compiles in a pool of subprocesses by default; a forked worker that has to
+        # recompile (a guard the parent's warm-up did not cover) then waits forever on the
+        # parent's pool. Compiling in-process is as fast here and safe across fork.
+        import torch._inductor.config as inductor_config
+
+        inductor_config.compile_threads = 1
     loss_fn = loss_function(compile)
     names = ("loss", *PART_NAMES)
     params = [p for p in model.parameters() if p.requires_grad]

@@ -272,8 +272,8 @@ def test_a_model_holds_only_the_modules_its_config_asks_for(history: bool, long_
     assert sum(p.numel() for p in model.parameters()) == sum(p.numel() for m in model.children() for p in m.parameters())
     if history:  # the history MLP reads the long-history triples only when they are there
         assert model.history.mlp[0].in_features == 2 * 16 + N_HISTORY_FEATURES + (N_LONG_HISTORY_FEATURES if long_history else 0)
-    # The state carries exactly the raw blocks the modules read: [B, D + history record + candidate block].
-    width = 16 + (model.history.width if history else 0) + (model.candidates.width if candidates else 0)
+    # The state carries exactly the blocks the modules read: [B, D + history record + candidate terms (C + V)].
+    width = 16 + (model.history.width if history else 0) + (model.candidates.width(model.config.n_content) if candidates else 0)
     assert model.history_width == (model.history.width if history else 0)
     batch = _batch()
     batch["history_long"] = torch.zeros(B, 2 * sum(LONG), dtype=torch.long)

@@ -14,8 +14,8 @@ are small MLPs shared across channels and items, learnt from the logs: nothing i
 about how fast an audience tires. The terms keep the logit separable in slot and content (the
 item term has no slot, the channel term no content), which ``training.policy`` relies on.
 
-The raw block sits in the state after the history record (``training.model.network``). Encoded
-inputs (``training.dataset``): ``contact`` uint8 [B, K] (days as ``days_code``, counts capped at
+The computed terms sit in the state after the history record (``training.model.network``), so
+each is computed once per state however many candidates are scored. Encoded inputs (``training.dataset``): ``contact`` uint8 [B, K] (days as ``days_code``, counts capped at
 255), ``item_ids`` [B, M] content indices (0 = empty slot), ``item_feats`` uint8 [B, M, 5] (days
 since delivered, days since opened, n30, n90, n365).
 Shapes: B batch, C channels, V content vocabulary, M item slots, W contact windows.
@@ -48,37 +48,43 @@ def contact_width(n_windows: int, n_channels: int) -> int:
 
 
 class CandidateTerms(nn.Module):
-    """Channel term [B, C] and item term [B, V] from the raw candidate block appended to the state."""
+    """Channel term [B, C] and item term [B, V] from the encoded candidate block, computed once per state.
+
+    The item term is additive in three small MLPs, so its cost grows with the history, not the
+    catalogue: per row M history items + 6 topics + 5 types are scored, then gathered to V items:
+
+        item_term(v) = topic_term(topic(v)) + type_term(type(v)) + [v in history] (hist(x_v) - hist(never))
+
+    Items the HCP never got share the topic and type terms; a repeated item moves by how its own
+    delivery record differs from "never".
+    """
 
     def __init__(self, n_channels: int, n_windows: int, item_slots: int, hidden: int = 16) -> None:
         super().__init__()
         self.n_channels, self.n_windows, self.item_slots = n_channels, n_windows, item_slots
-        self.width = contact_width(n_windows, n_channels) + item_slots * (1 + N_ITEM_FEATURES)
         self.channel_emb = nn.Embedding(n_channels, 4)
         self.channel_mlp = nn.Sequential(nn.Linear(2 + n_windows + 4, hidden), nn.GELU(), nn.Linear(hidden, 1))
-        self.item_mlp = nn.Sequential(nn.Linear(N_ITEM_FEATURES + 3, hidden), nn.GELU(), nn.Linear(hidden, 1))
+        self.item_mlp = nn.Sequential(nn.Linear(N_ITEM_FEATURES + 1, hidden), nn.GELU(), nn.Linear(hidden, 1))
+        self.topic_mlp = nn.Sequential(nn.Linear(2, hidden), nn.GELU(), nn.Linear(hidden, 1))
+        self.type_mlp = nn.Sequential(nn.Linear(2, hidden), nn.GELU(), nn.Linear(hidden, 1))
         # Start at zero: an untrained term leaves the response head as it was.
-        for mlp in (self.channel_mlp, self.item_mlp):
+        for mlp in (self.channel_mlp, self.item_mlp, self.topic_mlp, self.type_mlp):
             nn.init.zeros_(mlp[-1].weight)
             nn.init.zeros_(mlp[-1].bias)
 
-    @staticmethod
-    def raw(batch: dict[str, Tensor]) -> Tensor:
-        """The encoded block as floats to append to the state [B, width]: codes decoded, ids kept."""
-        contact = batch["contact"].float()
-        b = contact.shape[0]
-        return torch.cat([contact, batch["item_ids"].float(), batch["item_feats"].float().reshape(b, -1)], -1)
+    def width(self, n_content: int) -> int:
+        """Columns the terms take in the state: C channel terms, then V item terms."""
+        return self.n_channels + n_content
 
-    def _split(self, raw: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """raw [B, width] -> contact [B, K], item ids [B, M], item features [B, M, 5]."""
-        k = contact_width(self.n_windows, self.n_channels)
-        m = self.item_slots
-        contact, ids, feats = raw[:, :k], raw[:, k : k + m], raw[:, k + m : k + m + m * N_ITEM_FEATURES]
-        return contact, ids.round().long(), feats.reshape(raw.shape[0], m, N_ITEM_FEATURES)
+    def terms(self, batch: dict[str, Tensor], content_attr: Tensor | None, n_content: int) -> Tensor:
+        """[B, C + V]: the channel terms then the item terms of every row."""
+        contact = batch["contact"].float()  # [B, K]
+        ids = batch["item_ids"].long()[:, : self.item_slots]  # [B, M]
+        feats = batch["item_feats"].float()[:, : self.item_slots]  # [B, M, 5]
+        return torch.cat([self.channel_term(contact), self.item_term(contact, ids, feats, content_attr, n_content)], -1)
 
-    def channel_term(self, raw: Tensor) -> Tensor:
+    def channel_term(self, contact: Tensor) -> Tensor:
         """[B, C]: how the channel's recent use changes the response logit."""
-        contact, _, _ = self._split(raw)
         c, w = self.n_channels, self.n_windows
         per = contact[:, : c * (1 + w)].reshape(-1, c, 1 + w)  # [B, C, 1+W]
         days = per[..., :1] / 255.0
@@ -87,30 +93,26 @@ class CandidateTerms(nn.Module):
         emb = self.channel_emb.weight.unsqueeze(0).expand(per.shape[0], -1, -1)  # [B, C, 4]
         return self.channel_mlp(torch.cat([days, counts, any_days, emb], -1)).squeeze(-1)
 
-    def item_term(self, raw: Tensor, content_attr: Tensor | None, n_content: int) -> Tensor:
-        """[B, V]: how each item's delivery history (and its topic's and type's) changes the response logit."""
-        contact, ids, feats = self._split(raw)
-        b, c, w = raw.shape[0], self.n_channels, self.n_windows
-        # Dense per-item features, "never" (days code 255, counts 0) where the item is not in the history.
-        dense = torch.zeros(b, n_content, N_ITEM_FEATURES, device=raw.device, dtype=raw.dtype)
-        dense[..., 0:2] = 255.0
-        valid = ids > 0
-        rows = torch.arange(b, device=raw.device).unsqueeze(1).expand_as(ids)
-        dense[rows[valid], ids[valid]] = feats[valid]
-        item = torch.cat([dense[..., :2] / 255.0, torch.log1p(dense[..., 2:]) / math.log1p(255.0)], -1)  # [B, V, 5]
-        off = c * (1 + w)
-        topic_days = contact[:, off : off + N_TOPICS] / 255.0  # [B, 6]
-        type_days = contact[:, off + N_TOPICS : off + N_TOPICS + N_TYPES] / 255.0  # [B, 5]
-        never = torch.ones(b, 1, device=raw.device, dtype=raw.dtype)
+    def item_term(self, contact: Tensor, ids: Tensor, feats: Tensor, content_attr: Tensor | None, n_content: int) -> Tensor:
+        """[B, V]: how each item's delivery record, and its topic's and type's, change the response logit."""
+        b, c, w = contact.shape[0], self.n_channels, self.n_windows
+        any_days = contact[:, -1:] / 255.0  # [B, 1]
+
+        def item_x(f: Tensor) -> Tensor:  # [..., 5] codes -> [..., 6] features with days since any touch
+            return torch.cat([f[..., :2] / 255.0, torch.log1p(f[..., 2:]) / math.log1p(255.0), any_days.reshape(b, *([1] * (f.dim() - 2)), 1).expand(*f.shape[:-1], 1)], -1)
+
+        never = feats.new_tensor([255.0, 255.0, 0.0, 0.0, 0.0]).expand(b, 1, N_ITEM_FEATURES)
+        delta = (self.item_mlp(item_x(feats)) - self.item_mlp(item_x(never))).squeeze(-1) * (ids > 0)  # [B, M]
+        out = torch.zeros(b, n_content, device=contact.device, dtype=contact.dtype).scatter_add(1, ids.clamp(0, n_content - 1), delta)
         if content_attr is not None and content_attr.shape[1] >= 2:
-            # content_attr codes are index + 1 (0 = untagged): column 0 is "untagged" = never.
-            t_days = torch.cat([never, topic_days], 1)[:, content_attr[:, 0].clamp(0, N_TOPICS)]  # [B, V]
-            y_days = torch.cat([never, type_days], 1)[:, content_attr[:, 1].clamp(0, N_TYPES)]
-        else:
-            t_days = y_days = never.expand(b, n_content)
-        any_days = (contact[:, -1:] / 255.0).expand(b, n_content)
-        x = torch.cat([item, t_days.unsqueeze(-1), y_days.unsqueeze(-1), any_days.unsqueeze(-1)], -1)  # [B, V, 8]
-        return self.item_mlp(x).squeeze(-1)
+            off = c * (1 + w)
+            for col, size, mlp in ((0, N_TOPICS, self.topic_mlp), (1, N_TYPES, self.type_mlp)):
+                days = contact[:, off : off + size] / 255.0  # [B, size]
+                x = torch.stack([days, any_days.expand(b, size)], -1)  # [B, size, 2]
+                per = torch.cat([torch.zeros(b, 1, device=contact.device, dtype=contact.dtype), mlp(x).squeeze(-1)], 1)  # [B, 1 + size]; 0 = untagged
+                out = out + per[:, content_attr[:, col].clamp(0, size)]
+                off += size
+        return out
 
 
 __all__ = ["CandidateTerms", "DAYS_CAP", "N_ITEM_FEATURES", "contact_width", "days_code"]

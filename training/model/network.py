@@ -1,7 +1,7 @@
 """The next-best-action network: small modules composed by ``ModelConfig``.
 
     batch --StateEncoder--> z [B, D] --PolicyHeads--> channel [B, C], content [B, V], slot [B, 28]
-    state = cat[z, history record (if history), candidate block (if candidates)]  [B, D + X]
+    state = cat[z, history record (if history), candidate terms [C + V] (if candidates)]  [B, D + X]
     state --ResponseHead (+ HistoryTerms, CandidateTerms)--> response logit of any (channel, content, slot)
 
 The content table (``ContentTable``, [V, D]) is shared by the encoder's tokens, both heads and the
@@ -84,13 +84,13 @@ class NextBestActionModel(nn.Module):
         if self.candidates is not None:
             if "contact" not in batch or "item_ids" not in batch:
                 raise ValueError("this model reads the candidate history (feature views hcp_contact_recency_*, hcp_item_history_*); the input has none")
-            parts.append(self.candidates.raw(batch).to(z.dtype))  # [B, candidates.width]
+            parts.append(self.candidates.terms(batch, self.content_attr, self.config.n_content).to(z.dtype))  # [B, C + V]
         return torch.cat(parts, -1) if len(parts) > 1 else z
 
     def _split_state(self, z: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """State [B, D + X] -> core [B, D], history record [B, history_width], candidate block [B, width] (empty when off)."""
         d, h = self.config.d_model, self.history_width
-        k = self.candidates.width if self.candidates is not None else 0
+        k = self.candidates.width(self.config.n_content) if self.candidates is not None else 0
         return z[..., :d], z[..., d : d + h], z[..., d + h : d + h + k]
 
     # -- policy heads --------------------------------------------------------------------------
@@ -109,7 +109,7 @@ class NextBestActionModel(nn.Module):
         """Per-item term of the response logit [B, V] (repetition, recency), or None without candidate terms."""
         if self.candidates is None:
             return None
-        return self.candidates.item_term(self._split_state(z)[2], self.content_attr, self.config.n_content)
+        return self._split_state(z)[2][..., self.config.n_channels :]
 
     def _response_parts(self, z: Tensor, channel: Tensor, slot: Tensor, with_query: bool = True) -> tuple[Tensor, Tensor | None]:
         """Base logit [B, ...] and content query [B, ..., D] (None unless ``with_query``) for candidates shaped like ``channel``."""
@@ -121,7 +121,7 @@ class NextBestActionModel(nn.Module):
             if query is not None and h_query is not None:
                 query = query + h_query
         if self.candidates is not None:
-            base = base + pick(self.candidates.channel_term(block), channel)  # [B, C] at the candidates' channels
+            base = base + pick(block[..., : self.config.n_channels], channel)  # [B, C] at the candidates' channels
         return base, query
 
     def content_logits(self, z: Tensor, query: Tensor) -> Tensor:
