@@ -152,6 +152,13 @@ def judge_world(data_dir: Path, bundle_dir: Path | None, features_cfg: Any, *, w
     model = None
     if bundle_dir is not None:
         model = LoadedModel(load_bundle(bundle_dir), "bench-worlds", "1", "champion")
+    if model is not None:
+        # Training's decision rule without the serving engine (masks of the world only): what
+        # serving's guardrails, window rules and slate cost or add.
+        from experiments.sim_judge import ModelPolicy
+
+        e = env()
+        runs["trained"] = _run(e, ModelPolicy(model.bundle, features_cfg, k, logged=logged), weeks)
     for arm, m in (("model", model), ("rules", None)):
         if arm == "model" and m is None:
             continue
@@ -233,7 +240,7 @@ def summarise(rows: list[dict[str, Any]], held_out_worlds: set[str] | None = Non
     """Median and worst share of the oracle's gain and the per-world checks, over the rows of a split."""
     df = pd.DataFrame(rows)
     out: dict[str, Any] = {"pairs": len(df), "worlds": ",".join(dict.fromkeys(df["world"])), "seeds": ",".join(str(s) for s in dict.fromkeys(df["seed"]))}
-    for arm in ("model", "rules"):
+    for arm in ("model", "rules", "trained"):
         col = f"{arm}_share_of_oracle_gain"
         if col in df:
             per_world = df.groupby("world", sort=False)[col].median()

@@ -38,7 +38,7 @@ class RecentContacts:
     opened: np.ndarray  # bool positive response
 
 
-def _flat(frame: pd.DataFrame, name: str) -> tuple[np.ndarray, np.ndarray]:
+def list_values(frame: pd.DataFrame, name: str) -> tuple[np.ndarray, np.ndarray]:
     """Flattened values of a list column and each value's row index (empty when absent)."""
     import pyarrow as pa
 
@@ -59,10 +59,10 @@ def _flat(frame: pd.DataFrame, name: str) -> tuple[np.ndarray, np.ndarray]:
 def recent_contacts(frame: pd.DataFrame) -> RecentContacts:
     """The recent touches of every row of ``frame`` (sequence and item-history columns)."""
     n = len(frame)
-    ch, rows = _flat(frame, "seq_channel")
-    gaps, _ = _flat(frame, "seq_gap_days")
-    content, _ = _flat(frame, "seq_content_id")
-    resp, _ = _flat(frame, "seq_response")
+    ch, rows = list_values(frame, "seq_channel")
+    gaps, _ = list_values(frame, "seq_gap_days")
+    content, _ = list_values(frame, "seq_content_id")
+    resp, _ = list_values(frame, "seq_response")
     ch = np.asarray(ch, dtype=np.int64)
     if len(ch):
         last = frame["days_since_last_touch"].to_numpy(dtype=np.float64, na_value=0.0) if "days_since_last_touch" in frame.columns else np.zeros(n)
@@ -80,10 +80,10 @@ def recent_contacts(frame: pd.DataFrame) -> RecentContacts:
     else:
         age, content, opened = np.zeros(0), np.zeros(0, dtype=object), np.zeros(0, dtype=bool)
     parts = [(rows.astype(np.int64), ch, content, age, opened)]
-    items, irow = _flat(frame, "item_hist_content_id")
+    items, irow = list_values(frame, "item_hist_content_id")
     if len(items):
-        days, _ = _flat(frame, "item_hist_days_since_delivered")
-        opened_days, _ = _flat(frame, "item_hist_days_since_opened")
+        days, _ = list_values(frame, "item_hist_days_since_delivered")
+        opened_days, _ = list_values(frame, "item_hist_days_since_opened")
         parts.append((irow.astype(np.int64), np.full(len(items), -1, dtype=np.int64), np.asarray(items, dtype=object),
                       np.asarray(days, dtype=np.float64), np.asarray(opened_days, dtype=np.float64) <= np.asarray(days, dtype=np.float64)))
     cols = [np.concatenate([p[i] for p in parts]) for i in range(5)]
@@ -133,4 +133,4 @@ def delivered_within(rc: RecentContacts, content_ids: np.ndarray, days: float) -
     return out
 
 
-__all__ = ["RecentContacts", "channel_counts_within", "days_since_channel", "delivered_within", "item_last_delivered", "recent_contacts"]
+__all__ = ["RecentContacts", "list_values", "channel_counts_within", "days_since_channel", "delivered_within", "item_last_delivered", "recent_contacts"]

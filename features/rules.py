@@ -35,7 +35,7 @@ import pandas as pd
 from contract.schema import (
     CHANNELS, DAYPARTS, TOPICS, WEEKDAYS, WORKING_DAYPARTS, WORKING_HOURS_CHANNELS, WORKING_WEEKDAYS,
 )
-from features.contact_history import RecentContacts, recent_contacts
+from features.contact_history import RecentContacts, list_values, recent_contacts
 from features.events import POSITIVE_RESPONSE_CODE
 
 RULE_NAMES: tuple[str, ...] = ("unopened_pushes", "strong_interest", "preference")
@@ -144,21 +144,7 @@ def _block(frame: pd.DataFrame, pattern: str, names: Sequence[str] = CHANNELS) -
     return np.nan_to_num(out, nan=0.0)
 
 
-def _flat(frame: pd.DataFrame, name: str) -> tuple[np.ndarray, np.ndarray]:
-    """Flattened values of a list column and each value's row index."""
-    import pyarrow as pa
-
-    if name not in frame.columns or len(frame) == 0:
-        return np.zeros(0), np.zeros(0, dtype=np.int64)
-    arr = pa.array(frame[name], from_pandas=True)
-    if isinstance(arr, pa.ChunkedArray):
-        arr = arr.combine_chunks()
-    if pa.types.is_null(arr.type):
-        return np.zeros(0), np.zeros(0, dtype=np.int64)
-    lengths = np.diff(arr.offsets.to_numpy()) if len(arr) else np.zeros(0, dtype=np.int64)
-    lengths = np.where(arr.is_null().to_numpy(zero_copy_only=False), 0, lengths) if arr.null_count else lengths
-    values = arr.flatten().to_numpy(zero_copy_only=False)
-    return values, np.repeat(np.arange(len(frame)), lengths)
+_flat = list_values  # flattened list column and each value's row (features.contact_history)
 
 
 def _aligned(frame: pd.DataFrame, name: str, rows: np.ndarray) -> np.ndarray:

@@ -75,6 +75,17 @@ def format_validation_error(err: ValidationError, source: str) -> str:
     return "invalid config\n  " + "\n  ".join(lines)
 
 
+def read_mapping(file: Path) -> dict[str, Any]:
+    """A YAML file whose top level is a mapping (an empty file is {}); anything else fails naming the file."""
+    try:
+        loaded = yaml.safe_load(file.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{file}: not valid YAML: {exc}") from None
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"{file}: top level must be a mapping of keys, got {type(loaded).__name__}")
+    return loaded
+
+
 def load_config(model: type[T], name: str, path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> T:
     """Load ``configs/<name>.yaml`` (or ``path``) into ``model``, applying dotted overrides.
 
@@ -83,13 +94,7 @@ def load_config(model: type[T], name: str, path: str | Path | None = None, overr
     file = Path(path) if path is not None else config_dir() / f"{name}.yaml"
     data: dict[str, Any] = {}
     if file.exists():
-        try:
-            loaded = yaml.safe_load(file.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{file}: not valid YAML: {exc}") from None
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"{file}: top level must be a mapping of keys, got {type(loaded).__name__}")
-        data = loaded
+        data = read_mapping(file)
     elif path is not None:
         raise ConfigError(f"config file not found: {file}")
     for key, value in (overrides or {}).items():

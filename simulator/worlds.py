@@ -16,7 +16,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import yaml
 
 # The presets shipped in configs/worlds/ (a user may add more files; ``world_names`` lists them).
 WORLD_NAMES: tuple[str, ...] = ("default", "habituating", "warmup_saturating", "timing_strong", "timing_weak", "other_reps", "combined")
@@ -48,20 +47,14 @@ def deep_merge(base: dict[str, Any], overlay: dict[str, Any]) -> dict[str, Any]:
 
 def world_overlay(name: str, directory: Path | None = None) -> dict[str, Any]:
     """The preset's YAML mapping; an unknown name fails listing the known ones."""
-    from nba.configuration import ConfigError
+    from nba.configuration import ConfigError, read_mapping
 
     d = worlds_dir() if directory is None else Path(directory)
     path = d / f"{name}.yaml"
     if not name or "/" in name or "\\" in name or not path.is_file():
         known = world_names(d)
         raise ConfigError(f"world: unknown world {name!r}; known: {', '.join(known) if known else f'none (no presets in {d})'}")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: top level must be a mapping of keys, got {type(data).__name__}")
-    return data
+    return read_mapping(path)
 
 
 def world_config(name: str, base: str | Path | None = None, directory: Path | None = None, **overrides: Any):
