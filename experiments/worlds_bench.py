@@ -41,13 +41,21 @@ def _log(msg: str) -> None:
 
 
 class ServedPolicy:
-    """A simulator policy that asks the serving engine for each week's slate and executes it (reps accept all they can)."""
+    """A simulator policy that asks the serving engine for each week's slate and executes it.
 
-    def __init__(self, rec: Any, features_cfg: Any, logged: dict[str, Any], k: int, seed: int) -> None:
+    Reps work down a slate of ``touches + 1`` suggestions and do the best-ranked ``touches`` that
+    the world allows and their capacity fits (every rep-executed suggestion accepted: the policy
+    is judged, not the reps' compliance). The oracle and training's rule likewise replace a touch
+    the rep has no time for by the HCP's next-best channel.
+    """
+
+    def __init__(self, rec: Any, features_cfg: Any, logged: dict[str, Any], touches: int, seed: int) -> None:
         from experiments.lift_config import ClosedLoopConfig
         from experiments.sim_judge import _FeaturePolicy
 
-        self.rec, self.k = rec, k
+        self.rec, self.touches = rec, touches
+        k = min(touches + 1, len(CHANNELS))
+        self.k = k
         self.features = _FeaturePolicy(features_cfg, k, None, logged).features
         # Every rep-executed suggestion accepted: the policy is judged, not the reps' compliance.
         self.plan_cfg = ClosedLoopConfig(weeks=1, seed=seed, k=k, acceptance=dict.fromkeys("ABCD", 1.0), capacity_by_arm=False, counterfactual=False)
@@ -56,6 +64,7 @@ class ServedPolicy:
         self.overridden: list[float] = []
         self.raw_infeasible: list[float] = []
         self.next_number = 0
+        self.counts: dict[str, int] = {}  # what became of the suggestions (experiments.closed_loop.plan_week)
 
     def __call__(self, obs: Any) -> Any:
         """This week's executed actions, from the served slate."""
@@ -71,11 +80,20 @@ class ServedPolicy:
             self.raw_infeasible.append(f["unmasked_first_infeasible"] / f["decisions"])
         served = result.frame
         plan = plan_week(served, obs, self.plan_cfg, self.next_number)
+        for key, value in plan.counts.items():
+            self.counts[key] = self.counts.get(key, 0) + int(value)
         numbers = self.next_number + np.arange(len(served))
         self.expected.update(zip(numbers.tolist(), served["expected_response"].astype(float).tolist()))
         self.policy_of.update(zip(numbers.tolist(), served["policy"].astype(str).tolist()))
         self.next_number += len(served)
-        return plan.actions
+        acts = plan.actions
+        rank = served["rank"].to_numpy()[plan.row]
+        order = np.lexsort((rank, acts.hcp))
+        first = np.r_[True, acts.hcp[order][1:] != acts.hcp[order][:-1]]
+        nth = np.arange(len(order)) - np.maximum.accumulate(np.where(first, np.arange(len(order)), 0))
+        keep = np.zeros(len(acts), dtype=bool)
+        keep[order[nth < self.touches]] = True
+        return acts.select(keep)
 
 
 def _first_ts_us(env: Any) -> int:
@@ -135,9 +153,15 @@ def judge_world(data_dir: Path, bundle_dir: Path | None, features_cfg: Any, *, w
     names = {"products", "reps", "hcps", "content", "touchpoints", "outcomes", *read_manifest(data_dir).get("tables", {})}
     logged = {n: read_table(data_dir, n) for n in sorted(names)}
     reference = ReferenceData.load(data_dir)
-    # The shipped serving config (guardrails, window rules, rules), with no holdout and no
-    # exploration: each arm is one policy for everyone.
-    overrides = {"exploration.holdout_share": 0.0, "exploration.epsilon": 0.0, "require_model": False, **(serving_overrides or {})}
+    # The shipped serving config, with no holdout and no exploration (each arm is one policy for
+    # everyone) and the world's own business rules declared as window rules, as a customer
+    # declares the rules it knows: the minimum gap between two touches on a channel.
+    base = load_config(ServingConfig, "serving")
+    world_rules = [{"name": f"world_{ch}_{7 * w}d", "channel": ch, "days": 7 * w, "max": 1}
+                   for ch, w in Environment.from_data_dir(data_dir).cfg.constraints.min_weeks_between.items() if w > 0]
+    kept = [r.model_dump() for r in base.guardrails.window_rules if r.scope != "channel" or r.channel not in {x["channel"] for x in world_rules}]
+    overrides = {"exploration.holdout_share": 0.0, "exploration.epsilon": 0.0, "require_model": False,
+                 "guardrails.window_rules": kept + world_rules, **(serving_overrides or {})}
     serving_cfg = load_config(ServingConfig, "serving", overrides=overrides)
 
     def env() -> Any:
@@ -176,6 +200,7 @@ def judge_world(data_dir: Path, bundle_dir: Path | None, features_cfg: Any, *, w
         if arm not in ("logged", "oracle"):
             out[f"{arm}_share_of_oracle_gain"] = share_of_oracle_gain({VALUE_KEY: r["value"]}, {VALUE_KEY: v_logged}, {VALUE_KEY: v_oracle})
     for arm, policy in arms.items():
+        out.update({f"{arm}_{key}": value for key, value in policy.counts.items()})
         out[f"{arm}_override_share"] = float(np.mean(policy.overridden)) if policy.overridden else float("nan")
         out[f"{arm}_raw_infeasible_share"] = float(np.mean(policy.raw_infeasible)) if policy.raw_infeasible else float("nan")
     if "model" in arms:

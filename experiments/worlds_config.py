@@ -42,7 +42,7 @@ class WorldsBenchConfig(StageConfig):
     hcps: int = Field(2000, ge=50, le=100_000)
     days: int = Field(365, ge=84, le=1100)
     weeks: int = Field(8, ge=1, le=52)  # served weeks after the logged period
-    k: int = Field(2, ge=1, le=8)  # suggestions per HCP and week (the slate)
+    k: int = Field(2, ge=1, le=7)  # touches per HCP and week, as the oracle (served: a slate of k + 1, the best k executable done)
     epochs: int = Field(3, ge=1, le=50)
     # Training config keys set for every world (dotted, e.g. {"model.candidates": false}); the
     # training config is otherwise configs/training.yaml, the same for every world.

@@ -111,7 +111,8 @@ def _grouped_scores(channel_scores: Any, model: Any, z: Any, content_mask: Any, 
     slot = torch.zeros((b, c), dtype=torch.long)
     for g in np.unique(group).tolist():
         idx = torch.from_numpy(np.flatnonzero(group == g))
-        cm = content_mask[idx] if content_mask is not None and content_mask.dim() == 2 else content_mask
+        per_row = content_mask is not None and content_mask.dim() >= 2 and content_mask.shape[0] == b and (content_mask.dim() == 3 or b > 1)
+        cm = content_mask[idx] if per_row else content_mask
         score[idx], content[idx], slot[idx] = channel_scores(model, z[idx], content_mask=cm, slot_allowed=slot_masks[g], contentless=contentless)
     return score, content, slot
 
@@ -134,6 +135,7 @@ def score_channels(bundle: Any, frame: Any, approved_content: list[str] | None =
 
     from training.dataset import NONE, encode_frame
     from training.policy import channel_scores, working_hours_slots
+    from training.suitability import bundle_item_mask
 
     model = bundle.model
     n, n_ch = len(frame), model.config.n_channels
@@ -155,7 +157,8 @@ def score_channels(bundle: Any, frame: Any, approved_content: list[str] | None =
         b_rows, b_items = np.asarray(blocked_items[0], dtype=np.int64)[known], b_items[known]
     blocked_row = np.zeros(n, dtype=bool)
     blocked_row[b_rows] = True
-    base = mask if mask is not None else torch.ones(len(bundle.vocab), dtype=torch.bool)
+    # [1, C, V] where the bundle knows which items each channel carried (training.suitability).
+    base = bundle_item_mask(bundle, mask if mask is not None else torch.ones(len(bundle.vocab), dtype=torch.bool))
     out = {k: [] for k in ("score", "content", "slot", "raw_score", "raw_content")}
     with torch.inference_mode():
         start = 0
@@ -176,7 +179,8 @@ def score_channels(bundle: Any, frame: Any, approved_content: list[str] | None =
                     rows = np.flatnonzero(again)
                     idx = torch.from_numpy(rows)
                     score, content, slot = score.clone(), content.clone(), slot.clone()
-                    score[idx], content[idx], slot[idx] = _grouped_scores(channel_scores, model, z[idx], base & ~banned[idx], slot_masks, grp[rows], contentless)
+                    keep = ~banned[idx].unsqueeze(1) if base.dim() == 3 else ~banned[idx]
+                    score[idx], content[idx], slot[idx] = _grouped_scores(channel_scores, model, z[idx], base & keep, slot_masks, grp[rows], contentless)
             for k, v in zip(out, (score, content, slot, raw_score, raw_content)):
                 out[k].append(v.numpy())
             start = stop

@@ -176,7 +176,13 @@ def train_job(cfg: TrainingConfig, *, prep: Prepared | None = None, register: bo
         mlflow.log_metrics({k: v for k, v in final.items() if k.startswith(("val/policy_value", "val/calibration")) and np.isfinite(v)}, step=len(result.history) - 1)
         mlflow.log_metric("time/seconds_per_epoch_median", float(np.median(result.seconds_per_epoch)))
         model.cpu()
-        bundle = ModelBundle(model, prep.vocab, prep.scaler, {"run_id": run.info.run_id, "data_fingerprint": prep.fingerprint, "objective": cfg.loss.objective, "seed": cfg.seed}, calibrator, contentless)
+        from training.suitability import channel_item_mask, to_meta
+
+        types = prep.content_codes[:, 1] if prep.content_codes is not None else None  # CONTENT_TAGS order: topic, content_type, form
+        items = channel_item_mask(prep.train.arrays["label_channel"], prep.train.arrays["label_content"], types, len(prep.vocab))
+        meta = {"run_id": run.info.run_id, "data_fingerprint": prep.fingerprint, "objective": cfg.loss.objective, "seed": cfg.seed,
+                "channel_items": to_meta(items, prep.vocab.ids)}
+        bundle = ModelBundle(model, prep.vocab, prep.scaler, meta, calibrator, contentless)
         out_dir = save_bundle(bundle, Path(cfg.output_dir) / run.info.run_id)
         version = None
         if log_model:

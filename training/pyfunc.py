@@ -28,11 +28,13 @@ def recommend_frame(bundle: Any, frame: pd.DataFrame, approved_content: list[str
 
     from training.dataset import encode_frame
     from training.policy import recommend, working_hours_slots
+    from training.suitability import bundle_item_mask
 
     data = encode_frame(frame, bundle.vocab, bundle.scaler, bundle.model.config.max_seq_len, with_labels=False)
     consent_cols = [f"consent_{c}" for c in CHANNELS]
     consent = frame[consent_cols].fillna(False).to_numpy(bool) if set(consent_cols) <= set(frame.columns) else None
     mask = torch.from_numpy(bundle.vocab.mask(approved_content)) if approved_content is not None else None
+    mask = bundle_item_mask(bundle, mask)  # each channel only the items it carried in the logs, as serving
     device = next(bundle.model.parameters()).device
     parts = []
     for i, batch in enumerate(data.batches(batch_size, device)):

@@ -31,7 +31,11 @@ def test_serving_scores_follow_the_training_decision_rule(serving_cfg, world) ->
 
     data = encode_frame(frame, bundle.vocab, bundle.scaler, bundle.model.config.max_seq_len, with_labels=False)
     batch = next(iter(data.batches(len(frame))))
-    mask = torch.from_numpy(bundle.vocab.mask(approved))
+    from training.suitability import bundle_item_mask
+
+    # Each channel only the items of types it carried in the logs (training.suitability), as serving.
+    mask = bundle_item_mask(bundle, torch.from_numpy(bundle.vocab.mask(approved)))
+    assert mask.dim() == 3 and not mask.all(), "the simulator's catalogue does not suit every type to every channel"
     # Evaluation's rule: visits and calls only in working-hour slots.
     ref = recommend(bundle.model, batch, content_mask=mask, slot_allowed=torch.from_numpy(working_hours_slots()),
                     contentless=torch.from_numpy(bundle.contentless), calibrator=bundle.calibrator)
