@@ -457,7 +457,8 @@ class Recommender:
                     keep = at[blocked[0]] >= 0
                     sub_blocked = (at[blocked[0][keep]], blocked[1][keep])
                 scores = score_channels(self.model.bundle, sub, approved, channel_allowed=channel_ok[rows], blocked_items=sub_blocked,
-                                        slot_allowed=None if plan_days is None else slot_ok[rows])
+                                        slot_allowed=None if plan_days is None else slot_ok[rows],
+                                        products=(self.reference.content_products(self.model.bundle.vocab), products[rows]))
                 score[rows], expected[rows] = np.where(scores.allowed, scores.prob, -np.inf), scores.expected
                 content[rows], weekday[rows], daypart[rows] = scores.content_id, scores.weekday, scores.daypart
                 raw_score[rows], raw_content[rows] = scores.raw_prob, scores.raw_content_id

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -70,6 +71,17 @@ class ReferenceData:
         # A missing approval date (NaT, the int64 minimum) never approves.
         ok = (start != _NAT) & (until != _NAT) & (start <= now) & (until > later)
         return ids[ok].tolist()
+
+    def content_products(self, vocab: Any) -> np.ndarray:
+        """[V] product of each item of a model vocabulary ("" where the catalogue does not know it), cached per vocabulary."""
+        cache = self.__dict__.setdefault("_product_cache", {})
+        key = id(vocab)
+        if key not in cache:
+            ids = pd.Index(self.content.index.astype(str))
+            pos = ids.get_indexer(pd.Index(["", "", *vocab.ids], dtype=object))
+            prod = self.content["product_id"].astype(str).to_numpy(dtype=object)
+            cache[key] = np.where(pos >= 0, prod[np.maximum(pos, 0)], "").astype(object)
+        return cache[key]
 
     def content_topics(self) -> dict[str, str]:
         """Content id -> topic."""

@@ -90,6 +90,20 @@ def _content_mask(bundle: Any, approved_content: list[str] | None) -> Any:
     return cache[key]
 
 
+def _own_product(item_product: np.ndarray, row_product: np.ndarray, base: Any) -> Any:
+    """[b, V] bool: items of each row's product (all items for a row whose product is unknown or has none allowed); None when nothing restricts."""
+    import torch
+
+    known = row_product != ""
+    if not known.any():
+        return None
+    same = (item_product[None, :] == row_product[:, None]) | (item_product[None, :] == "")
+    allowed_any = base.reshape(-1, base.shape[-1]).any(0).numpy() if base is not None else np.ones(len(item_product), dtype=bool)
+    has = (same & allowed_any[None, :]).any(1)
+    same[~(known & has)] = True
+    return torch.from_numpy(same)
+
+
 def contentless_channels(model: LoadedModel | None, default: list[str]) -> np.ndarray:
     """[C] channels served without content: the champion's (read from its training data), else ``default`` (ServingConfig.contentless_channels)."""
     if model is not None:
@@ -119,13 +133,15 @@ def _grouped_scores(channel_scores: Any, model: Any, z: Any, content_mask: Any, 
 
 def score_channels(bundle: Any, frame: Any, approved_content: list[str] | None = None, *, channel_allowed: np.ndarray | None = None,
                    blocked_items: tuple[np.ndarray, np.ndarray] | None = None, slot_allowed: np.ndarray | None = None,
-                   batch_size: int = 256) -> ChannelScores:
+                   products: tuple[np.ndarray, np.ndarray] | None = None, batch_size: int = 256) -> ChannelScores:
     """Score every channel for each row of an online feature frame (see module docstring), feasible first.
 
     channel_allowed: [N, C] bool, channels the guardrails allow: the others score -inf (``allowed``
         False) before anything is ranked. blocked_items: (rows [M], content ids [M]) items a window
         rule forbids for that row: each channel's best content is chosen among the rest.
         slot_allowed: [N or 1, C, 28] bool slots (a one-day horizon), on top of working hours.
+        products: ([V] product of each vocabulary item, "" unknown; [N] the HCP's product, "" unknown):
+        an HCP is offered its own product's items only (where it has any approved).
     ``raw_prob`` / ``raw_content_id`` keep the scores with approved content only and no channel
     mask: what the model would have chosen, for the reasons and the override statistics.
     Batches of 256: the rule builds [B, 28, V] logits per channel, which stay in cache at this
@@ -166,7 +182,12 @@ def score_channels(bundle: Any, frame: Any, approved_content: list[str] | None =
             z = model.state(batch)
             stop = start + z.shape[0]
             grp = group[start:stop]
-            score, content, slot = _grouped_scores(channel_scores, model, z, base, slot_masks, grp, contentless)
+            row_base = base
+            if products is not None:
+                own = _own_product(products[0], np.asarray(products[1], dtype=object)[start:stop], base)
+                if own is not None:
+                    row_base = (base if base.dim() == 3 else base.view(1, 1, -1)) & own.unsqueeze(1)  # [b, C, V]
+            score, content, slot = _grouped_scores(channel_scores, model, z, row_base, slot_masks, grp, contentless)
             raw_score, raw_content = score, content
             if blocked_row[start:stop].any():
                 # Removing items a channel did not choose cannot change its choice: only rows where
@@ -179,8 +200,9 @@ def score_channels(bundle: Any, frame: Any, approved_content: list[str] | None =
                     rows = np.flatnonzero(again)
                     idx = torch.from_numpy(rows)
                     score, content, slot = score.clone(), content.clone(), slot.clone()
-                    keep = ~banned[idx].unsqueeze(1) if base.dim() == 3 else ~banned[idx]
-                    score[idx], content[idx], slot[idx] = _grouped_scores(channel_scores, model, z[idx], base & keep, slot_masks, grp[rows], contentless)
+                    keep = ~banned[idx].unsqueeze(1) if row_base.dim() == 3 else ~banned[idx]
+                    sub_base = row_base[idx] if row_base.dim() == 3 and row_base.shape[0] == z.shape[0] else row_base
+                    score[idx], content[idx], slot[idx] = _grouped_scores(channel_scores, model, z[idx], sub_base & keep, slot_masks, grp[rows], contentless)
             for k, v in zip(out, (score, content, slot, raw_score, raw_content)):
                 out[k].append(v.numpy())
             start = stop

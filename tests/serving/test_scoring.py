@@ -54,3 +54,18 @@ def test_serving_scores_follow_the_training_decision_rule(serving_cfg, world) ->
     one = score_channels(bundle, frame.iloc[[7]].reset_index(drop=True), approved)
     assert np.allclose(one.prob[0], got.prob[7], atol=1e-5)
     rec.audit.close()
+
+
+def test_an_hcp_is_offered_its_own_products_items_only(serving_cfg, world) -> None:
+    from features import get_online_features
+    from serving.engine import Recommender
+
+    rec = Recommender.from_config(serving_cfg)
+    ids = world.hcp_ids[:60]
+    result = rec.recommend(ids, k=3, as_of=AS_OF, record=False, explore=False, features=get_online_features(rec.store, ids))
+    f = result.frame
+    served = f[(f["policy"] == "model") & f["content_id"].notna()]
+    assert len(served) > 20
+    product_of = rec.reference.content["product_id"].astype(str)
+    main = rec.reference.hcps["main_product_id"].astype(str)
+    assert (served["content_id"].map(product_of).to_numpy() == served["hcp_id"].map(main).to_numpy()).all()
