@@ -24,6 +24,10 @@ class TrainingSet:
     source: str
     # content_id, topic, content_type, form (None for a ready Parquet set: it carries no catalogue).
     content_tags: pd.DataFrame | None = None
+    # content_id -> product_id and hcp_id -> main_product_id (None without the contract's tables):
+    # which items an HCP may be offered, as serving offers them (its own product's).
+    content_products: pd.Series | None = None
+    hcp_products: pd.Series | None = None
 
 
 def _file_fingerprint(path: Path) -> str:
@@ -54,8 +58,11 @@ def load_training_set(training_set: str | None, data_dir: str, features_config: 
 
     labels = features.decision_labels(data_dir)
     frame = builder(load_features_config(features_config, overrides={"data_dir": data_dir}), labels)
-    tags = read_frame(data_dir, "content", columns=["content_id", *CONTENT_TAGS])
-    return TrainingSet(frame, dataset_fingerprint(data_dir), tags["content_id"].astype(str).tolist(), str(data_dir), tags)
+    tags = read_frame(data_dir, "content", columns=["content_id", "product_id", *CONTENT_TAGS])
+    hcps = read_frame(data_dir, "hcps", columns=["hcp_id", "main_product_id"])
+    return TrainingSet(frame, dataset_fingerprint(data_dir), tags["content_id"].astype(str).tolist(), str(data_dir), tags.drop(columns="product_id"),
+                       tags.set_index(tags["content_id"].astype(str))["product_id"].astype(str),
+                       hcps.set_index(hcps["hcp_id"].astype(str))["main_product_id"].astype(str))
 
 
 def content_tag_codes(vocab_ids: list[str] | tuple[str, ...], tags: pd.DataFrame) -> "np.ndarray":

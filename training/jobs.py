@@ -23,6 +23,8 @@ class Prepared:
     fingerprint: str
     source: str
     content_codes: Any = None  # [V, tags] codes (training.data.content_tag_codes) or None without a catalogue
+    item_products: Any = None  # [V] product of each vocabulary item ("" unknown), or None without the contract's tables
+    hcp_products: Any = None  # hcp_id -> main product (pandas Series), or None
 
 
 def prepare_data(cfg: TrainingConfig, vocab: Any = None, scaler: Any = None) -> Prepared:
@@ -41,7 +43,10 @@ def prepare_data(cfg: TrainingConfig, vocab: Any = None, scaler: Any = None) -> 
     scaler = scaler or StaticScaler.fit(frame[train_mask], static_feature_columns(frame))
     data = encode_frame(frame, vocab, scaler, cfg.model.max_seq_len)
     codes = content_tag_codes(vocab.ids, ts.content_tags) if ts.content_tags is not None else None
-    return Prepared(data.subset(train_mask), data.subset(val_mask), vocab, scaler, ts.fingerprint, ts.source, codes)
+    item_products = None
+    if ts.content_products is not None:
+        item_products = ts.content_products.reindex(pd.Index(["", "", *vocab.ids], dtype=object)).fillna("").to_numpy(dtype=object)
+    return Prepared(data.subset(train_mask), data.subset(val_mask), vocab, scaler, ts.fingerprint, ts.source, codes, item_products, ts.hcp_products)
 
 
 def build_model(cfg: TrainingConfig, n_content: int, n_static: int, content_codes: Any = None, *, response_history: bool = False,
@@ -211,6 +216,8 @@ def _calibrate(model: Any, prep: Prepared, batch_size: int, device: Any, *, cont
     cross-fitted by HCP, plot logged."""
     import mlflow
 
+    import pandas as pd
+
     from training.calibration import chosen_action_calibration, fit_and_check
     from training.policy import chosen_at_logged_slot, logged_pair_mask
     from training.train import predict
@@ -222,7 +229,12 @@ def _calibrate(model: Any, prep: Prepared, batch_size: int, device: Any, *, cont
     calibrator, figures = fit_and_check(raw, labels, prep.val.hcp_id)
     _calibration_plot(mlflow, {"raw": (raw, labels), "calibrated": (calibrator(raw), labels)}, "plots/calibration_response_head.png")
     pairs = logged_pair_mask(prep.train, model.config.n_channels, model.config.n_content)
-    chosen = chosen_at_logged_slot(model, prep.val, batch_size, device, pair_mask=pairs, contentless=contentless)
+    row_items = None
+    if prep.item_products is not None and prep.hcp_products is not None:
+        # Chosen as serving chooses: among the HCP's own product's items (serving.scoring).
+        own = prep.hcp_products.reindex(pd.Index(prep.val.hcp_id, dtype=object)).fillna("").to_numpy(dtype=object)
+        row_items = (prep.item_products[None, :] == own[:, None]) | (prep.item_products[None, :] == "") | (own[:, None] == "")
+    chosen = chosen_at_logged_slot(model, prep.val, batch_size, device, pair_mask=pairs, contentless=contentless, row_items=row_items)
     a = prep.val.arrays
     # Matched on the channel: the logged touch on the channel the model would choose. Exact
     # (channel, content) matches are too rare to calibrate on (0.1 % of rows at 2,000 HCPs); on

@@ -195,11 +195,12 @@ def logged_pair_mask(data: Any, n_channels: int, n_content: int) -> Tensor:
 
 @torch.no_grad()
 def chosen_at_logged_slot(model: NextBestActionModel, data: Any, batch_size: int, device: Any = "cpu", *, pair_mask: Tensor | None = None,
-                          contentless: Any = None) -> dict[str, Any]:
+                          contentless: Any = None, row_items: Any = None) -> dict[str, Any]:
     """Per logged row, the (channel, content) the response head would choose at the logged slot and its raw P(response).
 
-    ``pair_mask`` [C, V] limits the choice to pairs the catalogue allows (e.g. ``logged_pair_mask``);
-    what calibration on chosen actions (training.calibration.chosen_action_calibration) needs.
+    ``pair_mask`` [C, V] limits the choice to pairs the catalogue allows (e.g. ``logged_pair_mask``),
+    ``row_items`` [N, V] bool to items each row may be offered (e.g. its HCP's product's); what
+    calibration on chosen actions (training.calibration.chosen_action_calibration) needs.
     """
     import numpy as np
 
@@ -208,11 +209,15 @@ def chosen_at_logged_slot(model: NextBestActionModel, data: Any, batch_size: int
     n_ch = model.config.n_channels
     out: dict[str, list[Any]] = {"channel": [], "content": [], "raw_prob": []}
     model.eval()
+    start = 0
     for batch in data.batches(batch_size, device):
         z = model.state(batch)
         b, dev = z.shape[0], z.device
         logits = torch.stack([model.response_logit_all_content(z, torch.full((b,), c, device=dev), batch["label_slot"]) for c in range(n_ch)], 1)
         m = _content_mask(model, mask, b, dev)
+        if row_items is not None:
+            m = m & torch.as_tensor(np.asarray(row_items[start : start + b], dtype=bool), device=dev).unsqueeze(1)
+        start += b
         allowed = torch.stack([_per_channel_content(m, c, contentless).expand(b, -1) for c in range(n_ch)], 1)
         best = logits.masked_fill(~allowed, float("-inf")).reshape(b, -1).max(-1)
         out["channel"].append((best.indices // logits.shape[2]).cpu().numpy())
