@@ -293,7 +293,7 @@ def summarise(rows: list[dict[str, Any]], held_out_worlds: set[str] | None = Non
 
 
 def plot(rows: list[dict[str, Any]], path: Path) -> None:
-    """Share of the oracle's gain per world (median over seeds) for the model and the rule policy: one colour per policy."""
+    """Share of the oracle's gain per world (median over seeds, bars min to max) per policy: one colour per policy."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -302,14 +302,16 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
     df = pd.DataFrame(rows)
     worlds = list(dict.fromkeys(df["world"]))
     fig, ax = plt.subplots(figsize=(1.4 * len(worlds) + 2, 4))
-    arms = [a for a in ("model", "rules") if f"{a}_share_of_oracle_gain" in df]
+    arms = [a for a in ("model", "trained", "rules") if f"{a}_share_of_oracle_gain" in df]
     width = 0.8 / max(1, len(arms))
-    for j, (arm, colour) in enumerate(zip(arms, ("tab:blue", "tab:orange"))):
+    colours = {"model": "tab:blue", "trained": "tab:green", "rules": "tab:orange"}
+    for j, arm in enumerate(arms):
+        colour = colours[arm]
         med = df.groupby("world", sort=False)[f"{arm}_share_of_oracle_gain"].median().reindex(worlds)
         lo = df.groupby("world", sort=False)[f"{arm}_share_of_oracle_gain"].min().reindex(worlds)
         hi = df.groupby("world", sort=False)[f"{arm}_share_of_oracle_gain"].max().reindex(worlds)
         x = np.arange(len(worlds)) + j * width
-        ax.bar(x, med, width, color=colour, label={"model": "served model", "rules": "rule policy"}[arm])
+        ax.bar(x, med, width, color=colour, label={"model": "served model", "trained": "training's rule, no serving rules", "rules": "rule policy"}[arm])
         ax.errorbar(x, med, yerr=[med - lo, hi - med], fmt="none", ecolor="black", capsize=3, lw=1)
     ax.axhline(0, color="grey", lw=0.8)
     ax.set_xticks(np.arange(len(worlds)) + width * (len(arms) - 1) / 2, worlds, rotation=20)

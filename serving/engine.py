@@ -198,11 +198,13 @@ def window_inputs(frame: pd.DataFrame, policy: GuardrailPolicy) -> tuple[dict[in
 
 
 def contact_state(frame: pd.DataFrame | FeatureMatrix, lifecycle: np.ndarray, *, history: pd.DataFrame | None = None,
-                  policy: GuardrailPolicy | None = None, content_topics: dict[str, str] | None = None, candidates: list[str] = ()) -> ContactState:
+                  policy: GuardrailPolicy | None = None, content_topics: dict[str, str] | None = None, candidates: list[str] = (),
+                  contacts: Any = None) -> ContactState:
     """The guardrails' view of each HCP from online features (CHANNELS column order).
 
     With ``policy`` window rules and ``history`` (the online frame, touch sequence and item history
-    columns), also what the window rules block (``ContactState.window``).
+    columns), also what the window rules block (``ContactState.window``); ``contacts`` is
+    ``recent_contacts(history)`` when the caller has it already.
     """
     num = frame if isinstance(frame, FeatureMatrix) else FeatureMatrix(frame)
     consent = num.block("consent_{}", 0.0) > 0
@@ -218,7 +220,8 @@ def contact_state(frame: pd.DataFrame | FeatureMatrix, lifecycle: np.ndarray, *,
         from features.contact_history import recent_contacts
 
         counts, since = window_inputs(history, policy)
-        window = window_state(recent_contacts(history), policy, channel_counts=counts, days_since=since, content_topics=content_topics,
+        window = window_state(contacts if contacts is not None else recent_contacts(history), policy, channel_counts=counts, days_since=since,
+                              content_topics=content_topics,
                               candidates=candidates)
     return ContactState(consent=consent, sent_7d=sent_7d, unanswered_streak=streak, days_since_last=days, lifecycle=np.asarray(lifecycle, dtype=object),
                         window=window)
@@ -421,10 +424,14 @@ class Recommender:
         else:
             lifecycle = np.where(pd.isna(ref["lifecycle"]), "", ref["lifecycle"]).astype(object)
         products = np.where(pd.isna(ref["main_product_id"]), "", ref["main_product_id"]).astype(object)
+        from features.contact_history import recent_contacts
+
+        contacts = recent_contacts(frame)  # once for the rules' content choice and the window rules
         rules = rule_based_actions(frame, self._topics, thresholds=self.thresholds, items=self.reference.content_items(approved), product_ids=products,
-                                   no_repeat_days=cfg.rules.no_repeat_days, carries_content=~contentless_channels(self.model, cfg.contentless_channels))
+                                   no_repeat_days=cfg.rules.no_repeat_days, carries_content=~contentless_channels(self.model, cfg.contentless_channels),
+                                   contacts=contacts)
         state = contact_state(num, lifecycle, history=None if degraded_features else frame, policy=self.policy, content_topics=self._topics,
-                              candidates=approved)
+                              candidates=approved, contacts=contacts)
         # Feasible first: every rule that does not depend on the content chosen is a channel mask
         # before anything is scored, and the item window rules a content mask inside scoring.
         pre = apply_guardrails(state, np.arange(C), np.ones(C, dtype=bool), self.policy)

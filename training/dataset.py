@@ -144,6 +144,18 @@ def response_history_columns(frame: pd.DataFrame) -> list[str] | None:
     return names
 
 
+def float_blocks(frame: pd.DataFrame, names: Sequence[str], rows: int = 1 << 16) -> Iterator[tuple[slice, np.ndarray]]:
+    """(row slice, float64 [rows, len(names)] with NaN for missing) over ``frame``'s ``names`` columns, a block of rows at a time.
+
+    One conversion per block instead of one per column: a single-row frame (a served request) pays
+    for one pandas call, not one per column, and a 5.6M-row training set never holds a float64
+    copy of the whole block.
+    """
+    for start in range(0, max(len(frame), 1), rows):
+        part = frame.iloc[start : start + rows]
+        yield slice(start, start + len(part)), part[list(names)].to_numpy(dtype=np.float64, na_value=np.nan)
+
+
 def contact_columns(frame: pd.DataFrame) -> tuple[list[str], int] | None:
     """The contact-recency columns in stored order and the number of windows, or None when the frame has none."""
     present = [str(c) for c in frame.columns if str(c).startswith(CONTACT_PREFIX)]
@@ -172,14 +184,14 @@ def encode_candidates(frame: pd.DataFrame, vocab: ContentVocab, item_slots: int 
     names, n_windows = found
     n = len(frame)
     contact = np.empty((n, len(names)), dtype=np.uint8)
-    for j, col in enumerate(names):  # column by column: no float64 copy of the whole block
-        values = frame[col].astype("float64").to_numpy(dtype=np.float64, na_value=np.nan)
-        if "days_since" in col:
-            contact[:, j] = days_code(values)  # missing row: never
-        else:
-            if (negative := values < 0).any():
-                raise _first_bad(frame, negative, col, "must be a count >= 0")
-            contact[:, j] = np.minimum(np.nan_to_num(values, nan=0.0), 255)
+    is_days = np.array(["days_since" in c for c in names])
+    for rows, values in float_blocks(frame, names):
+        if (negative := (values[:, ~is_days] < 0)).any():
+            col = np.asarray(names)[~is_days][np.flatnonzero(negative.any(0))[0]]
+            raise _first_bad(frame.iloc[rows], negative.any(1), str(col), "must be a count >= 0")
+        block = contact[rows]  # a view: rows is a slice
+        block[:, is_days] = days_code(values[:, is_days])  # missing row: never
+        block[:, ~is_days] = np.minimum(np.nan_to_num(values[:, ~is_days], nan=0.0), 255)
     ids_list = _list_array(frame, f"{ITEM_HISTORY_PREFIX}content_id")
     lengths = np.diff(ids_list.offsets.to_numpy())
     content_dtype = np.int16 if len(vocab) < 2**15 else np.int32
@@ -349,13 +361,13 @@ def encode_frame(
         # Counts of a year's touches per channel/weekday/daypart/topic stay far below 255; uint8
         # keeps the 50 columns at 50 bytes a row (280 MB at 100k HCPs x 1 year). A missing value
         # (no feature row yet) means no touches yet: 0.
-        # Column by column: a float64 copy of all 50 would be a 2.3 GB transient at 100k HCPs x 1 year.
+        # A block of rows at a time: a float64 copy of all 50 would be a 2.3 GB transient at 100k HCPs x 1 year.
         counts = np.empty((n, len(hist)), dtype=np.uint8)
-        for j, col in enumerate(hist):
-            values = frame[col].astype("float64").to_numpy(dtype=np.float64, na_value=0.0)
+        for rows, values in float_blocks(frame, hist):
             if (negative := values < 0).any():
-                raise _first_bad(frame, negative, col, "must be a count >= 0")
-            counts[:, j] = np.minimum(values, 255)
+                col = hist[int(np.flatnonzero(negative.any(0))[0])]
+                raise _first_bad(frame.iloc[rows], negative.any(1), col, "must be a count >= 0")
+            counts[rows] = np.minimum(np.nan_to_num(values, nan=0.0), 255)
         arrays["history_long"] = counts
         meta["history_columns"] = tuple(hist)
     if (cand := encode_candidates(frame, vocab, item_slots)) is not None:
