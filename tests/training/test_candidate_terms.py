@@ -6,11 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-from training.model.candidates import N_ITEM_FEATURES, contact_width, days_code
-from training.model import N_SLOTS, ModelConfig, NextBestActionModel
+from model_fixtures import LONG, B, L, S, V, token_batch
 
-B, L, V, S, W, M = 4, 6, 10, 3, 4, 5
-LONG = (8, 7, 4, 6)
+from training.model import N_SLOTS, ModelConfig, NextBestActionModel
+from training.model.candidates import N_ITEM_FEATURES, contact_width, days_code
+
+W, M = 4, 5  # contact windows, item slots
 
 
 def _model(history: bool = True, seed: int = 0) -> NextBestActionModel:
@@ -27,18 +28,11 @@ def _model(history: bool = True, seed: int = 0) -> NextBestActionModel:
 
 
 def _batch(seed: int = 0) -> dict[str, torch.Tensor]:
-    g = torch.Generator().manual_seed(seed)
-    length = torch.tensor([6, 3, 0, 1])
-    valid = torch.arange(L)[None, :] < length[:, None]
-
-    def tok(high: int) -> torch.Tensor:
-        return torch.randint(1, high, (B, L), generator=g) * valid
-
+    """The shared token batch plus the long history and the candidate block."""
+    g = torch.Generator().manual_seed(seed + 1)
     ids = torch.tensor([[2, 3, 4, 0, 0], [5, 0, 0, 0, 0], [0, 0, 0, 0, 0], [9, 8, 7, 6, 2]])
     return {
-        "channel": tok(9), "content": tok(V), "response": tok(3), "weekday": tok(8), "daypart": tok(5),
-        "gap_days": torch.rand(B, L, generator=g) * 10 * valid, "read_seconds": torch.rand(B, L, generator=g) * 100 * valid,
-        "length": length, "static": torch.randn(B, S, generator=g),
+        **token_batch(seed),
         "history_long": torch.randint(0, 30, (B, 2 * sum(LONG)), generator=g),
         "contact": torch.randint(0, 256, (B, contact_width(W, 8)), generator=g),
         "item_ids": ids,
