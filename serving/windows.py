@@ -13,7 +13,7 @@ from zoneinfo import ZoneInfo
 import numpy as np
 import pandas as pd
 
-from contract.schema import CHANNELS, DAYPART_HOURS, DAYPARTS, WEEKDAYS, WORKING_DAYPARTS, WORKING_HOURS_CHANNELS, WORKING_WEEKDAYS
+from contract.schema import DAYPART_HOURS, DAYPARTS, WEEKDAYS
 
 _START = np.array([DAYPART_HOURS[d][0] for d in DAYPARTS], dtype=np.int64)
 _END = np.array([DAYPART_HOURS[d][1] for d in DAYPARTS], dtype=np.int64)
@@ -23,10 +23,10 @@ N_SLOTS = len(WEEKDAYS) * N_DAYPARTS
 
 def working_hours_mask() -> np.ndarray:
     """[C, 28] True where the channel may use the slot: in-person channels only in working hours, others any slot."""
-    slot = np.arange(N_SLOTS)
-    work = np.isin(slot // N_DAYPARTS, [WEEKDAYS.index(d) for d in WORKING_WEEKDAYS]) & np.isin(slot % N_DAYPARTS, [DAYPARTS.index(d) for d in WORKING_DAYPARTS])
-    in_person = np.array([c in WORKING_HOURS_CHANNELS for c in CHANNELS])
-    return np.where(in_person[:, None], work[None, :], True)
+    from features.rules import working_hours_mask as per_day
+
+    mask = per_day()  # [C, 7, 4], the one definition (features.rules)
+    return mask.reshape(mask.shape[0], N_SLOTS)
 
 
 def local_days(as_of: datetime, timezones: np.ndarray, decision_date: date | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

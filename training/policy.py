@@ -23,15 +23,15 @@ NONE_CONTENT = 1  # training.dataset.NONE: "no content" (a phone call)
 
 
 def working_hours_slots() -> np.ndarray:
-    """[C, 28] True where the slot is allowed for the channel (rep-time channels: Mon-Fri working dayparts)."""
-    from contract.schema import CHANNELS, DAYPARTS, REP_TIME_CHANNELS, WEEKDAYS
+    """[C, 28] True where the slot is allowed for the channel (in-person channels: Mon-Fri working dayparts).
 
-    day = np.arange(N_DAYS * N_DAYPARTS) // N_DAYPARTS
-    part = np.arange(N_DAYS * N_DAYPARTS) % N_DAYPARTS
-    # Rep time needs the rep and the HCP in hospital: Monday to Friday, not in the evening.
-    work = (day < WEEKDAYS.index("sat")) & (part < DAYPARTS.index("evening"))
-    rep_time = np.array([c in REP_TIME_CHANNELS for c in CHANNELS])
-    return np.where(rep_time[:, None], work[None, :], True)
+    ``features.rules.working_hours_mask`` flattened to slots (day x 4 + daypart): the rule policy,
+    evaluation and serving share one definition.
+    """
+    from features.rules import working_hours_mask
+
+    mask = working_hours_mask()  # [C, 7, 4]
+    return mask.reshape(mask.shape[0], N_DAYS * N_DAYPARTS)
 
 
 def _content_mask(model: NextBestActionModel, content_mask: Tensor | None, b: int, device: Any) -> Tensor:
