@@ -106,17 +106,6 @@ def days_since_channel(rc: RecentContacts) -> np.ndarray:
     return out
 
 
-def item_last_delivered(rc: RecentContacts) -> dict[tuple[int, str], float]:
-    """(row, content id) -> days since that item was last delivered (items with content only)."""
-    sel = rc.content_id != ""
-    out: dict[tuple[int, str], float] = {}
-    for r, c, a in zip(rc.row[sel].tolist(), rc.content_id[sel].tolist(), rc.age_days[sel].tolist()):
-        key = (r, c)
-        if a < out.get(key, _NEVER):
-            out[key] = a
-    return out
-
-
 def delivered_within(rc: RecentContacts, content_ids: np.ndarray, days: float) -> np.ndarray:
     """[N, K] bool: the candidate item ``content_ids[i, k]`` reached row i's HCP in the last ``days`` days."""
     content_ids = np.asarray(content_ids, dtype=object)
@@ -133,4 +122,4 @@ def delivered_within(rc: RecentContacts, content_ids: np.ndarray, days: float) -
     return out
 
 
-__all__ = ["RecentContacts", "list_values", "channel_counts_within", "days_since_channel", "delivered_within", "item_last_delivered", "recent_contacts"]
+__all__ = ["RecentContacts", "list_values", "channel_counts_within", "days_since_channel", "delivered_within", "recent_contacts"]

@@ -144,12 +144,9 @@ def _block(frame: pd.DataFrame, pattern: str, names: Sequence[str] = CHANNELS) -
     return np.nan_to_num(out, nan=0.0)
 
 
-_flat = list_values  # flattened list column and each value's row (features.contact_history)
-
-
 def _aligned(frame: pd.DataFrame, name: str, rows: np.ndarray) -> np.ndarray:
     """A list column aligned with another of the same lengths (-1 where absent or misaligned)."""
-    values, r = _flat(frame, name)
+    values, r = list_values(frame, name)
     if len(values) != len(rows) or not np.array_equal(r, rows):
         return np.full(len(rows), -1, dtype=np.int64)
     return np.asarray(values, dtype=np.int64)
@@ -178,14 +175,14 @@ def channel_slots(rows: np.ndarray, channel: np.ndarray, values: np.ndarray, wei
 
 def topic_engagement(frame: pd.DataFrame, content_topics: Mapping[str, str] | None) -> tuple[np.ndarray, np.ndarray]:
     """([N, T] positive responses per topic in the touch sequence, [N, T] ranking score: those first, then longer history)."""
-    return _topic_engagement(frame, content_topics, *_flat(frame, "seq_response"))
+    return _topic_engagement(frame, content_topics, *list_values(frame, "seq_response"))
 
 
 def _topic_engagement(frame: pd.DataFrame, content_topics: Mapping[str, str] | None, resp: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     n, t = len(frame), len(TOPICS)
     seq = np.zeros((n, t), dtype=np.int64)
     if content_topics and len(resp):
-        ids, _ = _flat(frame, "seq_content_id")
+        ids, _ = list_values(frame, "seq_content_id")
         lookup = pd.Series({k: TOPICS.index(v) for k, v in content_topics.items() if v in TOPICS}, dtype=np.int64)
         codes = lookup.reindex(pd.Index(np.asarray(ids, dtype=object))).fillna(-1).to_numpy(dtype=np.int64)
         sel = (np.asarray(resp, dtype=np.int64) >= POSITIVE_RESPONSE_CODE) & (codes >= 0)
@@ -294,7 +291,7 @@ def rule_based_actions(
     ranked = np.argsort(-score, axis=1, kind="stable")
 
     # Slots per channel from the touch sequence: responded touches count, others a little.
-    resp, rows = _flat(frame, "seq_response")
+    resp, rows = list_values(frame, "seq_response")
     weight = np.where(np.asarray(resp, dtype=np.int64) >= POSITIVE_RESPONSE_CODE, 1.0, _UNANSWERED_WEIGHT) if len(resp) else np.zeros(0)
     seq_channel = _aligned(frame, "seq_channel", rows)
     work = working_hours_mask()

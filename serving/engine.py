@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from contract.schema import CHANNELS, REP_TIME_CHANNELS
+from features.contact_history import recent_contacts
 from features.rules import RuleThresholds, rule_based_actions
 from serving.config import ServingConfig
 from serving.exploration import explore_slate, in_holdout, unit_hash
@@ -424,11 +425,10 @@ class Recommender:
         else:
             lifecycle = np.where(pd.isna(ref["lifecycle"]), "", ref["lifecycle"]).astype(object)
         products = np.where(pd.isna(ref["main_product_id"]), "", ref["main_product_id"]).astype(object)
-        from features.contact_history import recent_contacts
-
         contacts = recent_contacts(frame)  # once for the rules' content choice and the window rules
+        contentless = contentless_channels(self.model, cfg.contentless_channels)
         rules = rule_based_actions(frame, self._topics, thresholds=self.thresholds, items=self.reference.content_items(approved), product_ids=products,
-                                   no_repeat_days=cfg.rules.no_repeat_days, carries_content=~contentless_channels(self.model, cfg.contentless_channels),
+                                   no_repeat_days=cfg.rules.no_repeat_days, carries_content=~contentless,
                                    contacts=contacts)
         state = contact_state(num, lifecycle, history=None if degraded_features else frame, policy=self.policy, content_topics=self._topics,
                               candidates=approved, contacts=contacts)
@@ -563,7 +563,7 @@ class Recommender:
             "rep_id": np.full(len(ch), rep_id, dtype=object) if rep_id is not None else ref["rep_id"][row_idx],
             "rank": pos + 1,
             "channel": _CHANNEL_NAMES[ch],
-            "content_id": np.where(~contentless_channels(self.model, self.cfg.contentless_channels)[ch] & (CONTENT_CHANNELS[ch] | pd.notna(served_content)), served_content, None),
+            "content_id": np.where(~contentless[ch] & (CONTENT_CHANNELS[ch] | pd.notna(served_content)), served_content, None),
             "window_start": start_ns,
             "window_end": end_ns,
             "window_start_local": start_iso,
