@@ -156,19 +156,19 @@ def judge_world(data_dir: Path, bundle_dir: Path | None, features_cfg: Any, *, w
     # The shipped serving config, with no holdout and no exploration (each arm is one policy for
     # everyone) and the world's own business rules declared as window rules, as a customer
     # declares the rules it knows: the minimum gap between two touches on a channel.
+    def env() -> Any:
+        return Environment.from_data_dir(data_dir, start="end")
+
+    e = env()
     base = load_config(ServingConfig, "serving")
     world_rules = [{"name": f"world_{ch}_{7 * w}d", "channel": ch, "days": 7 * w, "max": 1}
-                   for ch, w in Environment.from_data_dir(data_dir).cfg.constraints.min_weeks_between.items() if w > 0]
+                   for ch, w in e.cfg.constraints.min_weeks_between.items() if w > 0]
     kept = [r.model_dump() for r in base.guardrails.window_rules if r.scope != "channel" or r.channel not in {x["channel"] for x in world_rules}]
     overrides = {"exploration.holdout_share": 0.0, "exploration.epsilon": 0.0, "require_model": False,
                  "guardrails.window_rules": kept + world_rules, **(serving_overrides or {})}
     serving_cfg = load_config(ServingConfig, "serving", overrides=overrides)
 
-    def env() -> Any:
-        return Environment.from_data_dir(data_dir, start="end")
-
     out: dict[str, Any] = {}
-    e = env()
     runs = {"logged": _run(e, BehaviourPolicy(e.cfg), weeks)}
     e = env()
     runs["oracle"] = _run(e, OraclePolicy(e), weeks)

@@ -91,14 +91,14 @@ def _content_mask(bundle: Any, approved_content: list[str] | None) -> Any:
 
 
 def _own_product(item_product: np.ndarray, row_product: np.ndarray, base: Any) -> Any:
-    """[b, V] bool: items of each row's product (all items for a row whose product is unknown or has none allowed); None when nothing restricts."""
+    """[N, V] bool: items of each row's product (all items for a row whose product is unknown or has none allowed); None when nothing restricts."""
     import torch
 
     known = row_product != ""
     if not known.any():
         return None
     same = (item_product[None, :] == row_product[:, None]) | (item_product[None, :] == "")
-    allowed_any = base.reshape(-1, base.shape[-1]).any(0).numpy() if base is not None else np.ones(len(item_product), dtype=bool)
+    allowed_any = base.reshape(-1, base.shape[-1]).any(0).numpy()
     has = (same & allowed_any[None, :]).any(1)
     same[~(known & has)] = True
     return torch.from_numpy(same)
@@ -175,6 +175,7 @@ def score_channels(bundle: Any, frame: Any, approved_content: list[str] | None =
     blocked_row[b_rows] = True
     # [1, C, V] where the bundle knows which items each channel carried (training.suitability).
     base = bundle_item_mask(bundle, mask if mask is not None else torch.ones(len(bundle.vocab), dtype=torch.bool))
+    own = None if products is None else _own_product(products[0], np.asarray(products[1], dtype=object), base)  # [N, V] or None
     out = {k: [] for k in ("score", "content", "slot", "raw_score", "raw_content")}
     with torch.inference_mode():
         start = 0
@@ -183,10 +184,8 @@ def score_channels(bundle: Any, frame: Any, approved_content: list[str] | None =
             stop = start + z.shape[0]
             grp = group[start:stop]
             row_base = base
-            if products is not None:
-                own = _own_product(products[0], np.asarray(products[1], dtype=object)[start:stop], base)
-                if own is not None:
-                    row_base = (base if base.dim() == 3 else base.view(1, 1, -1)) & own.unsqueeze(1)  # [b, C, V]
+            if own is not None:
+                row_base = (base if base.dim() == 3 else base.view(1, 1, -1)) & own[start:stop].unsqueeze(1)  # [b, C, V]
             score, content, slot = _grouped_scores(channel_scores, model, z, row_base, slot_masks, grp, contentless)
             raw_score, raw_content = score, content
             if blocked_row[start:stop].any():
