@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from contract.schema import CHANNELS
-from training.candidate_terms import N_ITEM_FEATURES, contact_width
+from training.model.candidates import N_ITEM_FEATURES, contact_width
 from training.dataset import ITEM_SLOTS, RESPONSE_HISTORY_SIZES, EncodedData
 from training.model import N_SLOTS
 
@@ -123,7 +123,7 @@ def synthetic_encoded(rows: int, seq_len: int, n_content: int, n_static: int, se
         # The feature stage's response-history counts: ~52 touches a year spread over the blocks.
         # Drawn as uint8 directly: an int64 draw would add a 2.3 GB transient at 100k HCPs.
         "history_long": rng.integers(0, 7, (rows, 2 * sum(RESPONSE_HISTORY_SIZES)), dtype=np.uint8),
-        # The candidate block (training.candidate_terms): byte-coded recency and counts, item slots
+        # The candidate block (training.model.candidates): byte-coded recency and counts, item slots
         # holding the HCP's recent items (about eight of the twelve filled).
         "contact": rng.integers(0, 256, (rows, contact_width(CONTACT_WINDOWS, len(CHANNELS))), dtype=np.uint8),
         "item_ids": (rng.integers(2, n_content, (rows, ITEM_SLOTS)) * (rng.random((rows, ITEM_SLOTS)) < 0.7)).astype(np.int16),

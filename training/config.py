@@ -28,7 +28,7 @@ class ModelSection(StageConfig):
     long_history: bool = True
     # Candidate-aware terms: each candidate channel's and item's history with this HCP (recency,
     # repetition, wear-out) where the training set has the feature stage's contact-recency and
-    # item-history views (training.candidate_terms, ModelConfig.candidates).
+    # item-history views (training.model.candidates, ModelConfig.candidates).
     candidates: bool = True
 
     @model_validator(mode="after")

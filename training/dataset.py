@@ -43,7 +43,7 @@ SEQ_COLUMNS: tuple[str, ...] = (
 # Columns never used as static features: ids, times, labels, sequences.
 NON_FEATURE_COLUMNS: frozenset[str] = frozenset({*LABEL_COLUMNS, *SEQ_COLUMNS, "seq_len", "label_ts", "created_timestamp"})
 PAD, NONE = 0, 1  # reserved content ids
-# Item slots of the candidate block (training.candidate_terms): the feature stage's item history
+# Item slots of the candidate block (training.model.candidates): the feature stage's item history
 # holds up to features.item_history_items items per HCP; more are cut, fewer padded.
 ITEM_SLOTS = 12
 # Block sizes of the response-history counts (channel, weekday, daypart, topic): training.model.ModelConfig.long_history.
@@ -170,13 +170,13 @@ def contact_columns(frame: pd.DataFrame) -> tuple[list[str], int] | None:
 
 
 def encode_candidates(frame: pd.DataFrame, vocab: ContentVocab, item_slots: int = ITEM_SLOTS) -> tuple[dict[str, np.ndarray], int] | None:
-    """The candidate block (training.candidate_terms) as compact arrays, and its number of contact windows; None when absent.
+    """The candidate block (training.model.candidates) as compact arrays, and its number of contact windows; None when absent.
 
     ``contact`` uint8 [N, K] (days as a log-scale byte, counts capped at 255), ``item_ids`` [N, M]
     content indices (0 = empty), ``item_feats`` uint8 [N, M, 5]. One byte per value: 125 bytes a
     row, about 700 MB at 100k HCPs x 1 year.
     """
-    from training.candidate_terms import days_code
+    from training.model.candidates import days_code
 
     found = contact_columns(frame)
     if found is None or f"{ITEM_HISTORY_PREFIX}content_id" not in frame.columns:

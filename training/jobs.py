@@ -118,7 +118,7 @@ def _candidate_example(prep: Prepared, a: dict[str, Any], i: int) -> dict[str, A
     import math
 
     from features.catalog import ITEM_HISTORY_ARRAYS, ITEM_HISTORY_PREFIX, contact_recency_names
-    from training.candidate_terms import DAYS_CAP
+    from training.model.candidates import DAYS_CAP
 
     def days(code: Any) -> Any:
         return np.expm1(np.asarray(code, dtype=np.float64) / 255.0 * math.log1p(DAYS_CAP))

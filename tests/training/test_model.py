@@ -225,7 +225,6 @@ def test_long_history_config_is_validated() -> None:
     (False, False, True, False), (False, False, False, True), (True, True, True, True),
 ])
 def test_a_model_holds_only_the_modules_its_config_asks_for(history: bool, long_history: bool, tags: bool, candidates: bool) -> None:
-    from training.candidate_terms import CandidateTerms as Reexported
     from training.model import N_HISTORY_FEATURES, N_LONG_HISTORY_FEATURES, CandidateTerms, ContentTable, HistoryTerms, PolicyHeads, ResponseHead, StateEncoder
 
     cfg = ModelConfig(n_channels=8, n_content=V, n_static=S, d_model=16, n_layers=1, n_heads=2, dropout=0.0, max_seq_len=L, history=history,
@@ -239,7 +238,6 @@ def test_a_model_holds_only_the_modules_its_config_asks_for(history: bool, long_
         expected["candidates"] = CandidateTerms
     assert present == expected
     assert (model.history is None) is not history and (model.candidates is None) is not candidates
-    assert Reexported is CandidateTerms  # the old import path still names the same module
     # Switched-off parts leave no weights behind: no tag embeddings or codes, no long-history or topic layers.
     keys = set(model.state_dict())
     assert any(k.startswith("content.tag_emb.") for k in keys) is tags and ("content.codes" in keys) is tags
