@@ -90,20 +90,6 @@ def _content_mask(bundle: Any, approved_content: list[str] | None) -> Any:
     return cache[key]
 
 
-def _own_product(item_product: np.ndarray, row_product: np.ndarray, base: Any) -> Any:
-    """[N, V] bool: items of each row's product (all items for a row whose product is unknown or has none allowed); None when nothing restricts."""
-    import torch
-
-    known = row_product != ""
-    if not known.any():
-        return None
-    same = (item_product[None, :] == row_product[:, None]) | (item_product[None, :] == "")
-    allowed_any = base.reshape(-1, base.shape[-1]).any(0).numpy()
-    has = (same & allowed_any[None, :]).any(1)
-    same[~(known & has)] = True
-    return torch.from_numpy(same)
-
-
 def contentless_channels(model: LoadedModel | None, default: list[str]) -> np.ndarray:
     """[C] channels served without content: the champion's (read from its training data), else ``default`` (ServingConfig.contentless_channels)."""
     if model is not None:
@@ -141,7 +127,7 @@ def score_channels(bundle: Any, frame: Any, approved_content: list[str] | None =
         rule forbids for that row: each channel's best content is chosen among the rest.
         slot_allowed: [N or 1, C, 28] bool slots (a one-day horizon), on top of working hours.
         products: ([V] product of each vocabulary item, "" unknown; [N] the HCP's product, "" unknown):
-        an HCP is offered its own product's items only (where it has any approved).
+        an HCP is offered its own product's items only (``training.suitability.own_product_items``).
     ``raw_prob`` / ``raw_content_id`` keep the scores with approved content only and no channel
     mask: what the model would have chosen, for the reasons and the override statistics.
     Batches of 256: the rule builds [B, 28, V] logits per channel, which stay in cache at this
@@ -151,7 +137,7 @@ def score_channels(bundle: Any, frame: Any, approved_content: list[str] | None =
 
     from training.dataset import NONE, encode_frame
     from training.policy import channel_scores, working_hours_slots
-    from training.suitability import bundle_item_mask
+    from training.suitability import bundle_item_mask, own_product_items
 
     model = bundle.model
     n, n_ch = len(frame), model.config.n_channels
@@ -175,7 +161,10 @@ def score_channels(bundle: Any, frame: Any, approved_content: list[str] | None =
     blocked_row[b_rows] = True
     # [1, C, V] where the bundle knows which items each channel carried (training.suitability).
     base = bundle_item_mask(bundle, mask if mask is not None else torch.ones(len(bundle.vocab), dtype=torch.bool))
-    own = None if products is None else _own_product(products[0], np.asarray(products[1], dtype=object), base)  # [N, V] or None
+    own = None
+    if products is not None:
+        rows = own_product_items(products[0], products[1], base.reshape(-1, base.shape[-1]).any(0).numpy())  # [N, V] or None
+        own = None if rows is None else torch.from_numpy(rows)
     out = {k: [] for k in ("score", "content", "slot", "raw_score", "raw_content")}
     with torch.inference_mode():
         start = 0

@@ -111,9 +111,9 @@ def chosen_action_calibration(base: Calibrator, chosen_raw: np.ndarray, matched:
     winner's curse), even when logged rows are calibrated. On validation rows the outcome of the
     model's choice is seen where the logged action matches that choice (``matched``: the caller
     says on what, e.g. the channel); weighting those rows by 1 / logged propensity (clipped; 1
-    where unknown) makes them stand for every row where the model would choose so. An isotonic map of outcome on ``base(chosen_raw)`` over them is
-    shrunk towards ``base`` by its effective size (n_eff / (n_eff + prior_rows)): few matches,
-    little correction. Returns the composed calibrator and figures measured by two-fold
+    where unknown) makes them stand for every row where the model would choose so. An isotonic
+    map of outcome on ``base(chosen_raw)`` over them is shrunk towards ``base`` by its effective
+    size (n_eff / (n_eff + prior_rows)): few matches, little correction. Returns the composed calibrator and figures measured by two-fold
     cross-fitting over ``groups`` (HCPs).
     """
     p = base(np.asarray(chosen_raw, dtype=np.float64))

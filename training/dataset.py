@@ -169,8 +169,9 @@ def contact_columns(frame: pd.DataFrame) -> tuple[list[str], int] | None:
     return names, len(windows)
 
 
-def encode_candidates(frame: pd.DataFrame, vocab: ContentVocab, item_slots: int = ITEM_SLOTS) -> tuple[dict[str, np.ndarray], int] | None:
-    """The candidate block (training.model.candidates) as compact arrays, and its number of contact windows; None when absent.
+def encode_candidates(frame: pd.DataFrame, vocab: ContentVocab, item_slots: int = ITEM_SLOTS) -> tuple[dict[str, np.ndarray], list[str], int] | None:
+    """The candidate block (training.model.candidates) as compact arrays, the contact columns it read (in order) and
+    their number of windows; None when absent.
 
     ``contact`` uint8 [N, K] (days as a log-scale byte, counts capped at 255), ``item_ids`` [N, M]
     content indices (0 = empty), ``item_feats`` uint8 [N, M, 5]. One byte per value: 125 bytes a
@@ -211,7 +212,7 @@ def encode_candidates(frame: pd.DataFrame, vocab: ContentVocab, item_slots: int 
             raise _first_bad(frame, np.diff(arr.offsets.to_numpy()) != lengths, f"{ITEM_HISTORY_PREFIX}{a}", "array length differs from item_hist_content_id's")
         values = np.asarray(arr.values.to_numpy(zero_copy_only=False), dtype=np.float64)[src]
         feats[row, pos, j] = days_code(values) if a.startswith("days_since") else np.minimum(np.nan_to_num(values), 255)
-    return {"contact": contact, "item_ids": ids, "item_feats": feats}, n_windows
+    return {"contact": contact, "item_ids": ids, "item_feats": feats}, names, n_windows
 
 
 def static_feature_columns(frame: pd.DataFrame) -> list[str]:
@@ -372,7 +373,7 @@ def encode_frame(
         meta["history_columns"] = tuple(hist)
     if (cand := encode_candidates(frame, vocab, item_slots)) is not None:
         arrays.update(cand[0])
-        meta["contact_windows"] = cand[1]
+        meta["contact_columns"], meta["contact_windows"] = tuple(cand[1]), cand[2]
 
     if with_labels:
         label_channel = frame["label_channel"].to_numpy(dtype=np.float64, na_value=np.nan)

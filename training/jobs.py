@@ -117,13 +117,13 @@ def _candidate_example(prep: Prepared, a: dict[str, Any], i: int) -> dict[str, A
     """One row's candidate block back in the feature stage's columns (approximately: days are decoded from their byte)."""
     import math
 
-    from features.catalog import ITEM_HISTORY_ARRAYS, ITEM_HISTORY_PREFIX, contact_recency_names
+    from features.catalog import ITEM_HISTORY_ARRAYS, ITEM_HISTORY_PREFIX
     from training.model.candidates import DAYS_CAP
 
     def days(code: Any) -> Any:
         return np.expm1(np.asarray(code, dtype=np.float64) / 255.0 * math.log1p(DAYS_CAP))
 
-    names = contact_recency_names([7, 21, 60, 180][: int(prep.train.meta.get("contact_windows", 4))])
+    names = prep.train.meta["contact_columns"]  # the encoding's own column order (training.dataset.encode_candidates)
     row = {n: float(days(v)) if "days_since" in n else int(v) for n, v in zip(names, a["contact"][i])}
     ids = a["item_ids"][i]
     keep = ids > 1
@@ -220,6 +220,7 @@ def _calibrate(model: Any, prep: Prepared, batch_size: int, device: Any, *, cont
 
     from training.calibration import chosen_action_calibration, fit_and_check
     from training.policy import chosen_at_logged_slot, logged_pair_mask
+    from training.suitability import own_product_items
     from training.train import predict
 
     if not len(prep.val):
@@ -233,7 +234,7 @@ def _calibrate(model: Any, prep: Prepared, batch_size: int, device: Any, *, cont
     if prep.item_products is not None and prep.hcp_products is not None:
         # Chosen as serving chooses: among the HCP's own product's items (serving.scoring).
         own = prep.hcp_products.reindex(pd.Index(prep.val.hcp_id, dtype=object)).fillna("").to_numpy(dtype=object)
-        row_items = (prep.item_products[None, :] == own[:, None]) | (prep.item_products[None, :] == "") | (own[:, None] == "")
+        row_items = own_product_items(prep.item_products, own, pairs.any(0).numpy())
     chosen = chosen_at_logged_slot(model, prep.val, batch_size, device, pair_mask=pairs, contentless=contentless, row_items=row_items)
     a = prep.val.arrays
     # Matched on the channel: the logged touch on the channel the model would choose. Exact

@@ -66,6 +66,25 @@ def from_meta(meta: dict[str, Any], vocab: Any) -> np.ndarray | None:
     return out
 
 
+def own_product_items(item_product: np.ndarray, row_product: np.ndarray, allowed: np.ndarray | None = None) -> np.ndarray | None:
+    """[N, V] True where row i's HCP may be offered item v: items of its own product (and items of no known product).
+
+    ``item_product`` [V] ("" unknown), ``row_product`` [N] ("" unknown); ``allowed`` [V] narrows what
+    counts as available. A row whose product is unknown, or with no available item (of its own
+    product or of none), may take any item.
+    None when no row's product is known (nothing restricts). Serving and training's calibration on
+    chosen actions both offer items this way.
+    """
+    row_product = np.asarray(row_product, dtype=object)
+    known = row_product != ""
+    if not known.any():
+        return None
+    same = (item_product[None, :] == row_product[:, None]) | (item_product[None, :] == "")
+    available = same if allowed is None else same & np.asarray(allowed, dtype=bool)[None, :]
+    same[~(known & available.any(1))] = True
+    return same
+
+
 def bundle_item_mask(bundle: Any, base: Any = None) -> Any:
     """``base`` ([V] bool tensor, e.g. approved items; None: all) narrowed to each channel's items: [1, C, V], or ``base`` when the bundle has no mask.
 
@@ -83,4 +102,4 @@ def bundle_item_mask(bundle: Any, base: Any = None) -> Any:
     return cache["mask"] if base is None else base.view(1, 1, -1) & cache["mask"]
 
 
-__all__ = ["MIN_TYPE_SHARE", "bundle_item_mask", "channel_item_mask", "from_meta", "to_meta"]
+__all__ = ["MIN_TYPE_SHARE", "bundle_item_mask", "channel_item_mask", "from_meta", "own_product_items", "to_meta"]

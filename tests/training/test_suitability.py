@@ -30,3 +30,17 @@ def test_without_a_catalogue_only_logged_pairs_and_round_trip() -> None:
     assert meta["channel_items"]["department_meeting"] == ["b", "c"]
     np.testing.assert_array_equal(from_meta(meta, vocab), m)
     assert from_meta({}, vocab) is None
+
+
+def test_an_hcp_is_offered_its_own_products_items() -> None:
+    from training.suitability import own_product_items
+
+    items = np.array(["", "", "p1", "p1", "p2", ""], dtype=object)  # pad, none, two p1 items, one p2, one of no product
+    rows = own_product_items(items, np.array(["p1", "p2", "", "p3"], dtype=object))
+    assert rows[0].tolist() == [True, True, True, True, False, True]
+    assert rows[1].tolist() == [True, True, False, False, True, True]
+    assert rows[2].all(), "unknown product: any item"
+    assert rows[3].tolist() == [True, True, False, False, False, True], "a product without items: items of no known product"
+    none_left = own_product_items(items, np.array(["p2"], dtype=object), np.array([0, 0, 1, 1, 0, 0], dtype=bool))
+    assert none_left.all(), "nothing of its own nor of no product available: any item"
+    assert own_product_items(items, np.array(["", ""], dtype=object)) is None
