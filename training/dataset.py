@@ -156,6 +156,13 @@ def float_blocks(frame: pd.DataFrame, names: Sequence[str], rows: int = 1 << 16)
         yield slice(start, start + len(part)), part[list(names)].to_numpy(dtype=np.float64, na_value=np.nan)
 
 
+def _in_block(n: int, rows: slice, bad: np.ndarray) -> np.ndarray:
+    """A block's bad-row mask placed in the whole frame's rows, so errors name the frame's row."""
+    out = np.zeros(n, dtype=bool)
+    out[rows] = bad
+    return out
+
+
 def contact_columns(frame: pd.DataFrame) -> tuple[list[str], int] | None:
     """The contact-recency columns in stored order and the number of windows, or None when the frame has none."""
     present = [str(c) for c in frame.columns if str(c).startswith(CONTACT_PREFIX)]
@@ -189,7 +196,7 @@ def encode_candidates(frame: pd.DataFrame, vocab: ContentVocab, item_slots: int 
     for rows, values in float_blocks(frame, names):
         if (negative := (values[:, ~is_days] < 0)).any():
             col = np.asarray(names)[~is_days][np.flatnonzero(negative.any(0))[0]]
-            raise _first_bad(frame.iloc[rows], negative.any(1), str(col), "must be a count >= 0")
+            raise _first_bad(frame, _in_block(len(frame), rows, negative.any(1)), str(col), "must be a count >= 0")
         block = contact[rows]  # a view: rows is a slice
         block[:, is_days] = days_code(values[:, is_days])  # missing row: never
         block[:, ~is_days] = np.minimum(np.nan_to_num(values[:, ~is_days], nan=0.0), 255)
@@ -367,7 +374,7 @@ def encode_frame(
         for rows, values in float_blocks(frame, hist):
             if (negative := values < 0).any():
                 col = hist[int(np.flatnonzero(negative.any(0))[0])]
-                raise _first_bad(frame.iloc[rows], negative.any(1), col, "must be a count >= 0")
+                raise _first_bad(frame, _in_block(len(frame), rows, negative.any(1)), col, "must be a count >= 0")
             counts[rows] = np.minimum(np.nan_to_num(values, nan=0.0), 255)
         arrays["history_long"] = counts
         meta["history_columns"] = tuple(hist)

@@ -146,3 +146,17 @@ def test_bad_response_history_is_named(frame, encoded) -> None:
     other, _, _ = _with_response_history(frame, days=90)
     with pytest.raises(ValueError, match="one '<days>d' window"):
         encode_frame(with_hist.join(other[[c for c in other.columns if c.endswith("_90d")]]), vocab, scaler, max_seq_len=8)
+
+
+def test_a_bad_count_beyond_the_first_block_names_the_frames_row(monkeypatch) -> None:
+    import training.dataset as dataset
+    from training.synthetic import synthetic_training_frame
+
+    frame = synthetic_training_frame(n_hcps=20, n_weeks=12)
+    frame.loc[150, "cr_visit_sent_7d"] = -1
+    blocks = dataset.float_blocks
+    monkeypatch.setattr(dataset, "float_blocks", lambda f, names, rows=64: blocks(f, names, rows))  # 150 sits in the third block
+    vocab = dataset.ContentVocab.from_ids(frame["label_content_id"])
+    scaler = dataset.StaticScaler.fit(frame, dataset.static_feature_columns(frame))
+    with pytest.raises(ValueError, match=r"'cr_visit_sent_7d', row 150 "):
+        dataset.encode_frame(frame, vocab, scaler, 16)
