@@ -158,6 +158,39 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
             _fail(exc)
         typer.echo(write_json_line(summary))
 
+    @bench_app.command("ope")
+    def bench_ope_cmd(
+        split: str = typer.Option("report", "--split", help="report (quoted figures) or select (where the estimator and thresholds may be chosen)."),
+        worlds: Optional[str] = typer.Option(None, "--worlds", help="Comma list of presets (default: the split's; configs/worlds/)."),
+        seeds: Optional[str] = typer.Option(None, "--seeds", help="Comma list of simulator seeds (default: the split's)."),
+        hcps: Optional[int] = typer.Option(None, "--hcps", help="HCPs per world."),
+        epochs: Optional[int] = typer.Option(None, "--epochs", help="Training epochs per world."),
+        workdir: Optional[Path] = typer.Option(None, "--workdir", help="Where each world's data, store and model go."),
+        config: Optional[Path] = typer.Option(None, "--config", "-c", help="OPE bench YAML (default: configs/ope_bench.yaml)."),
+        set_: list[str] = typer.Option([], "--set", help="Any key of the OPE bench config (repeatable)."),
+    ) -> None:
+        """Coverage of the served policy's true value by each estimator's interval, over worlds x seeds, with and without logged propensities."""
+        from experiments.ope_bench import bench_ope
+        from experiments.worlds_config import load_ope_bench_config
+        from nba.configuration import ConfigError, parse_override
+        from training.jobs import write_json_line
+
+        overrides: dict[str, Any] = {"hcps": hcps, "epochs": epochs, "workdir": str(workdir) if workdir else None}
+        for text in set_ or []:
+            key, value = parse_override(text)
+            if key.startswith("training."):
+                overrides.setdefault("training", {})[key[len("training."):]] = value
+            else:
+                overrides[key] = value
+        try:
+            cfg = load_ope_bench_config(config, overrides)
+            listed_seeds = [int(x) for x in seeds.split(",")] if seeds else None
+            listed_worlds = [w.strip() for w in worlds.split(",")] if worlds else None
+            summary = bench_ope(cfg, split, worlds=listed_worlds, seeds=listed_seeds, chosen=cfg.estimator)
+        except (ConfigError, ValueError) as exc:
+            _fail(exc)
+        typer.echo(write_json_line(summary))
+
     @bench_app.command("monitor")
     def bench_monitor_cmd(
         rows: int = typer.Option(100_000, "--rows", help="Rows per window (reference and current)."),

@@ -4,7 +4,7 @@ Reads only what training recorded in MLflow: training runs (params, ``val/*`` pe
 latest value is the last epoch's), evaluation runs (tag ``stage=evaluation``, ``model_version``;
 ``sim/*``, ``ope/*`` with ``ope/<est>_ci_low|high``, ``offline/*``) and the registry's aliases
 with the ``policy_value`` tag ``nba evaluate`` sets. The promotion verdict is the training
-stage's own rule (``training.jobs.promotion_decision``), never a copy of it.
+stage's own rule (``training.promotion.promotion_decision``), never a copy of it.
 """
 
 from __future__ import annotations
@@ -12,12 +12,12 @@ from __future__ import annotations
 from typing import Any
 
 CHAMPION, CHALLENGER = "champion", "challenger"
-# Metric names that carry an interval: ope/<est>_response_rate with ope/<est>_ci_low|high.
-_OPE_SUFFIX = "_response_rate"
+# Metric names that carry an interval: ope/<est>_value with ope/<est>_ci_low|high.
+_OPE_SUFFIX = "_value"
 
 
 def interval_of(metrics: dict[str, float], name: str) -> tuple[float, float] | None:
-    """(low, high) logged beside an OPE estimate ``ope/<est>_response_rate``, if both are there."""
+    """(low, high) logged beside an OPE estimate ``ope/<est>_value``, if both are there."""
     if not (name.startswith("ope/") and name.endswith(_OPE_SUFFIX)):
         return None
     stem = name[: -len(_OPE_SUFFIX)]
@@ -48,16 +48,16 @@ def _run_record(run: Any, params: list[str], metrics: list[str]) -> dict[str, An
     }
 
 
-def promotion_verdict(challenger_value: float | None, champion_value: float | None, same_version: bool,
-                      challenger_setting: str | None = None, champion_setting: str | None = None) -> dict[str, Any]:
-    """What ``nba promote`` would do, from the training stage's rule (``training.jobs.promotion_decision``)."""
+def promotion_verdict(challenger_tags: dict[str, Any], champion_version: str | None, champion_tags: dict[str, Any] | None,
+                      same_version: bool) -> dict[str, Any]:
+    """What ``nba promote`` would do, from the training stage's rule (``training.promotion.promotion_decision``)."""
     try:
-        from training.jobs import promotion_decision
+        from training.promotion import evidence_of, promotion_decision
     except ImportError:
-        return {"would_promote": None, "why": "training.jobs.promotion_decision is not available: cannot apply the promotion rule"}
-    if challenger_value is None:
+        return {"would_promote": None, "why": "training.promotion.promotion_decision is not available: cannot apply the promotion rule"}
+    if evidence_of(challenger_tags) is None and not same_version:
         return {"would_promote": False, "why": "the challenger has no evaluated policy value: run `nba evaluate` first"}
-    promoted, why = promotion_decision(challenger_value, champion_value, same_version, challenger_setting, champion_setting)
+    promoted, why = promotion_decision(challenger_tags, champion_version, champion_tags, same_version)
     return {"would_promote": bool(promoted), "why": why}
 
 
@@ -89,12 +89,14 @@ def compare_runs(tracking: Any, experiment: str | None = None, run_ids: list[str
     rows = [_run_record(r, params, metrics) for r in runs]
 
     side: dict[str, Any] = {}
+    version_tags: dict[str, dict[str, Any]] = {}
     model = tracking.registered_model
     for alias in (CHAMPION, CHALLENGER):
         mv = trk.version_for_alias(model, alias)
         if mv is None:
             side[alias] = None
             continue
+        version_tags[alias] = dict(mv.tags or {})
         record: dict[str, Any] = {"version": int(mv.version), "policy_value": _float((mv.tags or {}).get(trk.POLICY_VALUE_TAG)),
                                   "share_of_oracle_gain": _float((mv.tags or {}).get("share_of_oracle_gain")),
                                   "policy_value_setting": (mv.tags or {}).get(trk.POLICY_SETTING_TAG), "metrics": {}, "intervals": {}}
@@ -117,8 +119,8 @@ def compare_runs(tracking: Any, experiment: str | None = None, run_ids: list[str
     if chall is None:
         verdict = {"would_promote": False, "why": f"registered model {model!r} has no '{CHALLENGER}' version: run `nba train` first"}
     else:
-        verdict = promotion_verdict(chall["policy_value"], champ["policy_value"] if champ else None, bool(champ and champ["version"] == chall["version"]),
-                                    chall["policy_value_setting"], champ["policy_value_setting"] if champ else None)
+        verdict = promotion_verdict(version_tags[CHALLENGER], str(champ["version"]) if champ else None, version_tags.get(CHAMPION),
+                                    bool(champ and champ["version"] == chall["version"]))
     return {"experiment": name, "tracking_uri": tracking.uri, "registered_model": model, "runs": rows, "champion": champ, "challenger": chall, "promotion": verdict}
 
 

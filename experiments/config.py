@@ -34,8 +34,10 @@ class CompareConfig(StageConfig):
         default_factory=lambda: [
             "sim/model_share_of_oracle_gain",
             "sim/model_responses_per_hcp_week",
-            "ope/dr_response_rate",
-            "ope/snips_response_rate",
+            "ope/value",
+            "ope/dr_value",
+            "ope/snips_value",
+            "ope/vs_logged",
             "val/content_ndcg_at_10",
             "val/response_auc",
             "val/response_ece",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any, Optional
@@ -36,6 +37,11 @@ def _sources(cfg: Any) -> tuple[str, str | None]:
     return lift.audit_url or scfg.audit_url, data_dir
 
 
+def _finite(figures: dict[str, Any]) -> dict[str, Any]:
+    """NaN / inf (a tier too small for an interval) as null, so the JSON line parses anywhere."""
+    return {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in figures.items()}
+
+
 def _load_model(tracking_uri: Optional[str], cfg: Any) -> Any:
     """The champion at ``tracking_uri`` (None: a rules-only run)."""
     if not tracking_uri:
@@ -53,7 +59,7 @@ def register_lift(app: typer.Typer, bench_app: typer.Typer) -> None:
     @app.command("lift")
     def lift_cmd(
         audit_url: Optional[str] = typer.Option(None, "--audit-url", help="audit trail (default: lift.audit_url, else the serving config's)"),
-        data_dir: Optional[Path] = typer.Option(None, "--data", help="contract dataset with outcomes and HCP tiers (default: lift.data_dir, else serving's)"),
+        data_dir: Optional[Path] = typer.Option(None, "--data", help="contract dataset (the `nba import` target): outcomes, HCP tiers, touchpoints (default: lift.data_dir, else serving's)"),
         since: Optional[str] = typer.Option(None, "--since", help="first suggestion time included (ISO date/time, UTC if naive)"),
         until: Optional[str] = typer.Option(None, "--until", help="suggestions before this time (ISO date/time)"),
         as_json: bool = typer.Option(False, "--json", help="print only the JSON figures"),
@@ -62,7 +68,7 @@ def register_lift(app: typer.Typer, bench_app: typer.Typer) -> None:
         config: Optional[Path] = _CONFIG,
         set_: Optional[list[str]] = _SET,
     ) -> None:
-        """Measured lift of served suggestions over the randomised holdout (responses, prescriptions), with intervals, overall and per tier; reps' acceptance."""
+        """Measured lift of served suggestions over the randomised holdout, HCP-clustered intervals, overall and per tier: engagement, prescriptions raw and baseline-adjusted; reps' acceptance."""
         from experiments.lift import LiftError, default_window, lift_job
         from experiments.lift_report import print_tables, write_html
 
@@ -71,18 +77,20 @@ def register_lift(app: typer.Typer, bench_app: typer.Typer) -> None:
         lc = cfg.lift
         try:
             start, end = default_window(since, until)
-            result = lift_job(url, data, since=start, until=end, n_boot=lc.n_boot, confidence=lc.confidence, seed=lc.seed, baseline_weeks=lc.baseline_weeks)
+            result = lift_job(url, data, since=start, until=end, n_boot=lc.n_boot, confidence=lc.confidence, seed=lc.seed,
+                              baseline_weeks=lc.baseline_weeks, progress=True)
         except (LiftError, FileNotFoundError) as exc:
             typer.secho(f"error: {exc}", err=True, fg=typer.colors.RED)
-            raise typer.Exit(2) from None
+            raise typer.Exit(1) from None
         figures = result["figures"]
         if html_out is None:
             html_out = Path(lc.html) if lc.html else (Path(url[len("sqlite:///"):]).parent if url.startswith("sqlite:///") else Path(".")) / "lift_report.html"
+        typer.echo(f"[lift] writing the HTML report {html_out}", err=True)
         figures["html_report"] = str(write_html(result, html_out))
         if not as_json:
             print_tables(result)
             typer.echo(f"HTML report: {figures['html_report']}")
-        typer.echo(json.dumps(figures, sort_keys=True, default=float))
+        typer.echo(json.dumps(_finite(figures), sort_keys=True, default=float))
 
     @app.command("closed-loop")
     def closed_loop_cmd(

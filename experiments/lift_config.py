@@ -56,13 +56,15 @@ class LiftConfig(StageConfig):
     """`nba lift`: where the audit trail and outcomes are, and how the intervals are computed."""
 
     audit_url: str | None = None  # default: the serving config's audit_url
-    # Contract dataset holding the weekly outcomes (prescriptions) and the HCPs' tiers;
-    # default: the serving config's data_dir, else its features config's.
+    # Contract dataset (`nba import` target) holding the weekly outcomes (prescriptions, required),
+    # the HCPs' tiers (hcp_profile_history / hcps) and touchpoints; default: the serving config's
+    # data_dir, else its features config's.
     data_dir: str | None = None
     n_boot: int = Field(1000, ge=100, le=100_000)
     confidence: float = Field(0.95, gt=0.5, lt=1.0)
     seed: int = 0
-    # Weeks of outcomes before the window used as each HCP's baseline (variance reduction); 0 = off.
+    # Weeks of outcomes before each HCP's first suggestion in the audit trail used as its baseline
+    # (CUPED variance reduction of the prescription lift); 0 = off.
     baseline_weeks: int = Field(12, ge=0, le=104)
     html: str | None = None  # report path; default <audit dir or cwd>/lift_report.html
     closed_loop: ClosedLoopConfig = ClosedLoopConfig()

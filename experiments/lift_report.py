@@ -12,13 +12,28 @@ import numpy as np
 import pandas as pd
 
 from contract.schema import SEGMENTS
+from experiments.lift import GROUPS
 
 LABELS = {
-    "responses_per_hcp_week": "responses/HCP-wk",
+    "responses_per_hcp_week": "responses/HCP-wk (feedback)",
     "response_rate_per_suggestion": "responses/suggestion",
+    "touches_per_hcp_week": "touches/HCP-wk (CRM)",
+    "touch_responses_per_hcp_week": "responses/HCP-wk (CRM)",
+    "responses_per_touch": "responses/touch (CRM)",
     "prescriptions_per_hcp_week": "Rx boxes/HCP-wk",
     "prescriptions_per_hcp_week_adjusted": "Rx boxes/HCP-wk adj.",
 }
+# One colour per series, fixed per metric so that no two series of the report share one
+# (matplotlib's tab10, in the metrics' order above).
+COLOURS = dict(zip(LABELS, ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2")))
+ARM_COLOURS = {"served": "#1f77b4", "holdout": "#7f7f7f"}
+# Panels of the lift plot: metrics on one axis share a unit.
+PANELS = (
+    ("Responses per HCP-week", ("responses_per_hcp_week", "touch_responses_per_hcp_week")),
+    ("Responses per suggestion / touch", ("response_rate_per_suggestion", "responses_per_touch")),
+    ("Touches per HCP-week", ("touches_per_hcp_week",)),
+    ("Prescriptions (boxes) per HCP-week", ("prescriptions_per_hcp_week", "prescriptions_per_hcp_week_adjusted")),
+)
 
 
 def _fmt(x: float, digits: int = 3) -> str:
@@ -26,7 +41,7 @@ def _fmt(x: float, digits: int = 3) -> str:
 
 
 def lift_rows(estimates: dict[str, dict[str, Any]]) -> list[list[str]]:
-    """Table rows: metric, group, served, holdout, lift, interval, significant?"""
+    """Table rows: metric, group, HCPs, served, holdout, lift, interval, excludes 0?, theta (adjusted rows)."""
     rows = []
     for metric, by in estimates.items():
         for g in ("all", *SEGMENTS):
@@ -35,11 +50,12 @@ def lift_rows(estimates: dict[str, dict[str, Any]]) -> list[list[str]]:
                 continue
             sig = "" if not np.isfinite(e.ci_low) else ("yes" if e.ci_low > 0 or e.ci_high < 0 else "no")
             rows.append([LABELS.get(metric, metric), g, f"{e.n_served}/{e.n_holdout}",
-                         _fmt(e.served), _fmt(e.holdout), _fmt(e.lift), f"[{_fmt(e.ci_low)}, {_fmt(e.ci_high)}]", sig])
+                         _fmt(e.served), _fmt(e.holdout), _fmt(e.lift), f"[{_fmt(e.ci_low)}, {_fmt(e.ci_high)}]", sig,
+                         "" if e.theta is None else _fmt(e.theta)])
     return rows
 
 
-HEAD = ["metric", "tier", "HCPs s/h", "served", "holdout", "lift", "interval", "excl. 0"]
+HEAD = ["metric", "tier", "HCPs s/h", "served", "holdout", "lift", "interval", "excl. 0", "theta"]
 
 
 def print_tables(result: dict[str, Any], console: Any = None) -> None:
@@ -52,7 +68,8 @@ def print_tables(result: dict[str, Any], console: Any = None) -> None:
         if not console.is_terminal:  # piped or logged: keep each row on one line
             console = Console(width=130)
     f = result["figures"]
-    t = Table(title=f"Lift of served suggestions over the randomised holdout, {f['first_week']} to {f['last_week']} ({f['weeks']} weeks, {int(f['confidence'] * 100)}% bootstrap intervals over HCPs)")
+    t = Table(title=f"Lift of served suggestions over the randomised holdout, {f['first_week']} to {f['last_week']} ({f['weeks']} weeks, "
+                    f"{int(f['confidence'] * 100)}% bootstrap intervals over HCPs; tiers: {f['tier_source']})")
     for h in HEAD:
         t.add_column(h, justify="left" if h in ("metric", "group") else "right")
     for r in lift_rows(result["estimates"]):
@@ -90,33 +107,53 @@ def plots(result: dict[str, Any]) -> list[tuple[str, str]]:
 
     out = []
     est = result["estimates"]
-    fig, axes = plt.subplots(1, len(est), figsize=(4.2 * len(est), 3.4), squeeze=False)
-    for ax, (metric, by) in zip(axes[0], est.items()):
-        groups = ["all", *SEGMENTS]
-        e = [by[g] for g in groups]
-        y = np.array([x.lift for x in e])
-        err = np.array([[x.lift - x.ci_low for x in e], [x.ci_high - x.lift for x in e]])
-        ax.errorbar(np.arange(len(groups)), y, yerr=np.nan_to_num(err), fmt="o", capsize=4)
+    panels = [(title, [m for m in metrics if m in est]) for title, metrics in PANELS]
+    panels = [(title, ms) for title, ms in panels if ms]
+    groups = list(GROUPS)
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.4 * len(panels), 3.8), squeeze=False)
+    for ax, (title, metrics) in zip(axes[0], panels):
+        width = 0.8 / len(metrics)
+        for j, metric in enumerate(metrics):
+            e = [est[metric][g] for g in groups]
+            y = np.array([x.lift for x in e])
+            err = np.array([[x.lift - x.ci_low for x in e], [x.ci_high - x.lift for x in e]])
+            xs = np.arange(len(groups)) + (j - (len(metrics) - 1) / 2) * width
+            ax.errorbar(xs, y, yerr=np.nan_to_num(err), fmt="o", capsize=4, color=COLOURS[metric], label=LABELS[metric])
         ax.axhline(0, color="k", lw=0.8)
         ax.set_xticks(np.arange(len(groups)), ["all", *[f"tier {s}" for s in SEGMENTS]])
-        ax.set_title(LABELS.get(metric, metric), fontsize=9)
+        ax.set_title(title, fontsize=9)
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), fontsize=8, frameon=False)  # below the axes, never over a tier
     axes[0][0].set_ylabel("served - holdout")
     fig.tight_layout()
-    out.append(("Lift by tier (points: served minus holdout; bars: bootstrap interval)", _png(fig)))
+    out.append(("Lift by tier (points: served minus holdout; bars: bootstrap interval over HCPs)", _png(fig)))
     plt.close(fig)
     arm = result["acceptance"]["by_week_arm"]
     if len(arm):
         fig, ax = plt.subplots(figsize=(7, 3.2))
         for side, g in arm.groupby("arm"):
-            ax.plot(pd.to_datetime(g["week"]), g["rate"], "o-", label=side)
+            ax.plot(pd.to_datetime(g["week"]), g["rate"], "o-", label=side, color=ARM_COLOURS[side])
         ax.set_ylim(0, 1)
         ax.set_ylabel("acceptance rate")
-        ax.legend()
+        ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
         fig.autofmt_xdate()
         fig.tight_layout()
         out.append(("Reps' acceptance rate per week", _png(fig)))
         plt.close(fig)
     return out
+
+
+def _acceptance_note(f: dict[str, Any]) -> str:
+    r = f.get("acceptance_rate")
+    if r is None or not np.isfinite(r):
+        return "No rep-executed suggestion has a rep's decision (accepted, done, dismissed or snoozed) yet."
+    return f"Overall {r:.3f} of decided rep-executed suggestions."
+
+
+def _width_note(f: dict[str, Any]) -> str:
+    r = f.get("prescriptions_adjusted_ci_width_ratio")
+    if r is None or not np.isfinite(r):
+        return ""
+    return f"The adjusted interval is {r:.2f} times the width of the raw one (theta {f.get('prescriptions_per_hcp_week_adjusted_theta', float('nan')):.3f})."
 
 
 def write_html(result: dict[str, Any], path: str | Path, title: str = "nba lift") -> Path:
@@ -131,10 +168,16 @@ def write_html(result: dict[str, Any], path: str | Path, title: str = "nba lift"
 <style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right}}td:first-child,td:nth-child(2){{text-align:left}}</style></head><body>
 <h1>Lift of served suggestions over the randomised holdout</h1>
 <p>Window {f['first_week']} to {f['last_week']} ({f['weeks']} weeks); {f['hcps_served']} served and {f['hcps_holdout']} holdout HCPs;
-{f['suggestions']} suggestions. Intervals: {int(f['confidence'] * 100)}% percentile bootstrap over HCPs ({f['n_boot']} replicates), stratified by arm.
-The holdout assignment is the one recorded in the audit trail.</p>
+{f['suggestions']} suggestions. Audit trail {html.escape(str(f.get('audit_url')))}; contract dataset {html.escape(str(f.get('data_dir')))}.
+The holdout assignment is the one recorded in the audit trail; tiers from {html.escape(str(f.get('tier_source')))}.</p>
+<p>Intervals: {int(f['confidence'] * 100)}% percentile bootstrap over HCPs ({f['n_boot']} replicates), stratified by arm: the HCP is the
+unit of randomisation, so each HCP's weeks are resampled together. Each figure is a mean per HCP-week from the HCP's first
+suggestion in the window. Adjusted prescriptions subtract theta &times; (baseline &minus; mean baseline), the baseline being the HCP's
+mean weekly boxes over the {f.get('baseline_weeks')} weeks before its first suggestion ({f.get('baseline_weeks_covered')} of them delivered;
+{f.get('hcps_without_baseline')} HCPs without any get the mean); theta = cov(Rx, baseline) / var(baseline) over both arms, re-fitted in every replicate.
+{_width_note(f)}</p>
 <table><tr>{''.join(f'<th>{h}</th>' for h in HEAD)}</tr>{rows}</table>
-<h2>Reps' acceptance</h2><p>Overall {f['acceptance_rate']:.3f} of decided rep-executed suggestions.</p>
+<h2>Reps' acceptance</h2><p>{_acceptance_note(f)}</p>
 <table><tr><th>tier</th><th>arm</th><th>rate</th><th>n</th></tr>{acc_rows}</table>
 {imgs}</body></html>"""
     tmp = path.with_name(f".{path.name}.tmp")

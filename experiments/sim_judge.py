@@ -14,6 +14,7 @@ history the environment has produced so far.
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -208,7 +209,7 @@ def logged_history(data_dir: Any, start: str) -> dict[str, Any] | None:
 
 
 def simulated_policy_value(bundle: Any, data_dir: str, features_config: str | None, *, weeks: int | None = None, start: str = "end",
-                           progress: bool = False) -> dict[str, float]:
+                           progress: bool = False, seed_offset: int = 0) -> dict[str, float]:
     """The model policy's true value in the simulator over ``weeks`` from ``start``, and its share of the oracle's gain.
 
     The logged and oracle runs do not depend on the model: they are cached per (data_dir, weeks,
@@ -219,16 +220,21 @@ def simulated_policy_value(bundle: Any, data_dir: str, features_config: str | No
     from simulator.policies import BehaviourPolicy, OraclePolicy
 
     logged = logged_history(data_dir, start)
-    key = (str(data_dir), weeks, start)
+    seed = None
+    if seed_offset:  # tuning: the world's draws offset from the dataset's seed, which `nba evaluate` reports with
+        from simulator.ground_truth import read_ground_truth
+
+        seed = read_ground_truth(Path(data_dir))[0].seed + seed_offset
+    key = (str(data_dir), weeks, start, seed)
     if key not in _REFERENCE_VALUES:
         ref = {}
         for who in ("logged", "oracle"):
-            env = Environment.from_data_dir(data_dir, start=start)  # type: ignore[arg-type]
+            env = Environment.from_data_dir(data_dir, start=start, seed=seed)  # type: ignore[arg-type]
             ref[who] = env.run(BehaviourPolicy(env.cfg) if who == "logged" else OraclePolicy(env), weeks=weeks).value
         _REFERENCE_VALUES[key] = ref
     ref = _REFERENCE_VALUES[key]
     fcfg = load_features_config(features_config, overrides={"data_dir": data_dir})
-    env = Environment.from_data_dir(data_dir, start=start)  # type: ignore[arg-type]
+    env = Environment.from_data_dir(data_dir, start=start, seed=seed)  # type: ignore[arg-type]
     value = env.run(ModelPolicy(bundle, fcfg, env.cfg.oracle_touches_per_week, logged=logged), weeks=weeks, progress=progress).value
     return {"responses_per_hcp_week": value["expected_responses_per_hcp_week"], "share_of_oracle_gain": share_of_oracle_gain(value, ref["logged"], ref["oracle"], VALUE_KEY)}
 
@@ -286,12 +292,13 @@ def judge_evaluation(run: Any) -> tuple[dict[str, Any], dict[str, dict[str, Any]
 
     cfg, bundle, pop, agg = run.cfg, run.bundle, run.popularity, run.aggregate
     figures: dict[str, Any] = {}
-    truth, covered = ope_truth(cfg.data_dir, run.rows, run.prep.val, bundle.vocab, run.known)
+    data = run.data if getattr(run, "data", None) is not None else run.prep.val
+    truth, covered = ope_truth(cfg.data_dir, run.rows, data, bundle.vocab, run.known)
     figures["ope_true_response_rate"] = truth
     figures["ope_truth_probability_mass_covered"] = covered
-    for est_name in ("dm", "ips", "snips", "dr"):
+    for est_name in ("dm", "ips", "snips", "dr", "switch_dr", "dr_os"):
         if f"ope_{est_name}_ci_low" in run.figures:
-            figures[f"ope_{est_name}_error_vs_truth"] = run.figures[f"ope_{est_name}_response_rate"] - truth
+            figures[f"ope_{est_name}_error_vs_truth"] = run.figures[f"ope_{est_name}_value"] - truth
             figures[f"ope_{est_name}_ci_covers_truth"] = bool(run.figures[f"ope_{est_name}_ci_low"] <= truth <= run.figures[f"ope_{est_name}_ci_high"])
 
     # True policy value in the simulator: every policy from the same start (cfg.sim_start), over the same weeks.
@@ -300,6 +307,7 @@ def judge_evaluation(run: Any) -> tuple[dict[str, Any], dict[str, dict[str, Any]
     logged = logged_history(cfg.data_dir, start)
     probe = Environment.from_data_dir(cfg.data_dir)
     k = probe.cfg.oracle_touches_per_week
+    seed = None  # the dataset's own seed: tuning selects on other draws (tune.sim_seed_offset)
     policies = {
         "logged": lambda env: BehaviourPolicy(env.cfg),
         "oracle": lambda env: OraclePolicy(env),
@@ -315,7 +323,7 @@ def judge_evaluation(run: Any) -> tuple[dict[str, Any], dict[str, dict[str, Any]
     }
     values: dict[str, dict[str, Any]] = {}
     for who, make in policies.items():
-        env = Environment.from_data_dir(cfg.data_dir, start=start)
+        env = Environment.from_data_dir(cfg.data_dir, start=start, seed=seed)
         if run.progress:
             print(f"simulating policy {who!r}", flush=True)
         values[who] = env.run(make(env), weeks=run.weeks, progress=run.progress).value
@@ -354,9 +362,10 @@ class SimulatorJudge:
         """See ``judge_evaluation``."""
         return judge_evaluation(run)
 
-    def policy_value(self, bundle: Any, data_dir: str, features_config: str | None, *, weeks: int | None = None, start: str = "end") -> dict[str, float]:
+    def policy_value(self, bundle: Any, data_dir: str, features_config: str | None, *, weeks: int | None = None, start: str = "end",
+                     seed_offset: int = 0) -> dict[str, float]:
         """See ``simulated_policy_value``."""
-        return simulated_policy_value(bundle, data_dir, features_config, weeks=weeks, start=start)
+        return simulated_policy_value(bundle, data_dir, features_config, weeks=weeks, start=start, seed_offset=seed_offset)
 
 
 SIMULATOR_JUDGE = SimulatorJudge()

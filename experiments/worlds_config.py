@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -74,4 +74,21 @@ def load_worlds_bench_config(path: str | Path | None = None, overrides: dict[str
     return load_config(WorldsBenchConfig, "worlds_bench", path, overrides=overrides)
 
 
-__all__ = ["WorldSplit", "WorldsBenchConfig", "load_worlds_bench_config"]
+class OpeBenchConfig(WorldsBenchConfig):
+    """`nba bench ope`: per world and seed, train, then estimate the served policy's value on the test weeks and judge the interval."""
+
+    hcps: int = Field(800, ge=50, le=100_000)
+    epochs: int = Field(2, ge=1, le=50)
+    n_boot: int = Field(1000, ge=50, le=100_000)
+    estimator: Literal["ips", "snips", "dm", "dr", "switch_dr", "dr_os"] = "switch_dr"
+    workdir: Path = Path(".nba/bench-ope")
+
+
+def load_ope_bench_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> OpeBenchConfig:
+    """Load configs/ope_bench.yaml (or ``path``) with dotted overrides; an invalid value fails naming the key."""
+    from nba.configuration import load_config
+
+    return load_config(OpeBenchConfig, "ope_bench", path, overrides=overrides)
+
+
+__all__ = ["OpeBenchConfig", "WorldSplit", "WorldsBenchConfig", "load_ope_bench_config", "load_worlds_bench_config"]

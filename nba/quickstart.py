@@ -85,7 +85,8 @@ def _train_and_promote(console: Console, workdir: Path, data_dir: Path, feat_cfg
     from training.config import TrainingConfig
     from nba.wiring import simulator_judge
     from training.evaluation import evaluate_job
-    from training.jobs import promote_job, train_job
+    from training.jobs import train_job
+    from training.promotion import promote_job
 
     # Training reads the feature store through a features YAML: write the one this run uses.
     feat_yaml = workdir / "features.yaml"

@@ -117,6 +117,45 @@ def register(app: typer.Typer, bench_app: typer.Typer, simulate: Optional[Callab
         typer.echo(json.dumps({**summary, "model_version": rec.model_version, "load_seconds": round(load_s, 3), "score_seconds": round(secs, 3),
                                "hcps_per_second": round(summary["hcps"] / secs, 1) if secs else None}, sort_keys=True))
 
+    @app.command("replay")
+    def replay(
+        config: Optional[Path] = typer.Option(None, "--config", help="serving YAML: the BASELINE (default configs/serving.yaml)"),
+        set_: Optional[list[str]] = typer.Option(None, "--set", help="the change to test (CHANGED), e.g. --set guardrails.weekly_caps.visit=1 (repeatable)"),
+        channels: Optional[str] = typer.Option(None, "--channels", help="comma-separated channels the CHANGED strategy may use (default: all)"),
+        weeks: int = typer.Option(13, "--weeks", min=1, help="last weeks of the imported logs to replay (13 = a quarter)"),
+        data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="contract dataset (default: the serving, else the features config's)"),
+        version: Optional[str] = typer.Option(None, "--version", help="registered model version (default: the config's alias, the champion)"),
+        training_set: Optional[Path] = typer.Option(None, "--training-set", help="a ready Parquet training set instead of building point-in-time features"),
+        n_boot: int = typer.Option(1000, "--n-boot", min=50, help="HCP-clustered bootstrap resamples of the OPE intervals"),
+        propensity: str = typer.Option("auto", "--propensity", help="logs without propensities: auto (estimate the reps' policy) | logged (drop those rows)"),
+        seed: int = typer.Option(0, "--seed"),
+    ) -> None:
+        """What-if before go-live: a changed serving config against the loaded one on the last weeks of the logs (schedule, mix, OPE value, rules)."""
+        from nba.configuration import ConfigError
+
+        def fail(message: str, code: int) -> None:
+            typer.echo(f"error: {' '.join(str(message).split())}", err=True)
+            raise typer.Exit(code)
+
+        if propensity not in ("auto", "logged"):
+            fail(f"--propensity: must be auto or logged, got {propensity!r}", 2)
+        try:
+            base, changed = _load(config, None), _load(config, set_)
+        except ConfigError as exc:
+            fail(str(exc), 2)
+        from serving.replay import ReplayError, format_table, run_replay, stderr_progress
+        from serving.scoring import ModelUnavailable
+        from training.jobs import write_json_line
+
+        wanted = [c.strip() for c in channels.split(",") if c.strip()] if channels else None
+        try:
+            figures, _ = run_replay(base, changed, weeks=weeks, data_dir=data_dir, version=version, training_set=training_set, channels=wanted,
+                                    n_boot=n_boot, propensity=propensity, seed=seed, progress=stderr_progress)
+        except (ReplayError, ModelUnavailable, FileNotFoundError, ValueError) as exc:  # bad data or settings: one line, no traceback
+            fail(str(exc), 2 if str(exc).startswith("--channels") else 1)
+        typer.echo(format_table(figures))
+        typer.echo(write_json_line(figures))
+
     @bench_app.command("serve")
     def bench_serve(
         workdir: Path = typer.Option(Path(".nba/bench/serve"), "--workdir", help="where the benchmark world is built"),

@@ -82,7 +82,7 @@ def _train_champion(root: Path, fcfg, store, tracking_uri: str, seed: int, epoch
         "training_set": str(ts_path), "data_dir": str(fcfg.data_dir),
         "model": {"d_model": 16, "n_layers": 1, "n_heads": 2, "max_seq_len": 20},
         "tracking": {"uri": tracking_uri, "artifact_location": str(root / "mlflow" / "artifacts"), "experiment": "serving-test"},
-        "epochs": epochs, "batch_size": 256, "val_weeks": 2, "seed": seed, "device": "cpu", "num_threads": 1,
+        "epochs": epochs, "batch_size": 256, "val_weeks": 2, "test_weeks": 2, "seed": seed, "device": "cpu", "num_threads": 1,
         "output_dir": str(root / "models"),
     })
     out = train_job(cfg, progress=False)

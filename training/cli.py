@@ -103,10 +103,18 @@ def register(app: typer.Typer, bench_app: typer.Typer, judge: Optional[Callable[
         config: Optional[Path] = typer.Option(None, "--config", "-c", help=CONFIG_HELP),
         set_: list[str] = typer.Option([], "--set", help="Any config key (repeatable)."),
     ) -> None:
-        """Make the `challenger` the `champion` only if it beats the champion's evaluated policy value."""
-        from training.jobs import promote_job, write_json_line
+        """Make the `challenger` the `champion` only on evidence: the lower bound of its off-policy gain over the champion
+        (the first model: over the logged policy) under a trusted overlap verdict, or the simulator's true value."""
+        from training.jobs import write_json_line
+        from training.promotion import PromotionError, promote_job
 
-        typer.echo(write_json_line(promote_job(_load(config, {}, set_))))
+        try:
+            res = promote_job(_load(config, {}, set_))
+        except PromotionError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(1) from None
+        typer.echo(f"{'promoted' if res['promoted'] else 'not promoted'}: {res['reason']}", err=True)
+        typer.echo(write_json_line(res))
 
     @bench_app.command("train")
     def bench_train_cmd(

@@ -83,6 +83,37 @@ class TuneSection(StageConfig):
     objective: Literal["auto", "simulator", "ope_dr"] = "auto"
     encoders: list[Literal["transformer", "gru"]] = Field(default_factory=lambda: ["transformer", "gru"], min_length=1)
     sim_weeks: int = Field(8, ge=1, le=520)
+    # The simulator objective draws the world's randomness from the dataset's seed plus this offset,
+    # never from the seed `nba evaluate` reports with (the dataset's own), so selection and the
+    # reported figure see different draws.
+    sim_seed_offset: int = Field(1000, description="added to the dataset's seed for tuning's simulated draws; not 0")
+
+    @field_validator("sim_seed_offset")
+    @classmethod
+    def _offset_not_zero(cls, v: int) -> int:
+        if v == 0:
+            raise ValueError("must not be 0: tuning would select on the very draws `nba evaluate` reports")
+        return v
+
+
+class OpeSection(StageConfig):
+    """Off-policy evaluation of the policy as served (training.served_policy), from the logs alone."""
+
+    # The estimate `nba evaluate` reports and `nba promote` gates on: dr | snips | switch_dr | dr_os | ips | dm.
+    estimator: Literal["dr", "snips", "switch_dr", "dr_os", "ips", "dm"] = "switch_dr"
+    n_boot: int = Field(1000, ge=50, le=100_000)  # HCP-clustered bootstrap resamples (ends move ~7% of the width at 200)
+    alpha: float = Field(0.05, gt=0.0, lt=0.5)
+    # The served policy's exploration: must match serving's `exploration` block (configs/serving.yaml).
+    epsilon: float = Field(0.05, ge=0.0, le=1.0)
+    top_m: int = Field(3, ge=1, le=8)
+    # Where the logs carry no propensity: "auto" estimates the reps' policy (training.propensity)
+    # for those rows; "logged" drops them.
+    propensity: Literal["auto", "logged"] = "auto"
+    switch_tau: float = Field(20.0, gt=0.0)  # switch-DR: weights above this fall back to the reward model
+    shrink_lambda: float = Field(20.0, gt=0.0)  # DR with optimistic shrinkage: w -> lambda w / (w^2 + lambda)
+    # The verdict "enough overlap to trust" (training.ope.verdict).
+    min_ess: float = Field(100.0, ge=1.0)
+    min_support: float = Field(0.9, ge=0.0, le=1.0)
 
 
 class TrainingConfig(StageConfig):
@@ -97,11 +128,16 @@ class TrainingConfig(StageConfig):
     loss: LossSection = LossSection()
     tracking: TrackingSection = TrackingSection()
     tune: TuneSection = TuneSection()
+    ope: OpeSection = OpeSection()
     lr: float = Field(3e-3, gt=0.0, le=1.0)
     weight_decay: float = Field(1e-4, ge=0.0)
     epochs: int = Field(5, ge=1, le=1000)
     batch_size: int = Field(1024, ge=1)
-    val_weeks: int = Field(8, ge=1, description="last weeks of the log held out for validation")
+    # Weeks before the test weeks that select (early stopping, calibration, tuning).
+    val_weeks: int = Field(6, ge=1, description="weeks before the test weeks held out for selection")
+    # The last weeks of the log, never used for selection: what `nba evaluate` reports (0: report
+    # on the validation weeks, flagged as overlapping the selection).
+    test_weeks: int = Field(6, ge=0, description="last weeks of the log held out for reporting")
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
     # CPU training is data-parallel: `workers` forked processes (training.parallel), each with

@@ -412,10 +412,17 @@ def encode_frame(
     return EncodedData(arrays, frame["hcp_id"].astype(str).to_numpy(), week, meta)
 
 
-def time_split(weeks: np.ndarray, val_weeks: int) -> tuple[np.ndarray, np.ndarray]:
-    """Boolean masks (train, validation): the last ``val_weeks`` distinct weeks validate."""
+def time_split(weeks: np.ndarray, val_weeks: int, test_weeks: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Boolean masks (train, validation, test): the last ``test_weeks`` distinct weeks test, the ``val_weeks`` before them validate.
+
+    Validation weeks select (early stopping, calibration, tuning); test weeks only report, so a
+    reported figure never comes from weeks that chose the model.
+    """
     distinct = np.unique(weeks)
-    if len(distinct) <= val_weeks:
-        raise ValueError(f"val_weeks={val_weeks} leaves no training weeks: the data spans {len(distinct)} weeks")
-    cutoff = distinct[-val_weeks]
-    return weeks < cutoff, weeks >= cutoff
+    if len(distinct) <= val_weeks + test_weeks:
+        raise ValueError(f"val_weeks={val_weeks} + test_weeks={test_weeks} leave no training weeks: the data spans {len(distinct)} weeks")
+    cutoff = distinct[-(val_weeks + test_weeks)]
+    test_cut = distinct[-test_weeks] if test_weeks else None
+    train = weeks < cutoff
+    test = weeks >= test_cut if test_cut is not None else np.zeros(len(weeks), dtype=bool)
+    return train, ~train & ~test, test

@@ -1,4 +1,4 @@
-"""The jobs behind `nba train` / `nba tune` / `nba promote`: data in, runs and registry entries out."""
+"""The jobs behind `nba train` / `nba tune`: data in, runs and registry entries out (`nba promote`: training.promotion)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,11 @@ from training.config import TrainingConfig
 
 @dataclass
 class Prepared:
-    """Encoded train/validation splits with the vocabulary and scaler fitted on them."""
+    """Encoded train/validation/test splits with the vocabulary and scaler fitted on them.
+
+    Validation weeks select (early stopping, calibration, tuning); test weeks (after them) are what
+    `nba evaluate` reports.
+    """
 
     train: Any
     val: Any
@@ -25,6 +29,7 @@ class Prepared:
     content_codes: Any = None  # [V, tags] codes (training.data.content_tag_codes) or None without a catalogue
     item_products: Any = None  # [V] product of each vocabulary item ("" unknown), or None without the contract's tables
     hcp_products: Any = None  # hcp_id -> main product (pandas Series), or None
+    test: Any = None  # EncodedData of the test weeks (empty with test_weeks=0)
 
 
 def prepare_data(cfg: TrainingConfig, vocab: Any = None, scaler: Any = None) -> Prepared:
@@ -38,7 +43,7 @@ def prepare_data(cfg: TrainingConfig, vocab: Any = None, scaler: Any = None) -> 
     ts = load_training_set(cfg.training_set, cfg.data_dir, cfg.features_config)
     frame = ts.frame
     weeks = pd.to_datetime(frame["event_timestamp"], utc=True).dt.tz_convert(None).to_numpy(dtype="datetime64[ns]")
-    train_mask, val_mask = time_split(weeks, cfg.val_weeks)
+    train_mask, val_mask, test_mask = time_split(weeks, cfg.val_weeks, cfg.test_weeks)
     vocab = vocab or ContentVocab.from_ids([*ts.content_ids, *frame["label_content_id"].dropna().astype(str).tolist()])
     scaler = scaler or StaticScaler.fit(frame[train_mask], static_feature_columns(frame))
     data = encode_frame(frame, vocab, scaler, cfg.model.max_seq_len)
@@ -46,7 +51,8 @@ def prepare_data(cfg: TrainingConfig, vocab: Any = None, scaler: Any = None) -> 
     item_products = None
     if ts.content_products is not None:
         item_products = ts.content_products.reindex(pd.Index(["", "", *vocab.ids], dtype=object)).fillna("").to_numpy(dtype=object)
-    return Prepared(data.subset(train_mask), data.subset(val_mask), vocab, scaler, ts.fingerprint, ts.source, codes, item_products, ts.hcp_products)
+    return Prepared(data.subset(train_mask), data.subset(val_mask), vocab, scaler, ts.fingerprint, ts.source, codes, item_products, ts.hcp_products,
+                    data.subset(test_mask))
 
 
 def build_model(cfg: TrainingConfig, n_content: int, n_static: int, content_codes: Any = None, *, response_history: bool = False,
@@ -142,7 +148,7 @@ def train_job(cfg: TrainingConfig, *, prep: Prepared | None = None, register: bo
     from training import tracking
     from training.artifacts import ModelBundle, save_bundle
     from training.contentless import contentless_names, resolve_contentless
-    from training.train import fit, policy_estimates, policy_rows
+    from training.train import fit
 
     tracking.setup(cfg.tracking)
     device = configure_torch(cfg)
@@ -175,26 +181,49 @@ def train_job(cfg: TrainingConfig, *, prep: Prepared | None = None, register: bo
         calibrator, calib = _calibrate(model, prep, cfg.batch_size, device, contentless=contentless, clip=cfg.loss.ips_clip)
         final.update({f"val/calibration_{k}": v for k, v in calib.items()})
         mlflow.set_tag("contentless_channels", ",".join(contentless_names(contentless)) or "none")
-        rows = policy_rows(model, prep.val, cfg.batch_size, device, temperature=cfg.ope_temperature, calibrator=calibrator, contentless=contentless)
-        for name, est in policy_estimates(rows, clip=cfg.loss.ips_clip).items():
-            final[f"val/policy_value_{name}"] = est.value
-        mlflow.log_metrics({k: v for k, v in final.items() if k.startswith(("val/policy_value", "val/calibration")) and np.isfinite(v)}, step=len(result.history) - 1)
-        mlflow.log_metric("time/seconds_per_epoch_median", float(np.median(result.seconds_per_epoch)))
         model.cpu()
         from training.suitability import channel_item_mask, to_meta
 
         types = prep.content_codes[:, 1] if prep.content_codes is not None else None  # CONTENT_TAGS order: topic, content_type, form
         items = channel_item_mask(prep.train.arrays["label_channel"], prep.train.arrays["label_content"], types, len(prep.vocab))
+        selection = _weeks_window(prep.val)
         meta = {"run_id": run.info.run_id, "data_fingerprint": prep.fingerprint, "objective": cfg.loss.objective, "seed": cfg.seed,
-                "channel_items": to_meta(items, prep.vocab.ids)}
+                "channel_items": to_meta(items, prep.vocab.ids), "selection_window": selection}
         bundle = ModelBundle(model, prep.vocab, prep.scaler, meta, calibrator, contentless)
+        # The selection figure (tuning's ope_dr objective): the served policy's estimates on the validation weeks.
+        final.update(_validation_policy_value(cfg, bundle, prep))
+        mlflow.log_metrics({k: v for k, v in final.items() if k.startswith(("val/policy_value", "val/calibration")) and np.isfinite(v)}, step=len(result.history) - 1)
+        mlflow.log_metric("time/seconds_per_epoch_median", float(np.median(result.seconds_per_epoch)))
+        mlflow.set_tag(tracking.SELECTION_WINDOW_TAG, selection)
         out_dir = save_bundle(bundle, Path(cfg.output_dir) / run.info.run_id)
         version = None
         if log_model:
             model_uri = _log_pyfunc(bundle, out_dir, prep)
             if register:
-                version = tracking.register(model_uri, cfg.tracking.registered_model, tracking.CHALLENGER, tags={"data_fingerprint": prep.fingerprint, "run_id": run.info.run_id})
+                version = tracking.register(model_uri, cfg.tracking.registered_model, tracking.CHALLENGER,
+                                            tags={"data_fingerprint": prep.fingerprint, "run_id": run.info.run_id, tracking.SELECTION_WINDOW_TAG: selection})
         return {"run_id": run.info.run_id, "model_version": version, "bundle": str(out_dir), "metrics": final, "seconds_per_epoch": result.seconds_per_epoch}
+
+
+def _weeks_window(data: Any) -> str:
+    """``first..last`` decision week of ``data`` (the selection weeks a model version records)."""
+    if not len(data):
+        return ""
+    w = np.asarray(data.week, dtype="datetime64[D]")
+    return f"{w.min()}..{w.max()}"
+
+
+def _validation_policy_value(cfg: TrainingConfig, bundle: Any, prep: Prepared) -> dict[str, float]:
+    """``val/policy_value_<estimator>``: the served policy's off-policy estimates on the validation weeks (point values)."""
+    from training import served_ope
+
+    if not len(prep.val):
+        return {}
+    ctx = served_ope.build_context(bundle, prep, prep.val, propensity=cfg.ope.propensity, seed=cfg.seed, contentless=bundle.contentless)
+    masks = served_ope.served_masks(bundle, prep.val, prep.item_products, prep.hcp_products)
+    rows = served_ope.served_rows(bundle, prep.val, ctx, epsilon=cfg.ope.epsilon, top_m=cfg.ope.top_m, batch_size=cfg.batch_size, masks=masks)
+    est, _ = served_ope.estimates(rows, cfg.ope.model_copy(update={"n_boot": 50}), cfg.seed)  # point values only: few resamples
+    return {f"val/policy_value_{name}": e.value for name, e in est.items()}
 
 
 def register_bundle(cfg: TrainingConfig, run_id: str, bundle_dir: Path, prep: Prepared) -> str:
@@ -207,7 +236,8 @@ def register_bundle(cfg: TrainingConfig, run_id: str, bundle_dir: Path, prep: Pr
     tracking.setup(cfg.tracking)
     with mlflow.start_run(run_id=run_id, nested=mlflow.active_run() is not None):
         model_uri = _log_pyfunc(load_bundle(bundle_dir), bundle_dir, prep)
-    return tracking.register(model_uri, cfg.tracking.registered_model, tracking.CHALLENGER, tags={"data_fingerprint": prep.fingerprint, "run_id": run_id})
+    return tracking.register(model_uri, cfg.tracking.registered_model, tracking.CHALLENGER,
+                             tags={"data_fingerprint": prep.fingerprint, "run_id": run_id, tracking.SELECTION_WINDOW_TAG: _weeks_window(prep.val)})
 
 
 def _calibrate(model: Any, prep: Prepared, batch_size: int, device: Any, *, contentless: Any = None, clip: float = 20.0) -> tuple[Any, dict[str, float]]:
@@ -248,24 +278,9 @@ def _calibrate(model: Any, prep: Prepared, batch_size: int, device: Any, *, cont
 
 def _calibration_plot(mlflow: Any, curves: dict[str, tuple[np.ndarray, np.ndarray]], name: str) -> None:
     """Reliability diagram of each (probabilities, labels) pair, logged as an MLflow figure."""
-    import matplotlib
+    from training.evaluation_plots import calibration_plot, log_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from training.metrics import calibration_curve
-
-    fig, ax = plt.subplots(figsize=(5, 5))
-    ax.plot([0, 1], [0, 1], "k--", lw=1)
-    for label, (probs, y) in curves.items():
-        mean_p, rate, count = calibration_curve(probs, y)
-        ok = count > 0
-        ax.plot(mean_p[ok], rate[ok], "o-", label=label)
-    ax.set_xlabel("predicted P(response)")
-    ax.set_ylabel("observed response rate")
-    ax.legend()
-    mlflow.log_figure(fig, name)
-    plt.close(fig)
+    log_figure(mlflow, calibration_plot(curves), name)
 
 
 def _log_pyfunc(bundle: Any, bundle_dir: Path, prep: Prepared) -> str:
@@ -282,57 +297,6 @@ def _log_pyfunc(bundle: Any, bundle_dir: Path, prep: Prepared) -> str:
         signature=signature, input_example=example, pip_requirements=PIP_REQUIREMENTS,
     )
     return info.model_uri
-
-
-def promote_job(cfg: TrainingConfig) -> dict[str, Any]:
-    """Move `champion` to the challenger only if its evaluated policy value beats the champion's."""
-    from mlflow import MlflowClient
-
-    from training import tracking
-
-    tracking.setup(cfg.tracking)
-    name = cfg.tracking.registered_model
-    challenger = tracking.version_for_alias(name, tracking.CHALLENGER)
-    if challenger is None:
-        raise ValueError(f"registered model {name!r} has no '{tracking.CHALLENGER}' version: run `nba train` first")
-    champion = tracking.version_for_alias(name, tracking.CHAMPION)
-
-    def value(mv: Any) -> float:
-        raw = (mv.tags or {}).get(tracking.POLICY_VALUE_TAG)
-        if raw is None:
-            raise ValueError(f"{name} version {mv.version} has no '{tracking.POLICY_VALUE_TAG}' tag: run `nba evaluate --version {mv.version}` first")
-        return float(raw)
-
-    new = value(challenger)
-    old = value(champion) if champion is not None else None
-    settings = [(mv.tags or {}).get(tracking.POLICY_SETTING_TAG) for mv in (challenger, champion) if mv is not None]
-    promoted, reason = promotion_decision(new, old, champion is not None and champion.version == challenger.version, *settings)
-    if promoted:
-        MlflowClient().set_registered_model_alias(name, tracking.CHAMPION, challenger.version)
-    return {
-        "promoted": bool(promoted),
-        "challenger_version": int(challenger.version),
-        "champion_version": int(challenger.version if promoted else champion.version),
-        "challenger_policy_value": new,
-        "previous_champion_policy_value": old,
-        "reason": reason,
-    }
-
-
-def promotion_decision(challenger_value: float, champion_value: float | None, same_version: bool,
-                       challenger_setting: str | None = None, champion_setting: str | None = None) -> tuple[bool, str]:
-    """The promotion rule: (promote?, one-line reason). Higher true policy value wins; ties keep the champion;
-    values measured under different settings (data, start, weeks) are not compared."""
-    if champion_value is None:
-        return True, "no champion yet: the challenger becomes champion"
-    if same_version:
-        return False, "the challenger already is the champion"
-    if challenger_setting and champion_setting and challenger_setting != champion_setting:
-        return False, (f"policy values are not comparable: the challenger was evaluated with {challenger_setting}, the champion with "
-                       f"{champion_setting}; evaluate both the same way (`nba evaluate --version N`)")
-    if challenger_value > champion_value:
-        return True, f"challenger policy value {challenger_value:.4f} beats the champion's {champion_value:.4f}"
-    return False, f"challenger policy value {challenger_value:.4f} does not beat the champion's {champion_value:.4f}"
 
 
 def write_json_line(figures: dict[str, Any]) -> str:

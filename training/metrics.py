@@ -38,6 +38,17 @@ def ndcg_from_rank(rank: np.ndarray, k: int = 10) -> float:
     return float(np.mean(np.where(rank <= k, 1.0 / np.log2(rank + 1.0), 0.0))) if len(rank) else float("nan")
 
 
+def content_ranking(rank: np.ndarray, label_content: np.ndarray, k: int = 10, first_item: int = 2) -> dict[str, float]:
+    """Content recall and NDCG@k over the rows whose label is an item, and how many rows that is.
+
+    Labels below ``first_item`` are padding and "no content" (training.dataset PAD, NONE: phone
+    touches and the like); ranking "no content" first is an easy hit, not a content recommendation.
+    """
+    items = np.asarray(label_content) >= first_item
+    kept = np.asarray(rank)[items]
+    return {f"content_recall_at_{k}": recall_from_rank(kept, k), f"content_ndcg_at_{k}": ndcg_from_rank(kept, k), "content_rows": int(items.sum())}
+
+
 def recall_at_k(scores: np.ndarray, target: np.ndarray, k: int = 10) -> float:
     """Share of rows whose target ranks in the top k of the full catalogue."""
     return recall_from_rank(target_rank(scores, target), k)

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from training import metrics
-from training.dataset import EncodedData
+from training.dataset import NONE, EncodedData
 
 EpochCallback = Callable[[int, dict[str, float]], None]
 
@@ -205,15 +205,14 @@ def offline_metrics(model: Any, data: EncodedData, batch_size: int, device: Any 
 
 
 def metrics_from_predictions(pred: dict[str, np.ndarray], data: EncodedData) -> dict[str, float]:
-    """The offline metric set from ``predict`` output (also used for baselines)."""
+    """The offline metric set from ``predict`` output (also used for baselines); content recall/NDCG count
+    only rows whose label is an item (``content_rows`` of them), not "no content"."""
     a = data.arrays
-    rank = pred["content_rank"]
     slot = pred["slot_probs"].argmax(-1)
     return {
         "channel_accuracy": metrics.accuracy(pred["channel_probs"], a["label_channel"].astype(np.int64)),
         "channel_log_loss": metrics.log_loss(pred["channel_probs"], a["label_channel"].astype(np.int64)),
-        "content_recall_at_10": metrics.recall_from_rank(rank, 10),
-        "content_ndcg_at_10": metrics.ndcg_from_rank(rank, 10),
+        **metrics.content_ranking(pred["content_rank"], a["label_content"], 10, first_item=NONE + 1),
         "slot_accuracy": metrics.slot_accuracy(slot, a["label_slot"]),
         "delay_error_days": metrics.delay_error_days(slot, a["label_slot"]),
         "response_auc": metrics.roc_auc(pred["response_prob"], a["label_response"]),

@@ -116,7 +116,8 @@ def tune_job(cfg: TrainingConfig, *, progress: bool = True, retrain_best: bool =
         if ranked_by == "simulator" and judge is not None:  # resolve_objective ranks by the simulator only with a judge
             from training.artifacts import load_bundle
 
-            sim = judge.policy_value(load_bundle(res["bundle"]), cfg.data_dir, cfg.features_config, weeks=cfg.tune.sim_weeks, start=cfg.sim_start)
+            sim = judge.policy_value(load_bundle(res["bundle"]), cfg.data_dir, cfg.features_config, weeks=cfg.tune.sim_weeks, start=cfg.sim_start,
+                                     seed_offset=cfg.tune.sim_seed_offset)  # never evaluate's draws
             with mlflow.start_run(run_id=res["run_id"], nested=True):
                 mlflow.log_metrics({f"sim/{k}": v for k, v in sim.items()})
             res["metrics"].update({f"sim/{k}": v for k, v in sim.items()})

@@ -14,7 +14,7 @@ from experiments.config import load_experiments_config, training_config
 from nba.cli import app
 
 runner = CliRunner()
-METRICS = ["sim/model_share_of_oracle_gain", "ope/dr_response_rate", "val/content_ndcg_at_10", "val/response_ece"]
+METRICS = ["sim/model_share_of_oracle_gain", "ope/dr_value", "val/content_ndcg_at_10", "val/response_ece"]
 
 
 def _store(root: Path, champion_value: float, challenger_value: float | None) -> Path:
@@ -41,7 +41,7 @@ def _store(root: Path, champion_value: float, challenger_value: float | None) ->
         mv = client.create_model_version(name, source=str(root / f"bundle{version}"), run_id=run.info.run_id, tags=tags)
         with mlflow.start_run(run_name=f"evaluate-v{mv.version}"):
             mlflow.set_tags({"stage": "evaluation", "model_version": str(mv.version)})
-            mlflow.log_metrics({"sim/model_share_of_oracle_gain": share, "ope/dr_response_rate": 0.3 + version / 100, "ope/dr_ci_low": 0.28, "ope/dr_ci_high": 0.34})
+            mlflow.log_metrics({"sim/model_share_of_oracle_gain": share, "ope/dr_value": 0.3 + version / 100, "ope/dr_ci_low": 0.28, "ope/dr_ci_high": 0.34})
     client.set_registered_model_alias(name, "champion", "1")
     client.set_registered_model_alias(name, "challenger", "2")
     return cfg_path
@@ -57,9 +57,9 @@ def test_champion_vs_challenger_and_the_promotion_rule(tmp_path: Path) -> None:
     assert res["champion"]["version"] == 1 and res["challenger"]["version"] == 2
     ch = res["challenger"]
     assert ch["params"] == {"model.encoder": "transformer"} and ch["policy_value"] == pytest.approx(0.45)
-    assert ch["metrics"]["sim/model_share_of_oracle_gain"] == pytest.approx(0.26) and ch["intervals"]["ope/dr_response_rate"] == [0.28, 0.34]
+    assert ch["metrics"]["sim/model_share_of_oracle_gain"] == pytest.approx(0.26) and ch["intervals"]["ope/dr_value"] == [0.28, 0.34]
     assert res["promotion"]["would_promote"] is True and "0.4500" in res["promotion"]["why"]
-    assert format_metric({"ope/dr_response_rate": 0.32, "ope/dr_ci_low": 0.28, "ope/dr_ci_high": 0.34}, "ope/dr_response_rate") == "0.32 [0.28, 0.34]"
+    assert format_metric({"ope/dr_value": 0.32, "ope/dr_ci_low": 0.28, "ope/dr_ci_high": 0.34}, "ope/dr_value") == "0.32 [0.28, 0.34]"
     assert format_metric({}, "val/response_ece") == "—"
 
 
@@ -69,7 +69,7 @@ def test_worse_challenger_keeps_the_champion_and_cli_json(tmp_path: Path) -> Non
     assert out.exit_code == 0, out.output
     res = json.loads(out.output.strip().splitlines()[-1])
     assert res["promotion"]["would_promote"] is False and "does not beat" in res["promotion"]["why"]
-    table = runner.invoke(app, ["compare", "-c", str(cfg_path), "--set", "compare.metrics=[ope/dr_response_rate]"])
+    table = runner.invoke(app, ["compare", "-c", str(cfg_path), "--set", "compare.metrics=[ope/dr_value]"])
     assert table.exit_code == 0 and "champion vs challenger" in table.output and "[0.28, 0.34]" in table.output
     assert "the champion stays" in table.output
 

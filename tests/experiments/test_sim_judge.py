@@ -31,7 +31,8 @@ def world(tmp_path_factory):
     _ok(runner.invoke(app, ["simulate", "--hcps", "80", "--days", "70", "--out", str(root / "data")]))
     assert runner.invoke(app, ["features", "build", "--data-dir", str(root / "data")]).exit_code == 0
     assert runner.invoke(app, ["features", "apply"]).exit_code == 0
-    sets = ["--set", f"tracking.uri=sqlite:///{root}/mlflow.db", "--set", f"tracking.artifact_location={root}/artifacts", "--set", f"output_dir={root}/models", "--set", "val_weeks=3"]
+    sets = ["--set", f"tracking.uri=sqlite:///{root}/mlflow.db", "--set", f"tracking.artifact_location={root}/artifacts", "--set", f"output_dir={root}/models", "--set", "val_weeks=3",
+            "--set", "test_weeks=2", "--set", "ope.n_boot=100"]
     small = ["--set", "model.d_model=16", "--set", "model.n_heads=2", "--set", "model.n_layers=1", "--set", "batch_size=256"]
     trained = _ok(runner.invoke(app, ["train", "--data-dir", str(root / "data"), "--epochs", "1", *sets, *small]))
     yield root, sets, trained
@@ -49,13 +50,16 @@ def test_evaluate_measures_model_and_every_baseline(world) -> None:
     assert figures["sim_oracle_responses_per_hcp_week"] > figures["sim_logged_responses_per_hcp_week"]
     assert figures["sim_model_violations"] == 0 == figures["sim_imitation_violations"]  # guardrails: consent, approved content, working hours, capacity
     assert figures["sim_aggregate_violations"] == 0 and figures["sim_popularity_violations"] == 0
-    for key in ("offline_model_content_ndcg_at_10", "offline_aggregate_response_auc", "offline_popularity_channel_accuracy", "ope_dr_response_rate", "ope_logged_response_rate"):
+    for key in ("offline_model_content_ndcg_at_10", "offline_aggregate_response_auc", "offline_popularity_channel_accuracy", "ope_dr_value", "ope_logged_value", "ope_dm_value"):
         assert figures[key] is None or 0.0 <= figures[key] <= 1.0, key
-    assert figures["ope_logged_ci_low"] <= figures["ope_logged_response_rate"] <= figures["ope_logged_ci_high"]
-    # OPE of the stochastic target policy, checked against the simulator's truth on the same rows.
-    assert 0.0 < figures["ope_true_response_rate"] < 1.0 and figures["ope_matched_probability_mass"] > 0
+    assert figures["ope_vs_logged_ci_low"] <= figures["ope_vs_logged"] <= figures["ope_vs_logged_ci_high"]
+    # Reported on the test weeks, which nothing selected on.
+    assert figures["evaluation_split"] == "test" and figures["split_overlaps_selection"] is False
+    # OPE of the policy as served, checked against the simulator's truth on the same rows.
+    assert 0.0 < figures["ope_true_response_rate"] < 1.0 and 0.0 <= figures["ope_support_mass"] <= 1.0
     assert 0.5 < figures["ope_truth_probability_mass_covered"] <= 1.0 + 1e-9
-    assert all(isinstance(figures[f"ope_{e}_ci_covers_truth"], bool) for e in ("ips", "snips", "dr"))
+    assert all(isinstance(figures[f"ope_{e}_ci_covers_truth"], bool) for e in ("ips", "snips", "dr", "switch_dr", "dr_os"))
+    assert isinstance(figures["ope_verdict_trusted"], bool) and "overlap" in figures["ope_verdict"]
     # The oracle-gap decomposition: partial oracles sit below the oracle.
     for who in ("population", "population_channel", "population_topic", "population_timing", "oracle_no_timing", "oracle_no_fatigue"):
         assert figures[f"sim_{who}_share_of_oracle_gain"] < 1.05, who
@@ -65,12 +69,16 @@ def test_evaluate_measures_model_and_every_baseline(world) -> None:
     assert figures["sim_start_week"] == 10
     assert figures["sim_oracle_from_logs_share_of_oracle_gain"] < 1.05 and figures["sim_oracle_timing_from_logs_share_of_oracle_gain"] < 1.05
     assert figures["gap_model_minus_oracle_from_logs_share"] == pytest.approx(figures["sim_model_share_of_oracle_gain"] - figures["sim_oracle_from_logs_share_of_oracle_gain"])
-    assert 0.0 <= figures["offline_model_response_ece_calibrated_crossfit"] <= 1.0
+    assert 0.0 <= figures["offline_model_response_ece_calibrated"] <= 1.0
     client = MlflowClient(tracking_uri=f"sqlite:///{root}/mlflow.db")
     plots = {a.path for a in client.list_artifacts(figures["evaluation_run_id"], "plots")}
-    assert plots == {"plots/calibration.png", "plots/channel_mix.png", "plots/value_by_tier.png"}
+    assert plots == {"plots/policy_value.png", "plots/calibration.png", "plots/channel_mix.png", "plots/value_by_tier.png"}
     mv = client.get_model_version("nba-next-best-action", trained["model_version"])
     assert float(mv.tags["policy_value"]) == pytest.approx(figures["sim_model_responses_per_hcp_week"])
+    assert float(mv.tags["ope_value"]) == pytest.approx(figures["ope_value"]) and mv.tags["ope_verdict"] in ("trusted", "untrusted")
+    run = client.get_run(figures["evaluation_run_id"])
+    assert run.data.params["model_version"] == str(trained["model_version"]) and run.data.params["estimator"] == "switch_dr"
+    assert run.info.run_name.startswith(f"evaluate v{trained['model_version']} (switch_dr, weeks ")
     promoted = _ok(runner.invoke(app, ["promote", *sets]))
     assert promoted["promoted"] and promoted["champion_version"] == int(trained["model_version"])
 
@@ -122,11 +130,11 @@ def test_without_a_judge_evaluation_reads_the_logs_alone(world) -> None:
     cfg = load_config(TrainingConfig, "training", overrides={**overrides, "data_dir": str(root / "data")})
     client = MlflowClient(tracking_uri=f"sqlite:///{root}/mlflow.db")
     before = client.get_model_version("nba-next-best-action", trained["model_version"]).tags.get("policy_value")
-    figures = evaluate_job(cfg, trained["model_version"], progress=False, n_boot=20)
+    figures = evaluate_job(cfg, trained["model_version"], progress=False)
     assert not any(k.startswith(("sim_", "gap_")) for k in figures) and "ope_true_response_rate" not in figures
-    assert figures["ope_rows"] > 0 and "ope_dr_response_rate" in figures and "offline_model_response_auc" in figures
+    assert figures["ope_rows"] > 0 and "ope_dr_value" in figures and "offline_model_response_auc" in figures
     plots = {a.path for a in client.list_artifacts(figures["evaluation_run_id"], "plots")}
-    assert plots == {"plots/calibration.png"}
+    assert plots == {"plots/policy_value.png", "plots/calibration.png"}
     assert client.get_model_version("nba-next-best-action", trained["model_version"]).tags.get("policy_value") == before
 
 

@@ -92,12 +92,23 @@ def test_missing_column_and_ragged_sequences_are_named(frame, encoded) -> None:
 
 def test_time_split_validates_on_the_last_weeks(encoded) -> None:
     data, _, _ = encoded
-    train, val = time_split(data.week, 3)
-    assert train.sum() + val.sum() == len(data) and not (train & val).any()
+    train, val, test = time_split(data.week, 3)
+    assert train.sum() + val.sum() == len(data) and not (train & val).any() and not test.any()
     assert data.week[train].max() < data.week[val].min()
     assert len(np.unique(data.week[val])) == 3
     with pytest.raises(ValueError, match="val_weeks=12"):
         time_split(data.week, 12)
+
+
+def test_time_split_reports_on_test_weeks_after_the_selection_weeks(encoded) -> None:
+    data, _, _ = encoded
+    train, val, test = time_split(data.week, 3, 2)
+    assert train.sum() + val.sum() + test.sum() == len(data)
+    assert not (train & val).any() and not (val & test).any() and not (train & test).any()
+    assert data.week[train].max() < data.week[val].min() and data.week[val].max() < data.week[test].min()
+    assert len(np.unique(data.week[val])) == 3 and len(np.unique(data.week[test])) == 2
+    with pytest.raises(ValueError, match="test_weeks=3"):
+        time_split(data.week, 9, 3)
 
 
 def test_only_opened_or_engaged_touches_count_as_responses(frame) -> None:

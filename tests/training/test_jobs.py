@@ -25,7 +25,7 @@ def workdir(tmp_path, monkeypatch):
 def _args(tmp_path, *extra: str) -> list[str]:
     return [
         "--training-set", str(tmp_path / "ts.parquet"), "--epochs", "2",
-        "--set", "val_weeks=3", "--set", "model.d_model=16", "--set", "model.n_heads=2", "--set", "model.n_layers=1",
+        "--set", "val_weeks=3", "--set", "test_weeks=2", "--set", "model.d_model=16", "--set", "model.n_heads=2", "--set", "model.n_layers=1",
         "--set", "batch_size=128", "--set", f"tracking.uri=sqlite:///{tmp_path}/mlflow.db",
         "--set", f"tracking.artifact_location={tmp_path}/artifacts", "--set", f"output_dir={tmp_path}/models", *extra,
     ]
@@ -90,7 +90,7 @@ def test_promote_requires_a_better_evaluated_challenger(workdir) -> None:
     client = MlflowClient(tracking_uri=uri)
     name = "nba-next-best-action"
     res = runner.invoke(app, ["promote", *sets])
-    assert res.exit_code != 0 and "nba evaluate" in str(res.exception)
+    assert res.exit_code == 1 and "nba evaluate" in res.stderr and "Traceback" not in res.output
     client.set_model_version_tag(name, "1", "policy_value", "0.30")
     first = _last_json(runner.invoke(app, ["promote", *sets]))
     assert first["promoted"] and first["champion_version"] == 1  # no champion yet: the first one wins

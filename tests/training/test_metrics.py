@@ -51,3 +51,32 @@ def test_slot_accuracy_and_delay_error() -> None:
     true = np.array([0, 4, 3, 9])
     assert metrics.slot_accuracy(pred, true) == pytest.approx(0.25)
     assert metrics.delay_error_days(pred, true) == pytest.approx((0 + 0 + 6 + 0) / 4)
+
+
+def test_content_ranking_leaves_out_no_content_and_padding() -> None:
+    # labels: item 5 (rank 1), NONE (rank 1: an easy hit), item 7 (rank 11), PAD (rank 1), item 3 (rank 2)
+    rank = np.array([1, 1, 11, 1, 2])
+    label = np.array([5, 1, 7, 0, 3])
+    got = metrics.content_ranking(rank, label, 10)
+    assert got["content_rows"] == 3
+    assert got["content_recall_at_10"] == pytest.approx(2 / 3)  # counting every row would say 4/5
+    assert got["content_ndcg_at_10"] == pytest.approx((1.0 + 1 / math.log2(3) + 0.0) / 3)
+    none = metrics.content_ranking(np.array([1, 1]), np.array([1, 0]), 10)
+    assert none["content_rows"] == 0 and math.isnan(none["content_recall_at_10"]) and math.isnan(none["content_ndcg_at_10"])
+
+
+def test_offline_metric_set_reports_content_rows() -> None:
+    from types import SimpleNamespace
+
+    from training.train import metrics_from_predictions
+
+    n = 4
+    data = SimpleNamespace(arrays={"label_channel": np.array([0, 7, 0, 1]), "label_content": np.array([4, 1, 2, 9]),
+                                   "label_slot": np.zeros(n, dtype=np.int64), "label_response": np.array([1, 0, 1, 0])})
+    pred = {"channel_probs": np.full((n, 8), 1 / 8), "slot_probs": np.full((n, 28), 1 / 28), "response_prob": np.array([0.9, 0.2, 0.6, 0.4]),
+            "content_rank": np.array([3, 1, 12, 1])}  # the phone touch (label NONE) ranks first: not counted
+    m = metrics_from_predictions(pred, data)
+    assert m["content_rows"] == 3
+    assert m["content_recall_at_10"] == pytest.approx(2 / 3)
+    assert m["content_ndcg_at_10"] == pytest.approx((1 / math.log2(4) + 0.0 + 1.0) / 3)
+    assert m["response_auc"] == pytest.approx(1.0)

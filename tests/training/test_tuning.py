@@ -17,7 +17,7 @@ def _tune(tmp_path, storage: str, trials: int = 3) -> dict:
     synthetic_training_frame(n_hcps=32, n_weeks=8, n_content=6, max_hist=8, seed=4).to_parquet(tmp_path / "ts.parquet")
     result = runner.invoke(app, [
         "tune", "--trials", str(trials), "--storage", storage, "--training-set", str(tmp_path / "ts.parquet"),
-        "--set", "epochs=2", "--set", "val_weeks=2", "--set", "batch_size=128", "--set", "tune.startup_trials=1",
+        "--set", "epochs=2", "--set", "val_weeks=2", "--set", "test_weeks=2", "--set", "batch_size=128", "--set", "tune.startup_trials=1",
         "--set", f"tracking.uri=sqlite:///{tmp_path}/mlflow.db", "--set", f"tracking.artifact_location={tmp_path}/artifacts",
         "--set", f"output_dir={tmp_path}/models",
     ])
@@ -83,20 +83,6 @@ def test_tuning_ranks_by_policy_value_explicitly(tmp_path) -> None:
     with pytest.raises(ValueError, match="no simulator judge"):
         resolve_objective(TrainingConfig.model_validate({**cfg.model_dump(), "tune": {**cfg.tune.model_dump(), "objective": "simulator"}}), judged=False)
     assert OBJECTIVE_METRICS == {"simulator": "sim/share_of_oracle_gain", "ope_dr": "val/policy_value_dr"}
-
-
-def test_promotion_rule_says_why() -> None:
-    from training.jobs import promotion_decision
-
-    assert promotion_decision(0.5, None, False)[0] is True
-    ok, why = promotion_decision(0.5, 0.6, False)
-    assert not ok and "does not beat" in why
-    assert promotion_decision(0.7, 0.6, False) == (True, "challenger policy value 0.7000 beats the champion's 0.6000")
-    assert promotion_decision(0.7, 0.6, True)[0] is False
-    ok, why = promotion_decision(0.9, 0.6, False, "data=ab start=end weeks=8", "data=ab start=beginning weeks=8")
-    assert not ok and "not comparable" in why and "start=beginning" in why
-    assert promotion_decision(0.9, 0.6, False, "data=ab start=end weeks=8", "data=ab start=end weeks=8")[0] is True
-    assert promotion_decision(0.9, 0.6, False, "data=ab start=end weeks=8", None)[0] is True  # a champion from before settings were tagged
 
 
 def test_default_params_are_the_configured_model_inside_the_space() -> None:
