@@ -21,7 +21,8 @@ KEY = "nba_real_data_key_2c9d"
 
 
 def _last_json(result) -> dict:
-    lines = [ln for ln in result.output.strip().splitlines() if ln.startswith("{")]
+    # Third-party progress bars (MLflow's downloads) write to the same captured stream without a newline.
+    lines = [ln[ln.index('{"'):] for ln in result.output.strip().splitlines() if '{"' in ln and ln.rstrip().endswith("}")]
     assert lines, f"exit {result.exit_code}: {result.output[-2000:]}"
     return json.loads(lines[-1])
 
