@@ -149,9 +149,6 @@ class TrainingConfig(StageConfig):
     # epoch here); needs a C compiler, falls back to eager; first compile ~20-100 s.
     compile: bool = False
     num_threads: int = Field(1, ge=1, le=256)
-    # Off-policy estimates score a stochastic target policy: softmax over (channel, content) of the
-    # response logit / temperature (training.policy.target_distribution); lower = closer to greedy.
-    ope_temperature: float = Field(0.5, gt=0.0, le=100.0)
     # Where simulated policies start (`nba evaluate`, the tuning objective): "end" continues the
     # world after its logged year, every policy seeing the logged history, as a model trained on
     # that year would be deployed; "beginning" replays the year from week 0 with no history, which

@@ -4,8 +4,7 @@ Every allowed channel x every allowed slot x every allowed content item is score
 head (one matmul per channel); per channel the best (content, slot) wins, then the best channel.
 The policy heads (channel/content/slot) are not consulted: they describe what reps would log
 (``naive``) or a propensity-corrected policy (``ips``/``dr``), while the decision is "highest
-expected response". ``target_distribution`` is the stochastic version used for off-policy
-estimates: a softmax over (channel, content) with a temperature, with exact probabilities.
+expected response". Off-policy estimates evaluate this rule as served (training.served_policy).
 """
 
 from __future__ import annotations
@@ -123,65 +122,6 @@ def recommend(
         "expected_response": torch.where(ok, prob, torch.zeros_like(prob)),
         "any_allowed": ok,
     }
-
-
-@torch.no_grad()
-def target_distribution(model: NextBestActionModel, z: Tensor, slot: Tensor, *, temperature: float, content_mask: Tensor | None = None,
-                        contentless: Tensor | None = None) -> tuple[Tensor, Tensor]:
-    """The stochastic target policy over (channel, content) at the given slot: (probabilities [B, C, V], predicted P(response) [B, C, V]).
-
-    pi(c, k) = softmax over allowed pairs of logit(c, k, slot) / temperature: exact probabilities,
-    > 0 on every allowed pair, so inverse-propensity estimators have overlap with the logs.
-    """
-    if temperature <= 0:
-        raise ValueError(f"target policy temperature must be > 0, got {temperature}")
-    b, dev = z.shape[0], z.device
-    n_ch = model.config.n_channels
-    m = _content_mask(model, content_mask, b, dev)
-    logits = torch.stack([model.response_logit_all_content(z, torch.full((b,), c, device=dev), slot) for c in range(n_ch)], 1)  # [B, C, V]
-    allowed = torch.stack([_per_channel_content(m, c, contentless).expand(b, -1) for c in range(n_ch)], 1)
-    scaled = (logits / temperature).masked_fill(~allowed, float("-inf")).reshape(b, -1)
-    pi = torch.softmax(scaled, -1).reshape(logits.shape)
-    return torch.nan_to_num(pi, nan=0.0), torch.sigmoid(logits)
-
-
-def target_policy_rows(model: NextBestActionModel, data: Any, batch_size: int, device: Any = "cpu", *, temperature: float,
-                       pair_mask: Tensor | None = None, calibrator: Any = None, top: int = 256, contentless: Any = None) -> dict[str, Any]:
-    """Per logged row, what off-policy estimators need about the stochastic target policy (at the logged slot).
-
-    Returns numpy arrays: ``pi_logged`` (target probability of the logged channel and content),
-    ``q_logged`` (predicted P(response) of the logged action), ``q_target`` (expected predicted
-    P(response) under the target), ``reward``, ``propensity``, and the target's ``top`` most likely
-    (``top_channel``, ``top_content``, ``top_prob``) per row for checks against a simulator.
-    ``pair_mask`` [C, V] limits the target to (channel, content) pairs the catalogue allows;
-    ``contentless`` [C] marks channels that carry no content (the bundle's, training.contentless).
-    """
-    import numpy as np
-
-    contentless = None if contentless is None else torch.as_tensor(np.asarray(contentless, dtype=bool))
-    mask = None if pair_mask is None else pair_mask.unsqueeze(0)
-    cols: dict[str, list[Any]] = {k: [] for k in ("pi_logged", "q_logged", "q_target", "top_channel", "top_content", "top_prob")}
-    model.eval()
-    with torch.no_grad():
-        for batch in data.batches(batch_size, device):
-            z = model.state(batch)
-            pi, q = target_distribution(model, z, batch["label_slot"], temperature=temperature, content_mask=mask, contentless=contentless)
-            if calibrator is not None:
-                q = calibrator.torch(q)
-            rows = torch.arange(z.shape[0], device=z.device)
-            ch, ct = batch["label_channel"].long(), batch["label_content"].long()
-            cols["pi_logged"].append(pi[rows, ch, ct].cpu().numpy())
-            cols["q_logged"].append(q[rows, ch, ct].cpu().numpy())
-            cols["q_target"].append((pi * q).sum((1, 2)).cpu().numpy())
-            k = min(top, pi.shape[1] * pi.shape[2])
-            val, idx = pi.reshape(z.shape[0], -1).topk(k, -1)
-            cols["top_channel"].append((idx // pi.shape[2]).to(torch.int8).cpu().numpy())  # compact: rows x top can be large
-            cols["top_content"].append((idx % pi.shape[2]).to(torch.int32).cpu().numpy())
-            cols["top_prob"].append(val.to(torch.float32).cpu().numpy())
-    out = {k: np.concatenate(v) if v else np.zeros(0) for k, v in cols.items()}
-    out["reward"] = data.arrays["label_response"].astype(np.float64)
-    out["propensity"] = data.arrays["propensity"].astype(np.float64)
-    return out
 
 
 def logged_pair_mask(data: Any, n_channels: int, n_content: int) -> Tensor:

@@ -218,36 +218,3 @@ def metrics_from_predictions(pred: dict[str, np.ndarray], data: EncodedData) -> 
         "response_auc": metrics.roc_auc(pred["response_prob"], a["label_response"]),
         "response_ece": metrics.expected_calibration_error(pred["response_prob"], a["label_response"]),
     }
-
-
-def policy_rows(model: Any, data: EncodedData, batch_size: int, device: Any = "cpu", *, temperature: float = 0.5, pair_mask: Any = None, calibrator: Any = None,
-                contentless: Any = None) -> dict[str, np.ndarray]:
-    """Per logged row, the stochastic target policy's view (training.policy.target_policy_rows); ``match``
-    is the target's exact probability of the logged (channel, content), the estimators' pi; ``contentless``
-    [C] are the channels that carry no content (training.contentless)."""
-    from training.policy import logged_pair_mask, target_policy_rows
-
-    if pair_mask is None:
-        pair_mask = logged_pair_mask(data, model.config.n_channels, model.config.n_content)
-    out = target_policy_rows(model, data, batch_size, device, temperature=temperature, pair_mask=pair_mask, calibrator=calibrator, contentless=contentless)
-    out["match"] = out["pi_logged"].astype(np.float64)
-    return out
-
-
-def policy_estimates(rows: dict[str, np.ndarray], *, clip: float | None = None, n_boot: int = 0, seed: int = 0) -> dict[str, Any]:
-    """DM, IPS, SNIPS and DR estimates of the model policy's value on logged rows with a propensity."""
-    from training import ope
-
-    known = np.isfinite(rows["propensity"]) & (rows["propensity"] > 0)
-    if not known.any():
-        return {}
-    r, p, pi = rows["reward"][known], rows["propensity"][known], rows["match"][known]
-    ql, qt = rows["q_logged"][known], rows["q_target"][known]
-    boot = max(n_boot, 1)
-    return {
-        "dm": ope.direct_method(qt, n_boot=boot, seed=seed),
-        "ips": ope.ips(r, p, pi, clip=clip, n_boot=boot, seed=seed),
-        "snips": ope.snips(r, p, pi, n_boot=boot, seed=seed),
-        "dr": ope.doubly_robust(r, p, pi, ql, qt, clip=clip, n_boot=boot, seed=seed),
-        "logged": ope.direct_method(r, n_boot=boot, seed=seed),
-    }

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from training.model import N_SLOTS, ModelConfig, NextBestActionModel
-from training.policy import channel_scores, recommend, target_distribution
+from training.policy import channel_scores, recommend
 
 
 def _model(vocab, scaler, history: bool = True) -> NextBestActionModel:
@@ -48,24 +48,6 @@ def test_recommend_respects_guardrails(encoded) -> None:
     assert (rec["channel"][:4] == 2).all() and (rec["content"][:4] == 3).all()
     assert rec["any_allowed"].tolist() == [True] * 4 + [False]
     assert float(rec["expected_response"][4]) == 0.0
-
-
-def test_target_distribution_is_exact_and_has_full_support(encoded) -> None:
-    data, vocab, scaler = encoded
-    model = _model(vocab, scaler)
-    batch = next(data.batches(4))
-    z = model.state(batch)
-    contentless = torch.zeros(8, dtype=torch.bool)
-    contentless[7] = True
-    pi, q = target_distribution(model, z, batch["label_slot"], temperature=0.5, contentless=contentless)
-    torch.testing.assert_close(pi.sum((1, 2)), torch.ones(4))
-    assert (pi[:, :7, 2:] > 0).all() and (pi[:, :, :2][:, :7] == 0).all()  # real content only, never pad/none
-    assert (pi[:, 7, 1] > 0).all() and (pi[:, 7, 2:] == 0).all()  # the contentless channel: only "none"
-    logits = torch.logit(q[:, :7, 2:].reshape(4, -1))
-    ratio = pi[:, :7, 2:].reshape(4, -1) / pi[:, :7, 2:].reshape(4, -1)[:, :1]
-    torch.testing.assert_close(ratio.log(), (logits - logits[:, :1]) / 0.5, atol=1e-3, rtol=1e-3)
-    cold, _ = target_distribution(model, z, batch["label_slot"], temperature=0.01)
-    assert (cold.reshape(4, -1).max(-1).values > pi.reshape(4, -1).max(-1).values).all()
 
 
 def test_history_summary_changes_the_response_head(encoded) -> None:
