@@ -31,6 +31,20 @@ def _fail(exc: Exception) -> None:
     raise typer.Exit(2)
 
 
+def _world_overrides(base: dict[str, Any], sets: list[str] | None) -> dict[str, Any]:
+    """A worlds/OPE bench config's overrides: the flags, then each ``--set``; ``training.*`` keys are kept whole (dots and all)."""
+    from nba.configuration import parse_override
+
+    overrides = dict(base)
+    for text in sets or []:
+        key, value = parse_override(text)
+        if key.startswith("training."):
+            overrides.setdefault("training", {})[key[len("training."):]] = value
+        else:
+            overrides[key] = value
+    return overrides
+
+
 def register(app: typer.Typer, bench_app: typer.Typer) -> None:
     """Add the experiments stage's commands to the root and bench apps."""
     from experiments.lift_cli import register_lift
@@ -133,16 +147,10 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
         """Train, serve and judge on K worlds x seeds; the median and worst share of the oracle's gain and the per-world checks."""
         from experiments.worlds_bench import bench_worlds
         from experiments.worlds_config import load_worlds_bench_config
-        from nba.configuration import ConfigError, parse_override
+        from nba.configuration import ConfigError
         from training.jobs import write_json_line
 
-        overrides: dict[str, Any] = {"hcps": hcps, "weeks": weeks, "epochs": epochs, "workdir": str(workdir) if workdir else None}
-        for text in set_ or []:
-            key, value = parse_override(text)
-            if key.startswith("training."):  # a training config key, kept whole (dots and all)
-                overrides.setdefault("training", {})[key[len("training."):]] = value
-            else:
-                overrides[key] = value
+        overrides = _world_overrides({"hcps": hcps, "weeks": weeks, "epochs": epochs, "workdir": str(workdir) if workdir else None}, set_)
         try:
             cfg = load_worlds_bench_config(config, overrides)
             listed_seeds = [int(x) for x in seeds.split(",")] if seeds else None
@@ -172,16 +180,10 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
         """Coverage of the served policy's true value by each estimator's interval, over worlds x seeds, with and without logged propensities."""
         from experiments.ope_bench import bench_ope
         from experiments.worlds_config import load_ope_bench_config
-        from nba.configuration import ConfigError, parse_override
+        from nba.configuration import ConfigError
         from training.jobs import write_json_line
 
-        overrides: dict[str, Any] = {"hcps": hcps, "epochs": epochs, "workdir": str(workdir) if workdir else None}
-        for text in set_ or []:
-            key, value = parse_override(text)
-            if key.startswith("training."):
-                overrides.setdefault("training", {})[key[len("training."):]] = value
-            else:
-                overrides[key] = value
+        overrides = _world_overrides({"hcps": hcps, "epochs": epochs, "workdir": str(workdir) if workdir else None}, set_)
         try:
             cfg = load_ope_bench_config(config, overrides)
             listed_seeds = [int(x) for x in seeds.split(",")] if seeds else None

@@ -46,37 +46,17 @@ def _variant(bundle: Any, prep: Any, data: Any, ope_cfg: Any, seed: int, batch_s
 
 def run_world(world: str, seed: int, cfg: Any) -> dict[str, Any]:
     """One (world, seed): simulate, train, estimate with logged and with estimated propensities, judge against the truth."""
-    import shutil
-
     from experiments.sim_judge import ope_truth
-    from experiments.worlds_bench import _train
-    from features import load_features_config
-    from nba.configuration import load_config
-    from simulator.generate import simulate
-    from simulator.worlds import world_config
+    from experiments.worlds_bench import simulate_world, train_world
     from training.artifacts import load_bundle
-    from training.config import TrainingConfig
-    from training.jobs import prepare_data
 
-    import datetime as dt
-
-    workdir = (Path(cfg.workdir) / f"{world}-{seed}").resolve()
-    if workdir.exists():
-        shutil.rmtree(workdir)
-    workdir.mkdir(parents=True)
-    data_dir = workdir / "data"
     t0 = time.perf_counter()
-    start = dt.date.today() - dt.timedelta(days=cfg.days + 14)
-    start -= dt.timedelta(days=start.weekday())
-    simulate(world_config(world, hcps=cfg.hcps, days=cfg.days, seed=seed, out=str(data_dir), start_date=start.isoformat()), progress=False)
-    features_cfg = load_features_config(overrides={"data_dir": str(data_dir), "workspace_dir": str(workdir / "features")}).resolved()
-    bundle_dir = _train(data_dir, workdir, features_cfg, cfg.epochs, seed, cfg.training)
+    workdir, data_dir, features_cfg = simulate_world(world, seed, cfg, spare_days=14)
+    # The bundle's vocabulary and scaler are the ones fitted on prep's training weeks: its encoding is the model's.
+    bundle_dir, tcfg, prep = train_world(data_dir, workdir, features_cfg, cfg.epochs, seed, cfg.training)
     t_train = time.perf_counter() - t0
-    tcfg = load_config(TrainingConfig, "training", overrides={"data_dir": str(data_dir), "features_config": str(workdir / "features.yaml"),
-                                                              "seed": seed, **cfg.training})
     ope_cfg = tcfg.ope.model_copy(update={"n_boot": cfg.n_boot})
     bundle = load_bundle(bundle_dir)
-    prep = prepare_data(tcfg, bundle.vocab, bundle.scaler)
     data = prep.test if prep.test is not None and len(prep.test) else prep.val
     out: dict[str, Any] = {"world": world, "seed": seed, "test_rows": len(data)}
     for variant, drop in (("logged", False), ("estimated", True)):

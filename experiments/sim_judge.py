@@ -14,7 +14,6 @@ history the environment has produced so far.
 from __future__ import annotations
 
 import datetime as dt
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -220,21 +219,17 @@ def simulated_policy_value(bundle: Any, data_dir: str, features_config: str | No
     from simulator.policies import BehaviourPolicy, OraclePolicy
 
     logged = logged_history(data_dir, start)
-    seed = None
-    if seed_offset:  # tuning: the world's draws offset from the dataset's seed, which `nba evaluate` reports with
-        from simulator.ground_truth import read_ground_truth
-
-        seed = read_ground_truth(Path(data_dir))[0].seed + seed_offset
-    key = (str(data_dir), weeks, start, seed)
+    # Tuning: the world's draws offset from the dataset's seed, which `nba evaluate` reports with.
+    key = (str(data_dir), weeks, start, seed_offset)
     if key not in _REFERENCE_VALUES:
         ref = {}
         for who in ("logged", "oracle"):
-            env = Environment.from_data_dir(data_dir, start=start, seed=seed)  # type: ignore[arg-type]
+            env = Environment.from_data_dir(data_dir, start=start, seed_offset=seed_offset)  # type: ignore[arg-type]
             ref[who] = env.run(BehaviourPolicy(env.cfg) if who == "logged" else OraclePolicy(env), weeks=weeks).value
         _REFERENCE_VALUES[key] = ref
     ref = _REFERENCE_VALUES[key]
     fcfg = load_features_config(features_config, overrides={"data_dir": data_dir})
-    env = Environment.from_data_dir(data_dir, start=start, seed=seed)  # type: ignore[arg-type]
+    env = Environment.from_data_dir(data_dir, start=start, seed_offset=seed_offset)  # type: ignore[arg-type]
     value = env.run(ModelPolicy(bundle, fcfg, env.cfg.oracle_touches_per_week, logged=logged), weeks=weeks, progress=progress).value
     return {"responses_per_hcp_week": value["expected_responses_per_hcp_week"], "share_of_oracle_gain": share_of_oracle_gain(value, ref["logged"], ref["oracle"], VALUE_KEY)}
 
@@ -307,7 +302,6 @@ def judge_evaluation(run: Any) -> tuple[dict[str, Any], dict[str, dict[str, Any]
     logged = logged_history(cfg.data_dir, start)
     probe = Environment.from_data_dir(cfg.data_dir)
     k = probe.cfg.oracle_touches_per_week
-    seed = None  # the dataset's own seed: tuning selects on other draws (tune.sim_seed_offset)
     policies = {
         "logged": lambda env: BehaviourPolicy(env.cfg),
         "oracle": lambda env: OraclePolicy(env),
@@ -323,7 +317,7 @@ def judge_evaluation(run: Any) -> tuple[dict[str, Any], dict[str, dict[str, Any]
     }
     values: dict[str, dict[str, Any]] = {}
     for who, make in policies.items():
-        env = Environment.from_data_dir(cfg.data_dir, start=start, seed=seed)
+        env = Environment.from_data_dir(cfg.data_dir, start=start)  # the dataset's own draws: tuning selects on others (tune.sim_seed_offset)
         if run.progress:
             print(f"simulating policy {who!r}", flush=True)
         values[who] = env.run(make(env), weeks=run.weeks, progress=run.progress).value

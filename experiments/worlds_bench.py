@@ -212,12 +212,20 @@ def judge_world(data_dir: Path, bundle_dir: Path | None, features_cfg: Any, *, w
 
 def _train(data_dir: Path, workdir: Path, features_cfg: Any, epochs: int, seed: int, training: dict[str, Any]) -> Path:
     """Build the feature store and train the default model on the world's logs; the bundle's folder."""
+    return train_world(data_dir, workdir, features_cfg, epochs, seed, training)[0]
+
+
+def train_world(data_dir: Path, workdir: Path, features_cfg: Any, epochs: int, seed: int, training: dict[str, Any]) -> tuple[Path, Any, Any]:
+    """Build the feature store and train the default model on the world's logs: (bundle folder, training config, its encoded splits).
+
+    The splits are returned so a caller evaluating the model reads the training set once, not again.
+    """
     import yaml
 
     from features import apply, build_sources
     from nba.configuration import load_config
     from training.config import TrainingConfig
-    from training.jobs import train_job
+    from training.jobs import prepare_data, train_job
 
     build_sources(features_cfg)
     apply(features_cfg)
@@ -229,12 +237,17 @@ def _train(data_dir: Path, workdir: Path, features_cfg: Any, epochs: int, seed: 
         "tracking.uri": f"sqlite:///{mlflow_dir / 'mlflow.db'}", "tracking.artifact_location": str(mlflow_dir / "artifacts"),
         "epochs": epochs, "seed": seed, **training,
     })
-    trained = train_job(cfg, register=False, log_model=False, progress=False)
-    return Path(trained["bundle"])
+    prep = prepare_data(cfg)
+    trained = train_job(cfg, prep=prep, register=False, log_model=False, progress=False)
+    return Path(trained["bundle"]), cfg, prep
 
 
-def run_world(world: str, seed: int, cfg: Any, *, train: bool = True) -> dict[str, Any]:
-    """One (world, seed): simulate, train, serve and judge; figures and timings."""
+def simulate_world(world: str, seed: int, cfg: Any, *, spare_days: int) -> tuple[Path, Path, Any]:
+    """A fresh ``<workdir>/<world>-<seed>`` with the world's logged year simulated into ``data``; (workdir, data_dir, features config).
+
+    The logged year ends ``spare_days`` before today (whatever the day, the contract refuses future
+    timestamps, and served weeks must fit after it), on a Monday.
+    """
     import shutil
 
     from features import load_features_config
@@ -246,14 +259,18 @@ def run_world(world: str, seed: int, cfg: Any, *, train: bool = True) -> dict[st
         shutil.rmtree(workdir)
     workdir.mkdir(parents=True)
     data_dir = workdir / "data"
-    t0 = time.perf_counter()
-    # The logged year ends before today whatever the day: the contract refuses future timestamps.
-    start = dt.date.today() - dt.timedelta(days=cfg.days + 7 * (cfg.weeks + 2))
+    start = dt.date.today() - dt.timedelta(days=cfg.days + spare_days)
     start -= dt.timedelta(days=start.weekday())
-    sim_cfg = world_config(world, hcps=cfg.hcps, days=cfg.days, seed=seed, out=str(data_dir), start_date=start.isoformat())
-    simulate(sim_cfg, progress=False)
-    t_sim = time.perf_counter() - t0
+    simulate(world_config(world, hcps=cfg.hcps, days=cfg.days, seed=seed, out=str(data_dir), start_date=start.isoformat()), progress=False)
     features_cfg = load_features_config(overrides={"data_dir": str(data_dir), "workspace_dir": str(workdir / "features")}).resolved()
+    return workdir, data_dir, features_cfg
+
+
+def run_world(world: str, seed: int, cfg: Any, *, train: bool = True) -> dict[str, Any]:
+    """One (world, seed): simulate, train, serve and judge; figures and timings."""
+    t0 = time.perf_counter()
+    workdir, data_dir, features_cfg = simulate_world(world, seed, cfg, spare_days=7 * (cfg.weeks + 2))
+    t_sim = time.perf_counter() - t0
     bundle = _train(data_dir, workdir, features_cfg, cfg.epochs, seed, cfg.training) if train else None
     t_train = time.perf_counter() - t0 - t_sim
     figures = judge_world(data_dir, bundle, features_cfg, weeks=cfg.weeks, k=cfg.k, seed=seed)
@@ -353,4 +370,4 @@ def bench_worlds(cfg: Any, split: str = "report", *, worlds: list[str] | None = 
     return summary
 
 
-__all__ = ["ServedPolicy", "bench_worlds", "judge_world", "run_world", "summarise"]
+__all__ = ["ServedPolicy", "bench_worlds", "judge_world", "run_world", "simulate_world", "summarise", "train_world"]

@@ -434,14 +434,15 @@ def served_rows(cfg: ServingConfig, bundle: Any, logs: Logs, ctx: Any, channel_a
 def ope_figures(rows: dict[str, np.ndarray], ope_cfg: Any, seed: int) -> dict[str, Any]:
     """Every estimator's value and interval, diagnostics and the verdict, on the rows with a propensity."""
     from training import served_ope
+    from training.propensity import ESTIMATED, LOGGED
 
     if not rows:
         return {}
     _, fig = served_ope.estimates(rows, ope_cfg, seed)
     src = rows.get("propensity_source")
     if src is not None:
-        fig["ope_rows_logged_propensity_count"] = int((src == 1).sum())
-        fig["ope_rows_estimated_propensity_count"] = int((src == 2).sum())
+        fig["ope_rows_logged_propensity_count"] = int((src == LOGGED).sum())
+        fig["ope_rows_estimated_propensity_count"] = int((src == ESTIMATED).sum())
     names = {"ope_rows": "ope_rows_count", "ope_rows_dropped_no_propensity": "ope_rows_without_propensity_count"}
     return {names.get(k, k): v for k, v in fig.items()}
 

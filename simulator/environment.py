@@ -156,8 +156,12 @@ class Environment:
 
     @classmethod
     def from_data_dir(cls, data_dir: str | Path, *, start: Literal["beginning", "end"] = "beginning", seed: int | None = None,
-                      strict: bool = False) -> Environment:
-        """Load the world of a simulated dataset from its tables and ``_ground_truth``."""
+                      strict: bool = False, seed_offset: int = 0) -> Environment:
+        """Load the world of a simulated dataset from its tables and ``_ground_truth``.
+
+        ``seed`` (default: the dataset's) plus ``seed_offset`` draws the world's randomness: tuning
+        selects on draws offset from the ones evaluation reports with.
+        """
         from contract.io import read_table
         from simulator.ground_truth import read_ground_truth
         from simulator.tables import public_from_tables
@@ -166,7 +170,7 @@ class Environment:
         cfg, hidden, final_state = read_ground_truth(data_dir)
         tables = {name: read_table(data_dir, name) for name in ("products", "reps", "hcps", "content")}
         public = public_from_tables(tables, cfg.start_date, cfg.weeks)
-        env = cls(public, hidden, cfg, tables, seed=seed, strict=strict)
+        env = cls(public, hidden, cfg, tables, seed=(cfg.seed if seed is None else seed) + seed_offset, strict=strict)
         if start == "end":
             env.state = final_state
             env.week = cfg.weeks

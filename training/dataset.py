@@ -412,6 +412,14 @@ def encode_frame(
     return EncodedData(arrays, frame["hcp_id"].astype(str).to_numpy(), week, meta)
 
 
+def weeks_window(data: "EncodedData") -> str:
+    """The first and last decision week of ``data`` as ``YYYY-MM-DD..YYYY-MM-DD`` ("" when empty): a split's window for tags and reports."""
+    if not len(data):
+        return ""
+    w = np.asarray(data.week, dtype="datetime64[D]")
+    return f"{w.min()}..{w.max()}"
+
+
 def time_split(weeks: np.ndarray, val_weeks: int, test_weeks: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Boolean masks (train, validation, test): the last ``test_weeks`` distinct weeks test, the ``val_weeks`` before them validate.
 

@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from contract.schema import CHANNELS, SEGMENTS
+from contract.schema import SEGMENTS
 
 
 @dataclass
@@ -53,14 +53,6 @@ def has_ground_truth(data_dir: Any) -> bool:
     from contract.schema import GROUND_TRUTH_DIR
 
     return (Path(data_dir) / GROUND_TRUTH_DIR / "world.json").exists()
-
-
-def _window(data: Any) -> str:
-    """The first and last decision week of ``data`` as ``YYYY-MM-DD..YYYY-MM-DD`` ("" when empty)."""
-    if not len(data):
-        return ""
-    w = np.asarray(data.week, dtype="datetime64[D]")
-    return f"{w.min()}..{w.max()}"
 
 
 def windows_overlap(a: str, b: str) -> bool:
@@ -103,6 +95,8 @@ def evaluate_job(cfg: Any, version: str | None = None, *, weeks: int | None = No
 
     from training import served_ope, tracking
     from training.baselines import AggregateModel, Popularity
+    from training.dataset import weeks_window
+    from training.propensity import source_summary
     from training.jobs import configure_torch, prepare_data
     from training.train import metrics_from_predictions, predict
 
@@ -125,7 +119,7 @@ def evaluate_job(cfg: Any, version: str | None = None, *, weeks: int | None = No
     prep = prepare_data(cfg, bundle.vocab, bundle.scaler)
     # Report on the test weeks, which nothing selected on; without them, on the validation weeks, flagged.
     data, split = (prep.test, "test") if prep.test is not None and len(prep.test) else (prep.val, "validation")
-    window = _window(data)
+    window = weeks_window(data)
     selection = (mv.tags or {}).get(tracking.SELECTION_WINDOW_TAG) or str(bundle.meta.get("selection_window", ""))
     overlaps = split != "test" or windows_overlap(window, selection)
     figures: dict[str, Any] = {"model_version": int(mv.version), "evaluation_split": split, "evaluation_window": window,
@@ -158,9 +152,7 @@ def evaluate_job(cfg: Any, version: str | None = None, *, weeks: int | None = No
     figures.update(ctx.behaviour_figures)
     masks = served_ope.served_masks(bundle, data, prep.item_products, prep.hcp_products)
     rows = served_ope.served_rows(bundle, data, ctx, epsilon=cfg.ope.epsilon, top_m=cfg.ope.top_m, batch_size=cfg.batch_size, masks=masks, device=device)
-    src = rows["propensity_source"]
-    figures.update({"ope_propensity_share_logged": float(np.mean(src == 1)) if len(src) else 0.0,
-                    "ope_propensity_share_estimated": float(np.mean(src == 2)) if len(src) else 0.0})
+    figures.update({f"ope_{k}": v for k, v in source_summary(rows["propensity_source"]).items()})
     est, ope_figures = served_ope.estimates(rows, cfg.ope, cfg.seed)
     figures.update(ope_figures)
     figures["ope_support_mass"] = figures.get("ope_diag_support_mass", float("nan"))
@@ -252,13 +244,12 @@ def _log_plots(mlflow: Any, figures: dict[str, Any], values: dict[str, dict[str,
     if "ope_true_response_rate" in figures and np.isfinite(figures["ope_true_response_rate"]):
         t = figures["ope_true_response_rate"]
         policy["model (truth)"] = (t, t, t)
-    for fig, path in ((plots.policy_value_plot(policy, "P(response) per logged decision, policy as served"), "plots/policy_value.png"),
-                      (plots.calibration_plot(calib), "plots/calibration.png")):
-        mlflow.log_figure(fig, path)
-        plt.close(fig)
+    figs = {"plots/policy_value.png": plots.policy_value_plot(policy, "P(response) per logged decision, policy as served"),
+            "plots/calibration.png": plots.calibration_plot(calib)}
     if values:
         mix = {"logged": values["logged"]["touches_by_channel"], "model": values["model"]["touches_by_channel"]}
         tiers = {who: {s: v["by_segment"][s]["expected_responses_per_hcp_week"] for s in SEGMENTS} for who, v in values.items()}
-        for fig, path in ((plots.channel_mix_plot(mix), "plots/channel_mix.png"), (plots.value_by_tier_plot(tiers), "plots/value_by_tier.png")):
-            mlflow.log_figure(fig, path)
-            plt.close(fig)
+        figs.update({"plots/channel_mix.png": plots.channel_mix_plot(mix), "plots/value_by_tier.png": plots.value_by_tier_plot(tiers)})
+    for path, fig in figs.items():
+        plots.log_figure(mlflow, fig, path)  # tight bounding box: the legends sit outside the axes
+        plt.close(fig)

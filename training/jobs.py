@@ -148,6 +148,7 @@ def train_job(cfg: TrainingConfig, *, prep: Prepared | None = None, register: bo
     from training import tracking
     from training.artifacts import ModelBundle, save_bundle
     from training.contentless import contentless_names, resolve_contentless
+    from training.dataset import weeks_window
     from training.train import fit
 
     tracking.setup(cfg.tracking)
@@ -186,7 +187,7 @@ def train_job(cfg: TrainingConfig, *, prep: Prepared | None = None, register: bo
 
         types = prep.content_codes[:, 1] if prep.content_codes is not None else None  # CONTENT_TAGS order: topic, content_type, form
         items = channel_item_mask(prep.train.arrays["label_channel"], prep.train.arrays["label_content"], types, len(prep.vocab))
-        selection = _weeks_window(prep.val)
+        selection = weeks_window(prep.val)
         meta = {"run_id": run.info.run_id, "data_fingerprint": prep.fingerprint, "objective": cfg.loss.objective, "seed": cfg.seed,
                 "channel_items": to_meta(items, prep.vocab.ids), "selection_window": selection}
         bundle = ModelBundle(model, prep.vocab, prep.scaler, meta, calibrator, contentless)
@@ -203,14 +204,6 @@ def train_job(cfg: TrainingConfig, *, prep: Prepared | None = None, register: bo
                 version = tracking.register(model_uri, cfg.tracking.registered_model, tracking.CHALLENGER,
                                             tags={"data_fingerprint": prep.fingerprint, "run_id": run.info.run_id, tracking.SELECTION_WINDOW_TAG: selection})
         return {"run_id": run.info.run_id, "model_version": version, "bundle": str(out_dir), "metrics": final, "seconds_per_epoch": result.seconds_per_epoch}
-
-
-def _weeks_window(data: Any) -> str:
-    """``first..last`` decision week of ``data`` (the selection weeks a model version records)."""
-    if not len(data):
-        return ""
-    w = np.asarray(data.week, dtype="datetime64[D]")
-    return f"{w.min()}..{w.max()}"
 
 
 def _validation_policy_value(cfg: TrainingConfig, bundle: Any, prep: Prepared) -> dict[str, float]:
@@ -232,12 +225,13 @@ def register_bundle(cfg: TrainingConfig, run_id: str, bundle_dir: Path, prep: Pr
 
     from training import tracking
     from training.artifacts import load_bundle
+    from training.dataset import weeks_window
 
     tracking.setup(cfg.tracking)
     with mlflow.start_run(run_id=run_id, nested=mlflow.active_run() is not None):
         model_uri = _log_pyfunc(load_bundle(bundle_dir), bundle_dir, prep)
     return tracking.register(model_uri, cfg.tracking.registered_model, tracking.CHALLENGER,
-                             tags={"data_fingerprint": prep.fingerprint, "run_id": run_id, tracking.SELECTION_WINDOW_TAG: _weeks_window(prep.val)})
+                             tags={"data_fingerprint": prep.fingerprint, "run_id": run_id, tracking.SELECTION_WINDOW_TAG: weeks_window(prep.val)})
 
 
 def _calibrate(model: Any, prep: Prepared, batch_size: int, device: Any, *, contentless: Any = None, clip: float = 20.0) -> tuple[Any, dict[str, float]]:

@@ -65,7 +65,7 @@ def served_rows(bundle: Any, data: Any, ctx: Context, *, epsilon: float, top_m: 
 
     ``channel_allowed``/``item_allowed`` narrow serving's masks further (`nba replay`'s rules).
     """
-    from training.propensity import fill_propensities
+    from training.propensity import LOGGED, fill_propensities
     from training.served_policy import served_policy_rows
 
     ch = masks.get("channel_allowed")
@@ -79,7 +79,7 @@ def served_rows(bundle: Any, data: Any, ctx: Context, *, epsilon: float, top_m: 
     logged = rows["propensity"]
     estimated = ctx.behaviour.propensity(data) if ctx.behaviour is not None else np.full(len(logged), np.nan)
     if ctx.behaviour is None:
-        rows["propensity_source"] = np.where(np.isfinite(logged) & (logged > 0), 1, -1).astype(np.int8)
+        rows["propensity_source"] = np.where(np.isfinite(logged) & (logged > 0), LOGGED, -1).astype(np.int8)  # -1: none, row dropped
     else:
         rows["propensity"], rows["propensity_source"] = fill_propensities(logged, estimated)
     return rows

@@ -45,3 +45,14 @@ def test_policy_values_are_deterministic(small_world: Path, policy_runs: dict) -
     reseeded = Environment.from_data_dir(small_world, seed=99).run(RandomEligiblePolicy())
     assert reseeded.value["positive_responses"] != policy_runs["random"].value["positive_responses"]
     assert isinstance(run_table := again.touchpoints(), pa.Table) and run_table.num_rows == policy_runs["random"].touchpoints().num_rows
+
+
+def test_a_seed_offset_draws_other_weeks_than_the_datasets_seed(small_world: Path, policy_runs: dict) -> None:
+    """Tuning's simulator objective (tune.sim_seed_offset) must not see the draws evaluation reports with."""
+    from simulator.policies import RandomEligiblePolicy
+
+    offset = Environment.from_data_dir(small_world, seed_offset=1000)
+    assert offset.seed == offset.cfg.seed + 1000
+    assert Environment.from_data_dir(small_world, seed=5, seed_offset=3).seed == 8
+    run = offset.run(RandomEligiblePolicy())
+    assert run.value["positive_responses"] != policy_runs["random"].value["positive_responses"]

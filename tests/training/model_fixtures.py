@@ -33,3 +33,16 @@ def token_batch(seed: int = 0) -> dict[str, torch.Tensor]:
         "label_content": torch.randint(1, V, (B,), generator=g),
         "label_slot": torch.randint(0, N_SLOTS, (B,), generator=g),
     }
+
+
+# Candidate rows for the fused-grid checks: (channel, content, slot) per batch row.
+GRID_CH, GRID_CT, GRID_SL = torch.tensor([0, 3, 7, 2]), torch.tensor([2, 1, 5, V - 1]), torch.tensor([1, 27, 4, 0])
+
+
+def assert_fused_grids_exact(model, z: torch.Tensor) -> None:
+    """The all-content and all-slot grids equal the one-candidate response logit, row by row (training.policy relies on them)."""
+    ch, ct, sl = GRID_CH, GRID_CT, GRID_SL
+    one = model.response_logit(z, ch.unsqueeze(1).expand(-1, V), torch.arange(V).expand(B, -1), sl.unsqueeze(1).expand(-1, V))
+    torch.testing.assert_close(model.response_logit_all_content(z, ch, sl), one)
+    one = model.response_logit(z, ch.unsqueeze(1).expand(-1, N_SLOTS), ct.unsqueeze(1).expand(-1, N_SLOTS), torch.arange(N_SLOTS).expand(B, -1))
+    torch.testing.assert_close(model.response_logit_all_slots(z, ch, ct), one)

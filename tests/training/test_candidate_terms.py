@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from model_fixtures import LONG, B, L, S, V, token_batch
+from model_fixtures import GRID_CH, GRID_CT, GRID_SL, LONG, B, L, S, V, assert_fused_grids_exact, token_batch
 
-from training.model import N_SLOTS, ModelConfig, NextBestActionModel
+from training.model import ModelConfig, NextBestActionModel
 from training.model.candidates import N_ITEM_FEATURES, contact_width, days_code
 
 W, M = 4, 5  # contact windows, item slots
@@ -45,11 +45,8 @@ def test_fused_grids_stay_exact_with_candidate_terms(history: bool) -> None:
     model, batch = _model(history), _batch()
     with torch.no_grad():
         z = model.state(batch)
-        ch, ct, sl = torch.tensor([0, 3, 7, 2]), torch.tensor([2, 1, 5, V - 1]), torch.tensor([1, 27, 4, 0])
-        one = model.response_logit(z, ch.unsqueeze(1).expand(-1, V), torch.arange(V).expand(B, -1), sl.unsqueeze(1).expand(-1, V))
-        torch.testing.assert_close(model.response_logit_all_content(z, ch, sl), one)
-        one = model.response_logit(z, ch.unsqueeze(1).expand(-1, N_SLOTS), ct.unsqueeze(1).expand(-1, N_SLOTS), torch.arange(N_SLOTS).expand(B, -1))
-        torch.testing.assert_close(model.response_logit_all_slots(z, ch, ct), one)
+        assert_fused_grids_exact(model, z)
+        ch, ct, sl = GRID_CH, GRID_CT, GRID_SL
         # Separable: logit(c, s, v) = base[c, s] + content_logits[c, v] (training.policy relies on it).
         base, query = model.response_table(z)
         full = base.unsqueeze(-1) + model.content_logits(z, query).unsqueeze(2)  # [B, C, 28, V]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from model_fixtures import LONG, B, L, S, V
+from model_fixtures import LONG, B, L, S, V, assert_fused_grids_exact
 from model_fixtures import token_batch as _batch
 
 from training.model import N_SLOTS, ModelConfig, NextBestActionModel
@@ -185,11 +185,7 @@ def _long_batch(seed: int = 0) -> dict[str, torch.Tensor]:
 def test_long_history_keeps_the_fused_grids_exact() -> None:
     model, batch = _long_model(), _long_batch()
     z = model.state(batch)
-    ch, ct, sl = torch.tensor([0, 3, 7, 2]), torch.tensor([2, 1, 5, V - 1]), torch.tensor([1, 27, 4, 0])
-    one = model.response_logit(z, ch.unsqueeze(1).expand(-1, V), torch.arange(V).expand(B, -1), sl.unsqueeze(1).expand(-1, V))
-    torch.testing.assert_close(model.response_logit_all_content(z, ch, sl), one)
-    one = model.response_logit(z, ch.unsqueeze(1).expand(-1, N_SLOTS), ct.unsqueeze(1).expand(-1, N_SLOTS), torch.arange(N_SLOTS).expand(B, -1))
-    torch.testing.assert_close(model.response_logit_all_slots(z, ch, ct), one)
+    assert_fused_grids_exact(model, z)
 
 
 def test_long_history_blocks_reach_the_scores_they_describe() -> None:
