@@ -14,6 +14,8 @@ history the environment has produced so far.
 from __future__ import annotations
 
 import datetime as dt
+import sys
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -336,6 +338,8 @@ def judge_evaluation(run: Any) -> tuple[dict[str, Any], dict[str, dict[str, Any]
     figures["sim_model_beats_every_baseline"] = bool(all(values["model"][VALUE_KEY] > values[b][VALUE_KEY] for b in baselines))
     figures["sim_weeks"] = n_weeks
     figures["sim_start_week"] = int(probe.cfg.weeks if start == "end" else 0)
+    if getattr(run, "served_checks", True):
+        figures.update(served_checks(cfg, bundle, fcfg, start=start, weeks=n_weeks, k=k, progress=run.progress))
     if run.partial_oracles:
         shares = {who: figures.get(f"sim_{who}_share_of_oracle_gain", 1.0 if who == "oracle" else 0.0) for who in values}
         worth = {"channel": shares["population_channel"] - shares["population"], "topic": shares["population_topic"] - shares["population"],
@@ -347,6 +351,31 @@ def judge_evaluation(run: Any) -> tuple[dict[str, Any], dict[str, dict[str, Any]
         if "oracle_from_logs" in shares:
             figures["gap_model_minus_oracle_from_logs_share"] = shares["model"] - shares["oracle_from_logs"]
     return figures, values
+
+
+def served_checks(cfg: Any, bundle: Any, features_cfg: Any, *, start: str, weeks: int, k: int, progress: bool = True) -> dict[str, Any]:
+    """The model served through the serving engine (guardrails, window rules, calibration) and the rule policy, judged in the world.
+
+    Figures are ``served_*`` (the same keys as ``nba bench worlds`` rows) and ``served_check_*``,
+    the checks every world must pass: repetition within 30 days no more than the logged reps',
+    first choices overridden by a rule at most 2%, |mean expected - mean realised| response on
+    served suggestions at most 0.03, and the rule policy at least the logged policy.
+    """
+    from experiments.worlds_bench import CHECKS, judge_world, world_checks
+
+    if progress:
+        print("simulating the policy as served (serving engine) and the rule policy", file=sys.stderr, flush=True)
+    row = judge_world(Path(cfg.data_dir), None, features_cfg, weeks=weeks, k=k, seed=cfg.seed, bundle=bundle, start=start, trained=False)
+    keys = ("model_share_of_oracle_gain", "model_touches", "logged_touches", "rules_share_of_oracle_gain", "model_repeat_share_30d",
+            "logged_repeat_share_30d", "rules_repeat_share_30d", "model_conference_within_60d_share", "logged_conference_within_60d_share",
+            "model_department_meeting_within_21d_share", "logged_department_meeting_within_21d_share", "model_override_share",
+            "model_raw_infeasible_share", "model_mean_expected", "model_mean_realised", "model_calibration_gap", "rules_vs_logged_value_ratio")
+    out: dict[str, Any] = {f"served_{key}": row[key] for key in keys if key in row}
+    checks = world_checks(row)
+    out.update({f"served_check_{name}": bool(checks[name]) for name in CHECKS})
+    out["served_checks_passed"] = int(sum(checks.values()))
+    out["served_checks_total"] = len(CHECKS)
+    return out
 
 
 class SimulatorJudge:

@@ -87,6 +87,8 @@ def register(app: typer.Typer, bench_app: typer.Typer, judge: Optional[Callable[
         training_set: Optional[Path] = typer.Option(None, "--training-set", help="Parquet training set instead of the feature store."),
         data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Simulated dataset (with _ground_truth)."),
         imitation: bool = typer.Option(False, "--imitation", help="Also simulate the network's policy heads (imitation of the logs for a naive model)."),
+        served_checks: bool = typer.Option(True, "--served-checks/--no-served-checks",
+                                           help="With ground truth: also serve the world through the serving engine and check repetition, overrides, calibration."),
         start: Optional[str] = typer.Option(None, "--start", help="end: continue after the logged year with its history; beginning: replay it from week 0 (config: sim_start)."),
         set_: list[str] = typer.Option([], "--set", help="Any config key (repeatable)."),
     ) -> None:
@@ -96,7 +98,7 @@ def register(app: typer.Typer, bench_app: typer.Typer, judge: Optional[Callable[
         from training.jobs import write_json_line
 
         cfg = _load(config, {"training_set": str(training_set) if training_set else None, "data_dir": str(data_dir) if data_dir else None, "sim_start": start}, set_)
-        typer.echo(write_json_line(evaluate_job(cfg, version, weeks=weeks, imitation=imitation, judge=judge() if judge else None)))
+        typer.echo(write_json_line(evaluate_job(cfg, version, weeks=weeks, imitation=imitation, judge=judge() if judge else None, served_checks=served_checks)))
 
     @app.command("promote")
     def promote_cmd(

@@ -34,7 +34,8 @@ class EvaluationInputs:
     progress: bool = True
     imitation: bool = False
     partial_oracles: bool = True
-    data: Any = None  # the evaluated split (EncodedData): the test weeks, else the validation weeks
+    data: Any = None
+    served_checks: bool = True  # also serve the world through the serving engine and check repetition, overrides, calibration  # the evaluated split (EncodedData): the test weeks, else the validation weeks
 
 
 class PolicyJudge(Protocol):
@@ -77,7 +78,8 @@ def _same_encoding(a: Any, b: Any) -> bool:
 
 
 def evaluate_job(cfg: Any, version: str | None = None, *, weeks: int | None = None, progress: bool = True,
-                 imitation: bool = False, partial_oracles: bool = True, judge: PolicyJudge | None = None) -> dict[str, Any]:
+                 imitation: bool = False, partial_oracles: bool = True, judge: PolicyJudge | None = None,
+                 served_checks: bool = True) -> dict[str, Any]:
     """Evaluate a registered model version (default: the challenger) as it would be served; return figures.
 
     On any dataset: offline metrics and off-policy estimates of the served policy (training.served_ope)
@@ -175,8 +177,11 @@ def evaluate_job(cfg: Any, version: str | None = None, *, weeks: int | None = No
     values: dict[str, dict[str, Any]] = {}
     if judge is not None and has_ground_truth(cfg.data_dir):
         known = served_ope.usable(rows)
-        judged, values = judge.evaluate(EvaluationInputs(cfg, bundle, prep, pop, agg, rows, known, dict(figures), weeks, progress, imitation, partial_oracles, data))
+        judged, values = judge.evaluate(EvaluationInputs(cfg, bundle, prep, pop, agg, rows, known, dict(figures), weeks, progress, imitation, partial_oracles, data,
+                                                          served_checks))
         figures.update(judged)
+        if "served_checks_passed" in figures:
+            say(served_checks_line(figures))
 
     setting = f"data={prep.fingerprint} {split}={window} estimator={cfg.ope.estimator} n_boot={cfg.ope.n_boot} eps={cfg.ope.epsilon} top_m={cfg.ope.top_m}"
     with mlflow.start_run(run_name=tracking.evaluation_run_name(mv.version, cfg.ope.estimator, window or "none")) as run:
@@ -213,6 +218,21 @@ def evaluate_job(cfg: Any, version: str | None = None, *, weeks: int | None = No
         tags["share_of_oracle_gain"] = repr(figures["sim_model_share_of_oracle_gain"])
     tracking.set_evaluation_tags(client, name, str(mv.version), tags)
     return figures
+
+
+def served_checks_line(figures: dict[str, Any]) -> str:
+    """One line for people: the served policy's share of the oracle's gain and the per-world checks, with their figures."""
+    f = figures
+
+    def mark(name: str) -> str:
+        return "ok" if f.get(f"served_check_{name}") else "FAILED"
+
+    return (f"served (engine) share of the oracle's gain {f.get('served_model_share_of_oracle_gain', float('nan')):.3f}; checks "
+            f"{f['served_checks_passed']}/{f['served_checks_total']}: repeat within 30 d {f.get('served_model_repeat_share_30d', float('nan')):.2f} "
+            f"<= logged {f.get('served_logged_repeat_share_30d', float('nan')):.2f} {mark('repeat_le_logged')}; "
+            f"first choices overridden {f.get('served_model_override_share', float('nan')):.3f} <= 0.02 {mark('override_le_2pct')}; "
+            f"|expected - realised| {f.get('served_model_calibration_gap', float('nan')):.3f} <= 0.03 {mark('calibration_gap_le_0_03')}; "
+            f"rules / logged value {f.get('served_rules_vs_logged_value_ratio', float('nan')):.3f} >= 1 {mark('rules_ge_logged')}")
 
 
 def _metric_name(key: str) -> str:

@@ -70,6 +70,11 @@ def test_evaluate_measures_model_and_every_baseline(world) -> None:
     assert figures["sim_oracle_from_logs_share_of_oracle_gain"] < 1.05 and figures["sim_oracle_timing_from_logs_share_of_oracle_gain"] < 1.05
     assert figures["gap_model_minus_oracle_from_logs_share"] == pytest.approx(figures["sim_model_share_of_oracle_gain"] - figures["sim_oracle_from_logs_share_of_oracle_gain"])
     assert 0.0 <= figures["offline_model_response_ece_calibrated"] <= 1.0
+    # The policy as served (the serving engine's guardrails and window rules) and the per-world checks.
+    assert figures["served_checks_total"] == 4 and 0 <= figures["served_checks_passed"] <= 4
+    assert figures["served_checks_passed"] == sum(figures[f"served_check_{c}"] for c in ("repeat_le_logged", "override_le_2pct", "calibration_gap_le_0_03", "rules_ge_logged"))
+    assert figures["served_check_override_le_2pct"] == (figures["served_model_override_share"] <= 0.02)
+    assert 0.0 <= figures["served_model_repeat_share_30d"] <= 1.0 and figures["served_model_touches"] > 0
     client = MlflowClient(tracking_uri=f"sqlite:///{root}/mlflow.db")
     plots = {a.path for a in client.list_artifacts(figures["evaluation_run_id"], "plots")}
     assert plots == {"plots/policy_value.png", "plots/calibration.png", "plots/channel_mix.png", "plots/value_by_tier.png"}

@@ -47,6 +47,17 @@ def test_summary_by_hand() -> None:
     assert s["pairs_override_le_2pct"] == 4 and s["pairs"] == 4
 
 
+def test_world_checks_by_hand() -> None:
+    from experiments.worlds_bench import world_checks
+
+    ok = world_checks(_row("a", 1, 0.5, 0.1))
+    assert ok == {"repeat_le_logged": True, "override_le_2pct": True, "calibration_gap_le_0_03": True, "rules_ge_logged": True}
+    bad = world_checks({**_row("a", 1, 0.5, 0.1, rep=0.3, gap=0.05, rv=8.0), "model_override_share": 0.03})
+    assert not any(bad.values())
+    # A figure that was never measured fails its check rather than passing silently.
+    assert world_checks({k: v for k, v in _row("a", 1, 0.5, 0.1).items() if k != "model_calibration_gap"})["calibration_gap_le_0_03"] is False
+
+
 @pytest.mark.slow
 def test_one_tiny_world_end_to_end(tmp_path) -> None:
     from experiments.worlds_bench import run_world
