@@ -17,6 +17,16 @@ import typer
 EXIT_INVALID = 2
 
 
+def parse_now(text: Optional[str]) -> dt.datetime:
+    """The ``--now`` reference time: now in UTC, or an ISO 8601 time with an offset (BadParameter otherwise)."""
+    return _now(text)
+
+
+def report_import_issues(issues, errors_out: Optional[Path] = None, config: Optional[Path] = None) -> None:
+    """Print an import's issues as the import command does (and write them to ``errors_out``)."""
+    _report_issues(issues, _config(config, {}), errors_out)
+
+
 def _now(text: Optional[str]) -> dt.datetime:
     if text is None:
         return dt.datetime.now(dt.timezone.utc)

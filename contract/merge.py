@@ -52,6 +52,8 @@ class MergePlan:
     take_incoming: np.ndarray
     stats: MergeStats
     issues: list[ValidationIssue]
+    # Incoming rows that are new or differ from the stored row: what an incremental sync must redo.
+    touched: np.ndarray | None = None
 
 
 def plan_merge(table: Table, existing: pd.DataFrame | None, incoming: pd.DataFrame, source: SourceFile, *, cap: int = 1000) -> MergePlan:
@@ -62,7 +64,7 @@ def plan_merge(table: Table, existing: pd.DataFrame | None, incoming: pd.DataFra
     key = list(table.primary_key)
     n = len(incoming)
     if existing is None or existing.empty:
-        return MergePlan(None, np.ones(n, dtype=bool), MergeStats(n, n, 0, 0, n), [])
+        return MergePlan(None, np.ones(n, dtype=bool), MergeStats(n, n, 0, 0, n), [], np.ones(n, dtype=bool))
     incoming = incoming.reset_index(drop=True)
     at = _key_index(existing, key).get_indexer(_key_index(incoming, key))
     matched = at >= 0
@@ -95,11 +97,11 @@ def plan_merge(table: Table, existing: pd.DataFrame | None, incoming: pd.DataFra
 
             issues = issues_from_mask(source, table.name, changed, rule=RULE_CHANGED_EVENT, column=",".join(key), values=incoming[key[0]], message=messages, cap=cap)
         stats = MergeStats(n, inserted, n_matched - n_changed, 0, len(existing) + inserted)
-        return MergePlan(None, ~matched, stats, issues)
+        return MergePlan(None, ~matched, stats, issues, ~matched)
     replaced = np.zeros(len(existing), dtype=bool)
     replaced[at[m_pos]] = True
     stats = MergeStats(n, inserted, n_matched - n_changed, n_changed, len(existing) + inserted)
-    return MergePlan(~replaced, np.ones(n, dtype=bool), stats, [])
+    return MergePlan(~replaced, np.ones(n, dtype=bool), stats, [], ~matched | changed)
 
 
 def apply_merge(table: Table, plan: MergePlan, existing: pa.Table | None, incoming: pa.Table) -> pa.Table:

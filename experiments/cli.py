@@ -63,17 +63,19 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
 
         cfg = _load(config, {"ui.port": port}, set_)
         tracking = training_config(cfg).tracking
+        from nba.servers import ChildGuard
+
         proc, url = start_ui(tracking, cfg.ui.host, cfg.ui.port, cfg.ui.workers)
-        try:
-            wait_ready(url, proc)
-            typer.echo(f"MLflow UI at {url} (store {tracking.uri}); compare runs of '{tracking.experiment}', live model: alias 'champion' of '{tracking.registered_model}'. Ctrl-C stops it.")
-            proc.wait()
-        except KeyboardInterrupt:
-            pass
-        except (RuntimeError, TimeoutError) as exc:
-            _fail(exc)
-        finally:
-            stop_ui(proc)
+        with ChildGuard(proc) as guard:  # SIGTERM/SIGINT/SIGHUP stop the server's whole process group
+            try:
+                wait_ready(url, proc)
+                typer.echo(f"MLflow UI at {url} (store {tracking.uri}); compare runs of '{tracking.experiment}', live model: alias 'champion' of '{tracking.registered_model}'. Ctrl-C stops it.")
+                proc.wait()
+            except (RuntimeError, TimeoutError) as exc:
+                stop_ui(proc)
+                _fail(exc)
+        if guard.signum is None and guard.exit_code:
+            raise typer.Exit(guard.exit_code)
 
     @app.command("compare")
     def compare_cmd(

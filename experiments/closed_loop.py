@@ -402,7 +402,7 @@ def run_closed_loop(data_dir: str | Path, out_dir: str | Path, cfg: ClosedLoopCo
     try:
         if audit.engine.dialect.name == "sqlite":
             _fast_sqlite(audit)
-        if len(audit.read("suggestions")):
+        if audit.span()[0]:  # a count on the index, not the whole table
             raise ValueError(f"audit trail {audit_url} already holds suggestions: give a fresh audit trail (a run is not appended twice)")
         # Every table of the dataset travels to the loop's CRM data (the contract may hold more than these).
         names = {"products", "reps", "hcps", "content", "touchpoints", "outcomes", "feedback", *read_manifest(data_dir).get("tables", {})}

@@ -392,27 +392,36 @@ def safe_url(url: str) -> str:
         return url
 
 
-def read_audit(audit_url: str) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(suggestions, feedback) of the whole audit trail; a clear error when it is missing, unreachable or empty."""
+def read_audit(audit_url: str, since: datetime | None = None, until: datetime | None = None) -> tuple[pd.DataFrame, pd.DataFrame, pd.Series]:
+    """(suggestions delivered in [since, until) by ``as_of``, their feedback, each served HCP's first suggestion time in the whole trail).
+
+    Selected in SQL on the trail's indexes, never by loading whole tables; a clear error when the
+    trail is missing, unreachable, empty, or holds nothing in the window.
+    """
     import sqlalchemy as sa
 
     shown = safe_url(audit_url)
     if audit_url.startswith("sqlite:///") and not Path(audit_url[len("sqlite:///"):]).exists():
         raise LiftError(f"audit_url {shown}: no such SQLite file (serve some suggestions first, or pass --audit-url)")
-    from serving.audit import AuditTrail
+    from serving.audit import AuditTrail, AuditTrailMissing
 
     try:
         audit = AuditTrail(audit_url)
         try:
-            s, fb = audit.read("suggestions"), audit.read("feedback")
+            n, lo, hi = audit.span()
+            if n == 0:
+                raise LiftError(f"audit trail {shown}: table 'suggestions' has no rows (nothing was served yet)")
+            s = audit.read_window(since, until, delivered_only=True)
+            if s.empty:
+                raise LiftError(f"audit trail {shown}: no suggestions between {since or 'the start'} and {until or 'now'} that reached "
+                                f"their caller (table 'suggestions' has as_of from {lo} to {hi})")
+            fb, first_seen = audit.feedback_in_window(since, until), audit.first_seen(since, until)
         finally:
             audit.close()
-    except (sa.exc.DBAPIError, sa.exc.ArgumentError, sa.exc.NoSuchModuleError) as exc:  # unreachable, refused, not a database, bad URL
+    except (sa.exc.DBAPIError, sa.exc.ArgumentError, sa.exc.NoSuchModuleError, AuditTrailMissing) as exc:  # unreachable, refused, not a database, bad URL
         first = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
         raise LiftError(f"audit_url {shown}: cannot read the audit trail ({first})") from None
-    if s.empty:
-        raise LiftError(f"audit trail {shown}: table 'suggestions' has no rows (nothing was served yet)")
-    return s, fb
+    return s, fb, first_seen
 
 
 def _contract_frame(d: Path, name: str, columns: list[str], required: bool) -> pd.DataFrame | None:
@@ -450,19 +459,8 @@ class LiftInputs:
 
 def read_inputs(audit_url: str, data_dir: str | Path | None, since: datetime | None = None, until: datetime | None = None) -> LiftInputs:
     """The audit trail's suggestions in the window [since, until) by suggestion time ``as_of``, its feedback, and the contract dataset's tables."""
-    s_all, fb = read_audit(audit_url)
+    s, fb, first_seen = read_audit(audit_url, since, until)
     shown = safe_url(audit_url)
-    as_of = pd.to_datetime(s_all["as_of"], utc=True)
-    first_seen = as_of.groupby(s_all["hcp_id"].astype(str).to_numpy()).min()
-    keep = np.ones(len(s_all), dtype=bool)
-    if since is not None:
-        keep &= (as_of >= pd.Timestamp(since)).to_numpy()
-    if until is not None:
-        keep &= (as_of < pd.Timestamp(until)).to_numpy()
-    s = s_all[keep]
-    if s.empty:
-        raise LiftError(f"audit trail {shown}: no suggestions between {since or 'the start'} and {until or 'now'} "
-                        f"(table 'suggestions' has as_of from {as_of.min()} to {as_of.max()})")
     arm = assignments(s)
     window = f"between {since or 'the start'} and {until or 'now'}"
     if arm.sum() < 2:

@@ -217,33 +217,46 @@ def compare(ref_features: pd.DataFrame, cur_features: pd.DataFrame, ref_predicti
     }
 
 
-def write_html(path: Path, ref: pd.DataFrame, cur: pd.DataFrame, numeric: list[str], categorical: list[str], cfg: Any) -> None:
-    """An Evidently report (one ValueDrift per column given) over a seeded sample, written atomically."""
+def write_html(path: Path, ref: pd.DataFrame, cur: pd.DataFrame, numeric: list[str], categorical: list[str], cfg: Any,
+               bars: dict[str, float] | None = None, verdict: str | None = None) -> None:
+    """An Evidently report (one ValueDrift per column given) over a seeded sample, written atomically.
+
+    ``bars``: each column's threshold (default ``cfg.thresholds.column``), so Evidently tests a column
+    by the bar `nba monitor` uses; ``verdict``: an HTML block put at the top of the page.
+    """
     from evidently import DataDefinition, Dataset, Report
     from evidently.metrics import ValueDrift
+
+    from experiments.drift_report import with_verdict
 
     numeric = [c for c in numeric if c in ref.columns and c in cur.columns]
     categorical = [c for c in categorical if c in ref.columns and c in cur.columns]
     if not numeric and not categorical:
         return
+    bars = bars or {}
     cols = [*numeric, *categorical]
     ref, cur = _sample(ref[cols], cfg.report_rows, cfg.seed), _sample(cur[cols], cfg.report_rows, cfg.seed + 1)
     for c in categorical:
         ref[c], cur[c] = ref[c].astype(str), cur[c].astype(str)
     definition = DataDefinition(numerical_columns=numeric or None, categorical_columns=categorical or None)
-    metrics = [ValueDrift(column=c, method=cfg.num_method, threshold=cfg.thresholds.column) for c in numeric]
-    metrics += [ValueDrift(column=c, method=cfg.cat_method, threshold=cfg.thresholds.column) for c in categorical]
+    metrics = [ValueDrift(column=c, method=cfg.num_method, threshold=bars.get(c, cfg.thresholds.column)) for c in numeric]
+    metrics += [ValueDrift(column=c, method=cfg.cat_method, threshold=bars.get(c, cfg.thresholds.column)) for c in categorical]
     snap = Report(metrics).run(current_data=Dataset.from_pandas(cur, data_definition=definition), reference_data=Dataset.from_pandas(ref, data_definition=definition))
     tmp = path.with_name(f".{path.name}.tmp")
     snap.save_html(str(tmp))
+    if verdict:
+        tmp.write_text(with_verdict(tmp.read_text(encoding="utf-8"), verdict), encoding="utf-8")
     tmp.replace(path)
 
 
 def write_outputs(out_dir: Path, summary: dict[str, Any], frames: dict[str, Any], cfg: Any) -> dict[str, str]:
-    """The JSON summary and (``cfg.html``) the Evidently reports of the most-moved columns; returns paths."""
+    """The JSON summary and (``cfg.html``) the Evidently reports of the most-moved columns, each opening with the CLI's verdict; returns paths."""
+    from experiments.drift_report import column_bars, prediction_bars, verdict_block
+
     out_dir.mkdir(parents=True, exist_ok=True)
     paths: dict[str, str] = {}
     if cfg.html:
+        t = cfg.thresholds
         top = [r["column"] for r in summary["top_features"]]
         cat = {r["column"] for r in summary["features"] if r["kind"] == "categorical"}
         ref_f, cur_f = frames["reference_features"], frames["current_features"]
@@ -254,12 +267,14 @@ def write_outputs(out_dir: Path, summary: dict[str, Any], frames: dict[str, Any]
         feat_ref = feat_ref.loc[:, ~feat_ref.columns.duplicated()]
         seq_cols = [r["column"] for r in summary["sequences"]]
         p = out_dir / "features_report.html"
-        write_html(p, feat_ref, feat_cur, [c for c in top if c not in cat] + seq_cols, [c for c in top if c in cat], cfg)
+        write_html(p, feat_ref, feat_cur, [c for c in top if c not in cat] + seq_cols, [c for c in top if c in cat], cfg,
+                   bars=column_bars(summary, t), verdict=verdict_block(summary, t, "per-column drift tests of the most-moved features and the sequence statistics"))
         if p.exists():
             paths["features_html"] = str(p)
         if frames.get("reference_predictions") is not None and summary["predictions"]:
             p = out_dir / "predictions_report.html"
-            write_html(p, frames["reference_predictions"], frames["current_predictions"], ["expected_response"], ["channel", "content_id"], cfg)
+            write_html(p, frames["reference_predictions"], frames["current_predictions"], ["expected_response"], ["channel", "content_id"], cfg,
+                       bars=prediction_bars(t), verdict=verdict_block(summary, t, "drift tests of the served predictions (score, channel, content)"))
             paths["predictions_html"] = str(p)
     p = out_dir / "summary.json"
     tmp = p.with_name(".summary.json.tmp")
@@ -401,12 +416,17 @@ def _redact(url: str) -> str:
 def render(summary: dict[str, Any], console: Any = None) -> None:
     """The verdict, the most-moved features and the next steps, as rich text."""
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
+    from experiments.drift_report import verdict_lines
+
     console = console or Console(stderr=False)
-    word = "[bold red]DRIFT[/bold red]" if summary["drift_detected"] else "[bold green]no drift[/bold green]"
-    console.print(f"{word}: data {summary['data_drift']}, sequences {summary['sequence_drift']}, predictions {summary['prediction_drift']}, "
-                  f"catalogue {summary.get('catalogue_drift', False)}")
+    # The same headline the HTML reports open with (experiments.drift_report.verdict_block).
+    headline, _ = verdict_lines(summary)
+    word, rest = headline.split(":", 1)
+    colour = "red" if summary["drift_detected"] else "green"
+    console.print(f"[bold {colour}]{word}[/bold {colour}]:{escape(rest)}")
     table = Table(title="features that moved most")
     for col in ("feature", "score", "method"):
         table.add_column(col)

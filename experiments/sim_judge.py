@@ -232,7 +232,7 @@ def simulated_policy_value(bundle: Any, data_dir: str, features_config: str | No
     ref = _REFERENCE_VALUES[key]
     fcfg = load_features_config(features_config, overrides={"data_dir": data_dir})
     env = Environment.from_data_dir(data_dir, start=start, seed_offset=seed_offset)  # type: ignore[arg-type]
-    value = env.run(ModelPolicy(bundle, fcfg, env.cfg.oracle_touches_per_week, logged=logged), weeks=weeks, progress=progress).value
+    value = env.run(ModelPolicy(bundle, fcfg, env.cfg.oracle_touches_per_week, logged=logged), weeks=weeks, progress=progress, desc="simulate policy model").value
     return {"responses_per_hcp_week": value["expected_responses_per_hcp_week"], "share_of_oracle_gain": share_of_oracle_gain(value, ref["logged"], ref["oracle"], VALUE_KEY)}
 
 
@@ -320,9 +320,7 @@ def judge_evaluation(run: Any) -> tuple[dict[str, Any], dict[str, dict[str, Any]
     values: dict[str, dict[str, Any]] = {}
     for who, make in policies.items():
         env = Environment.from_data_dir(cfg.data_dir, start=start)  # the dataset's own draws: tuning selects on others (tune.sim_seed_offset)
-        if run.progress:
-            print(f"simulating policy {who!r}", flush=True)
-        values[who] = env.run(make(env), weeks=run.weeks, progress=run.progress).value
+        values[who] = env.run(make(env), weeks=run.weeks, progress=run.progress, desc=f"simulate policy {who}").value
     n_weeks = values["logged"]["weeks"]
     for who, v in values.items():
         figures[f"sim_{who}_responses_per_hcp_week"] = v["expected_responses_per_hcp_week"]

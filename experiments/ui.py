@@ -54,16 +54,6 @@ def start_ui(tracking: Any, host: str = "127.0.0.1", port: int = 5000, workers: 
 
 def stop_ui(proc: subprocess.Popen, timeout_s: float = 10.0) -> None:
     """Stop the server and its workers (its process group): SIGTERM, then SIGKILL."""
-    import signal
+    from nba.servers import stop_group
 
-    if proc.poll() is not None:
-        return
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=timeout_s)
-    except (ProcessLookupError, subprocess.TimeoutExpired):
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        proc.wait(timeout=timeout_s)
+    stop_group(proc, timeout_s)

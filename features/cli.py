@@ -31,6 +31,11 @@ def _cfg(config: Optional[Path], data_dir: Optional[Path], workspace: Optional[P
     return load_features_config(config, overrides)
 
 
+def features_cfg(config: Optional[Path] = None, data_dir: Optional[Path] = None, workspace: Optional[Path] = None, sets: Optional[list[str]] = None, **extra):
+    """The features config from a YAML, the usual flags and ``--set`` overrides (shared with ``nba sync``)."""
+    return _cfg(config, data_dir, workspace, sets, **extra)
+
+
 def _when(text: Optional[str], hint: str) -> Optional[dt.datetime]:
     if text is None:
         return None

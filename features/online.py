@@ -242,3 +242,55 @@ def read_online(store, views: list, key: str, ids: list[str]) -> dict[str, Any]:
             col = decode_column(kind, cells)
             data[name] = [col[j] for j in inverse]
     return data
+
+
+def bound_redis_client(store, *, connect_timeout_s: float, read_timeout_s: float) -> bool:
+    """Give the store's Redis online store a client with short timeouts and no retries (False: not a plain Redis store).
+
+    Feast builds redis-py's client from the connection string alone, and redis-py 7 retries a
+    refused connection 3 times with jittered back-off: 3-6 s per call while Redis is down. A
+    fallback is only useful if it comes fast, so the engine fails in tens of milliseconds and
+    lets its circuit breaker decide when to try again. Reads and pushes share this client.
+    """
+    from feast.infra.online_stores.redis import RedisOnlineStore, RedisType
+    from redis import Redis
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    online_store = store._get_provider().online_store
+    osc = store.config.online_store
+    if not isinstance(online_store, RedisOnlineStore) or osc.redis_type != RedisType.redis:
+        return False
+    nodes, kwargs = RedisOnlineStore._parse_connection_string(osc.connection_string)
+    kwargs.update(host=nodes[0]["host"], port=int(nodes[0]["port"]), socket_connect_timeout=connect_timeout_s, socket_timeout=read_timeout_s,
+                  retry=Retry(NoBackoff(), 0), health_check_interval=0)
+    online_store._client = Redis(**kwargs)
+    return True
+
+
+def stored_event_times(store, view_names: list[str], key: str, ids: list[str]) -> dict[str, np.ndarray] | None:
+    """Per view, the event time (ns since the epoch, 0 where none) of each id's row in a Redis online store; None on other stores.
+
+    Feast's Redis writer keeps a row only if it is stamped later than the stored one; a push
+    stamped just after these times is never dropped, whatever the order its events came in.
+    """
+    from feast.infra.online_stores.redis import RedisOnlineStore, _versioned_fv_name
+    from google.protobuf.timestamp_pb2 import Timestamp
+
+    config = store.config
+    online_store = store._get_provider().online_store
+    if not isinstance(online_store, RedisOnlineStore) or not ids:
+        return None
+    fvs = registered_views(store, view_names)
+    fields = [f"_ts:{_versioned_fv_name(fv, config)}" for fv in fvs]
+    project = config.project.encode("utf-8")
+    keys = serialized_keys(key, [str(i) for i in ids], config.entity_key_serialization_version)
+    replies = online_store._read_hash_fields(config, [(k + project, fields) for k in keys])
+    out = {n: np.zeros(len(ids), dtype=np.int64) for n in view_names}
+    for i, reply in enumerate(replies):
+        for n, raw in zip(view_names, reply):
+            if raw:
+                ts = Timestamp()
+                ts.ParseFromString(raw)
+                out[n][i] = ts.seconds * 1_000_000_000 + ts.nanos
+    return out

@@ -13,6 +13,7 @@ import numpy as np
 
 from features.catalog import hcp_views
 from features.config import FeaturesConfig
+from features.online import stored_event_times
 
 
 def _kind(df) -> str:
@@ -22,6 +23,15 @@ def _kind(df) -> str:
     if {"decision", "suggestion_id", "ts"} <= cols:
         return "feedback"
     raise ValueError(f"push_events: expected touchpoints (channel, ts, delivered, ...) or feedback (decision, suggestion_id, ts, ...) rows; got columns {sorted(cols)}")
+
+
+def _stamps_after(df, stored_ns: np.ndarray, hcp_ids: list[str], t: int):
+    """Each row's event time: ``t`` seconds, or 1 us after the row already stored for its HCP when that is later."""
+    import pandas as pd
+
+    prev = dict(zip(hcp_ids, stored_ns.tolist()))
+    ns = np.maximum(t * 1_000_000_000, np.array([prev.get(h, 0) for h in df["hcp_id"]], dtype=np.int64) + 1_000)
+    return pd.to_datetime(ns, unit="ns", utc=True)
 
 
 def history_for(cfg: FeaturesConfig, hcp_ids: list[str]) -> dict[str, Any]:
@@ -42,11 +52,12 @@ def history_for(cfg: FeaturesConfig, hcp_ids: list[str]) -> dict[str, Any]:
     return out
 
 
-def push_events(cfg: FeaturesConfig, events, *, store=None, history: dict[str, Any] | None = None, as_of=None) -> dict[str, Any]:
+def push_events(cfg: FeaturesConfig, events, *, store=None, history: dict[str, Any] | None = None, as_of=None, dry_run: bool = False) -> dict[str, Any]:
     """Recompute and push the online features of the HCPs in ``events`` (touchpoints or feedback rows, or a list of both).
 
     ``history`` (contract tables) defaults to the dataset at ``cfg.data_dir``; ``as_of`` defaults
     to one second after the newest event, so the pushed rows include every event given.
+    ``dry_run``: compute the rows as a push would and return them (``"rows"``: view -> DataFrame) without pushing.
     """
     import pandas as pd
     import pyarrow as pa
@@ -86,16 +97,30 @@ def push_events(cfg: FeaturesConfig, events, *, store=None, history: dict[str, A
         hist[kind] = new_sel
     t_new = max(int(epoch_seconds(new.column("ts")).max()) for _, new in batches) + 1
     t = max(t_new, to_epoch_seconds(as_of)) if as_of is not None else t_new
-    prep = prepare(hist, cfg.days_since_cap)
     store = store or open_store(cfg)
-    pushed = 0
     views = [v for v in hcp_views(cfg) if v.pushable]
+    stored = stored_event_times(store, [v.name for v in views], "hcp_id", hcp_ids)
+    if stored is not None:
+        # Redis keeps a row only if it is stamped after the stored one, so an event older than the
+        # last push would be dropped (0 -> 1 -> 1 where SQLite gives 0 -> 1 -> 2). Recompute as of
+        # the stored row's time at least (its state plus the late event) and stamp just after it.
+        newest_s = max((int(a.max()) for a in stored.values()), default=0)
+        t = max(t, newest_s // 1_000_000_000)
+    prep = prepare(hist, cfg.days_since_cap)
+    pushed = 0
     tables = hcp_tables(prep, cfg, np.array([t]), as_source=False)
+    rows: dict[str, Any] = {}
     for v in views:
         df = tables[v.name].to_pandas()
         for c in array_feature_names(v):
             if c in df.columns:
                 df[c] = [np.asarray(x) for x in df[c]]
+        if stored is not None:
+            df["event_timestamp"] = _stamps_after(df, stored[v.name], hcp_ids, t)
+        if dry_run:
+            rows[v.name] = df
+            continue
         store.push(v.push_name, df, to=PushMode.ONLINE)
         pushed += len(df)
-    return {"hcps": len(hcp_ids), "views": [v.name for v in views], "rows_pushed": pushed, "as_of": pd.Timestamp(t, unit="s", tz="UTC").isoformat()}
+    return {"hcps": len(hcp_ids), "views": [v.name for v in views], "rows_pushed": pushed, "as_of": pd.Timestamp(t, unit="s", tz="UTC").isoformat(),
+            **({"rows": rows} if dry_run else {})}

@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 import sys
 from pathlib import Path
+from typing import Optional
 
 import typer
 
@@ -67,15 +68,19 @@ def contract_cmd(
 
 @app.command("quickstart")
 def quickstart_cmd(
-    workdir: Path = typer.Option(Path(".nba/quickstart"), "--workdir", help="Where the run writes data, features, models and logs."),
+    workdir: Path = typer.Option(Path(".nba/quickstart"), "--workdir", help="Where the run writes data, features, models, configs and the API key."),
     hcps: int = typer.Option(2000, "--hcps", min=50, help="HCPs in the simulated world."),
-    days: int = typer.Option(365, "--days", min=28, help="Simulated days of history."),
+    days: int = typer.Option(365, "--days", min=56, help="Simulated days of history (at least 8 weeks: training keeps most, validation and test the rest)."),
     seed: int = typer.Option(7, "--seed", help="Seed of the simulated world."),
+    world: Optional[str] = typer.Option(None, "--world", help="World preset of configs/worlds/ (default: the stock simulator config)."),
 ) -> None:
-    """Main job end to end: simulate, validate, features, train, evaluate, promote, serve, ask."""
+    """Main job end to end: simulate, validate, features, train, evaluate, promote, serve once, ask; then print the next steps.
+
+    Leaves nothing running. A rerun into the same --workdir rebuilds it (a changed seed or world says what changed); a folder the quickstart did not write is refused.
+    """
     from nba.quickstart import print_summary, run_quickstart
 
-    print_summary(run_quickstart(workdir, hcps=hcps, days=days, seed=seed))
+    print_summary(run_quickstart(workdir, hcps=hcps, days=days, seed=seed, world=world))
 
 
 def _register_stages() -> None:
@@ -95,18 +100,36 @@ def _register_stages() -> None:
 _register_stages()
 
 
-def main() -> None:
-    """Console entry point: run the app, turning config errors into a clean exit 2."""
-    import warnings
+def _register_sync() -> None:
+    # `nba sync` spans two stages (contract import, then features), so the composition root owns it.
+    from nba.sync import register
 
-    # Third-party deprecation chatter (ibis inside Feast, ...) buries our progress output.
-    warnings.filterwarnings("ignore", category=DeprecationWarning)
-    warnings.filterwarnings("ignore", category=FutureWarning, module="feast")
+    register(app, bench_app)
+
+
+_register_sync()
+
+
+def main() -> None:
+    """Console entry point: run the app; config errors exit 2 and expected conditions exit 1, each as one clean line."""
+    import os
+
+    from nba.errors import ExpectedError
+    from nba.quiet import quiet_output
+
+    quiet_output()
     try:
         app()
     except ConfigError as exc:
         typer.secho(f"error: {exc}", err=True, fg=typer.colors.RED)
         sys.exit(2)
+    except (ExpectedError, FileNotFoundError) as exc:
+        # A missing dataset or model is the user's next step, not a crash: one line naming it.
+        # NBA_TRACEBACK=1 shows the traceback when a maintainer needs it.
+        if os.environ.get("NBA_TRACEBACK"):
+            raise
+        typer.secho(f"error: {exc}", err=True, fg=typer.colors.RED)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -24,11 +24,25 @@ def _load(config: Optional[Path], sets: list[str] | None, extra: dict | None = N
     return load_config(ServingConfig, "serving", config, {**_overrides(sets), **(extra or {})})
 
 
+def service_home(host: str, port: int) -> Path:
+    """A BentoML home of this service's own, keyed by its address.
+
+    ``bentoml serve`` wipes ``$BENTOML_HOME/prometheus_multiproc_dir`` at start: with one shared
+    home, a second service (or a benchmark) on the host erased this one's metrics. No two live
+    services share an address, so none shares a directory; the service loads its model from
+    MLflow and keeps nothing else there.
+    """
+    import tempfile
+
+    return Path(tempfile.gettempdir()) / f"nba-bentoml-{os.getuid()}" / f"{host}-{port}"
+
+
 def serve_process(config: Optional[Path], overrides: dict, host: str, port: int, *, quiet: bool = False):
     """Start ``bentoml serve`` for the service in a new process group; returns the Popen."""
     import subprocess
 
-    env = dict(os.environ, BENTOML_DO_NOT_TRACK="True", MLFLOW_DISABLE_TELEMETRY="true", NBA_SERVING_SET=json.dumps(overrides))
+    env = dict(os.environ, BENTOML_DO_NOT_TRACK="True", MLFLOW_DISABLE_TELEMETRY="true", NBA_SERVING_SET=json.dumps(overrides),
+               BENTOML_HOME=str(service_home(host, port)))
     if config is not None:
         env["NBA_SERVING_CONFIG"] = str(Path(config).resolve())
     bentoml = str(Path(sys.executable).with_name("bentoml"))
@@ -39,6 +53,12 @@ def serve_process(config: Optional[Path], overrides: dict, host: str, port: int,
 
 def register(app: typer.Typer, bench_app: typer.Typer, simulate: Optional[Callable[..., Any]] = None) -> None:
     """Add serving commands to the CLI; ``simulate`` (nba.wiring) writes the data of `nba bench serve`'s world."""
+    from serving.audit_cli import register_audit
+
+    register_audit(app)
+    from serving.crm_cli import register_feedback
+
+    register_feedback(app)
 
     @app.command("serve")
     def serve(
@@ -52,14 +72,12 @@ def register(app: typer.Typer, bench_app: typer.Typer, simulate: Optional[Callab
             overrides["port"] = port
         cfg = _load(config, None, overrides)
         typer.echo(f"serving on http://{cfg.host}:{cfg.port} (model {cfg.model_name}@{cfg.model_alias}, audit {cfg.audit_url})", err=True)
-        proc = serve_process(config, overrides, cfg.host, cfg.port)
-        try:
-            raise typer.Exit(proc.wait())
-        except KeyboardInterrupt:
-            import signal
+        from nba.servers import ChildGuard
 
-            os.killpg(proc.pid, signal.SIGTERM)
-            raise typer.Exit(130) from None
+        proc = serve_process(config, overrides, cfg.host, cfg.port)
+        with ChildGuard(proc) as guard:  # SIGTERM/SIGINT/SIGHUP stop bentoml's whole process group
+            proc.wait()
+        raise typer.Exit(guard.exit_code)
 
     @app.command("recommend")
     def recommend(
@@ -72,12 +90,13 @@ def register(app: typer.Typer, bench_app: typer.Typer, simulate: Optional[Callab
         window: Optional[str] = typer.Option(None, "--window", help="planning horizon: 'week' (default, best slot in the coming week) or 'today' (each HCP's local today)"),
         decision_date: Optional[str] = typer.Option(None, "--decision-date", help="plan this local date (YYYY-MM-DD, today up to 6 days ahead); not with --window"),
         no_audit: bool = typer.Option(False, "--no-audit", help="do not record suggestions in the audit trail (dry runs only)"),
+        fmt: Optional[str] = typer.Option(None, "--format", help="generic (default, .parquet or .csv) | veeva (Vault CRM suggestion__v + suggestion_tag__v CSV) | salesforce (Recommendation + TerritoryAcctRcmdAction CSV)"),
     ) -> None:
         """Nightly batch: score HCPs and write CRM suggestion records, with progress (--window today / --decision-date plan one day)."""
         import time
         from datetime import date, datetime
 
-        from serving.batch import recommend_all
+        from serving.batch import check_out, recommend_all
         from serving.engine import WINDOWS, Recommender, RequestError
         from serving.schemas import FIRST_DATE, LAST_DATE
 
@@ -103,12 +122,17 @@ def register(app: typer.Typer, bench_app: typer.Typer, simulate: Optional[Callab
             if window is not None:
                 raise typer.BadParameter("give either --window or --decision-date, not both", param_hint="--decision-date")
         cfg = _load(config, set_)
+        fmt = fmt or cfg.crm_format
+        try:
+            check_out(out, fmt)  # before minutes of scoring
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--format" if str(exc).startswith("--format") else "--out") from None
         t0 = time.perf_counter()
         rec = Recommender.from_config(cfg)
         load_s = time.perf_counter() - t0
         t1 = time.perf_counter()
         try:
-            summary = recommend_all(rec, out, k=k, as_of=when, record=not no_audit, window=window, decision_date=day)
+            summary = recommend_all(rec, out, k=k, as_of=when, record=not no_audit, window=window, decision_date=day, fmt=fmt)
         except RequestError as exc:  # a decision date outside the planned week, for example
             raise typer.BadParameter(str(exc), param_hint="--decision-date" if exc.args and str(exc).startswith("decision_date") else "--window") from None
         secs = time.perf_counter() - t1
@@ -156,6 +180,41 @@ def register(app: typer.Typer, bench_app: typer.Typer, simulate: Optional[Callab
         typer.echo(format_table(figures))
         typer.echo(write_json_line(figures))
 
+    @bench_app.command("resilience")
+    def bench_resilience(
+        workdir: Path = typer.Option(Path(".nba/bench/resilience"), "--workdir", help="where the benchmark world is built"),
+        hcps: int = typer.Option(200, "--hcps", min=10, help="HCPs in the synthetic world"),
+        rate: float = typer.Option(10.0, "--rate", min=0.5, help="single-HCP /recommend requests per second during the outage test"),
+        outage_s: float = typer.Option(5.0, "--outage-s", min=0.5, help="seconds Redis stays dead"),
+        steady_s: float = typer.Option(3.0, "--steady-s", min=0.5, help="seconds of load before, between and after the outages"),
+        feedback_posts: int = typer.Option(10_000, "--feedback-posts", min=10, help="/feedback posts of the crash test (10,000 in the real run)"),
+        kill_after: float = typer.Option(0.5, "--kill-after", min=0.01, max=0.99, help="kill the server after this share of the posts was acknowledged"),
+        seed: int = typer.Option(0, "--seed"),
+        rebuild: bool = typer.Option(False, "--rebuild", help="rebuild the world even if one exists"),
+    ) -> None:
+        """Online store killed under load and server killed during feedback, against a real bentoml serve and a private redis-server."""
+        from serving.resilience import run_resilience
+
+        figures = run_resilience(workdir, n_hcps=hcps, rate_per_s=rate, outage_s=outage_s, steady_s=steady_s, feedback_posts=feedback_posts,
+                                 kill_after_share=kill_after, seed=seed, rebuild=rebuild, simulate=simulate,
+                                 progress=lambda m: typer.echo(m, err=True))
+        typer.echo(json.dumps(figures, sort_keys=True))
+
+    @bench_app.command("fuzz")
+    def bench_fuzz(
+        workdir: Path = typer.Option(Path(".nba/bench/fuzz"), "--workdir", help="where the benchmark world is built"),
+        cases: int = typer.Option(1000, "--cases", min=1, help="generated requests per operation"),
+        hcps: int = typer.Option(60, "--hcps", min=10, help="HCPs in the synthetic world"),
+        seed: int = typer.Option(0, "--seed"),
+        rebuild: bool = typer.Option(False, "--rebuild", help="rebuild the world even if one exists"),
+    ) -> None:
+        """Fuzz /recommend, /plan and /feedback from the service's OpenAPI document: 5xx, undocumented statuses, nonconforming bodies."""
+        from serving.fuzz import run_fuzz_bench
+
+        figures = run_fuzz_bench(workdir, cases_per_op=cases, n_hcps=hcps, seed=seed, rebuild=rebuild, simulate=simulate,
+                                 progress=lambda m: typer.echo(m, err=True))
+        typer.echo(json.dumps(figures, sort_keys=True))
+
     @bench_app.command("serve")
     def bench_serve(
         workdir: Path = typer.Option(Path(".nba/bench/serve"), "--workdir", help="where the benchmark world is built"),
@@ -165,9 +224,18 @@ def register(app: typer.Typer, bench_app: typer.Typer, simulate: Optional[Callab
         nightly_hcps: int = typer.Option(0, "--nightly-hcps", min=0, help="also time the nightly batch over this many HCPs (ids repeat the world's)"),
         seed: int = typer.Option(0, "--seed"),
         rebuild: bool = typer.Option(False, "--rebuild", help="rebuild the world even if one exists"),
+        rate: float = typer.Option(200.0, "--rate", min=1.0, help="sustained single-HCP requests per second (open loop, fixed times)"),
+        duration: float = typer.Option(10.0, "--duration", min=1.0, help="seconds of sustained load (the target's run: 600)"),
+        overload_factor: float = typer.Option(2.0, "--overload-factor", min=1.0, help="overload phase at this multiple of --rate"),
+        overload_duration: float = typer.Option(5.0, "--overload-duration", min=0.0, help="seconds of overload (0: skip)"),
+        workers: Optional[int] = typer.Option(None, "--workers", min=1, help="service worker processes (default: the config's)"),
+        client_timeout: float = typer.Option(10.0, "--client-timeout", min=0.1, help="seconds a load-test client waits for an answer"),
+        set_: Optional[list[str]] = typer.Option(None, "--set", help="override a serving key of the benchmarked service, e.g. --set admission.max_in_flight=8"),
     ) -> None:
-        """HTTP latency over loopback (single HCP p50/p99, req/s, 1,000-HCP batch) vs in-process scoring."""
+        """Serve a world over loopback: serial latency, sustained load and overload (open loop), audit vs delivered, vs in-process scoring."""
         from serving.bench import run_bench
 
-        figures = run_bench(workdir, n_hcps=hcps, requests=requests, batches=batches, nightly_hcps=nightly_hcps, seed=seed, rebuild=rebuild, simulate=simulate)
+        figures = run_bench(workdir, n_hcps=hcps, requests=requests, batches=batches, nightly_hcps=nightly_hcps, seed=seed, rebuild=rebuild, simulate=simulate,
+                            rate=rate, duration_s=duration, overload_factor=overload_factor, overload_s=overload_duration, workers=workers,
+                            client_timeout_s=client_timeout, overrides=_overrides(set_))
         typer.echo(json.dumps(figures, sort_keys=True))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
@@ -132,6 +133,40 @@ class RulesConfig(StageConfig):
     no_repeat_days: float = Field(30.0, ge=0)
 
 
+class AdmissionConfig(StageConfig):
+    """Admission control per worker (``serving.admission``): past these, /recommend, /plan and /feedback answer 503 with Retry-After."""
+
+    # Requests being served at once (queued for a micro-batch or scored); more wait in the queue.
+    # Latency ~ in flight / throughput (Little's law): size it as the latency you accept times
+    # what one worker answers per second (16 ~ 80 ms at 200/s).
+    max_in_flight: int = Field(16, ge=1, le=100_000)
+    # Requests waiting for a slot; one more is refused at once.
+    max_queue: int = Field(32, ge=0, le=100_000)
+    # A queued request still without a slot after this long is refused (keeps 503s fast and accepted latency bounded).
+    queue_timeout_ms: float = Field(20.0, ge=0, le=60_000)
+    retry_after_s: int = Field(1, ge=1, le=3600)
+
+
+class BatchingConfig(StageConfig):
+    """Micro-batching of concurrent /recommend calls (``serving.batching``)."""
+
+    enabled: bool = True
+    # HCPs scored in one engine call at most (a larger single request is scored alone).
+    max_hcps: int = Field(1000, ge=1, le=100_000)
+    # Wait this long for company before scoring (0: none; under load batches form while one is scored).
+    max_wait_ms: float = Field(0.0, ge=0, le=1000)
+
+
+class OnlineReadConfig(StageConfig):
+    """How long an online-store call may take before serving falls back to the rules, and when to try the store again."""
+
+    # Tens of milliseconds: a fallback only helps if it comes before the caller gives up. No retries.
+    connect_timeout_ms: float = Field(50.0, gt=0, le=10_000)
+    read_timeout_ms: float = Field(80.0, gt=0, le=10_000)
+    # After a failure, requests skip the store (degraded at once) for this long, then one probes it.
+    cooloff_s: float = Field(1.0, gt=0, le=300)
+
+
 class ServingConfig(StageConfig):
     """Where the service listens, what it loads, and the limits it enforces."""
 
@@ -140,11 +175,17 @@ class ServingConfig(StageConfig):
     model_name: str = "nba-next-best-action"
     model_alias: str = "champion"
     audit_url: str = "sqlite:///.nba/audit.db"
+    # if_missing: create the audit schema in a database holding no trail; never: create nothing (production:
+    # `nba audit init` as the owner role). A trail whose tables went missing is refused either way.
+    audit_create: Literal["if_missing", "never"] = "if_missing"
     api_key_hashes: dict[str, str] = Field(default_factory=dict)
     require_auth: bool = True
     max_batch: int = Field(1000, ge=1, le=100_000)
     max_body_bytes: int = Field(2_000_000, ge=1024)
     default_k: int = Field(3, ge=1, le=20)
+    # Language of the texts a rep reads (reasons, rule names, plan explanations; serving.messages);
+    # a request may ask for another with its own ``locale``.
+    locale: Literal["en", "zh-CN"] = "en"
     guardrails: GuardrailConfig = GuardrailConfig()
     exploration: ExplorationConfig = ExplorationConfig()
     rules: RulesConfig = RulesConfig()
@@ -154,6 +195,9 @@ class ServingConfig(StageConfig):
     # tables (HCP time zones and reps, content approval windows) unless data_dir is set here.
     features_config: str | None = None
     data_dir: str | None = None
+    # The most seconds a change to the reference tables (content approvals, owners, reps) takes to
+    # reach a running service: the dataset is polled every half of it. 0: read once at start-up.
+    reference_refresh_s: float = Field(60.0, ge=0)
     # Without a champion the service is not ready, unless a rules-only deployment is intended.
     require_model: bool = True
     # Features unavailable: consent cannot be checked, so only channels needing no digital consent.
@@ -163,11 +207,35 @@ class ServingConfig(StageConfig):
     # Content must stay approved this many days past the suggestion (the window it may be used in).
     content_valid_days: float = Field(7.0, ge=0)
     suggestion_ttl_days: float = Field(7.0, gt=0)
+    # Expiry policy of the nightly file (serving.crm_formats): a suggestion leaves the rep's list this long after its
+    # window ends, capped by suggestion_ttl_days after the run and by its content's approval end.
+    expiry_grace_days: float = Field(2.0, ge=0)
+    # Shape of `nba recommend --all` files unless --format says otherwise: generic | veeva (Vault CRM) | salesforce (LSC).
+    crm_format: Literal["generic", "veeva", "salesforce"] = "generic"
     batch_chunk: int = Field(5000, ge=1)
     # Intra-op threads for the model: more than the cores free per worker makes small
     # requests spin and wait (one HCP took ~80 ms with the default on a busy 2-core box).
     torch_threads: int = Field(1, ge=1, le=256)
     workers: int = Field(1, ge=1, le=64)
+    # Time rules (serving.clock): a feedback ts or an as_of may run this far ahead of the server's clock
+    # (callers' clocks drift); an as_of further back needs backtest: true (not recorded).
+    max_clock_skew_s: float = Field(300.0, ge=0, le=86_400)
+    # How far ahead an as_of may look (planning the coming week needs none: windows are already ahead).
+    max_lookahead_days: float = Field(7.0, ge=0, le=366)
+    # The server's clock pinned to this instant, for a sandbox world whose data lies in the past
+    # (tests, benchmarks, demos); null: the system clock. Never set in production.
+    fixed_clock: datetime | None = None
+    online_read: OnlineReadConfig = OnlineReadConfig()
+    # A decision time this many days beyond the newest feature snapshot (or before the oldest) draws a warning in the response.
+    as_of_warn_days: float = Field(30.0, gt=0)
+    # The event loop (HTTP) and the engine thread share one GIL: with Python's default 5 ms slice
+    # every step of a request could wait 5 ms behind a scoring thread (sys.setswitchinterval).
+    gil_switch_interval_ms: float = Field(1.0, gt=0, le=100)
+    # BentoML's last-resort bound on one request (504 past it). Admission control sheds long before;
+    # BentoML keeps a timer per request this long (~5 KB each: 60 s at 200/s is ~60 MB resident).
+    request_timeout_s: float = Field(60.0, gt=0, le=3600)
+    admission: AdmissionConfig = AdmissionConfig()
+    batching: BatchingConfig = BatchingConfig()
 
     @field_validator("degraded_channels", "contentless_channels")
     @classmethod
@@ -175,6 +243,13 @@ class ServingConfig(StageConfig):
         for ch in v:
             if ch not in CHANNELS:
                 raise ValueError(f"unknown channel {ch!r}; known: {', '.join(CHANNELS)}")
+        return v
+
+    @field_validator("fixed_clock")
+    @classmethod
+    def _clock_aware(cls, v: datetime | None) -> datetime | None:
+        if v is not None and v.tzinfo is None:
+            raise ValueError("must be timezone-aware, e.g. 2025-05-06T00:00:00+00:00")
         return v
 
     @model_validator(mode="after")

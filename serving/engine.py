@@ -13,9 +13,7 @@ boundary.
 from __future__ import annotations
 
 import logging
-import os
 import time
-import uuid
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
 from functools import lru_cache
@@ -27,10 +25,12 @@ import pandas as pd
 from contract.schema import CHANNELS, REP_TIME_CHANNELS
 from features.contact_history import recent_contacts
 from features.rules import RuleThresholds, rule_based_actions
+from serving.clock import approval_basis
 from serving.config import ServingConfig
 from serving.exploration import explore_slate, in_holdout, unit_hash
-from serving.guardrails import RULES, ContactState, GuardrailPolicy, GuardrailResult, apply_guardrails, explain_block, window_state
-from serving.reasons import combine, history_reason, model_reason, policy_note
+from serving.guardrails import RULES, ContactState, GuardrailPolicy, GuardrailResult, apply_guardrails, window_state
+from serving.messages import check_locale
+from serving.reasons import override_reason, suggestion_reasons
 from serving.reference import ReferenceData
 from serving.windows import day_slot_mask, local_days, nearest_slot, window_table, working_hours_mask
 from serving.scoring import contentless_channels  # channels that carry no content (the champion's, else the config's)
@@ -115,9 +115,26 @@ def freeze_heap() -> None:
 
 
 def new_ids(n: int) -> np.ndarray:
-    """``n`` random 128-bit hex ids (uuid4().hex's shape) from one system call instead of ``n``."""
-    raw = os.urandom(16 * n).hex()
-    return np.asarray([raw[32 * i : 32 * (i + 1)] for i in range(n)], dtype=object)
+    """``n`` time-ordered UUIDv7 hex ids (uuid.hex's shape; ``serving.ids``): the audit trail's keys sort by time."""
+    from serving.ids import uuid7_hex
+
+    return uuid7_hex(n)
+
+
+def data_span(features_cfg: Any) -> tuple[int, int] | None:
+    """(first, last) feature snapshot in epoch seconds from the features build manifest, or None where there is none."""
+    try:
+        from features.build import read_build_manifest
+
+        manifest = read_build_manifest(features_cfg)
+        return int(manifest["first_snapshot_s"]), int(manifest["last_snapshot_s"])
+    except Exception:  # a replica without the build's sources: no warning rather than no service
+        return None
+
+
+def store_down(exc: BaseException) -> bool:
+    """Whether an exception says the online store did not answer (a connection or timeout error of its client)."""
+    return isinstance(exc, (OSError, TimeoutError)) or type(exc).__module__.split(".")[0] == "redis"
 
 
 class RequestError(ValueError):
@@ -139,7 +156,11 @@ class Suggestions:
     model_version: str | None
     degraded_features: bool
     notes: list[str] = field(default_factory=list)
+    caller: str | None = None  # the API key's name that asked: recorded with each suggestion in the audit trail
     no_suggestion: list[str] = field(default_factory=list)  # HCPs every channel of whom was blocked
+    unknown_hcp_ids: list[str] = field(default_factory=list)  # in no reference table and not online
+    degraded_hcp_ids: list[str] = field(default_factory=list)  # served without their online features (outage, or absent from the store)
+    warnings: list[str] = field(default_factory=list)  # what the caller should know (as_of far from the data, unknown ids)
     potential: Any = None  # [N] potential boxes per month per requested HCP (0 when unknown)
     # Wall time of each stage (features, model, audit, total) in ms: the benchmark's breakdown.
     timings_ms: dict[str, float] = field(default_factory=dict)
@@ -289,8 +310,18 @@ class Recommender:
         self.reference = reference or ReferenceData.empty()
         self.audit = audit
         self.policy = cfg.guardrails.policy()
+        # Online reads fail fast behind a breaker (serving.circuit); the span of the feature data
+        # (first, last snapshot, epoch s) dates the data for the as_of warning, when known.
+        from serving.circuit import CircuitBreaker
+
+        self.breaker = CircuitBreaker(cfg.online_read.cooloff_s)
+        self.data_span: tuple[int, int] | None = None
         self.thresholds = RuleThresholds(cfg.rules.unopened_pushes, cfg.rules.strong_interest)
-        self._topics = self.reference.content_topics()
+
+    @property
+    def _topics(self) -> dict[str, str]:
+        # Read per request: the reference data may have been reloaded since start-up.
+        return self.reference.content_topics()
 
     @classmethod
     def from_config(cls, cfg: ServingConfig, *, features_cfg: Any = None) -> "Recommender":
@@ -305,8 +336,10 @@ class Recommender:
         store = None
         try:
             from features import open_store
+            from features.online import bound_redis_client
 
             store = open_store(features_cfg)
+            bound_redis_client(store, connect_timeout_s=cfg.online_read.connect_timeout_ms / 1e3, read_timeout_s=cfg.online_read.read_timeout_ms / 1e3)
         except Exception as exc:  # the service still answers, degraded
             log.error("feature store unavailable at start-up: %s", exc)
         model, model_error = None, None
@@ -320,7 +353,7 @@ class Recommender:
             log.error("%s", exc)
         data_dir = cfg.data_dir or str(features_cfg.data_dir)
         try:
-            reference = ReferenceData.load(data_dir)
+            reference = ReferenceData.watch(data_dir, refresh_s=cfg.reference_refresh_s)
         except Exception as exc:
             log.error("reference data unavailable (%s): time zones default, no content, no plans", exc)
             reference = ReferenceData.empty()
@@ -328,8 +361,10 @@ class Recommender:
             from pathlib import Path
 
             Path(cfg.audit_url[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
-        audit = AuditTrail(cfg.audit_url)  # SQLite in WAL with synchronous=FULL: durable at commit
-        return cls(cfg, features_cfg=features_cfg, store=store, model=model, model_error=model_error, reference=reference, audit=audit)
+        audit = AuditTrail(cfg.audit_url, create=cfg.audit_create)  # SQLite in WAL with synchronous=FULL: durable at commit
+        engine = cls(cfg, features_cfg=features_cfg, store=store, model=model, model_error=model_error, reference=reference, audit=audit)
+        engine.data_span = data_span(features_cfg)
+        return engine
 
     @property
     def ready(self) -> bool:
@@ -342,16 +377,37 @@ class Recommender:
         return self.model.label if self.model is not None else None
 
     def fetch_features(self, hcp_ids: list[str]) -> tuple[pd.DataFrame | None, str | None]:
-        """Online features for ``hcp_ids``, or (None, why) when the store does not answer."""
+        """Online features for ``hcp_ids``, or (None, why) when the store does not answer (or its circuit is open)."""
         if self.store is None:
             return None, "feature store not opened"
+        if not self.breaker.allow():
+            return None, self.breaker.why_open()
         try:
             from features import get_online_features
 
-            return get_online_features(self.store, hcp_ids), None
+            frame = get_online_features(self.store, hcp_ids)
         except Exception as exc:
-            log.error("online features failed: %s", exc)
-            return None, f"{type(exc).__name__}: {exc}"
+            error = f"{type(exc).__name__}: {exc}"
+            if self.breaker.state == "closed":  # once per outage, not once per request
+                log.error("online features failed, serving degraded: %s", error)
+            self.breaker.failure(error)
+            return None, error
+        self.breaker.success()
+        return frame, None
+
+    def as_of_warnings(self, as_of: datetime) -> list[str]:
+        """A warning when ``as_of`` lies far beyond the newest feature snapshot or before the oldest (the features may not describe it)."""
+        if self.data_span is None:
+            return []
+        first, last = (datetime.fromtimestamp(x, timezone.utc) for x in self.data_span)
+        limit = timedelta(days=self.cfg.as_of_warn_days)
+        if as_of > last + limit:
+            return [f"as_of {as_of.date().isoformat()} is {(as_of - last).days} days after the newest feature snapshot ({last.date().isoformat()}): "
+                    "features describe the HCPs as they were then; rebuild and materialise the features, or check as_of"]
+        if as_of < first - limit:
+            return [f"as_of {as_of.date().isoformat()} is {(first - as_of).days} days before the oldest feature snapshot ({first.date().isoformat()}): "
+                    "online features describe a later time"]
+        return []
 
     def horizon(self, as_of: datetime, timezones: np.ndarray, window: str | None = None, decision_date: date | None = None) -> tuple[np.ndarray, np.ndarray | None]:
         """Allowed slots [N or 1, C, 28] (working hours, and one local day when asked) and each row's planned local date (None: the week).
@@ -377,8 +433,15 @@ class Recommender:
 
     def recommend(self, hcp_ids: list[str], *, k: int | None = None, channels: list[str] | None = None, as_of: datetime | None = None,
                   rep_id: str | None = None, record: bool = True, explore: bool = True, features: pd.DataFrame | None = None,
-                  window: str | None = None, decision_date: date | None = None) -> Suggestions:
+                  window: str | None = None, decision_date: date | None = None, request_ids: list[str] | None = None,
+                  clock: datetime | None = None, locale: str | None = None, caller: str | None = None) -> Suggestions:
         """Top-k feasible suggestions for each HCP (see module docstring); ``features`` skips the online read.
+
+        ``locale``: the language of the reasons (``serving.messages``; None: the config's).
+
+        ``clock``: the server's time, which judges content approval (``serving.clock``; None: ``as_of`` does, for backtests and batch runs).
+        ``request_ids`` (one per HCP) keeps each micro-batched caller's own request id on its rows (``serving.batching``).
+        ``caller``: the API key's name (``serving.auth``), recorded with the suggestions.
 
         ``window``: "week" (default: the next occurrence of the best slot in the coming week) or
         "today" (only the HCP's local today, dayparts not yet over); ``decision_date``: one local date.
@@ -389,6 +452,10 @@ class Recommender:
             raise RequestError(f"k: must be between 1 and {C}, got {k}")
         if not hcp_ids:
             raise RequestError("hcp_ids: give at least one HCP id")
+        try:
+            locale = check_locale(locale or cfg.locale)
+        except ValueError as exc:
+            raise RequestError(str(exc)) from None
         as_of = datetime.now(timezone.utc) if as_of is None else (as_of.replace(tzinfo=timezone.utc) if as_of.tzinfo is None else as_of.astimezone(timezone.utc))
         request_allowed = np.ones(C, dtype=bool)
         if channels:
@@ -399,7 +466,7 @@ class Recommender:
         ids = [str(h) for h in hcp_ids]
         n = len(ids)
         rows_n = np.arange(n)
-        request_id = uuid.uuid4().hex
+        request_id = new_ids(1)[0]
         t_start = time.perf_counter()
         ref = self.reference.lookup(ids)
         slot_ok, plan_days = self.horizon(as_of, ref["timezone"], window, decision_date)
@@ -411,14 +478,33 @@ class Recommender:
         t_features = time.perf_counter() - t_start
         t_model = 0.0
         degraded_features = frame is None
+        # Unknown: in no reference table and not online (listed in the answer, nothing suggested).
+        # Known but absent online: the store is empty or half loaded, which must not read as "no
+        # suggestions": those HCPs are served degraded, like a store outage, and flagged.
+        have_reference = len(self.reference.hcps) > 0
+        missing_online = np.ones(n, dtype=bool) if frame is None else (
+            frame["is_missing"].to_numpy(dtype=bool) if "is_missing" in frame.columns else np.zeros(n, dtype=bool))
+        unknown = ~ref["known"] & missing_online if have_reference else np.zeros(n, dtype=bool)
+        not_loaded = ref["known"] & missing_online & (frame is not None) if have_reference else np.zeros(n, dtype=bool)
+        row_degraded = np.full(n, degraded_features) | not_loaded
         # Content must stay approved through the planned day as well as the configured validity.
         valid_days = self.cfg.content_valid_days if plan_days is None else max(self.cfg.content_valid_days, (max(plan_days) - as_of.date()).days + 1.0)
-        approved = self.reference.approved_content(as_of, valid_days)
+        approved = self.reference.approved_content(*approval_basis(as_of, valid_days, clock))
 
         if degraded_features:
             notes.append(f"features unavailable ({feat_err}): consent cannot be checked, only {', '.join(cfg.degraded_channels)} suggested")
             consent_ok = np.isin(_CHANNEL_NAMES, cfg.degraded_channels)
             frame = pd.DataFrame({"hcp_id": ids, **{f"consent_{ch}": np.full(n, ok) for ch, ok in zip(CHANNELS, consent_ok)}, "visit_sent_90d": 0})
+        elif not_loaded.any():
+            missing_ids = np.asarray(ids, dtype=object)[not_loaded].tolist()
+            notes.append(f"features missing online for {len(missing_ids)} known HCP(s) ({', '.join(missing_ids[:10])}{', ...' if len(missing_ids) > 10 else ''}): "
+                         f"the online store is empty or partly loaded; rule-based suggestions on {', '.join(cfg.degraded_channels)} only, flagged degraded")
+            consent_ok = np.isin(_CHANNEL_NAMES, cfg.degraded_channels)
+            frame = frame.copy()
+            for ch, ok in zip(CHANNELS, consent_ok):
+                col = f"consent_{ch}"
+                if col in frame.columns:
+                    frame[col] = np.where(not_loaded, ok, frame[col].to_numpy()).astype(frame[col].dtype)
         num = FeatureMatrix(frame)
         if "lifecycle" in num:
             lifecycle = self.reference.lifecycle_of(ids, num.col("lifecycle", -1).astype(np.int64))
@@ -429,13 +515,13 @@ class Recommender:
         contentless = contentless_channels(self.model, cfg.contentless_channels)
         rules = rule_based_actions(frame, self._topics, thresholds=self.thresholds, items=self.reference.content_items(approved), product_ids=products,
                                    no_repeat_days=cfg.rules.no_repeat_days, carries_content=~contentless,
-                                   contacts=contacts)
+                                   contacts=contacts, sentences=False)  # serving.reasons words the facts in the request's locale
         state = contact_state(num, lifecycle, history=None if degraded_features else frame, policy=self.policy, content_topics=self._topics,
                               candidates=approved, contacts=contacts)
         # Feasible first: every rule that does not depend on the content chosen is a channel mask
         # before anything is scored, and the item window rules a content mask inside scoring.
         pre = apply_guardrails(state, np.arange(C), np.ones(C, dtype=bool), self.policy)
-        channel_ok = pre.allowed & request_allowed[None, :] & slot_any
+        channel_ok = pre.allowed & request_allowed[None, :] & slot_any & ~unknown[:, None]
         blocked = (state.window.item_row, state.window.item_id) if state.window is not None else None
 
         holdout = in_holdout(ids, cfg.exploration.holdout_share, cfg.exploration.salt)
@@ -447,7 +533,7 @@ class Recommender:
         # The policy's unmasked view (what it would choose without the rules), for reasons and statistics.
         raw_score, raw_content = score.copy(), content.copy()
         model_version = self.model_version
-        use_model = ~holdout & (self.model is not None) & (not degraded_features)
+        use_model = ~holdout & (self.model is not None) & ~row_degraded
         if self.model is None and not degraded_features:
             notes.append(f"model unavailable: {self.model_error}")
         if use_model.any():
@@ -486,7 +572,7 @@ class Recommender:
                 drop = (state.window.item_lookup(content) >= 0) & ~CONTENT_CHANNELS[None, :] & rule_rows[:, None]
                 content = np.where(drop, None, content)
         g = self._check(state, content, approved)
-        feasible = g.allowed & request_allowed[None, :] & slot_any
+        feasible = g.allowed & request_allowed[None, :] & slot_any & ~unknown[:, None]
         with np.errstate(invalid="ignore"):  # -inf x 0 where a rule already blocked
             final = np.where(feasible, score * g.weight, -np.inf)
         # The request's channels and horizon frame the question; only the rules count as overriding.
@@ -525,10 +611,7 @@ class Recommender:
                 for i in np.flatnonzero(hit):  # only HCPs whose preferred action a rule removed
                     c = int(top_raw[i])
                     item = raw_content[i, c]
-                    what = CHANNELS[c] if rule != "window" or state.window is None or state.window.channel_rule[i, c] >= 0 or pd.isna(item) else f"{CHANNELS[c]} with item {item}"
-                    who = "model's" if use_model[i] else "rules'"
-                    override_text[i] = f"rule override: the {who} first choice {what} — " + explain_block(
-                        rule, CHANNELS[c], block_context(state, i, c, None if pd.isna(item) else item), self.policy)
+                    override_text[i] = override_reason(rule, CHANNELS[c], block_context(state, i, c, None if pd.isna(item) else item), self.policy, locale)
         # Rules applied to a suggestion: any rule that removed a channel scored above it, or its own preferred item.
         rules_applied: list[list[str]] = [[] for _ in range(len(ch))]
         above_served = raw[row_idx] > raw[row_idx, ch][:, None]
@@ -542,20 +625,19 @@ class Recommender:
         start_ns, end_ns, start_iso, end_iso = window_table(as_of, tz, weekday[row_idx, ch], daypart[row_idx, ch],
                                                             None if plan_days is None else plan_days[row_idx])
 
-        long_w = "90d" if "visit_sent_90d" in frame.columns else "30d"
-        is_model = np.isin(pol, ["model", "explore"])
-        main = np.where(is_model, model_reason(ch, expected[row_idx, ch]), np.where(pos == 0, rules.reason[row_idx, ch], ""))
-        if degraded_features:
-            hist = np.full(len(ch), "", dtype=object)
-            notes_col = np.full(len(ch), "degraded mode: feature store unavailable, rule-based suggestion; check consent in the CRM before contacting", dtype=object)
-        else:
-            sent = num.block("{}_sent_" + long_w).astype(np.int64)
-            opened = num.block("{}_opened_" + long_w).astype(np.int64)
-            hist = history_reason(ch, sent[row_idx, ch], opened[row_idx, ch], long_w)
-            notes_col = policy_note(pol)
-        degraded = degraded_features | (pol == "fallback")
-        reasons = combine(main, hist, np.where(pos == 0, rules.history_reason[row_idx], ""), np.where(pos == 0, override_text[row_idx], ""), notes_col)
         served_content = content[row_idx, ch]
+        content_col = np.where(~contentless[ch] & (CONTENT_CHANNELS[ch] | pd.notna(served_content)), served_content, None)
+        degraded = row_degraded[row_idx] | (pol == "fallback")
+        long_w = 90 if "visit_sent_90d" in frame.columns else 30
+        # Reasons in the request's locale, about the served channel only (serving.reasons); HCPs without
+        # their features (store down, or not loaded) get no history and a check-consent note.
+        reasons = suggestion_reasons(
+            locale=locale, channel=ch, rank=pos, policy=pol, hcp_row=row_idx, expected=expected[row_idx, ch], rules=rules,
+            weekday=weekday[row_idx, ch], daypart=daypart[row_idx, ch], content_id=content_col, content_topics=self._topics,
+            sent=None if degraded_features else num.block(f"{{}}_sent_{long_w}d")[row_idx, ch],
+            opened=None if degraded_features else num.block(f"{{}}_opened_{long_w}d")[row_idx, ch], window_days=long_w,
+            override=np.where(pos == 0, override_text[row_idx], ""), no_features=row_degraded[row_idx],
+            store_down=degraded_features)
 
         columns = {
             "suggestion_id": new_ids(len(ch)),
@@ -563,7 +645,7 @@ class Recommender:
             "rep_id": np.full(len(ch), rep_id, dtype=object) if rep_id is not None else ref["rep_id"][row_idx],
             "rank": pos + 1,
             "channel": _CHANNEL_NAMES[ch],
-            "content_id": np.where(~contentless[ch] & (CONTENT_CHANNELS[ch] | pd.notna(served_content)), served_content, None),
+            "content_id": content_col,
             "window_start": start_ns,
             "window_end": end_ns,
             "window_start_local": start_iso,
@@ -579,7 +661,12 @@ class Recommender:
             "first_choice_blocked_by": np.where(pos == 0, first_blocked_by[row_idx], None),
             "reasons": reasons,
         }
-        result = Suggestions(columns, request_id, as_of, model_version, degraded_features, notes)
+        if request_ids is not None:
+            columns["request_id"] = np.asarray(request_ids, dtype=object)[row_idx]
+        result = Suggestions(columns, request_id, as_of, model_version, bool(row_degraded.any()), notes, caller=caller)
+        result.unknown_hcp_ids = np.asarray(ids, dtype=object)[unknown].tolist()
+        result.degraded_hcp_ids = np.asarray(ids, dtype=object)[row_degraded].tolist()
+        result.warnings = self.as_of_warnings(as_of)
         result.no_suggestion = np.asarray(ids, dtype=object)[~valid[:, 0]].tolist()
         result.potential = num.col("potential_boxes_month")
         result.feasibility = {"decisions": n, "first_choice_overridden": int(overridden_after.sum()),
@@ -619,28 +706,56 @@ class Recommender:
                  for key in zip(f["rule_fired"].tolist(), map(tuple, f["rules_applied"]), f["first_choice_blocked_by"].tolist())]
         reasons = [json.dumps(rs, ensure_ascii=False) for rs in f["reasons"]]
         return self.audit.record_columns({
-            "suggestion_id": sid, "request_id": result.request_id, "hcp_id": f["hcp_id"], "rep_id": f["rep_id"],
+            "suggestion_id": sid, "request_id": f.get("request_id", result.request_id), "hcp_id": f["hcp_id"], "rep_id": f["rep_id"],
             "as_of": result.as_of, "rank": f["rank"], "channel": f["channel"], "content_id": f["content_id"],
             "window_start": f["window_start"], "window_end": f["window_end"], "expected_response": f["expected_response"],
             "propensity": f["propensity"], "policy": f["policy"], "model_version": result.model_version, "degraded": f["degraded"],
-            "features_json": feats, "rules_json": rules, "reasons_json": reasons,
+            "features_json": feats, "rules_json": rules, "reasons_json": reasons, "caller": result.caller,
         })
 
     def feedback(self, item: dict[str, Any]) -> dict[str, Any]:
-        """Store one outcome durably (idempotent by feedback id), then push it to the online store."""
+        """Store one outcome durably (idempotent by feedback id), then push it to the online store.
+
+        A replay of a feedback no successful push has read yet (the push failed, or the process
+        died between the audit commit and the push) pushes it again.
+        """
+        from serving.feedback import push_log, stored_feedback
+
         stored = self.audit.record_feedback(item)
         pushed, push_error = False, None
-        if stored.created and self.features_cfg is not None:
-            try:
-                pushed = self._push(item)
-            except Exception as exc:  # stored already: the nightly build catches up
-                log.error("feedback %s stored but not pushed online: %s", item["feedback_id"], exc)
-                push_error = f"{type(exc).__name__}: {exc}"
+        if self.features_cfg is not None:
+            hcp_id, received_at = stored_feedback(self.audit, stored.feedback_id)
+            if not stored.created and push_log(self.audit).is_pushed(hcp_id, received_at):
+                pushed = True
+            else:
+                try:
+                    pushed = self._push(hcp_id)
+                except Exception as exc:  # stored already: a replay or the nightly build catches up
+                    log.error("feedback %s stored but not pushed online: %s", item["feedback_id"], exc)
+                    push_error = f"{type(exc).__name__}: {exc}"
         return {"feedback_id": stored.feedback_id, "created": stored.created, "pushed_online": pushed, "push_error": push_error}
 
-    def _push(self, item: dict[str, Any]) -> bool:
-        from serving.feedback import push_feedback
+    def _push(self, hcp_id: str) -> bool:
+        from serving.feedback import push_feedback, push_log
 
-        served = self.audit.suggestion(item["suggestion_id"])
-        push_feedback(self.features_cfg, self.store, self.audit, served["hcp_id"])
+        if self.store is not None and not self.breaker.allow():
+            # The store is down: fail fast (logged, so a replay or the catch-up pushes it later).
+            push_log(self.audit).record(hcp_id, None, error=self.breaker.why_open())
+            raise ConnectionError(self.breaker.why_open())
+        try:
+            push_feedback(self.features_cfg, self.store, self.audit, hcp_id)
+        except Exception as exc:
+            if self.store is not None and store_down(exc):  # a bad row is no outage: only the store's own errors trip the breaker
+                self.breaker.failure(f"{type(exc).__name__}: {exc}")
+            raise
+        if self.store is not None:
+            self.breaker.success()
         return True
+
+    def retry_pushes(self, limit: int = 100) -> dict[str, Any]:
+        """Push again the feedback no successful push has read (at most ``limit`` HCPs): the background catch-up."""
+        from serving.feedback import retry_unpushed
+
+        if self.features_cfg is None or (self.store is not None and not self.breaker.allow()):
+            return {"hcps": 0, "pushed": 0, "failed": {}}
+        return retry_unpushed(self.features_cfg, self.store, self.audit, limit)

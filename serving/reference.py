@@ -1,12 +1,19 @@
 """Reference data the service needs besides features: HCP time zones and owners, reps, content.
 
-Read once at start-up from the contract dataset (dimension tables are small): which rep owns
-an HCP, the HCP's time zone (suggested windows are in local time), reps' daily capacities, and
-content topics and approval windows (only approved, unexpired content may be suggested).
+Read from the contract dataset (dimension tables are small): which rep owns an HCP, the HCP's
+time zone (suggested windows are in local time), reps' daily capacities, and content topics and
+approval windows (only approved, unexpired content may be suggested). A running service keeps
+it current without a restart: ``ReferenceData.watch`` polls the dataset's manifest and swaps in
+a freshly loaded copy when the dimension tables changed (``LiveReference``), so a recall or a
+change of owner reaches every replica within ``reference_refresh_s``. Consent travels with the
+online features (``nba sync``).
 """
 
 from __future__ import annotations
 
+import logging
+import threading
+import weakref
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -49,6 +56,11 @@ class ReferenceData:
         )
 
     @classmethod
+    def watch(cls, data_dir: str | Path, *, refresh_s: float = 60.0) -> LiveReference:
+        """The dataset's reference data, reloaded in the background when it changes (see ``LiveReference``)."""
+        return LiveReference(data_dir, refresh_s=refresh_s)
+
+    @classmethod
     def load(cls, data_dir: str | Path) -> "ReferenceData":
         """Read hcps, reps, products and content from a contract dataset."""
         from contract.io import read_frame
@@ -84,8 +96,10 @@ class ReferenceData:
         return cache[key]
 
     def content_topics(self) -> dict[str, str]:
-        """Content id -> topic."""
-        return self.content["topic"].astype(str).to_dict()
+        """Content id -> topic (built once per loaded copy; callers must not mutate it)."""
+        if "_topics_cache" not in self.__dict__:
+            self.__dict__["_topics_cache"] = self.content["topic"].astype(str).to_dict()
+        return self.__dict__["_topics_cache"]
 
     def content_items(self, approved: list[str]) -> ContentItems:
         """The approved items for the rule policy's content choice, newest approval first."""
@@ -152,3 +166,99 @@ def _ns(col: pd.Series) -> np.ndarray:
 
 def _ns_scalar(when: datetime) -> int:
     return pd.Timestamp(when if when.tzinfo is not None else when.replace(tzinfo=timezone.utc)).value
+
+
+log = logging.getLogger(__name__)
+# The dimension tables reference data reads: a change to any other table (touches, outcomes) is
+# no reason to reload.
+REFERENCE_TABLES = ("hcps", "reps", "products", "content")
+
+
+def reference_etag(data_dir: str | Path) -> str | None:
+    """The content hashes of the reference tables from the dataset's manifest; None when there is no dataset."""
+    import json
+
+    from contract.schema import MANIFEST_NAME
+
+    path = Path(data_dir) / MANIFEST_NAME
+    try:
+        tables = json.loads(path.read_text()).get("tables", {})
+    except (FileNotFoundError, NotADirectoryError, json.JSONDecodeError):
+        # A dataset is replaced by one directory rename; a missing or torn manifest means "not now".
+        return None
+    return "|".join(f"{n}:{tables.get(n, {}).get('sha256', '')}" for n in REFERENCE_TABLES)
+
+
+class LiveReference:
+    """Reference data that follows its dataset: every ``refresh_s / 2`` seconds (a daemon thread)
+    the manifest's hashes of the reference tables are compared and, when they changed, a new
+    ``ReferenceData`` is loaded and swapped in with one assignment. A request therefore sees one
+    consistent copy per attribute access, and a change reaches it within ``refresh_s`` (polling at
+    half the bound leaves the other half for the load). ``refresh_s`` 0 loads once, never polls.
+    Attribute access is delegated to the current copy, so it stands in for ``ReferenceData``.
+    """
+
+    def __init__(self, data_dir: str | Path, *, refresh_s: float = 60.0) -> None:
+        self.data_dir = Path(data_dir)
+        self.refresh_s = float(refresh_s)
+        self._current = ReferenceData.empty()
+        self._etag: str | None = None
+        self.loaded_at: float | None = None
+        self.reloads = 0
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        if not self.refresh():
+            log.error("reference data unavailable (no contract dataset at %s): time zones default, no content, no plans%s",
+                      self.data_dir, "; watching for it" if self.refresh_s > 0 else "")
+        if self.refresh_s > 0:
+            # The thread holds only a weak reference: a dropped LiveReference stops its thread.
+            threading.Thread(target=_poll, args=(weakref.ref(self), self._stop, self.refresh_s / 2),
+                             name="reference-refresh", daemon=True).start()
+
+    @property
+    def current(self) -> ReferenceData:
+        """The copy requests read now."""
+        return self._current
+
+    def refresh(self) -> bool:
+        """Reload if the reference tables changed since the last load; True when a copy is loaded (new or kept)."""
+        import time
+
+        with self._lock:  # one reload at a time; readers never wait for it
+            etag = reference_etag(self.data_dir)
+            if etag is None:
+                return self._etag is not None
+            if etag == self._etag:
+                return True
+            try:
+                fresh = ReferenceData.load(self.data_dir)
+            except Exception as exc:  # a half-written or broken dataset: keep serving the last good copy
+                log.error("reference data reload from %s failed (%s); keeping the copy loaded before", self.data_dir, exc)
+                return self._etag is not None
+            self._current, self._etag, self.loaded_at = fresh, etag, time.time()
+            self.reloads += 1
+            if self.reloads > 1:
+                log.info("reference data reloaded from %s (%d HCPs, %d content items)", self.data_dir, len(fresh.hcps), len(fresh.content))
+            return True
+
+    def stop(self) -> None:
+        """Stop polling (the copy loaded last stays)."""
+        self._stop.set()
+
+    def __getattr__(self, name: str) -> Any:
+        # Only reached for names LiveReference itself lacks: ReferenceData's tables and methods.
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return getattr(self.__dict__["_current"], name)
+
+
+def _poll(ref: weakref.ref[LiveReference], stop: threading.Event, every_s: float) -> None:
+    while not stop.wait(every_s):
+        live = ref()
+        if live is None:
+            return
+        try:
+            live.refresh()
+        except Exception:  # never let the watcher die: the next poll tries again
+            log.exception("reference data refresh failed")
+        del live

@@ -62,6 +62,9 @@ def build_world(root: Path, *, simulate: Callable[..., Any], n_hcps: int = 60, t
         "require_auth": True,
         "max_batch": 1000,
         "exploration": {"holdout_share": 0.1, "epsilon": 0.1, "top_m": 3, "salt": "test"},
+        # The world's data ends at AS_OF: the server's clock stands there (serving.clock), so requests
+        # at AS_OF are live ones (recorded, content judged then), not backtests.
+        "fixed_clock": AS_OF.isoformat(),
     }))
     return World(root, data_dir, features_yaml, serving_yaml, tracking_uri, sorted(read_frame(data_dir, "hcps")["hcp_id"].tolist()), version)
 

@@ -13,14 +13,20 @@ Channel = Literal[CHANNELS]  # type: ignore[valid-type]
 Outcome = Literal["accepted", "dismissed", "done", "snoozed", "opened", "attended"]
 Reason = Literal[FEEDBACK_REASONS]  # type: ignore[valid-type]
 _ID = r"^[A-Za-z0-9_.:\-]{1,64}$"
+# The most ids a request can carry whatever the configured batch limit (the config's own upper bound).
+MAX_IDS = 100_000
+
+
+_Day = date  # a field is called ``date`` too
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-# pandas timestamps cover 1677-09-21 ... 2262-04-11: whole days inside that range are safe to plan on.
-FIRST_DATE, LAST_DATE = date(1677, 9, 22), date(2262, 4, 10)
+# pandas timestamps cover only 1677-09-21 ... 2262-04-11, and the engine adds weeks to a decision
+# time (content validity, windows): dates are accepted well inside that range.
+FIRST_DATE, LAST_DATE = date(1900, 1, 1), date(2199, 12, 31)
 
 
 def _in_range(d: date) -> None:
@@ -45,10 +51,21 @@ def _date(v: date | None) -> date | None:
 class RecommendRequest(_Strict):
     """Suggestions for one or many HCPs (pseudonymous ids)."""
 
-    hcp_ids: list[str] = Field(..., min_length=1, description="HCP ids; at most the configured batch limit")
+    hcp_ids: list[str] = Field(..., min_length=1, max_length=MAX_IDS, description="HCP ids (pattern ^[A-Za-z0-9_.:-]{1,64}$); at most the configured batch limit",
+                               json_schema_extra={"items": {"type": "string", "pattern": _ID}})
     k: int | None = Field(None, ge=1, le=len(CHANNELS), description="suggestions per HCP (default from config)")
     channels: list[Channel] | None = Field(None, description="only these channels may be suggested")
-    as_of: datetime | None = Field(None, description="decision time (timezone-aware); default now")
+    as_of: datetime | None = Field(
+        None,
+        description="decision time (timezone-aware); default the server's clock. Within the configured clock skew before the server's "
+        "time and at most max_lookahead_days after it; an earlier time only with backtest: true.",
+        examples=["2026-05-01T08:00:00+08:00"],
+    )
+    backtest: bool = Field(
+        False,
+        description="replay a past decision time: as_of may lie anywhere in the past, content approval is judged at as_of, and the answer "
+        "is not recorded in the audit trail (its suggestion ids take no feedback)",
+    )
     rep_id: str | None = Field(None, pattern=_ID)
     window: Literal["today", "week"] | None = Field(
         None,
@@ -61,14 +78,17 @@ class RecommendRequest(_Strict):
         "(the remaining ones when it is today). Not together with window.",
         examples=["2026-05-01"],
     )
+    locale: Literal["en", "zh-CN"] | None = Field(None, description="language of the reasons: en or zh-CN (default: the service's configured locale)")
 
     @field_validator("hcp_ids")
     @classmethod
     def _ids(cls, v: list[str]) -> list[str]:
         import re
 
+        # The first bad id only (a 100,000-id list of bad ids must not build 100,000 errors); fullmatch,
+        # as ``$`` alone would let a trailing newline through.
         for i, h in enumerate(v):
-            if not re.match(_ID, h):
+            if not re.fullmatch(_ID[1:-1], h):
                 raise ValueError(f"hcp_ids[{i}] {h[:40]!r} is not a valid id (1-64 of letters, digits, _ . : -)")
         return v
 
@@ -76,7 +96,7 @@ class RecommendRequest(_Strict):
     _decision_date = field_validator("decision_date")(classmethod(lambda cls, v: _date(v)))
 
     @model_validator(mode="after")
-    def _one_horizon(self) -> "RecommendRequest":
+    def _one_horizon(self) -> RecommendRequest:
         if self.window is not None and self.decision_date is not None:
             raise ValueError("decision_date: give either window or decision_date, not both")
         return self
@@ -92,11 +112,13 @@ class Suggestion(BaseModel):
     window_start: str = Field(description="start of the suggested window, HCP local time (ISO 8601 with offset)")
     window_end: str
     timezone: str
-    expected_response: float = Field(description="predicted probability the HCP responds")
+    expected_response: float = Field(description="predicted probability the HCP responds (for systems; reasons show it to the rep as a likelihood "
+                                     "band: high >= 0.5, medium >= 0.2, low below)")
     propensity: float = Field(description="probability with which this action was served")
-    policy: Literal["model", "explore", "holdout", "fallback"]
+    policy: Literal["model", "explore", "holdout", "fallback"] = Field(description="which policy served it (model, exploration, holdout group, "
+                                                                       "rule-based fallback): for evaluation, never shown in the reasons")
     degraded: bool
-    reasons: list[str]
+    reasons: list[str] = Field(description="sentences for the rep in the request's locale, about the suggested channel only")
     rules_applied: list[str]
 
 
@@ -116,16 +138,22 @@ class RecommendResponse(BaseModel):
     degraded: bool
     notes: list[str]
     results: list[HcpSuggestions]
+    unknown_hcp_ids: list[str] = Field(default_factory=list, description="requested ids in no reference table and not in the online store: nothing is suggested for them")
+    warnings: list[str] = Field(default_factory=list, description="what the caller should know, e.g. an as_of far from the feature data, unknown ids")
 
 
 class PlanRequest(_Strict):
     """A rep's day: whom to contact and how, within capacity."""
 
     rep_id: str = Field(..., pattern=_ID)
-    date: date
+    date: _Day = Field(..., description="the day to plan (YYYY-MM-DD): contacts fall on this date in each HCP's local time; from the "
+                       "server's today up to 6 days ahead", examples=["2026-05-01"])
     visit_capacity: int | None = Field(None, ge=0, le=50, description="override the rep's visits per day")
     message_capacity: int | None = Field(None, ge=0, le=500, description="override the rep's messages per day")
     include_territory: bool = Field(False, description="also rank HCPs in the rep's region who are not yet targets")
+    locale: Literal["en", "zh-CN"] | None = Field(None, description="language of the reasons and explanations: en or zh-CN (default: the service's configured locale)")
+
+    _day = field_validator("date")(classmethod(lambda cls, v: _date(v)))
 
 
 class PlannedContact(BaseModel):
@@ -133,8 +161,11 @@ class PlannedContact(BaseModel):
 
     order: int
     hcp_id: str
-    expected_value: float
+    expected_value: float = Field(description="potential-weighted expected responses, the plan's sort key: expected_response × (1 + ln(1 + "
+                                  "the HCP's potential in boxes per month)); 1.0 is one certain response from an HCP without potential. "
+                                  "No currency: compare contacts with each other")
     not_yet_target: bool
+    explanation: str = Field("", description="what expected_value counts for this contact, for the rep (likelihood band and potential weight)")
     suggestion: Suggestion
 
 
@@ -148,6 +179,7 @@ class PlanResponse(BaseModel):
     message_capacity: int
     contacts: list[PlannedContact]
     deferred: int = Field(description="candidate contacts left out for capacity")
+    explanation: str = Field("", description="how the contacts are ordered (expected value) and how many fit the day's capacity, for the rep")
 
 
 class FeedbackItem(_Strict):
@@ -157,7 +189,8 @@ class FeedbackItem(_Strict):
     suggestion_id: str = Field(..., pattern=_ID)
     outcome: Outcome
     reason: Reason | None = Field(None, description="why, when dismissed (coded, never free text)")
-    ts: datetime
+    ts: datetime = Field(..., description="when it happened, timezone-aware (stored as UTC); at most the configured clock skew "
+                         "after the server's clock", examples=["2026-05-01T10:30:00+08:00"])
     rep_id: str | None = Field(None, pattern=_ID)
 
     _ts = field_validator("ts")(classmethod(lambda cls, v: _aware(v)))
@@ -170,3 +203,30 @@ class FeedbackResponse(BaseModel):
     created: bool
     pushed_online: bool
     push_error: str | None = None
+
+
+class ErrorField(BaseModel):
+    """One field of the request and what is wrong with it."""
+
+    field: str = Field(description="path of the field, e.g. hcp_ids[0], as_of, body or Content-Type")
+    message: str
+
+
+class ErrorDetail(BaseModel):
+    """What went wrong: the HTTP status again, a stable code and a message naming the field."""
+
+    status: int = Field(ge=400, le=599)
+    code: str = Field(description="invalid_request, unauthorized, not_found, method_not_allowed, conflict, payload_too_large, "
+                      "unsupported_media_type, overloaded (503 with Retry-After), unavailable, timeout, internal_error")
+    message: str
+    fields: list[ErrorField] | None = Field(None, description="the fields at fault, when the error is about the request's content")
+
+
+class ErrorResponse(BaseModel):
+    """The one body of every 4xx and 5xx answer (built by ``serving.errors``)."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{"error": {
+        "status": 422, "code": "invalid_request", "message": "hcp_ids[0]: hcp_ids[0] 'a b' is not a valid id (1-64 of letters, digits, _ . : -)",
+        "fields": [{"field": "hcp_ids[0]", "message": "hcp_ids[0] 'a b' is not a valid id (1-64 of letters, digits, _ . : -)"}]}}]})
+
+    error: ErrorDetail

@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from serving.engine import Suggestions
@@ -42,9 +41,15 @@ def recommend_payload(result: Suggestions, hcp_ids: list[str]) -> dict[str, Any]
         if h not in seen:
             seen.add(h)
             results.append({"hcp_id": h, "suggestions": by_hcp.get(h, [])})
+    # A micro-batched result covers other callers' ids too: list only this caller's unknown ones.
+    unknown = [h for h in result.unknown_hcp_ids if h in seen]
+    warnings = list(result.warnings)
+    if unknown:
+        warnings.append(f"{len(unknown)} unknown HCP id(s) (in no reference table and not online): nothing suggested for them")
     return {
         "request_id": result.request_id, "model_version": result.model_version, "as_of": result.as_of,
-        "degraded": bool(result.degraded_features or np.any(result.columns["degraded"])), "notes": result.notes, "results": results,
+        "degraded": bool(any(h in seen for h in result.degraded_hcp_ids) or any(x["degraded"] for r in results for x in r["suggestions"])),
+        "notes": result.notes, "results": results, "unknown_hcp_ids": unknown, "warnings": warnings,
     }
 
 

@@ -42,6 +42,7 @@ logs exactly. ``start="end"`` continues after the logged period from the saved f
 from __future__ import annotations
 
 import datetime as dt
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Literal
@@ -321,8 +322,8 @@ class Environment:
         self.week += 1
         return StepResult(week=week, touches=touches, outcomes=outcomes, expected_prescriptions=expected_rx, violations=violations)
 
-    def run(self, policy: Policy, weeks: int | None = None, progress: bool = False) -> RunResult:
-        """Step ``weeks`` weeks (default: the dataset's length) under ``policy`` and score it."""
+    def run(self, policy: Policy, weeks: int | None = None, progress: bool = False, desc: str = "weeks") -> RunResult:
+        """Step ``weeks`` weeks (default: the dataset's length) under ``policy`` and score it; ``desc`` labels the progress bar."""
         weeks = self.public.weeks if weeks is None else weeks
         if weeks < 1:
             raise ValueError(f"weeks must be >= 1, got {weeks}")
@@ -331,7 +332,7 @@ class Environment:
         if progress:
             from tqdm import tqdm
 
-            it = tqdm(it, desc="weeks", unit="wk")
+            it = tqdm(it, desc=desc, unit="wk", file=sys.stderr)  # the label stays with the bar when stdout is redirected
         for _ in it:
             obs = self.observe()
             steps.append(self.step(policy(obs), obs.eligibility))

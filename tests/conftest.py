@@ -59,13 +59,40 @@ def postgres_db() -> str:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+# Logical databases a test run may take; 0 is left to whatever else uses the server.
+REDIS_TEST_DBS = range(1, 16)
+
+
+@pytest.fixture(scope="session")
+def _redis_db() -> int:
+    """A Redis logical database this test run holds alone: two runs at once (two checkouts, CI and a
+    laptop) would otherwise flush each other's rows. Held by an exclusive file lock for the session."""
+    import fcntl
+    import tempfile
+    from pathlib import Path
+
+    for db in REDIS_TEST_DBS:
+        handle = open(Path(tempfile.gettempdir()) / f"nba-test-redis-{REDIS_PORT}-db{db}.lock", "w")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.close()
+            continue
+        try:
+            yield db
+        finally:
+            handle.close()  # closing releases the lock
+        return
+    pytest.skip(f"every Redis test database {REDIS_TEST_DBS.start}-{REDIS_TEST_DBS.stop - 1} is held by another test run")
+
+
 @pytest.fixture()
-def redis_url() -> str:
-    """A Redis URL on a scratch logical database, flushed before and after the test."""
+def redis_url(_redis_db: int) -> str:
+    """A Redis URL on a logical database no concurrent test run uses, flushed before and after the test."""
     import redis
 
     _require("Redis", REDIS_HOST, REDIS_PORT, "redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save ''")
-    db = 13
+    db = _redis_db
     client = redis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=db)
     client.flushdb()
     try:

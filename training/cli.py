@@ -33,6 +33,20 @@ def _quiet_threads() -> None:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
+def _explain(metrics: dict[str, Any], run_id: Optional[str]) -> None:
+    """Print the notes on alarming-looking figures (training.metric_notes) to stderr and keep them as the MLflow run's description."""
+    from training.metric_notes import metric_notes
+
+    notes = metric_notes(metrics)
+    for note in notes:
+        typer.echo(f"note: {note}", err=True)
+    if notes and run_id:
+        from mlflow import MlflowClient
+
+        # MLflow shows this tag as the run's description, beside the metrics it explains.
+        MlflowClient().set_tag(run_id, "mlflow.note.content", "\n\n".join(f"- {n}" for n in notes))
+
+
 def register(app: typer.Typer, bench_app: typer.Typer, judge: Optional[Callable[[], Any]] = None) -> None:
     """Add the training stage's commands to the root and bench apps.
 
@@ -57,7 +71,11 @@ def register(app: typer.Typer, bench_app: typer.Typer, judge: Optional[Callable[
         from training.jobs import train_job, write_json_line
 
         cfg = _load(config, {"training_set": str(training_set) if training_set else None, "data_dir": str(data_dir) if data_dir else None, "model.encoder": encoder, "loss.objective": objective, "epochs": epochs, "seed": seed}, set_)
+        source = f"training set {cfg.training_set}" if cfg.training_set else f"the feature store over {cfg.data_dir}"
+        typer.echo(f"[train] {cfg.model.encoder} d{cfg.model.d_model} x {cfg.model.n_layers}, objective {cfg.loss.objective}, {cfg.epochs} epochs: "
+                   f"reading {source} (Feast and torch load first, ~10-20 s), then one progress bar per epoch", err=True)
         res = train_job(cfg)
+        _explain(res["metrics"], res.get("run_id"))
         figures = {k.replace("/", "_"): v for k, v in res["metrics"].items()}
         figures.update({"run_id": res["run_id"], "model_version": res["model_version"], "seconds_per_epoch_median": float(sorted(res["seconds_per_epoch"])[len(res["seconds_per_epoch"]) // 2])})
         typer.echo(write_json_line(figures))
@@ -77,6 +95,8 @@ def register(app: typer.Typer, bench_app: typer.Typer, judge: Optional[Callable[
         from training.tuning import tune_job
 
         cfg = _load(config, {"tune.trials": trials, "tune.storage": storage, "tune.study_name": study, "training_set": str(training_set) if training_set else None}, set_)
+        typer.echo(f"[tune] {cfg.tune.trials} trials of up to {cfg.epochs} epochs into study {cfg.tune.study_name!r}: reading the data first; "
+                   f"then a line per trial and per epoch", err=True)
         typer.echo(write_json_line(tune_job(cfg, judge=judge() if judge else None)))
 
     @app.command("evaluate")
@@ -98,7 +118,9 @@ def register(app: typer.Typer, bench_app: typer.Typer, judge: Optional[Callable[
         from training.jobs import write_json_line
 
         cfg = _load(config, {"training_set": str(training_set) if training_set else None, "data_dir": str(data_dir) if data_dir else None, "sim_start": start}, set_)
-        typer.echo(write_json_line(evaluate_job(cfg, version, weeks=weeks, imitation=imitation, judge=judge() if judge else None, served_checks=served_checks)))
+        figures = evaluate_job(cfg, version, weeks=weeks, imitation=imitation, judge=judge() if judge else None, served_checks=served_checks)
+        _explain(figures, None)
+        typer.echo(write_json_line(figures))
 
     @app.command("promote")
     def promote_cmd(

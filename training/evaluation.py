@@ -112,7 +112,9 @@ def evaluate_job(cfg: Any, version: str | None = None, *, weeks: int | None = No
     client = MlflowClient()
     mv = client.get_model_version(name, str(version)) if version else tracking.version_for_alias(name, tracking.CHALLENGER)
     if mv is None:
-        raise ValueError(f"registered model {name!r} has no '{tracking.CHALLENGER}' version: run `nba train` first, or pass --version")
+        from nba.errors import NotReadyError  # a ValueError: one clean line from the CLI
+
+        raise NotReadyError(f"registered model {name!r} has no '{tracking.CHALLENGER}' version: run `nba train` first, or pass --version")
     champion_mv = tracking.version_for_alias(name, tracking.CHAMPION)
     if champion_mv is not None and str(champion_mv.version) == str(mv.version):
         champion_mv = None

@@ -14,12 +14,13 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from nba.errors import ExpectedError
 from training import tracking as trk
 
 TRUTH, OPE = "truth", "ope"
 
 
-class PromotionError(ValueError):
+class PromotionError(ExpectedError, ValueError):
     """An expected condition that stops `nba promote` (no challenger, nothing evaluated): one line, no traceback."""
 
 

@@ -56,9 +56,7 @@ def served_suggestions(audit_url: str | None, suggestion_ids: Sequence[Any], *, 
     if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:") and not Path(url.database).is_file():
         # Connecting would create an empty database file: a read must leave no trace.
         return _empty(), f"audit trail {where}: no such database file; served propensities not used"
-    if url.get_backend_name() == "postgresql" and "sslmode" not in url.query:
-        # The same URL serving writes with (serving.audit.AuditTrail adds this too).
-        url = url.update_query_dict({"sslmode": "disable"})
+    # sslmode is the URL's own, as serving's (serving.audit): nothing is added.
     ids = _clean_ids(suggestion_ids)
     engine = sa.create_engine(url)
     try:

@@ -6,6 +6,7 @@ MLflow one, whose alembic_version table would break Optuna's schema check.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -103,13 +104,25 @@ def tune_job(cfg: TrainingConfig, *, progress: bool = True, retrain_best: bool =
         # A new study tries the configured model first: the tuned result then never ranks below the default.
         study.enqueue_trial(default_params(cfg))
 
+    first = len(study.trials)
+
+    def say(text: str) -> None:
+        # Trials take minutes each: a line per trial and per epoch on stderr, kept when redirected.
+        if progress:
+            print(f"[tune] {text}", file=sys.stderr, flush=True)
+
     def objective(trial: optuna.Trial) -> float:
         trial_cfg = suggest(trial, cfg)
+        label = f"trial {trial.number} ({trial.number - first + 1}/{cfg.tune.trials} of this run)"
+        m = trial_cfg.model
+        say(f"{label}: {m.encoder} d{m.d_model} x {m.n_layers}, objective {trial_cfg.loss.objective}, lr {trial_cfg.lr:.2g}, {trial_cfg.epochs} epochs")
 
         def report(epoch: int, metrics: dict[str, float]) -> None:
             value = metrics.get(PRUNE_METRIC, float("nan"))
+            say(f"{label} epoch {epoch + 1}/{trial_cfg.epochs}: {PRUNE_METRIC} {value:.4f}")
             trial.report(value if np.isfinite(value) else 0.0, epoch)
             if trial.should_prune():
+                say(f"{label} pruned after epoch {epoch + 1}: {PRUNE_METRIC} below the median of earlier trials")
                 raise optuna.TrialPruned(f"epoch {epoch}: {PRUNE_METRIC}={value:.4f} below the median")
 
         res = train_job(trial_cfg, prep=prep, register=False, nested=True, on_epoch=report, progress=False, log_model=False, tags={"optuna_trial": str(trial.number), "optuna_study": cfg.tune.study_name})
@@ -124,6 +137,9 @@ def tune_job(cfg: TrainingConfig, *, progress: bool = True, retrain_best: bool =
         value = float(res["metrics"].get(metric, float("nan")))
         trial.set_user_attr("run_id", res["run_id"])
         trial.set_user_attr("bundle", res["bundle"])
+        done = [t.value for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE and t.value is not None and np.isfinite(t.value)]
+        best = max([*done, value]) if np.isfinite(value) else (max(done) if done else float("nan"))
+        say(f"{label} done: {metric} {value:.4f} (best so far {best:.4f})")
         return value if np.isfinite(value) else float("-inf")
 
     with mlflow.start_run(run_name=f"tune-{cfg.tune.study_name}") as parent:

@@ -138,3 +138,51 @@ def test_catalogue_check_that_cannot_run_is_named_not_fatal(tmp_path: Path) -> N
     s = monitor_job(cfg, "2026-01-05..2026-01-12", "2026-01-12..2026-01-19", progress=False)
     assert s["catalogue"] is None and not s["catalogue_drift"]
     assert any(n.startswith("catalogue check skipped") for n in s["notes"]) and s["features_compared"] > 20
+
+
+def _evidently_columns(page: str) -> dict[str, bool]:
+    """Evidently's own per-column result in a saved report: column -> drift detected."""
+    import re
+
+    found = re.findall(r"Drift in column '([^']+)'\", \"label\": \"Data drift (not )?detected", page)
+    return {col: not negated for col, negated in found}
+
+
+@pytest.mark.parametrize(("current", "drift"), [("2026-01-12..2026-01-19", False), ("2026-01-19..2026-01-26", True)])
+def test_html_report_opens_with_the_cli_verdict_and_tests_columns_by_its_bars(audit, current: str, drift: bool) -> None:
+    """One drift verdict: the report's first block is the CLI's headline, and Evidently calls a column drifted exactly when the rule's bar is passed."""
+    from experiments.drift_report import BLOCK_ID, column_bars, verdict_lines
+
+    _, cfg_path = audit
+    cfg = load_experiments_config(cfg_path, overrides={"monitor.log_to_mlflow": False})
+    s = monitor_job(cfg, "2026-01-05..2026-01-12", current, progress=False)
+    assert s["drift_detected"] is drift
+    page = Path(s["outputs"]["features_html"]).read_text(encoding="utf-8")
+    body = page[page.index("<body"):]
+    assert body[body.index(">") + 1:].lstrip().startswith(f'<div id="{BLOCK_ID}"')  # the verdict comes first
+    headline, reasons = verdict_lines(s)
+    assert f"Verdict: {headline}" in page and headline.startswith("DRIFT" if drift else "no drift")
+    assert all(r.replace("'", "&#x27;") in page for r in reasons)
+    columns = _evidently_columns(page)
+    assert columns, "no per-column results found in the Evidently report"
+    # 800 rows per side, under max_rows and report_rows: the report scores exactly the rows the verdict scored.
+    scores = {r["column"]: r["score"] for r in [*s["features"], *s["sequences"]]}
+    bars = column_bars(s, cfg.monitor.thresholds)
+    for col, detected in columns.items():
+        assert detected == (scores[col] >= bars[col]), (col, scores[col], bars[col])
+    if not drift:
+        assert not any(columns.values())  # the CLI says no drift: no panel below says otherwise
+    else:
+        assert any(detected for col, detected in columns.items() if col.startswith("email_"))
+
+
+def test_column_bar_is_the_group_bar_or_the_noise_floor_multiple() -> None:
+    from experiments.config import Thresholds
+    from experiments.drift_report import column_bar, with_verdict
+
+    t = Thresholds()
+    assert column_bar("touches_total", 0.0, t, sequence=True) == t.activity_score  # activity: Evidently's fixed 0.1 flagged it
+    assert column_bar("email_open_rate_90d", 0.0, t) == t.feature_score
+    assert column_bar("email_open_rate_90d", 0.5, t) == pytest.approx(t.noise_multiple * 0.5)
+    assert with_verdict("<html><body class='x'><div id='root'></div></body></html>", "<div id='v'></div>").index("<div id='v'>") < \
+        with_verdict("<html><body class='x'><div id='root'></div></body></html>", "<div id='v'></div>").index("<div id='root'>")

@@ -103,9 +103,7 @@ def test_import_train_evaluate_promote_serve_without_ground_truth(tmp_path, monk
         if decision["promoted"]:
             assert body["model_version"] == f"nba-next-best-action/{decision['champion_version']}"
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except Exception:
-            os.killpg(proc.pid, signal.SIGKILL)
+        from nba.servers import stop_group
+
+        stop_group(proc, timeout_s=20)
     assert trained["model_version"] is not None

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 
 from serving.audit import AuditTrail, FeedbackConflict, UnknownSuggestion
 
-T0 = datetime(2026, 3, 2, 9, 0, tzinfo=timezone.utc)
+T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 
 
 def _suggestion(i: int, **over) -> dict:
@@ -141,3 +141,142 @@ def pd_ts(v):
 
     t = pd.Timestamp(v)
     return t.tz_localize("UTC") if t.tzinfo is None else t.tz_convert("UTC")
+
+
+def _urls(trail: AuditTrail) -> str:
+    return trail.engine.url.render_as_string(hide_password=False)
+
+
+def test_caller_and_delivery_are_recorded(trail: AuditTrail) -> None:
+    trail.record_suggestions([_suggestion(1, caller="crm-eu"), _suggestion(2, request_id="R2")])
+    trail.record_feedback({"feedback_id": "F1", "suggestion_id": "S1", "ts": T0, "outcome": "opened", "caller": "crm-eu"})
+    assert trail.mark_undelivered("R2", reason="client gone") is True
+    assert trail.mark_undelivered("R2") is False, "a second mark is a no-op, not a second row"
+    df = trail.read("suggestions").set_index("suggestion_id")
+    assert df.loc["S1", "caller"] == "crm-eu" and df.loc["S2", "caller"] is None
+    assert df["delivered"].to_dict() == {"S1": True, "S2": False}
+    assert trail.read("feedback").iloc[0]["caller"] == "crm-eu"
+    assert list(trail.read_window(delivered_only=True)["suggestion_id"]) == ["S1"]
+    assert trail.undelivered_requests() == {"R2"}
+    from serving.audit import undelivered
+
+    with pytest.raises(sa.exc.DBAPIError, match="append-only"), trail.engine.begin() as conn:
+        conn.execute(undelivered.delete())
+
+
+def test_windows_are_selected_in_sql(trail: AuditTrail) -> None:
+    from datetime import timedelta as td
+
+    rows = [_suggestion(i, hcp_id=f"H{i % 2}", request_id=f"R{i}", as_of=T0 + td(days=i)) for i in range(6)]
+    trail.record_suggestions(rows)
+    for i in (1, 4):
+        trail.record_feedback({"feedback_id": f"F{i}", "suggestion_id": f"S{i}", "ts": T0 + td(days=i, hours=1), "outcome": "opened"})
+    w = trail.read_window(T0 + td(days=2), T0 + td(days=5))
+    assert list(w["suggestion_id"]) == ["S2", "S3", "S4"]
+    # A bound with an offset means the same instant as in UTC.
+    from datetime import timezone as tz
+
+    shifted = (T0 + td(days=2)).astimezone(tz(td(hours=8)))
+    assert list(trail.read_window(shifted, None)["suggestion_id"]) == ["S2", "S3", "S4", "S5"]
+    assert list(trail.feedback_in_window(T0 + td(days=2), T0 + td(days=5))["feedback_id"]) == ["F4"]
+    first = trail.first_seen(T0 + td(days=4), None)
+    assert sorted(first.index) == ["H0", "H1"]
+    assert first["H0"] == pd_ts(T0) and first["H1"] == pd_ts(T0 + td(days=1)), "first suggestion in the whole trail, not in the window"
+
+
+def test_missing_trail_is_refused_not_recreated(trail: AuditTrail) -> None:
+    from serving.audit import AuditTrailMissing
+
+    trail.record_suggestions([_suggestion(1)])
+    url = _urls(trail)
+    trail.close()
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:  # a restore that forgot a table, or a DROP by the owner
+        conn.exec_driver_sql("DROP TABLE suggestions" + (" CASCADE" if engine.dialect.name == "postgresql" else ""))
+    engine.dispose()
+    for mode in ("if_missing", "never"):
+        with pytest.raises(AuditTrailMissing, match=r"\['suggestions'\] are missing"):
+            AuditTrail(url, create=mode)
+    with sa.create_engine(url).connect() as conn:
+        assert not sa.inspect(conn).has_table("suggestions"), "nothing was recreated"
+
+
+def test_never_creates_nothing(tmp_path: Path) -> None:
+    from serving.audit import AuditTrailMissing
+
+    url = f"sqlite:///{tmp_path / 'audit.db'}"
+    with pytest.raises(AuditTrailMissing, match="audit_create is 'never'"):
+        AuditTrail(url, create="never")
+    with pytest.raises(ValueError, match="audit_create"):
+        AuditTrail(url, create="always")
+    AuditTrail(url).close()
+    AuditTrail(url, create="never").close()  # initialised: opens without DDL
+
+
+def test_a_trail_of_the_previous_version_is_upgraded_in_place(tmp_path: Path) -> None:
+    """Tables written before caller, undelivered and nba_meta existed keep their rows and gain the new parts."""
+    url = f"sqlite:///{tmp_path / 'audit.db'}"
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        conn.exec_driver_sql("CREATE TABLE suggestions (suggestion_id VARCHAR(64) PRIMARY KEY, request_id VARCHAR(64) NOT NULL, hcp_id VARCHAR(64) NOT NULL, "
+                             "rep_id VARCHAR(64), created_at DATETIME NOT NULL, as_of DATETIME NOT NULL, rank INTEGER NOT NULL, channel VARCHAR(32) NOT NULL, "
+                             "content_id VARCHAR(64), window_start DATETIME, window_end DATETIME, expected_response FLOAT, propensity FLOAT NOT NULL, "
+                             "policy VARCHAR(16) NOT NULL, model_version VARCHAR(64), degraded BOOLEAN NOT NULL, features_json TEXT NOT NULL, "
+                             "rules_json TEXT NOT NULL, reasons_json TEXT NOT NULL)")
+        conn.exec_driver_sql("CREATE TABLE feedback (feedback_id VARCHAR(64) PRIMARY KEY, suggestion_id VARCHAR(64) NOT NULL, hcp_id VARCHAR(64) NOT NULL, "
+                             "rep_id VARCHAR(64), ts DATETIME NOT NULL, received_at DATETIME NOT NULL, outcome VARCHAR(32) NOT NULL, reason VARCHAR(32))")
+        conn.exec_driver_sql("INSERT INTO suggestions VALUES ('OLD', 'R0', 'H1', NULL, '2026-03-01 09:00:00.000000', '2026-03-01 09:00:00.000000', 1, "
+                             "'visit', NULL, NULL, NULL, NULL, 1.0, 'model', NULL, 0, '{}', '[]', '[]')")
+    engine.dispose()
+    from serving.audit import AuditTrailMissing
+
+    with pytest.raises(AuditTrailMissing, match="older than version"):
+        AuditTrail(url, create="never")  # a service that may not alter the schema says so
+    t = AuditTrail(url)
+    t.record_suggestions([_suggestion(1, caller="crm")])
+    df = t.read("suggestions").set_index("suggestion_id")
+    assert df.loc["OLD", "caller"] is None and df.loc["S1", "caller"] == "crm"
+    with t.engine.connect() as conn:
+        indexes = {ix["name"] for ix in sa.inspect(conn).get_indexes("suggestions")}
+    assert {"ix_suggestions_as_of", "ix_suggestions_hcp_as_of"} <= indexes
+    t.close()
+
+
+def test_ids_are_time_ordered_uuid7() -> None:
+    import time
+    import uuid
+
+    from serving.engine import new_ids
+    from serving.ids import uuid7_time
+
+    first = new_ids(1000)
+    time.sleep(0.002)
+    later = new_ids(3)
+    assert len(set(first)) == 1000
+    parsed = uuid.UUID(hex=first[0])
+    assert parsed.version == 7 and parsed.variant == uuid.RFC_4122 and len(first[0]) == 32
+    assert max(first) < min(later), "ids of a later millisecond sort after"
+    assert abs((uuid7_time(later[0]) - datetime.now(UTC)).total_seconds()) < 5
+
+
+@pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def test_workers_starting_together_create_one_trail(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    """Several processes opening a fresh database at once: every one starts, none refuses a half-created schema."""
+    import subprocess
+    import sys
+
+    url = f"sqlite:///{tmp_path / 'audit.db'}" if backend == "sqlite" else request.getfixturevalue("postgres_db")
+    import time
+
+    # Each process imports first, then waits for one shared instant, so the schema creations overlap.
+    code = ("import sys, time; from serving.audit import AuditTrail\n"
+            "while time.time() < float(sys.argv[3]): pass\n"
+            "t = AuditTrail(sys.argv[1]); t.mark_undelivered(sys.argv[2]); t.close()")
+    root = Path(__file__).resolve().parents[2]
+    start = str(time.time() + 4)
+    procs = [subprocess.Popen([sys.executable, "-c", code, url, f"R{i}", start], cwd=root, stderr=subprocess.PIPE) for i in range(4)]
+    errors = [p.communicate(timeout=120)[1].decode()[-400:] for p in procs]
+    assert [p.returncode for p in procs] == [0] * 4, errors
+    t = AuditTrail(url)
+    assert t.undelivered_requests() == {"R0", "R1", "R2", "R3"}
+    t.close()

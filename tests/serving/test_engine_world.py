@@ -33,7 +33,10 @@ def test_champion_scores_and_every_suggestion_is_audited(engine, world) -> None:
     assert ((f["propensity"] > 0) & (f["propensity"] <= 1)).all()
     model_rows = f[f["policy"] == "model"]
     assert model_rows["expected_response"].between(0, 1).all()
-    assert model_rows["reasons"].map(lambda r: r[0].startswith("model: ")).all()
+    from serving.messages import channel_name, with_article
+
+    # The first reason is the likelihood band of a response to the suggested channel, never a percentage.
+    assert all(rs[0].endswith(f"likelihood of a response to {with_article(channel_name(ch, 'en'))}.") for ch, rs in zip(model_rows["channel"], model_rows["reasons"]))
     # Only approved, unexpired content is suggested.
     approved = set(engine.reference.approved_content(AS_OF, engine.cfg.content_valid_days))
     assert set(f["content_id"].dropna()) <= approved
@@ -69,7 +72,7 @@ def test_guardrails_override_the_model_and_say_so(serving_cfg, busy_rep) -> None
     consented = f["channel"] == "email"
     assert consented.all(), "every channel but email is capped"
     assert (f["rank"] == 1).all(), "one channel left: one suggestion each"
-    overridden = f["reasons"].map(lambda rs: any(r.startswith("rule override") and "weekly cap reached" in r for r in rs))
+    overridden = f["reasons"].map(lambda rs: any(r.startswith("A higher-ranked option was ruled out (weekly limit)") for r in rs))
     assert overridden.any()
     assert f.loc[overridden, "rules_applied"].map(lambda r: "frequency" in r).all()
 
@@ -115,7 +118,7 @@ def test_feature_store_outage_degrades_to_consent_safe_rules(engine, world) -> N
     res = rec.recommend(world.hcp_ids[:5], as_of=AS_OF, record=False)
     assert res.degraded_features and res.frame["degraded"].all()
     assert set(res.frame["channel"]) == {"visit"}  # the configured degraded_channels
-    assert all(any("feature store unavailable" in r for r in rs) for rs in res.frame["reasons"])
+    assert all(any(r.startswith("Customer data is unavailable right now") and "check consent" in r for r in rs) for rs in res.frame["reasons"])
 
 
 def test_feedback_is_idempotent_and_reaches_the_online_store(engine, world) -> None:
@@ -175,13 +178,13 @@ def test_nightly_batch_writes_crm_records(engine, world, tmp_path) -> None:
     assert tuple(df.columns) == CRM_COLUMNS
     assert summary["hcps"] == len(world.hcp_ids) and len(df) == summary["suggestions"] <= 2 * len(world.hcp_ids)
     assert df["priority"].between(1, 5).all() and df["suggestion_id"].is_unique
-    assert (pd.to_datetime(df["expiry"]) <= pd.Timestamp(AS_OF) + timedelta(days=engine.cfg.suggestion_ttl_days)).all()
+    assert (pd.to_datetime(df["expiry_utc"]) <= pd.Timestamp(AS_OF) + timedelta(days=engine.cfg.suggestion_ttl_days)).all()
     # The batch takes the API's feasible-first path: no rule overrides a first choice after masking.
     feas = summary["feasibility"]
     assert feas["decisions"] == len(world.hcp_ids) and feas["first_choice_overridden"] == 0 and feas["first_choice_overridden_share"] == 0.0
     assert 0.0 <= feas["unmasked_first_infeasible_share"] <= 1.0
     today = recommend_all(engine, tmp_path / "today.parquet", k=1, as_of=AS_OF, progress=False, window="today", record=False)
-    days = pd.read_parquet(tmp_path / "today.parquet")["window_start"]
+    days = pd.read_parquet(tmp_path / "today.parquet")["window_start_utc"]
     assert today["suggestions"] > 0 and (days.dt.tz_convert("Asia/Shanghai").dt.date == AS_OF.date()).all()
     with pytest.raises(ValueError, match="parquet or .csv"):
         recommend_all(engine, tmp_path / "crm.xlsx")

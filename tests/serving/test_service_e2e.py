@@ -33,11 +33,9 @@ def _start(world, tmp_path, overrides: dict):
 
 
 def _stop(proc) -> None:
-    os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=20)
-    except Exception:
-        os.killpg(proc.pid, signal.SIGKILL)
+    from nba.servers import stop_group
+
+    stop_group(proc, timeout_s=20)
 
 
 @pytest.fixture(scope="module")
@@ -118,6 +116,11 @@ def test_recommend_with_the_champion(server, world) -> None:
     assert all(s["reasons"] and s["suggestion_id"] and 0 < s["propensity"] <= 1 for s in sugg)
     assert all(s["window_start"][-6] in "+-" for s in sugg)  # local time with its offset
     assert all(s["channel"] != "conference" for s in sugg)  # lifecycle guardrail from config
+    # A request may ask for the reasons in Chinese; the suggestions' policy field keeps what the reasons leave out.
+    status, zh = call(server, "/recommend", {"hcp_ids": world.hcp_ids[:5], "k": 2, "as_of": AS_OF.isoformat(), "locale": "zh-CN"})
+    assert status == 200, zh
+    assert all(s["reasons"][0].endswith("。") and "likelihood" not in s["reasons"][0] for r in zh["results"] for s in r["suggestions"])
+    assert call(server, "/recommend", {"hcp_ids": world.hcp_ids[:1], "locale": "fr"})[0] == 422
 
 
 def test_recommend_for_today_and_a_decision_date(server, world) -> None:
@@ -153,7 +156,7 @@ def test_openapi_documents_the_planning_horizon(server) -> None:
 def test_feedback_twice_is_idempotent(server, world) -> None:
     _, body = call(server, "/recommend", {"hcp_ids": [world.hcp_ids[3]], "k": 1, "as_of": AS_OF.isoformat()})
     sid = body["results"][0]["suggestions"][0]["suggestion_id"]
-    item = {"feedback_id": "e2e-fb-1", "suggestion_id": sid, "outcome": "dismissed", "reason": "wrong_time", "ts": (AS_OF + timedelta(hours=1)).isoformat()}
+    item = {"feedback_id": "e2e-fb-1", "suggestion_id": sid, "outcome": "dismissed", "reason": "wrong_time", "ts": (AS_OF + timedelta(minutes=1)).isoformat()}  # within the clock skew of the sandbox clock
     s1, b1 = call(server, "/feedback", item)
     s2, b2 = call(server, "/feedback", item)
     assert (s1, b1["created"], b1["pushed_online"]) == (200, True, True), b1
@@ -178,6 +181,11 @@ def test_plan_for_a_rep(server, world, busy_rep) -> None:
     assert values == sorted(values, reverse=True)  # order 1 is the most valuable contact
     owners = read_frame(world.data_dir, "hcps", columns=["hcp_id", "rep_id"]).set_index("hcp_id")["rep_id"]
     assert {owners[c["hcp_id"]] for c in contacts} == {busy_rep}  # only the rep's own HCPs
+    # What expected_value counts, for the rep, per contact and for the plan.
+    assert all(c["explanation"].startswith(f"Expected value {c['expected_value']:.2f}: ") for c in contacts)
+    assert body["explanation"].startswith("Contacts are ordered by expected value")
+    status, zh = call(server, "/plan", {"rep_id": busy_rep, "date": AS_OF.date().isoformat(), "visit_capacity": 2, "message_capacity": 3, "locale": "zh-CN"})
+    assert status == 200 and zh["explanation"].startswith("联系按期望价值排序") and zh["contacts"][0]["explanation"].startswith("期望价值")
 
 
 def test_auth_is_required(server, world) -> None:
@@ -188,19 +196,19 @@ def test_auth_is_required(server, world) -> None:
 
 def test_bad_payloads_get_422_naming_the_field(server, world) -> None:
     status, body = call(server, "/recommend", {"hcp_ids": world.hcp_ids[:1], "k": 0})
-    assert status == 422 and body["detail"][0]["loc"] == ["k"]
+    assert status == 422 and body["error"]["fields"][0]["field"] == "k"
     status, body = call(server, "/recommend", {"hcp_ids": world.hcp_ids[:1], "channels": ["fax"]})
-    assert status == 422 and body["detail"][0]["loc"][0] == "channels"
+    assert status == 422 and body["error"]["fields"][0]["field"].startswith("channels")
     status, body = call(server, "/recommend", {"hcp_ids": world.hcp_ids[:1], "as_of": "2025-05-06T00:00:00"})
     assert status == 422 and "timezone-aware" in json.dumps(body)
     status, body = call(server, "/feedback", {"feedback_id": "x", "suggestion_id": "y", "outcome": "maybe", "ts": AS_OF.isoformat()})
-    assert status == 422 and body["detail"][0]["loc"] == ["outcome"]
+    assert status == 422 and body["error"]["fields"][0]["field"] == "outcome"
     assert call(server, "/recommend", None, raw=b"{not json")[0] == 422
     for bad in ("3000-01-01", "2025-02-30", "soon"):  # outside pandas' range, not a day, not a date: 422, never a 5xx
         status, body = call(server, "/recommend", {"hcp_ids": world.hcp_ids[:1], "decision_date": bad})
-        assert status == 422 and body["detail"][0]["loc"] == ["decision_date"], (bad, body)
+        assert status == 422 and body["error"]["fields"][0]["field"] == "decision_date", (bad, body)
     status, body = call(server, "/recommend", {"hcp_ids": world.hcp_ids[:1], "as_of": "1500-01-01T00:00:00+00:00"})
-    assert status == 422 and body["detail"][0]["loc"] == ["as_of"]
+    assert status == 422 and body["error"]["fields"][0]["field"] == "as_of"
     status, body = call(server, "/recommend", {"hcp_ids": world.hcp_ids[:1], "as_of": AS_OF.isoformat(), "decision_date": "2024-01-01"})
     assert status == 422 and "decision_date" in json.dumps(body) and "before today" in json.dumps(body)
     status, body = call(server, "/recommend", {"hcp_ids": [f"h{i}" for i in range(1001)]})
