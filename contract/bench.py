@@ -16,7 +16,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 
 from contract.io import to_arrow
 from contract.schema import CHANNELS, CONTENT_FORMS, CONTENT_TYPES, DEPARTMENTS, DIRECTIONS, HOSPITAL_TIERS, TABLES, TITLES, TOPICS
@@ -32,7 +31,9 @@ def synthetic_export(*, hcps: int, touchpoints: int, seed: int = 0) -> dict[str,
     """A valid export of every contract table with the given sizes (vectorised, seeded)."""
     rng = np.random.default_rng(seed)
     n_reps = max(1, hcps // 100)
-    products = pd.DataFrame({"product_id": ["P001", "P002", "P003"], "therapeutic_area": ["cardiology", "nephrology", "oncology"], "lifecycle": ["launch", "maturity", "post_vbp"]})
+    products = pd.DataFrame(
+        {"product_id": ["P001", "P002", "P003"], "therapeutic_area": ["cardiology", "nephrology", "oncology"], "lifecycle": ["launch", "maturity", "post_vbp"]}
+    )
     reps = pd.DataFrame(
         {
             "rep_id": _ids("R", n_reps),
@@ -142,11 +143,10 @@ def run_import_bench(*, rows: int, hcps: int, repeats: int, fmt: str, seed: int,
     """Median seconds of a plain Arrow read, of read+coerce+validate, and of full and repeat imports."""
     from tqdm import tqdm
 
+    from contract.coercion import canonical_frame, coerce_arrow
     from contract.importer import import_export
     from contract.issues import errors
     from contract.readers import read_source
-    from contract.coercion import canonical_frame, coerce_arrow
-    from contract.issues import SourceFile
     from contract.validate import validate_tables
 
     base = Path(tempfile.mkdtemp(prefix="nba-bench-import-", dir=workdir))
@@ -157,7 +157,7 @@ def run_import_bench(*, rows: int, hcps: int, repeats: int, fmt: str, seed: int,
         del frames
         steps.update()
         tp_path = src / f"touchpoints.{fmt}"
-        now = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
+        now = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 
         def plain_read() -> None:
             if fmt == "csv":

@@ -29,7 +29,7 @@ def report_import_issues(issues, errors_out: Optional[Path] = None, config: Opti
 
 def _now(text: Optional[str]) -> dt.datetime:
     if text is None:
-        return dt.datetime.now(dt.timezone.utc)
+        return dt.datetime.now(dt.UTC)
     try:
         value = dt.datetime.fromisoformat(text)
     except ValueError:
@@ -104,7 +104,10 @@ def import_command(
     elapsed = time.perf_counter() - started
     _report_issues(result.issues, cfg, errors_out)
     _print_summary(result.stats)
-    tables = {n: {"rows_read": s.rows_read, "rows_inserted": s.inserted, "rows_unchanged": s.unchanged, "rows_updated": s.updated, "rows_total": s.rows_total} for n, s in result.stats.items()}
+    tables = {
+        n: {"rows_read": s.rows_read, "rows_inserted": s.inserted, "rows_unchanged": s.unchanged, "rows_updated": s.updated, "rows_total": s.rows_total}
+        for n, s in result.stats.items()
+    }
     typer.echo(f"imported {src_dir} into {result.data_dir}")
     typer.echo(
         json.dumps(

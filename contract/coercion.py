@@ -12,6 +12,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from contract.io import arrow_schema
 from contract.issues import (
     RULE_DUPLICATE_COLUMN,
     RULE_MISSING_COLUMN,
@@ -22,7 +23,6 @@ from contract.issues import (
     ValidationIssue,
     issues_from_mask,
 )
-from contract.io import arrow_schema
 from contract.schema import Column, Table
 
 DEFAULT_CAP = 1000
@@ -171,9 +171,7 @@ def arrow_type(col: Column) -> pa.DataType:
     return arrow_schema(Table(name="_", columns=(col,), primary_key=())).field(col.name).type
 
 
-def coerce_arrow(
-    table: Table, raw: pa.Table, source: SourceFile, *, cap: int = DEFAULT_CAP
-) -> tuple[pa.Table, list[ValidationIssue]]:
+def coerce_arrow(table: Table, raw: pa.Table, source: SourceFile, *, cap: int = DEFAULT_CAP) -> tuple[pa.Table, list[ValidationIssue]]:
     """Typed Arrow table of the contract columns present in ``raw``, plus column and type issues."""
     issues: list[ValidationIssue] = []
     names = raw.column_names
@@ -198,7 +196,11 @@ def coerce_arrow(
         if col.name not in seen:
             issues.append(
                 ValidationIssue(
-                    file=source.file, table=table.name, column=col.name, rule=RULE_MISSING_COLUMN, message=f"required column of {table.name!r} ({col.kind}) is missing"
+                    file=source.file,
+                    table=table.name,
+                    column=col.name,
+                    rule=RULE_MISSING_COLUMN,
+                    message=f"required column of {table.name!r} ({col.kind}) is missing",
                 )
             )
             continue
@@ -209,7 +211,14 @@ def coerce_arrow(
             issues += issues_from_mask(source, table.name, bad, rule=RULE_TYPE, message=why, column=col.name, values=_Lazy(original), cap=cap)
         if naive.any():
             issues += issues_from_mask(
-                source, table.name, naive, rule=RULE_NAIVE_TIMESTAMP, message="timestamp without timezone (give an offset such as +08:00 or Z)", column=col.name, values=_Lazy(original), cap=cap
+                source,
+                table.name,
+                naive,
+                rule=RULE_NAIVE_TIMESTAMP,
+                message="timestamp without timezone (give an offset such as +08:00 or Z)",
+                column=col.name,
+                values=_Lazy(original),
+                cap=cap,
             )
         source.failed[col.name] = bad | naive
         arrays.append(values)

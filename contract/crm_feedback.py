@@ -18,7 +18,7 @@ from __future__ import annotations
 import csv
 import re
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -135,7 +135,7 @@ def _ts(value: str, where: str) -> datetime:
         raise CrmFeedbackError(f"{where}: {value!r} is not an ISO 8601 date-time") from None
     if ts.tzinfo is None:
         raise CrmFeedbackError(f"{where}: {value!r} has no UTC offset (CRM exports write UTC, e.g. 2026-05-02T08:15:00.000Z)")
-    return ts.astimezone(timezone.utc)
+    return ts.astimezone(UTC)
 
 
 def parse_feedback(path: str | Path, source: str, *, reasons: dict[str, str] | None = None, columns: dict[str, str] | None = None) -> ParsedFeedback:
@@ -161,9 +161,12 @@ def parse_feedback(path: str | Path, source: str, *, reasons: dict[str, str] | N
         required = [cols[k] for k in ("feedback_id", "suggestion_id", "kind", "ts")]
         missing = [c for c in required if c not in header]
         if missing:
-            raise CrmFeedbackError(f"{path}: missing column(s) {', '.join(missing)} of a {source} feedback export; the header has {', '.join(header) or 'nothing'}")
+            raise CrmFeedbackError(
+                f"{path}: missing column(s) {', '.join(missing)} of a {source} feedback export; the header has {', '.join(header) or 'nothing'}"
+            )
         seen: dict[str, int] = {}
         for line, row in enumerate(reader, start=2):
+
             def get(key: str, row: dict = row) -> str:
                 return (row.get(cols[key]) or "").strip()
 
@@ -181,11 +184,14 @@ def parse_feedback(path: str | Path, source: str, *, reasons: dict[str, str] | N
             record_id, suggestion_id = get("feedback_id"), get("suggestion_id")
             fid = f"{source}:{record_id}"
             if not record_id or not _ID.match(fid):
-                raise CrmFeedbackError(f"{where}, field {cols['feedback_id']}: {record_id!r} is not a record id (letters, digits, _ . : -; "
-                                       f"at most {64 - len(source) - 1} characters)")
+                raise CrmFeedbackError(
+                    f"{where}, field {cols['feedback_id']}: {record_id!r} is not a record id (letters, digits, _ . : -; "
+                    f"at most {64 - len(source) - 1} characters)"
+                )
             if not _ID.match(suggestion_id):
-                raise CrmFeedbackError(f"{where}, field {cols['suggestion_id']}: {suggestion_id!r} is not one of our suggestion ids "
-                                       "(the nightly file's external id)")
+                raise CrmFeedbackError(
+                    f"{where}, field {cols['suggestion_id']}: {suggestion_id!r} is not one of our suggestion ids (the nightly file's external id)"
+                )
             if fid in seen:
                 raise CrmFeedbackError(f"{where}, field {cols['feedback_id']}: {record_id!r} appears twice (first on line {seen[fid]})")
             seen[fid] = line
@@ -195,11 +201,14 @@ def parse_feedback(path: str | Path, source: str, *, reasons: dict[str, str] | N
             if label:
                 reason = table.get(normalise_label(label))
                 if reason is None:
-                    raise CrmFeedbackError(f"{where}, field {cols['reason']}: {label!r} is not a known dismiss reason; map it to one of "
-                                           f"{', '.join(FEEDBACK_REASONS)} with --reason-map")
+                    raise CrmFeedbackError(
+                        f"{where}, field {cols['reason']}: {label!r} is not a known dismiss reason; map it to one of "
+                        f"{', '.join(FEEDBACK_REASONS)} with --reason-map"
+                    )
             if reason is not None and outcome != "dismissed":
                 reason = None  # a reason field left filled on a completed action says nothing about it
-            out.items.append({"feedback_id": fid, "suggestion_id": suggestion_id, "outcome": outcome, "reason": reason,
-                              "ts": _ts(get("ts"), f"{where}, field {cols['ts']}")})
+            out.items.append(
+                {"feedback_id": fid, "suggestion_id": suggestion_id, "outcome": outcome, "reason": reason, "ts": _ts(get("ts"), f"{where}, field {cols['ts']}")}
+            )
             out.lines.append(line)
     return out

@@ -94,7 +94,9 @@ def _semi_join_mask(rows: pa.Table, keys: pa.Table, key: list[str]) -> np.ndarra
     if keys_k.num_rows > rows_k.num_rows:
         keys_k = _semi_join(keys_k, rows_k, key)  # the stored keys that occur in rows: few
     if len(key) == 1:
-        return np.asarray(pc.fill_null(pc.is_in(rows_k.column(0), value_set=keys_k.column(0).combine_chunks()), False).to_numpy(zero_copy_only=False), dtype=bool)
+        return np.asarray(
+            pc.fill_null(pc.is_in(rows_k.column(0), value_set=keys_k.column(0).combine_chunks()), False).to_numpy(zero_copy_only=False), dtype=bool
+        )
     probe = rows_k.append_column("__row", pa.array(np.arange(rows.num_rows, dtype=np.int64)))
     mask = np.zeros(rows.num_rows, dtype=bool)
     mask[_semi_join(probe, keys_k, key).column("__row").to_numpy()] = True
@@ -139,7 +141,9 @@ def _progress(enabled: bool, total: int) -> Iterator:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=Console(stderr=True), transient=True) as bar:
+    with Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=Console(stderr=True), transient=True
+    ) as bar:
         task = bar.add_task("import", total=total)
 
         def step(text: str) -> None:
@@ -193,7 +197,7 @@ def import_export(
 
 
 def _import_locked(src_dir: str | Path, data_dir: str | Path, *, now: dt.datetime | None, cap: int, progress: bool) -> ImportResult:
-    now = now or dt.datetime.now(dt.timezone.utc)
+    now = now or dt.datetime.now(dt.UTC)
     src_dir, data_dir = Path(src_dir), Path(data_dir).resolve()
     export = discover_export(src_dir)
     issues = list(export.issues)
@@ -295,7 +299,7 @@ def _import_locked(src_dir: str | Path, data_dir: str | Path, *, now: dt.datetim
 
 def validate_dataset(data_dir: str | Path, *, now: dt.datetime | None = None, cap: int = DEFAULT_CAP) -> tuple[list[ValidationIssue], dict[str, int]]:
     """Re-check a written dataset: manifest hashes, required tables, types and every row rule."""
-    now = now or dt.datetime.now(dt.timezone.utc)
+    now = now or dt.datetime.now(dt.UTC)
     data_dir = Path(data_dir)
     manifest = read_manifest(data_dir)
     issues: list[ValidationIssue] = []
@@ -307,7 +311,9 @@ def validate_dataset(data_dir: str | Path, *, now: dt.datetime | None = None, ca
             issues.append(ValidationIssue(file=MANIFEST_NAME, table=name, rule=RULE_MISSING_FILE, message=f"required table {name!r} not in the dataset"))
     for path in sorted(data_dir.glob("*.parquet")):
         if path.stem not in listed:
-            issues.append(ValidationIssue(file=path.name, rule=RULE_UNKNOWN_FILE, severity="warning", message="Parquet file not listed in the manifest; ignored"))
+            issues.append(
+                ValidationIssue(file=path.name, rule=RULE_UNKNOWN_FILE, severity="warning", message="Parquet file not listed in the manifest; ignored")
+            )
     for name, entry in listed.items():
         path = table_path(data_dir, name)
         if name not in TABLES:
@@ -317,7 +323,11 @@ def validate_dataset(data_dir: str | Path, *, now: dt.datetime | None = None, ca
             issues.append(ValidationIssue(file=path.name, table=name, rule=RULE_MISSING_FILE, message="listed in the manifest but missing"))
             continue
         if file_sha256(path) != entry.get("sha256"):
-            issues.append(ValidationIssue(file=path.name, table=name, rule=RULE_MANIFEST, message="content hash differs from the manifest (file changed after it was written)"))
+            issues.append(
+                ValidationIssue(
+                    file=path.name, table=name, rule=RULE_MANIFEST, message="content hash differs from the manifest (file changed after it was written)"
+                )
+            )
         source = SourceFile(file=path.name)
         typed, coerce_issues = coerce_arrow(TABLES[name], read_table(data_dir, name), source, cap=cap)
         issues += coerce_issues

@@ -95,7 +95,9 @@ def plan_merge(table: Table, existing: pd.DataFrame | None, incoming: pd.DataFra
                     out.append(f"event ({k}) is already in the dataset with different values in: {', '.join(cols)} (events are immutable)")
                 return out
 
-            issues = issues_from_mask(source, table.name, changed, rule=RULE_CHANGED_EVENT, column=",".join(key), values=incoming[key[0]], message=messages, cap=cap)
+            issues = issues_from_mask(
+                source, table.name, changed, rule=RULE_CHANGED_EVENT, column=",".join(key), values=incoming[key[0]], message=messages, cap=cap
+            )
         stats = MergeStats(n, inserted, n_matched - n_changed, 0, len(existing) + inserted)
         return MergePlan(None, ~matched, stats, issues, ~matched)
     replaced = np.zeros(len(existing), dtype=bool)

@@ -147,9 +147,7 @@ def read_csv(path: str | Path, table_name: str) -> tuple[pa.Table | None, Source
             path,
             read_options=pacsv.ReadOptions(column_names=header, skip_rows=1, block_size=1 << 24),
             parse_options=pacsv.ParseOptions(newlines_in_values=True, invalid_row_handler=on_invalid),
-            convert_options=pacsv.ConvertOptions(
-                column_types={h: pa.string() for h in header}, strings_can_be_null=False, quoted_strings_can_be_null=False
-            ),
+            convert_options=pacsv.ConvertOptions(column_types={h: pa.string() for h in header}, strings_can_be_null=False, quoted_strings_can_be_null=False),
         )
     except (pa.ArrowInvalid, OSError) as exc:
         return None, source, [ValidationIssue(file=path.name, table=table_name, rule=RULE_UNREADABLE, message=f"cannot parse CSV: {exc}")]

@@ -147,9 +147,7 @@ class Table:
 
 
 def _consent_columns() -> tuple[Column, ...]:
-    return tuple(
-        Column(f"consent_{ch}", "bool", doc=f"HCP consented to be contacted by {ch}") for ch in CHANNELS
-    )
+    return tuple(Column(f"consent_{ch}", "bool", doc=f"HCP consented to be contacted by {ch}") for ch in CHANNELS)
 
 
 PRODUCTS = Table(
@@ -207,7 +205,11 @@ HCPS = Table(
 # The attributes of an HCP that change over time (the rest of ``hcps`` is fixed by who the HCP
 # is: hospital, department, title). ``hcps`` holds their values on the export day only.
 HCP_DATED_COLUMNS: tuple[str, ...] = (
-    "potential_boxes_month", "support_share", "segment", "profile_completeness", *(f"consent_{ch}" for ch in CHANNELS),
+    "potential_boxes_month",
+    "support_share",
+    "segment",
+    "profile_completeness",
+    *(f"consent_{ch}" for ch in CHANNELS),
 )
 
 HCP_PROFILE_HISTORY = Table(

@@ -86,7 +86,10 @@ def _utc(now: dt.datetime) -> pd.Timestamp:
 
 def _key_text(df: pd.DataFrame, key: tuple[str, ...], positions: np.ndarray) -> list[str]:
     cols = [df[k].iloc[positions].tolist() for k in key]
-    return [", ".join(f"{k}={v!r}" if not isinstance(v, pd.Timestamp) else f"{k}={v.date() if k == 'week_start' else v}" for k, v in zip(key, vals)) for vals in zip(*cols)]
+    return [
+        ", ".join(f"{k}={v!r}" if not isinstance(v, pd.Timestamp) else f"{k}={v.date() if k == 'week_start' else v}" for k, v in zip(key, vals))
+        for vals in zip(*cols)
+    ]
 
 
 def _column_rules(t: Table, df: pd.DataFrame, src: SourceFile, cap: int) -> list[ValidationIssue]:
@@ -106,9 +109,13 @@ def _column_rules(t: Table, df: pd.DataFrame, src: SourceFile, cap: int) -> list
                 src, t.name, bad, rule=RULE_ALLOWED, column=col.name, values=s, message=f"not one of the allowed values: {', '.join(col.allowed)}", cap=cap
             )
         if col.min is not None:
-            issues += issues_from_mask(src, t.name, _mask(s < col.min), rule=RULE_MIN, column=col.name, values=s, message=f"below the minimum {col.min:g}", cap=cap)
+            issues += issues_from_mask(
+                src, t.name, _mask(s < col.min), rule=RULE_MIN, column=col.name, values=s, message=f"below the minimum {col.min:g}", cap=cap
+            )
         if col.max is not None:
-            issues += issues_from_mask(src, t.name, _mask(s > col.max), rule=RULE_MAX, column=col.name, values=s, message=f"above the maximum {col.max:g}", cap=cap)
+            issues += issues_from_mask(
+                src, t.name, _mask(s > col.max), rule=RULE_MAX, column=col.name, values=s, message=f"above the maximum {col.max:g}", cap=cap
+            )
     return issues
 
 
@@ -121,7 +128,9 @@ def _future_rule(t: Table, df: pd.DataFrame, src: SourceFile, now: pd.Timestamp,
         what = f"date after today ({limit.date()} UTC)"
     else:
         limit, what = now, f"timestamp after now ({now.isoformat()})"
-    return issues_from_mask(src, t.name, _mask(s > limit), rule=RULE_FUTURE, column=t.event_time, values=s, message=f"{what}: events cannot lie in the future", cap=cap)
+    return issues_from_mask(
+        src, t.name, _mask(s > limit), rule=RULE_FUTURE, column=t.event_time, values=s, message=f"{what}: events cannot lie in the future", cap=cap
+    )
 
 
 def _duplicate_rule(t: Table, df: pd.DataFrame, src: SourceFile, cap: int) -> list[ValidationIssue]:

@@ -64,18 +64,20 @@ def synthetic_suggestions(features: pd.DataFrame, seed: int, as_of: str) -> pd.D
     rng = np.random.default_rng(seed + 7)
     n = len(features)
     docs = features.drop(columns=["hcp_id"]).to_json(orient="records", lines=True).splitlines()
-    return pd.DataFrame({
-        "suggestion_id": [f"S{seed}-{i}" for i in range(n)],
-        "request_id": [f"R{seed}-{i // 1000}" for i in range(n)],
-        "hcp_id": features["hcp_id"].to_numpy(),
-        "as_of": pd.Timestamp(as_of, tz="UTC"),
-        "rank": 0,
-        "channel": np.asarray(CHANNELS, dtype=object)[rng.choice(len(CHANNELS), n, p=[0.2, 0.05, 0.25, 0.15, 0.15, 0.1, 0.02, 0.08])],
-        "content_id": np.array([f"C{i:05d}" for i in range(200)], dtype=object)[rng.integers(0, 200, n)],
-        "expected_response": rng.beta(2, 5, n),
-        "policy": np.where(rng.random(n) < 0.05, "holdout", "model"),
-        "features_json": docs,
-    })
+    return pd.DataFrame(
+        {
+            "suggestion_id": [f"S{seed}-{i}" for i in range(n)],
+            "request_id": [f"R{seed}-{i // 1000}" for i in range(n)],
+            "hcp_id": features["hcp_id"].to_numpy(),
+            "as_of": pd.Timestamp(as_of, tz="UTC"),
+            "rank": 0,
+            "channel": np.asarray(CHANNELS, dtype=object)[rng.choice(len(CHANNELS), n, p=[0.2, 0.05, 0.25, 0.15, 0.15, 0.1, 0.02, 0.08])],
+            "content_id": np.array([f"C{i:05d}" for i in range(200)], dtype=object)[rng.integers(0, 200, n)],
+            "expected_response": rng.beta(2, 5, n),
+            "policy": np.where(rng.random(n) < 0.05, "holdout", "model"),
+            "features_json": docs,
+        }
+    )
 
 
 def bench_monitor(cfg: Any, *, rows: int = 100_000, seed: int = 0, repeats: int = 1, progress: bool = True) -> dict[str, Any]:
@@ -111,7 +113,12 @@ def bench_monitor(cfg: Any, *, rows: int = 100_000, seed: int = 0, repeats: int 
             summary = compare(ref_f, cur_f, ref_p, cur_p, cfg)
             summary.update(reference={"kind": "bench"}, current={"window": "bench"})
             t2, c2 = time.perf_counter(), time.process_time()
-            write_outputs(Path(tmp) / str(r), summary, {"reference_features": ref_f, "current_features": cur_f, "reference_predictions": ref_p, "current_predictions": cur_p}, cfg)
+            write_outputs(
+                Path(tmp) / str(r),
+                summary,
+                {"reference_features": ref_f, "current_features": cur_f, "reference_predictions": ref_p, "current_predictions": cur_p},
+                cfg,
+            )
             t3, c3 = time.perf_counter(), time.process_time()
             for k, v, c in (("decode", t1 - t0, c1 - c0), ("drift", t2 - t1, c2 - c1), ("report", t3 - t2, c3 - c2), ("total", t3 - t0, c3 - c0)):
                 phases[k].append(v)

@@ -39,7 +39,7 @@ def _world_overrides(base: dict[str, Any], sets: list[str] | None) -> dict[str, 
     for text in sets or []:
         key, value = parse_override(text)
         if key.startswith("training."):
-            overrides.setdefault("training", {})[key[len("training."):]] = value
+            overrides.setdefault("training", {})[key[len("training.") :]] = value
         else:
             overrides[key] = value
     return overrides
@@ -69,7 +69,9 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
         with ChildGuard(proc) as guard:  # SIGTERM/SIGINT/SIGHUP stop the server's whole process group
             try:
                 wait_ready(url, proc)
-                typer.echo(f"MLflow UI at {url} (store {tracking.uri}); compare runs of '{tracking.experiment}', live model: alias 'champion' of '{tracking.registered_model}'. Ctrl-C stops it.")
+                typer.echo(
+                    f"MLflow UI at {url} (store {tracking.uri}); compare runs of '{tracking.experiment}', live model: alias 'champion' of '{tracking.registered_model}'. Ctrl-C stops it."
+                )
                 proc.wait()
             except (RuntimeError, TimeoutError) as exc:
                 stop_ui(proc)
@@ -104,7 +106,9 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
     @app.command("monitor")
     def monitor_cmd(
         reference: str = typer.Option(..., "--reference", help="Training run id, an audit window START..END, or a Parquet file of features."),
-        current: str = typer.Option(..., "--current", help="Audit-trail window START..END of suggestion as_of times (ISO dates; either side may be empty), or 'all'."),
+        current: str = typer.Option(
+            ..., "--current", help="Audit-trail window START..END of suggestion as_of times (ISO dates; either side may be empty), or 'all'."
+        ),
         audit_url: Optional[str] = typer.Option(None, "--audit-url", help="Audit trail (default: monitor.audit_url, else the serving config's)."),
         retrain: bool = typer.Option(False, "--retrain", help="When drift is flagged, run the training job (nba train)."),
         out_dir: Optional[Path] = typer.Option(None, "--out-dir", help="Where reports go (default: monitor.out_dir)."),
@@ -121,22 +125,44 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
         except (ValueError, FileNotFoundError) as exc:
             _fail(exc)
         render(summary)
-        figures = {k: summary[k] for k in ("drift_detected", "data_drift", "sequence_drift", "prediction_drift", "catalogue_drift", "drifted_feature_share",
-                                           "max_feature_score", "max_sequence_score", "features_compared")}
+        figures = {
+            k: summary[k]
+            for k in (
+                "drift_detected",
+                "data_drift",
+                "sequence_drift",
+                "prediction_drift",
+                "catalogue_drift",
+                "drifted_feature_share",
+                "max_feature_score",
+                "max_sequence_score",
+                "features_compared",
+            )
+        }
         cat = summary.get("catalogue") or {}
         if cat:
-            figures.update(catalogue_unknown_content_share=cat["current"]["unknown_share"], catalogue_unknown_share_rise=cat["unknown_share_rise"],
-                           catalogue_unknown_items=cat["current"]["unknown_items"])
+            figures.update(
+                catalogue_unknown_content_share=cat["current"]["unknown_share"],
+                catalogue_unknown_share_rise=cat["unknown_share_rise"],
+                catalogue_unknown_items=cat["current"]["unknown_items"],
+            )
         figures.update({f"prediction_{k}": v for k, v in (summary.get("predictions") or {}).items() if not k.startswith("channel_share")})
-        figures.update(top_features=[r["column"] for r in summary["top_features"]], monitor_wall_s=summary["seconds"], mlflow_run_id=summary.get("mlflow_run_id"),
-                       summary_json=summary["outputs"]["summary_json"], retrain_model_version=(summary.get("retrain") or {}).get("model_version"))
+        figures.update(
+            top_features=[r["column"] for r in summary["top_features"]],
+            monitor_wall_s=summary["seconds"],
+            mlflow_run_id=summary.get("mlflow_run_id"),
+            summary_json=summary["outputs"]["summary_json"],
+            retrain_model_version=(summary.get("retrain") or {}).get("model_version"),
+        )
         typer.echo(write_json_line(figures))
         if summary["drift_detected"]:
             raise typer.Exit(DRIFT_EXIT)
 
     @bench_app.command("worlds")
     def bench_worlds_cmd(
-        split: str = typer.Option("report", "--split", help="report (quoted figures; seeds never used for selection) or select (what defaults and tuning may look at)."),
+        split: str = typer.Option(
+            "report", "--split", help="report (quoted figures; seeds never used for selection) or select (what defaults and tuning may look at)."
+        ),
         worlds: Optional[str] = typer.Option(None, "--worlds", help="Comma list of presets (default: the split's; configs/worlds/)."),
         seeds: Optional[str] = typer.Option(None, "--seeds", help="Comma list of simulator seeds (default: the split's)."),
         hcps: Optional[int] = typer.Option(None, "--hcps", help="HCPs per world."),
@@ -213,15 +239,21 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
     @bench_app.command("monitor-detection")
     def bench_detection_cmd(
         data_dir: Optional[Path] = typer.Option(None, "--data", help="Simulated dataset (nba simulate; needs _ground_truth) whose world is served."),
-        rescore: Optional[Path] = typer.Option(None, "--rescore", help="Score an earlier run again with the configured thresholds: its cases.json, or its --workdir (audit trails re-monitored)."),
+        rescore: Optional[Path] = typer.Option(
+            None, "--rescore", help="Score an earlier run again with the configured thresholds: its cases.json, or its --workdir (audit trails re-monitored)."
+        ),
         tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help="MLflow store holding the champion (none: rules-only serving)."),
         seeds: int = typer.Option(5, "--seeds", min=1, help="Closed-loop seeds per scenario."),
-        burn_in_weeks: int = typer.Option(10, "--burn-in-weeks", min=0, help="Served weeks before monitoring starts (the switch to the model moves history features)."),
+        burn_in_weeks: int = typer.Option(
+            10, "--burn-in-weeks", min=0, help="Served weeks before monitoring starts (the switch to the model moves history features)."
+        ),
         reference_weeks: int = typer.Option(3, "--reference-weeks", min=1, help="Served weeks before the drift (the reference window)."),
         current_weeks: int = typer.Option(3, "--current-weeks", min=2, help="Served weeks from the drift on (the current window skips the first)."),
         workdir: Path = typer.Option(Path(".nba/bench-monitor-detection"), "--workdir", help="Where each case's audit trail and data go."),
         scenarios: Optional[str] = typer.Option(None, "--scenarios", help="Comma list of none,channel_collapse,new_topic,population_shift (default: all)."),
-        collapse_channel: Optional[str] = typer.Option(None, "--collapse-channel", help="Channel to collapse (default: the most-responded one in the no-drift run)."),
+        collapse_channel: Optional[str] = typer.Option(
+            None, "--collapse-channel", help="Channel to collapse (default: the most-responded one in the no-drift run)."
+        ),
         config: Optional[Path] = typer.Option(None, "--config", "-c", help=CONFIG_HELP),
         set_: list[str] = typer.Option([], "--set", help="Any config key, e.g. --set monitor.thresholds.feature_score=0.4 (repeatable)."),
     ) -> None:
@@ -250,6 +282,19 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
 
             scfg = serving_config(cfg)
             model = load_champion(tracking_uri, scfg.model_name, scfg.model_alias)
-        typer.echo(write_json_line(detection_bench(cfg, data_dir, workdir, model=model, seeds=seeds, burn_in_weeks=burn_in_weeks,
-                                                      reference_weeks=reference_weeks, current_weeks=current_weeks,
-                                                      only=tuple(scenarios.split(",")) if scenarios else None, collapse_channel=collapse_channel)))
+        typer.echo(
+            write_json_line(
+                detection_bench(
+                    cfg,
+                    data_dir,
+                    workdir,
+                    model=model,
+                    seeds=seeds,
+                    burn_in_weeks=burn_in_weeks,
+                    reference_weeks=reference_weeks,
+                    current_weeks=current_weeks,
+                    only=tuple(scenarios.split(",")) if scenarios else None,
+                    collapse_channel=collapse_channel,
+                )
+            )
+        )

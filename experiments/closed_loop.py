@@ -62,7 +62,7 @@ class WeekPlan:
 
 def week_as_of(public: Any, week: int) -> dt.datetime:
     """Monday 00:00 UTC of simulated ``week``: when the week's suggestions are computed."""
-    return dt.datetime.combine(public.week_start_date(week), dt.time(), tzinfo=dt.timezone.utc)
+    return dt.datetime.combine(public.week_start_date(week), dt.time(), tzinfo=dt.UTC)
 
 
 def local_slots(window_start_local: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -125,8 +125,9 @@ def plan_week(frame: pd.DataFrame, obs: Any, cfg: ClosedLoopConfig, first_number
         if seen[hcp[i]] > elig.max_touches:
             cand[i] = False
     rows = np.flatnonzero(cand)
-    acts = Actions(hcp[rows], ch[rows], content[rows], wd[rows], dp[rows],
-                   propensity=frame["propensity"].to_numpy(dtype=np.float64)[rows], suggestion=first_number + rows)
+    acts = Actions(
+        hcp[rows], ch[rows], content[rows], wd[rows], dp[rows], propensity=frame["propensity"].to_numpy(dtype=np.float64)[rows], suggestion=first_number + rows
+    )
     priority = frame["expected_response"].to_numpy(dtype=np.float64)[rows] - frame["rank"].to_numpy()[rows]
     holdout = frame["policy"].to_numpy(dtype=object) == "holdout"
     if cfg.capacity_by_arm and holdout.any() and not holdout.all():
@@ -197,7 +198,7 @@ def feedback_items(frame: pd.DataFrame, plan: WeekPlan, touches: Any, as_of: dt.
         r = row_of.get(int(number[j]))
         if r is None:
             continue
-        ts = dt.datetime.fromtimestamp(int(c["ts_us"][j]) / 1e6, tz=dt.timezone.utc)
+        ts = dt.datetime.fromtimestamp(int(c["ts_us"][j]) / 1e6, tz=dt.UTC)
         if plan.rep_row[r]:
             items.append({"feedback_id": f"{sid[r]}-done", "suggestion_id": sid[r], "outcome": "done", "reason": None, "ts": ts + dt.timedelta(minutes=30)})
         if c["opened"][j]:
@@ -209,8 +210,9 @@ def feedback_items(frame: pd.DataFrame, plan: WeekPlan, touches: Any, as_of: dt.
 class _World:
     """One simulated world driven by one recommender: the observed one, or a counterfactual shadow."""
 
-    def __init__(self, name: str, env: Any, make_rec: Any, reference: Any, logged: dict[str, Any], features_cfg: Any, cfg: ClosedLoopConfig,
-                 record: bool) -> None:
+    def __init__(
+        self, name: str, env: Any, make_rec: Any, reference: Any, logged: dict[str, Any], features_cfg: Any, cfg: ClosedLoopConfig, record: bool
+    ) -> None:
         self.name, self.env, self.make_rec, self.logged, self.features_cfg, self.cfg, self.record = name, env, make_rec, logged, features_cfg, cfg, record
         self.reference = reference
         self.rec = make_rec(reference)
@@ -278,20 +280,22 @@ def _truth_rows(world: str, served_week: int, week: int, env: Any, step: Any, fr
     served = np.bincount(pd.Index(pub.hcp_ids).get_indexer(frame["hcp_id"].astype(str)), minlength=n)
     holdout = np.zeros(n, dtype=bool)
     holdout[pd.Index(pub.hcp_ids).get_indexer(frame.loc[frame["policy"] == "holdout", "hcp_id"].astype(str))] = True
-    return pd.DataFrame({
-        "world": world,
-        "served_week": served_week,
-        "week_start": pd.Timestamp(pub.week_start_date(week)),
-        "hcp_id": pub.hcp_ids,
-        "segment": np.asarray(SEGMENTS, dtype=object)[pub.hcp_segment],
-        "holdout_served": holdout,
-        "suggestions": served,
-        "touches": np.bincount(hcp, minlength=n),
-        "expected_responses": np.bincount(hcp, weights=c["p_response"][out].astype(np.float64), minlength=n),
-        "responses": np.bincount(hcp, weights=c["opened"][out].astype(np.float64), minlength=n),
-        "expected_prescriptions": np.asarray(step.expected_prescriptions, dtype=np.float64),
-        "prescriptions": np.asarray(step.outcomes["prescriptions"], dtype=np.float64),
-    })
+    return pd.DataFrame(
+        {
+            "world": world,
+            "served_week": served_week,
+            "week_start": pd.Timestamp(pub.week_start_date(week)),
+            "hcp_id": pub.hcp_ids,
+            "segment": np.asarray(SEGMENTS, dtype=object)[pub.hcp_segment],
+            "holdout_served": holdout,
+            "suggestions": served,
+            "touches": np.bincount(hcp, minlength=n),
+            "expected_responses": np.bincount(hcp, weights=c["p_response"][out].astype(np.float64), minlength=n),
+            "responses": np.bincount(hcp, weights=c["opened"][out].astype(np.float64), minlength=n),
+            "expected_prescriptions": np.asarray(step.expected_prescriptions, dtype=np.float64),
+            "prescriptions": np.asarray(step.outcomes["prescriptions"], dtype=np.float64),
+        }
+    )
 
 
 def true_lift(truth: pd.DataFrame, hcp_ids: Any = None, metrics: tuple[str, ...] = ("expected_responses", "expected_prescriptions")) -> dict[str, Any]:
@@ -373,8 +377,17 @@ def _fast_sqlite(audit: Any) -> None:
     sa.event.listen(audit.engine, "connect", lambda dbapi_conn, _: dbapi_conn.execute("PRAGMA synchronous=NORMAL"))
 
 
-def run_closed_loop(data_dir: str | Path, out_dir: str | Path, cfg: ClosedLoopConfig | None = None, *, serving_cfg: Any = None, model: Any = None,
-                    features_cfg: Any = None, audit_url: str | None = None, progress: bool = True) -> dict[str, Any]:
+def run_closed_loop(
+    data_dir: str | Path,
+    out_dir: str | Path,
+    cfg: ClosedLoopConfig | None = None,
+    *,
+    serving_cfg: Any = None,
+    model: Any = None,
+    features_cfg: Any = None,
+    audit_url: str | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
     """Serve a simulated dataset's world for ``cfg.weeks`` weeks after its logged period; write audit trail, CRM data and truth.
 
     ``data_dir``: a simulated contract dataset (``nba simulate``; needs ``_ground_truth``).

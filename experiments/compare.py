@@ -48,8 +48,9 @@ def _run_record(run: Any, params: list[str], metrics: list[str]) -> dict[str, An
     }
 
 
-def promotion_verdict(challenger_tags: dict[str, Any], champion_version: str | None, champion_tags: dict[str, Any] | None,
-                      same_version: bool) -> dict[str, Any]:
+def promotion_verdict(
+    challenger_tags: dict[str, Any], champion_version: str | None, champion_tags: dict[str, Any] | None, same_version: bool
+) -> dict[str, Any]:
     """What ``nba promote`` would do, from the training stage's rule (``training.promotion.promotion_decision``)."""
     try:
         from training.promotion import evidence_of, promotion_decision
@@ -61,8 +62,15 @@ def promotion_verdict(challenger_tags: dict[str, Any], champion_version: str | N
     return {"would_promote": bool(promoted), "why": why}
 
 
-def compare_runs(tracking: Any, experiment: str | None = None, run_ids: list[str] | None = None, *, max_runs: int = 10,
-                 params: list[str] | None = None, metrics: list[str] | None = None) -> dict[str, Any]:
+def compare_runs(
+    tracking: Any,
+    experiment: str | None = None,
+    run_ids: list[str] | None = None,
+    *,
+    max_runs: int = 10,
+    params: list[str] | None = None,
+    metrics: list[str] | None = None,
+) -> dict[str, Any]:
     """Runs of ``experiment`` (default: the training one), champion vs challenger, and the promotion verdict."""
     import mlflow
     from mlflow import MlflowClient
@@ -97,9 +105,14 @@ def compare_runs(tracking: Any, experiment: str | None = None, run_ids: list[str
             side[alias] = None
             continue
         version_tags[alias] = dict(mv.tags or {})
-        record: dict[str, Any] = {"version": int(mv.version), "policy_value": _float((mv.tags or {}).get(trk.POLICY_VALUE_TAG)),
-                                  "share_of_oracle_gain": _float((mv.tags or {}).get("share_of_oracle_gain")),
-                                  "policy_value_setting": (mv.tags or {}).get(trk.POLICY_SETTING_TAG), "metrics": {}, "intervals": {}}
+        record: dict[str, Any] = {
+            "version": int(mv.version),
+            "policy_value": _float((mv.tags or {}).get(trk.POLICY_VALUE_TAG)),
+            "share_of_oracle_gain": _float((mv.tags or {}).get("share_of_oracle_gain")),
+            "policy_value_setting": (mv.tags or {}).get(trk.POLICY_SETTING_TAG),
+            "metrics": {},
+            "intervals": {},
+        }
         run_id = (mv.tags or {}).get("run_id") or mv.run_id
         merged: dict[str, float] = {}
         if run_id:
@@ -107,8 +120,12 @@ def compare_runs(tracking: Any, experiment: str | None = None, run_ids: list[str
             merged.update(train.data.metrics)
             record["training_run_id"] = run_id
             record["params"] = {p: train.data.params.get(p) for p in params}
-        evals = client.search_runs([exp.experiment_id], filter_string=f"tags.stage = 'evaluation' and tags.model_version = '{mv.version}'",
-                                   order_by=["attribute.start_time DESC"], max_results=1)
+        evals = client.search_runs(
+            [exp.experiment_id],
+            filter_string=f"tags.stage = 'evaluation' and tags.model_version = '{mv.version}'",
+            order_by=["attribute.start_time DESC"],
+            max_results=1,
+        )
         if evals:
             merged.update(evals[0].data.metrics)
             record["evaluation_run_id"] = evals[0].info.run_id
@@ -119,9 +136,18 @@ def compare_runs(tracking: Any, experiment: str | None = None, run_ids: list[str
     if chall is None:
         verdict = {"would_promote": False, "why": f"registered model {model!r} has no '{CHALLENGER}' version: run `nba train` first"}
     else:
-        verdict = promotion_verdict(version_tags[CHALLENGER], str(champ["version"]) if champ else None, version_tags.get(CHAMPION),
-                                    bool(champ and champ["version"] == chall["version"]))
-    return {"experiment": name, "tracking_uri": tracking.uri, "registered_model": model, "runs": rows, "champion": champ, "challenger": chall, "promotion": verdict}
+        verdict = promotion_verdict(
+            version_tags[CHALLENGER], str(champ["version"]) if champ else None, version_tags.get(CHAMPION), bool(champ and champ["version"] == chall["version"])
+        )
+    return {
+        "experiment": name,
+        "tracking_uri": tracking.uri,
+        "registered_model": model,
+        "runs": rows,
+        "champion": champ,
+        "challenger": chall,
+        "promotion": verdict,
+    }
 
 
 def _float(raw: Any) -> float | None:
@@ -147,8 +173,13 @@ def render(result: dict[str, Any], metrics: list[str], params: list[str], consol
         for k, (lo, hi) in r["intervals"].items():
             stem = k[: -len(_OPE_SUFFIX)]
             m[f"{stem}_ci_low"], m[f"{stem}_ci_high"] = lo, hi
-        cells.append([r["stage"] + (f" v{r['model_version']}" if r["model_version"] else ""), *[str(r["params"].get(p) or "—") for p in params],
-                      *[format_metric(m, k) for k in metrics]])
+        cells.append(
+            [
+                r["stage"] + (f" v{r['model_version']}" if r["model_version"] else ""),
+                *[str(r["params"].get(p) or "—") for p in params],
+                *[format_metric(m, k) for k in metrics],
+            ]
+        )
     for i, label in enumerate(("stage", *params, *metrics)):
         runs.add_row(label, *[c[i] for c in cells])
     console.print(runs)

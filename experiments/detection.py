@@ -22,7 +22,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-
 FLAGS = ("drift_detected", "data_drift", "population_drift", "response_drift", "activity_drift", "sequence_drift", "prediction_drift", "catalogue_drift")
 # The served model's content vocabulary, kept beside the cases so --rescore DIR can re-run the catalogue check.
 KNOWN_CONTENT = "model_content_ids.json"
@@ -45,8 +44,9 @@ def _windows(first_week_start: str, burn_in_weeks: int, reference_weeks: int, cu
     return ref, cur
 
 
-def evaluate_case(audit_url: str, reference: str, current: str, monitor_cfg: Any, data_dir: str | Path | None = None,
-                  known_content: list[str] | None = None) -> dict[str, Any]:
+def evaluate_case(
+    audit_url: str, reference: str, current: str, monitor_cfg: Any, data_dir: str | Path | None = None, known_content: list[str] | None = None
+) -> dict[str, Any]:
     """The monitor's comparison of two audit windows (no report files, no MLflow run).
 
     With ``data_dir`` (the served contract data) and ``known_content`` (the served model's content
@@ -62,8 +62,16 @@ def evaluate_case(audit_url: str, reference: str, current: str, monitor_cfg: Any
     catalogue = None
     if data_dir is not None and known_content is not None:
         catalogue = catalogue_check(read_catalogue(data_dir), known_content, cur, ref)
-    return compare(ds.served_features(ref), ds.served_features(cur), ds.served_predictions(ref), ds.served_predictions(cur), monitor_cfg,
-                   read_responses(audit_url, rw), read_responses(audit_url, cw), catalogue)
+    return compare(
+        ds.served_features(ref),
+        ds.served_features(cur),
+        ds.served_predictions(ref),
+        ds.served_predictions(cur),
+        monitor_cfg,
+        read_responses(audit_url, rw),
+        read_responses(audit_url, cw),
+        catalogue,
+    )
 
 
 def rescore(cases: list[dict[str, Any]], thresholds: Any) -> pd.DataFrame:
@@ -73,9 +81,16 @@ def rescore(cases: list[dict[str, Any]], thresholds: Any) -> pd.DataFrame:
     rows = []
     for c in cases:
         s = c["summary"]
-        v = ds.verdict(pd.DataFrame(s["features"]), pd.DataFrame(s["sequences"]), s["predictions"],
-                       (s["predictions"] or {}).get("score_wasserstein_normed"), s["sequence_new_content_share"], thresholds, s.get("responses"),
-                       s.get("catalogue"))
+        v = ds.verdict(
+            pd.DataFrame(s["features"]),
+            pd.DataFrame(s["sequences"]),
+            s["predictions"],
+            (s["predictions"] or {}).get("score_wasserstein_normed"),
+            s["sequence_new_content_share"],
+            thresholds,
+            s.get("responses"),
+            s.get("catalogue"),
+        )
         rows.append({"seed": c["seed"], "scenario": c["scenario"], **{k: v[k] for k in FLAGS}})
     return pd.DataFrame(rows)
 
@@ -102,9 +117,13 @@ def responsive_channel(audit_url: str, window: str) -> str:
     w = parse_window(window, "--reference")
     trail = AuditTrail(audit_url)
     try:
-        stmt = (sa.select(suggestions.c.channel, sa.func.count()).join(feedback, feedback.c.suggestion_id == suggestions.c.suggestion_id)
-                .where(feedback.c.outcome.in_(["opened", "attended"]), suggestions.c.as_of >= w.start, suggestions.c.as_of < w.end)
-                .group_by(suggestions.c.channel).order_by(sa.func.count().desc()))
+        stmt = (
+            sa.select(suggestions.c.channel, sa.func.count())
+            .join(feedback, feedback.c.suggestion_id == suggestions.c.suggestion_id)
+            .where(feedback.c.outcome.in_(["opened", "attended"]), suggestions.c.as_of >= w.start, suggestions.c.as_of < w.end)
+            .group_by(suggestions.c.channel)
+            .order_by(sa.func.count().desc())
+        )
         with trail.engine.connect() as conn:
             top = conn.execute(stmt).first()
     finally:
@@ -114,12 +133,26 @@ def responsive_channel(audit_url: str, window: str) -> str:
     return str(top[0])
 
 
-def detection_bench(cfg: Any, data_dir: str | Path, workdir: str | Path, *, model: Any = None, seeds: int = 5, burn_in_weeks: int = 10,
-                    reference_weeks: int = 3, current_weeks: int = 3, lag: int = 1, first_seed: int = 0, progress: bool = True,
-                    only: tuple[str, ...] | None = None, collapse_channel: str | None = None) -> dict[str, Any]:
+def detection_bench(
+    cfg: Any,
+    data_dir: str | Path,
+    workdir: str | Path,
+    *,
+    model: Any = None,
+    seeds: int = 5,
+    burn_in_weeks: int = 10,
+    reference_weeks: int = 3,
+    current_weeks: int = 3,
+    lag: int = 1,
+    first_seed: int = 0,
+    progress: bool = True,
+    only: tuple[str, ...] | None = None,
+    collapse_channel: str | None = None,
+) -> dict[str, Any]:
     """Closed-loop runs per seed and scenario, the monitor on each; detection and false-alarm rates (``cfg``: ``ExperimentsConfig``)."""
     from experiments.closed_loop import run_closed_loop
     from experiments.config import serving_config
+
     if current_weeks <= lag:
         raise ValueError(f"current_weeks ({current_weeks}) must exceed the lag ({lag}): the current window would be empty")
     unknown = sorted(set(only or ()) - set(scenarios(0, "visit")))
@@ -157,18 +190,31 @@ def detection_bench(cfg: Any, data_dir: str | Path, workdir: str | Path, *, mode
             case = {"seed": seed, "scenario": name, "drift": spec, "reference": ref, "current": cur, "summary": result}
             cases.append(case)
             if progress:
-                print(f"[detection] seed {seed} {name}: drift {result['drift_detected']} "
-                      f"(data {result['data_drift']}, sequences {result['sequence_drift']}, predictions {result['prediction_drift']}, "
-                      f"catalogue {result['catalogue_drift']}); "
-                      f"{'; '.join(result['reasons'][:2]) or 'quiet'}", flush=True)
+                print(
+                    f"[detection] seed {seed} {name}: drift {result['drift_detected']} "
+                    f"(data {result['data_drift']}, sequences {result['sequence_drift']}, predictions {result['prediction_drift']}, "
+                    f"catalogue {result['catalogue_drift']}); "
+                    f"{'; '.join(result['reasons'][:2]) or 'quiet'}",
+                    flush=True,
+                )
     table = rescore(cases, cfg.monitor.thresholds)
     path = workdir / "cases.json"
     tmp = path.with_name(".cases.json.tmp")
     tmp.write_text(json.dumps(cases, default=str))
     tmp.replace(path)
-    figures: dict[str, Any] = {"seeds": seeds, "cases": len(cases), "burn_in_weeks": burn_in_weeks, "reference_weeks": reference_weeks, "current_weeks": current_weeks, "lag_weeks": lag,
-                               "hcps": summary.get("hcps"), "model_version": summary.get("model_version"), "closed_loop_wall_s_median": float(np.median(walls)),
-                               **rates(table), "cases_json": str(path)}
+    figures: dict[str, Any] = {
+        "seeds": seeds,
+        "cases": len(cases),
+        "burn_in_weeks": burn_in_weeks,
+        "reference_weeks": reference_weeks,
+        "current_weeks": current_weeks,
+        "lag_weeks": lag,
+        "hcps": summary.get("hcps"),
+        "model_version": summary.get("model_version"),
+        "closed_loop_wall_s_median": float(np.median(walls)),
+        **rates(table),
+        "cases_json": str(path),
+    }
     for name in FLAGS[1:]:
         figures[f"{name}_flag_rate_none"] = float(table.loc[table["scenario"] == "none", name].mean())
     return figures
@@ -184,7 +230,7 @@ def cases_from_dir(workdir: Path, monitor_cfg: Any, burn_in_weeks: int, referenc
         if not done.is_file():
             continue
         summary = json.loads(done.read_text())
-        seed, name = case_dir.name[len("seed"):].split("-", 1)
+        seed, name = case_dir.name[len("seed") :].split("-", 1)
         ref, cur = _windows(summary["first_week_start"], burn_in_weeks, reference_weeks, current_weeks, lag)
         result = evaluate_case(summary["audit_url"], ref, cur, monitor_cfg, summary.get("data_dir"), known)
         cases.append({"seed": int(seed), "scenario": name, "drift": summary["config"]["drift"], "reference": ref, "current": cur, "summary": result})

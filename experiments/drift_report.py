@@ -44,8 +44,10 @@ def prediction_bars(t: Any) -> dict[str, float]:
 def verdict_lines(summary: dict[str, Any]) -> tuple[str, list[str]]:
     """The headline (as `nba monitor` prints it) and the reasons, in plain text."""
     word = "DRIFT" if summary.get("drift_detected") else "no drift"
-    parts = ", ".join(f"{name} {bool(summary.get(key, False))}" for name, key in (
-        ("data", "data_drift"), ("sequences", "sequence_drift"), ("predictions", "prediction_drift"), ("catalogue", "catalogue_drift")))
+    parts = ", ".join(
+        f"{name} {bool(summary.get(key, False))}"
+        for name, key in (("data", "data_drift"), ("sequences", "sequence_drift"), ("predictions", "prediction_drift"), ("catalogue", "catalogue_drift"))
+    )
     return f"{word}: {parts}", list(summary.get("reasons", []))
 
 
@@ -58,7 +60,8 @@ def verdict_block(summary: dict[str, Any], t: Any, report: str) -> str:
     steps = "".join(f"<li>{html.escape(s)}</li>" for s in summary.get("next_steps", []))
     top = "".join(
         f"<tr><td>{html.escape(str(r['column']))}</td><td>{float(r['score']):.3f}</td><td>{html.escape(str(r.get('method', '')))}</td></tr>"
-        for r in summary.get("top_features", []))
+        for r in summary.get("top_features", [])
+    )
     window = summary.get("current", {}).get("window", "")
     ref = summary.get("reference", {})
     ref_text = ref.get("window") or ref.get("run_id") or ref.get("path") or ref.get("kind", "")
@@ -73,7 +76,7 @@ def verdict_block(summary: dict[str, Any], t: Any, report: str) -> str:
         f"<ul>{items}</ul>"
         + (f"<p><b>Next steps</b></p><ul>{steps}</ul>" if steps else "")
         + (f"<table><tr><th>moved most</th><th>score</th><th>method</th></tr>{top}</table>" if top else "")
-        + f"<p style=\"color:#555\">Below: Evidently's {html.escape(report)}, secondary. Each column test uses the same bar as the "
+        + f'<p style="color:#555">Below: Evidently\'s {html.escape(report)}, secondary. Each column test uses the same bar as the '
         f"verdict above, so a column it marks drifted is one the rule saw pass its bar; its scores come from a sample of the rows "
         f"(<code>monitor.report_rows</code>), so a column right at its bar can differ. The verdict above decides.</p></div>"
     )

@@ -186,14 +186,25 @@ def _given_contact(frame: pd.DataFrame, name: str) -> pd.Series:
     return col[pd.to_numeric(frame[sent], errors="coerce").fillna(0).to_numpy() > 0].dropna()
 
 
-def column_scores(reference: pd.DataFrame, current: pd.DataFrame, numeric: Sequence[str], categorical: Sequence[str], *,
-                  num_method: str = "wasserstein", cat_method: str = "jensenshannon", threshold: float = 0.1) -> pd.DataFrame:
+def column_scores(
+    reference: pd.DataFrame,
+    current: pd.DataFrame,
+    numeric: Sequence[str],
+    categorical: Sequence[str],
+    *,
+    num_method: str = "wasserstein",
+    cat_method: str = "jensenshannon",
+    threshold: float = 0.1,
+) -> pd.DataFrame:
     """Evidently's drift test per column (every row): column, kind, method, score, drifted; most-moved first."""
     from evidently.legacy.calculations.stattests.registry import get_stattest
     from evidently.legacy.core import ColumnType
 
     rows = []
-    for kind, names, method, ctype in (("numeric", numeric, num_method, ColumnType.Numerical), ("categorical", categorical, cat_method, ColumnType.Categorical)):
+    for kind, names, method, ctype in (
+        ("numeric", numeric, num_method, ColumnType.Numerical),
+        ("categorical", categorical, cat_method, ColumnType.Categorical),
+    ):
         for name in names:
             r, c = reference[name], current[name]
             note = ""
@@ -202,8 +213,16 @@ def column_scores(reference: pd.DataFrame, current: pd.DataFrame, numeric: Seque
                 if contact_column(name, reference.columns) and contact_column(name, current.columns):
                     note = "rows with a contact in the window"
                     if min(len(r), len(c)) < MIN_CONTACT_ROWS:
-                        rows.append({"column": name, "kind": kind, "method": method, "score": np.nan, "drifted": False,
-                                     "note": f"fewer than {MIN_CONTACT_ROWS} rows with a contact on one side"})
+                        rows.append(
+                            {
+                                "column": name,
+                                "kind": kind,
+                                "method": method,
+                                "score": np.nan,
+                                "drifted": False,
+                                "note": f"fewer than {MIN_CONTACT_ROWS} rows with a contact on one side",
+                            }
+                        )
                         continue
             else:
                 r, c = _categories(r), _categories(c)
@@ -212,7 +231,9 @@ def column_scores(reference: pd.DataFrame, current: pd.DataFrame, numeric: Seque
                 continue
             test = get_stattest(r, c, ctype, method)
             res = test(r, c, ctype, threshold)
-            rows.append({"column": name, "kind": kind, "method": test.display_name, "score": float(res.drift_score), "drifted": bool(res.drifted), "note": note})
+            rows.append(
+                {"column": name, "kind": kind, "method": test.display_name, "score": float(res.drift_score), "drifted": bool(res.drifted), "note": note}
+            )
     out = pd.DataFrame(rows, columns=["column", "kind", "method", "score", "drifted", "note"])
     return out.sort_values("score", ascending=False, na_position="last", kind="stable").reset_index(drop=True)
 
@@ -334,11 +355,19 @@ def catalogue_shift(current: dict[str, Any], reference: dict[str, Any] | None) -
     """Current catalogue coverage against the reference's: the rise in unscorable share and the topic-mix distance."""
     ref_share = float(reference["unknown_share"]) if reference else 0.0
     topics = sorted(set(current["topic_mix"]) | set((reference or {}).get("topic_mix", {})))
-    js = js_distance(np.array([reference["topic_mix"].get(t, 0.0) for t in topics]), np.array([current["topic_mix"].get(t, 0.0) for t in topics])) \
-        if reference and topics else float("nan")
+    js = (
+        js_distance(np.array([reference["topic_mix"].get(t, 0.0) for t in topics]), np.array([current["topic_mix"].get(t, 0.0) for t in topics]))
+        if reference and topics
+        else float("nan")
+    )
     new_topics = sorted(set(current["topics_without_known_items"]) - set((reference or {}).get("topics_without_known_items", [])))
-    return {"current": current, "reference": reference, "unknown_share_rise": float(current["unknown_share"]) - ref_share,
-            "topic_mix_js": js, "new_topics": new_topics}
+    return {
+        "current": current,
+        "reference": reference,
+        "unknown_share_rise": float(current["unknown_share"]) - ref_share,
+        "topic_mix_js": js,
+        "new_topics": new_topics,
+    }
 
 
 # Feature groups, because they drift for different reasons: the profile moves only when the served
@@ -346,8 +375,26 @@ def catalogue_shift(current: dict[str, Any], reference: dict[str, Any] | None) -
 # differently; activity features (what was sent, when, on which channel) move whenever the
 # policy itself changes -- a new champion shifts them for months -- so they get a higher bar.
 _PROFILE_NAMES = frozenset({*CATEGORICAL_CODES, "is_kol", "beds", "potential_boxes_month", "support_share", "profile_completeness", "profile_qualified"})
-_RESPONSE_MARKS = ("opened", "open_rate", "read_seconds", "forwarded", "replied", "attended", "engaged", "inbound", "favourited",
-                   "unopened", "last_open", "suggestions_", "acceptance", "rx_", "market_", "share_", "weeks_with_rx", "response")
+_RESPONSE_MARKS = (
+    "opened",
+    "open_rate",
+    "read_seconds",
+    "forwarded",
+    "replied",
+    "attended",
+    "engaged",
+    "inbound",
+    "favourited",
+    "unopened",
+    "last_open",
+    "suggestions_",
+    "acceptance",
+    "rx_",
+    "market_",
+    "share_",
+    "weeks_with_rx",
+    "response",
+)
 
 
 def feature_group(name: str) -> str:
@@ -370,9 +417,14 @@ def _group_figures(scores: pd.DataFrame, bars: dict[str, float], multiple: float
         part = scored[groups == g] if len(scored) else scored
         floor = part["floor"] if "floor" in part.columns else pd.Series(0.0, index=part.index)
         past = part[part["score"] >= np.maximum(bars[g], multiple * floor)]
-        out[g] = {"features": int(len(part)), "drifted_share": float(part["drifted"].mean()) if len(part) else 0.0,
-                  "max_score": float(part["score"].max()) if len(part) else 0.0, "top": str(part.iloc[0]["column"]) if len(part) else None,
-                  "past_bar": str(past.iloc[0]["column"]) if len(past) else None, "past_bar_score": float(past.iloc[0]["score"]) if len(past) else None}
+        out[g] = {
+            "features": int(len(part)),
+            "drifted_share": float(part["drifted"].mean()) if len(part) else 0.0,
+            "max_score": float(part["score"].max()) if len(part) else 0.0,
+            "top": str(part.iloc[0]["column"]) if len(part) else None,
+            "past_bar": str(past.iloc[0]["column"]) if len(past) else None,
+            "past_bar_score": float(past.iloc[0]["score"]) if len(past) else None,
+        }
     return out
 
 
@@ -392,9 +444,16 @@ def response_rates(reference: pd.DataFrame, current: pd.DataFrame) -> dict[str, 
     return out
 
 
-def verdict(features: pd.DataFrame, sequences: pd.DataFrame, predictions: dict[str, float] | None, score_drift: float | None,
-            sequence_new_content: float | None, t: Any, responses: dict[str, dict[str, float]] | None = None,
-            catalogue: dict[str, Any] | None = None) -> dict[str, Any]:
+def verdict(
+    features: pd.DataFrame,
+    sequences: pd.DataFrame,
+    predictions: dict[str, float] | None,
+    score_drift: float | None,
+    sequence_new_content: float | None,
+    t: Any,
+    responses: dict[str, dict[str, float]] | None = None,
+    catalogue: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """Which parts drifted against thresholds ``t`` (``experiments.config.Thresholds``), with the reasons."""
     reasons: list[str] = []
     scored = features.dropna(subset=["score"])
@@ -407,25 +466,41 @@ def verdict(features: pd.DataFrame, sequences: pd.DataFrame, predictions: dict[s
     population = g["profile"]["past_bar"] is not None
     if population:
         p = g["profile"]
-        reasons.append(f"the served population changed: profile feature {p['past_bar']} moved {p['past_bar_score']:.2f} (threshold {t.profile_score}{floor_note})")
+        reasons.append(
+            f"the served population changed: profile feature {p['past_bar']} moved {p['past_bar_score']:.2f} (threshold {t.profile_score}{floor_note})"
+        )
     response = g["response"]["drifted_share"] >= t.drifted_share or g["response"]["past_bar"] is not None
     if response:
         r = g["response"]
-        lead = f"{r['past_bar']} moved {r['past_bar_score']:.2f} (threshold {t.feature_score}{floor_note})" if r["past_bar"] else f"most moved: {r['top']} ({r['max_score']:.2f})"
-        reasons.append(f"HCP responses changed: {r['drifted_share']:.0%} of {r['features']} response features drifted (threshold {t.drifted_share:.0%}); {lead}")
+        lead = (
+            f"{r['past_bar']} moved {r['past_bar_score']:.2f} (threshold {t.feature_score}{floor_note})"
+            if r["past_bar"]
+            else f"most moved: {r['top']} ({r['max_score']:.2f})"
+        )
+        reasons.append(
+            f"HCP responses changed: {r['drifted_share']:.0%} of {r['features']} response features drifted (threshold {t.drifted_share:.0%}); {lead}"
+        )
     moved_channels = []
     for ch, r in (responses or {}).items():
         # A channel's response rate to served suggestions moved: significant and large.
         if abs(r["z"]) >= t.response_z and abs(r["current_rate"] - r["reference_rate"]) >= t.response_rate_change * r["reference_rate"]:
             response = True
             moved_channels.append(ch)
-            reasons.append(f"{ch} response rate to served suggestions moved {r['reference_rate']:.1%} -> {r['current_rate']:.1%} "
-                           f"(z {r['z']:.1f}; thresholds |z| {t.response_z}, relative change {t.response_rate_change:.0%})")
+            reasons.append(
+                f"{ch} response rate to served suggestions moved {r['reference_rate']:.1%} -> {r['current_rate']:.1%} "
+                f"(z {r['z']:.1f}; thresholds |z| {t.response_z}, relative change {t.response_rate_change:.0%})"
+            )
     activity = g["activity"]["drifted_share"] >= t.activity_share or g["activity"]["past_bar"] is not None
     if activity:
         a = g["activity"]
-        lead = f"{a['past_bar']} moved {a['past_bar_score']:.2f} (threshold {t.activity_score}{floor_note})" if a["past_bar"] else f"most moved: {a['top']} ({a['max_score']:.2f})"
-        reasons.append(f"contact activity changed: {a['drifted_share']:.0%} of {a['features']} activity features drifted (threshold {t.activity_share:.0%}); {lead}")
+        lead = (
+            f"{a['past_bar']} moved {a['past_bar_score']:.2f} (threshold {t.activity_score}{floor_note})"
+            if a["past_bar"]
+            else f"most moved: {a['top']} ({a['max_score']:.2f})"
+        )
+        reasons.append(
+            f"contact activity changed: {a['drifted_share']:.0%} of {a['features']} activity features drifted (threshold {t.activity_share:.0%}); {lead}"
+        )
     data = bool(population or response or activity)
     seq_scored = sequences.dropna(subset=["score"])
     seq_top = float(seq_scored["score"].max()) if len(seq_scored) else 0.0
@@ -441,9 +516,11 @@ def verdict(features: pd.DataFrame, sequences: pd.DataFrame, predictions: dict[s
         reasons.append(f"{sequence_new_content:.0%} of recent touches carry content never seen in the reference (threshold {t.new_content_share:.0%})")
     pred = False
     if predictions:
-        checks = (("channel_mix_tvd", t.channel_mix, "served channel mix moved (total variation {v:.2f})"),
-                  ("content_mix_js", t.content_mix, "served content mix moved (Jensen-Shannon {v:.2f})"),
-                  ("new_content_share", t.new_content_share, "{v:.0%} of served content was never served in the reference"))
+        checks = (
+            ("channel_mix_tvd", t.channel_mix, "served channel mix moved (total variation {v:.2f})"),
+            ("content_mix_js", t.content_mix, "served content mix moved (Jensen-Shannon {v:.2f})"),
+            ("new_content_share", t.new_content_share, "{v:.0%} of served content was never served in the reference"),
+        )
         for key, limit, text in checks:
             v = predictions.get(key)
             if v is not None and np.isfinite(v) and v >= limit:
@@ -459,9 +536,11 @@ def verdict(features: pd.DataFrame, sequences: pd.DataFrame, predictions: dict[s
             cat = True
             topics = ", ".join(f"{k} {v}" for k, v in cur["unknown_by_topic"].items())
             new_t = f"; topics the model has never seen: {', '.join(catalogue['new_topics'])}" if catalogue["new_topics"] else ""
-            reasons.append(f"{cur['unknown_items']} of {cur['active_items']} approved content items ({cur['unknown_share']:.0%}; by topic: {topics}) "
-                           f"are unknown to the serving model, which cannot suggest them (rise {catalogue['unknown_share_rise']:+.0%}, "
-                           f"threshold {t.unknown_content_share:.0%}){new_t}")
+            reasons.append(
+                f"{cur['unknown_items']} of {cur['active_items']} approved content items ({cur['unknown_share']:.0%}; by topic: {topics}) "
+                f"are unknown to the serving model, which cannot suggest them (rise {catalogue['unknown_share_rise']:+.0%}, "
+                f"threshold {t.unknown_content_share:.0%}){new_t}"
+            )
     return {
         "drift_detected": bool(data or seq or pred or cat),
         "data_drift": data,
@@ -486,16 +565,24 @@ def next_steps(result: dict[str, Any], top: pd.DataFrame) -> list[str]:
     if not result["drift_detected"]:
         return ["no action: the current window looks like the reference"]
     moved = ", ".join(f"{r.column} ({r.score:.2f})" for r in top.itertuples()) or "none of the input features"
-    steps = [f"retrain on recent data: `nba train` then `nba evaluate` and `nba promote` (or rerun `nba monitor ... --retrain`); features that moved most: {moved}"]
+    steps = [
+        f"retrain on recent data: `nba train` then `nba evaluate` and `nba promote` (or rerun `nba monitor ... --retrain`); features that moved most: {moved}"
+    ]
     for ch in result.get("response_channels", []):
         steps.append(f"{ch}: HCPs' response to it changed; check its delivery and content, and retrain so the model's {ch} scores follow")
     if result.get("population_drift"):
-        steps.append("the served population changed (profile features moved): make sure the training window covers the new HCPs; check CRM onboarding and targeting")
+        steps.append(
+            "the served population changed (profile features moved): make sure the training window covers the new HCPs; check CRM onboarding and targeting"
+        )
     if result.get("catalogue_drift"):
-        steps.append("new approved content the serving model cannot suggest: retrain now so it enters the content vocabulary "
-                     "(`nba train`, or `nba monitor ... --retrain`); until then only the rule-based holdout and reps can use it")
+        steps.append(
+            "new approved content the serving model cannot suggest: retrain now so it enters the content vocabulary "
+            "(`nba train`, or `nba monitor ... --retrain`); until then only the rule-based holdout and reps can use it"
+        )
     if result["prediction_drift"]:
-        steps.append("review the served mix before promoting: compare channel/content shares in the report with the reference; check the content catalogue for new or expired items")
+        steps.append(
+            "review the served mix before promoting: compare channel/content shares in the report with the reference; check the content catalogue for new or expired items"
+        )
     if result["sequence_drift"] and not result["data_drift"]:
         steps.append("touchpoint histories changed (channel use, responses or new content): check upstream CRM exports and campaign calendars")
     return steps

@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 import sys
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -61,8 +61,11 @@ class Estimate:
     def as_dict(self, prefix: str) -> dict[str, float]:
         """Flat figures named ``prefix_*``."""
         out = {
-            f"{prefix}_lift": self.lift, f"{prefix}_ci_low": self.ci_low, f"{prefix}_ci_high": self.ci_high,
-            f"{prefix}_served": self.served, f"{prefix}_holdout": self.holdout,
+            f"{prefix}_lift": self.lift,
+            f"{prefix}_ci_low": self.ci_low,
+            f"{prefix}_ci_high": self.ci_high,
+            f"{prefix}_served": self.served,
+            f"{prefix}_holdout": self.holdout,
         }
         if self.theta is not None:
             out[f"{prefix}_theta"] = self.theta
@@ -110,16 +113,23 @@ def prescription_table(outcomes: pd.DataFrame, start: pd.Series, seen: pd.Series
     that week (the CRM delivered it); an HCP without a row in such a week prescribed nothing.
     """
     source = outcomes.attrs.get("source", "table 'outcomes'")
-    o = pd.DataFrame({"hcp_id": outcomes["hcp_id"].astype(str).to_numpy(), "week": _week(outcomes["week_start"]).to_numpy(),
-                      "value": pd.to_numeric(outcomes["prescriptions"], errors="coerce").to_numpy(dtype=np.float64)})
+    o = pd.DataFrame(
+        {
+            "hcp_id": outcomes["hcp_id"].astype(str).to_numpy(),
+            "week": _week(outcomes["week_start"]).to_numpy(),
+            "value": pd.to_numeric(outcomes["prescriptions"], errors="coerce").to_numpy(dtype=np.float64),
+        }
+    )
     weekly = o.groupby(["hcp_id", "week"], as_index=False)["value"].sum()
     covered = np.sort(o["week"].unique()).astype("datetime64[ns]")
     first, stop = start.min(), end + pd.Timedelta(weeks=1)
     in_window = covered[(covered >= first.to_datetime64()) & (covered < stop.to_datetime64())]
     if not len(in_window):
         span = f"{pd.Timestamp(covered[0]).date()} to {pd.Timestamp(covered[-1]).date()}" if len(covered) else "no weeks at all"
-        raise LiftError(f"{source}: no prescriptions in the window's weeks {first.date()} to {end.date()} (the table covers {span}); "
-                        "import the CRM's outcomes for those weeks or narrow --since/--until")
+        raise LiftError(
+            f"{source}: no prescriptions in the window's weeks {first.date()} to {end.date()} (the table covers {span}); "
+            "import the CRM's outcomes for those weeks or narrow --since/--until"
+        )
     out = pd.DataFrame(index=start.index)
     out["prescriptions_per_week"] = _period_means(weekly, covered, start, pd.Series(stop, index=start.index))
     has_rows = weekly.loc[(weekly["week"] >= first) & (weekly["week"] < stop), "hcp_id"].unique()
@@ -151,8 +161,16 @@ def touch_table(touchpoints: pd.DataFrame, start: pd.Series, end: pd.Timestamp) 
     return out
 
 
-def hcp_table(suggestions: pd.DataFrame, feedback: pd.DataFrame, outcomes: pd.DataFrame | None = None, tiers: pd.Series | None = None,
-              baseline_weeks: int = 12, *, first_seen: pd.Series | None = None, touchpoints: pd.DataFrame | None = None) -> pd.DataFrame:
+def hcp_table(
+    suggestions: pd.DataFrame,
+    feedback: pd.DataFrame,
+    outcomes: pd.DataFrame | None = None,
+    tiers: pd.Series | None = None,
+    baseline_weeks: int = 12,
+    *,
+    first_seen: pd.Series | None = None,
+    touchpoints: pd.DataFrame | None = None,
+) -> pd.DataFrame:
     """One row per HCP served in the window: arm, tier, exposure, suggestions/responses per week, prescriptions per week and baseline.
 
     ``first_seen``: each HCP's first suggestion time in the whole audit trail (default: in the
@@ -246,8 +264,9 @@ def cuped_theta(y: np.ndarray, x: np.ndarray) -> float:
     return float((xc * (np.asarray(y, dtype=np.float64) - np.mean(y))).mean() / var) if var > 0 else 0.0
 
 
-def bootstrap_diff(y: np.ndarray, holdout: np.ndarray, *, n_boot: int, confidence: float, seed: int, x: np.ndarray | None = None,
-                   clusters: np.ndarray | None = None) -> Estimate:
+def bootstrap_diff(
+    y: np.ndarray, holdout: np.ndarray, *, n_boot: int, confidence: float, seed: int, x: np.ndarray | None = None, clusters: np.ndarray | None = None
+) -> Estimate:
     """Served minus holdout mean of ``y``, percentile bootstrap within each arm.
 
     One value per HCP, or rows with ``clusters`` (the HCP of each row): rows are then reduced to
@@ -263,8 +282,16 @@ def bootstrap_diff(y: np.ndarray, holdout: np.ndarray, *, n_boot: int, confidenc
         y, holdout, xs = cluster_means(y, holdout, np.asarray(clusters)[ok], xs)
     t, c = np.flatnonzero(~holdout), np.flatnonzero(holdout)
     if len(t) < 2 or len(c) < 2:
-        return Estimate(np.nan, np.nan, np.nan, float(y[t].mean()) if len(t) else np.nan, float(y[c].mean()) if len(c) else np.nan, len(t), len(c),
-                        None if xs is None else np.nan)
+        return Estimate(
+            np.nan,
+            np.nan,
+            np.nan,
+            float(y[t].mean()) if len(t) else np.nan,
+            float(y[c].mean()) if len(c) else np.nan,
+            len(t),
+            len(c),
+            None if xs is None else np.nan,
+        )
     rng = np.random.default_rng(seed)
 
     def diff(ti: np.ndarray, ci: np.ndarray) -> np.ndarray:
@@ -334,8 +361,13 @@ def acceptance_rates(suggestions: pd.DataFrame, feedback: pd.DataFrame, tiers: p
         g = s.groupby(keys, observed=True)["accepted"].agg(["mean", "size"]).rename(columns={"mean": "rate", "size": "n"})
         return g.reset_index()
 
-    return {"by_week": table(["week"]), "by_week_arm": table(["week", "arm"]), "by_tier": table(["segment"]), "by_tier_arm": table(["segment", "arm"]),
-            "overall": pd.DataFrame({"rate": [float(s["accepted"].mean()) if len(s) else np.nan], "n": [len(s)]})}
+    return {
+        "by_week": table(["week"]),
+        "by_week_arm": table(["week", "arm"]),
+        "by_tier": table(["segment"]),
+        "by_tier_arm": table(["segment", "arm"]),
+        "overall": pd.DataFrame({"rate": [float(s["accepted"].mean()) if len(s) else np.nan], "n": [len(s)]}),
+    }
 
 
 def metric_specs(per_hcp: pd.DataFrame) -> dict[str, tuple[str, str, str | None]]:
@@ -401,7 +433,7 @@ def read_audit(audit_url: str, since: datetime | None = None, until: datetime | 
     import sqlalchemy as sa
 
     shown = safe_url(audit_url)
-    if audit_url.startswith("sqlite:///") and not Path(audit_url[len("sqlite:///"):]).exists():
+    if audit_url.startswith("sqlite:///") and not Path(audit_url[len("sqlite:///") :]).exists():
         raise LiftError(f"audit_url {shown}: no such SQLite file (serve some suggestions first, or pass --audit-url)")
     from serving.audit import AuditTrail, AuditTrailMissing
 
@@ -413,8 +445,10 @@ def read_audit(audit_url: str, since: datetime | None = None, until: datetime | 
                 raise LiftError(f"audit trail {shown}: table 'suggestions' has no rows (nothing was served yet)")
             s = audit.read_window(since, until, delivered_only=True)
             if s.empty:
-                raise LiftError(f"audit trail {shown}: no suggestions between {since or 'the start'} and {until or 'now'} that reached "
-                                f"their caller (table 'suggestions' has as_of from {lo} to {hi})")
+                raise LiftError(
+                    f"audit trail {shown}: no suggestions between {since or 'the start'} and {until or 'now'} that reached "
+                    f"their caller (table 'suggestions' has as_of from {lo} to {hi})"
+                )
             fb, first_seen = audit.feedback_in_window(since, until), audit.first_seen(since, until)
         finally:
             audit.close()
@@ -464,10 +498,14 @@ def read_inputs(audit_url: str, data_dir: str | Path | None, since: datetime | N
     arm = assignments(s)
     window = f"between {since or 'the start'} and {until or 'now'}"
     if arm.sum() < 2:
-        raise LiftError(f"audit trail {shown}: {int(arm.sum())} holdout HCP(s) {window} (table 'suggestions', column 'policy' = 'holdout'); "
-                        "a lift needs at least 2: set the serving config's exploration.holdout_share > 0")
+        raise LiftError(
+            f"audit trail {shown}: {int(arm.sum())} holdout HCP(s) {window} (table 'suggestions', column 'policy' = 'holdout'); "
+            "a lift needs at least 2: set the serving config's exploration.holdout_share > 0"
+        )
     if (~arm).sum() < 2:
-        raise LiftError(f"audit trail {shown}: {int((~arm).sum())} served (non-holdout) HCP(s) {window} (table 'suggestions', column 'policy'); a lift needs at least 2")
+        raise LiftError(
+            f"audit trail {shown}: {int((~arm).sum())} served (non-holdout) HCP(s) {window} (table 'suggestions', column 'policy'); a lift needs at least 2"
+        )
     if data_dir is None:
         raise LiftError("no contract dataset: pass --data DIR (the `nba import` target with tables 'outcomes' and 'hcps') or set lift.data_dir")
     d = Path(data_dir)
@@ -490,8 +528,18 @@ def _say(progress: bool, msg: str) -> None:
         print(f"[lift] {msg}", file=sys.stderr, flush=True)
 
 
-def lift_job(audit_url: str, data_dir: str | Path | None, *, since: datetime | None = None, until: datetime | None = None, n_boot: int = 1000,
-             confidence: float = 0.95, seed: int = 0, baseline_weeks: int = 12, progress: bool = False) -> dict[str, Any]:
+def lift_job(
+    audit_url: str,
+    data_dir: str | Path | None,
+    *,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    n_boot: int = 1000,
+    confidence: float = 0.95,
+    seed: int = 0,
+    baseline_weeks: int = 12,
+    progress: bool = False,
+) -> dict[str, Any]:
     """Measure everything; returns {"per_hcp", "estimates", "acceptance", "figures"} (figures: flat JSON-ready)."""
     _say(progress, f"reading the audit trail {safe_url(audit_url)}")
     inp = read_inputs(audit_url, data_dir, since, until)
@@ -503,15 +551,27 @@ def lift_job(audit_url: str, data_dir: str | Path | None, *, since: datetime | N
     acc = acceptance_rates(s, fb, inp.tiers)
     a = per_hcp.attrs
     figures: dict[str, Any] = {
-        "audit_url": safe_url(audit_url), "data_dir": str(data_dir),
-        "weeks": len(a["weeks"]), "first_week": a["weeks"][0], "last_week": a["weeks"][-1],
-        "hcps_served": int((~per_hcp["holdout"]).sum()), "hcps_holdout": int(per_hcp["holdout"].sum()),
-        "holdout_share": float(per_hcp["holdout"].mean()), "suggestions": int(len(s)), "feedback_rows": int(fb["suggestion_id"].isin(set(s["suggestion_id"])).sum()),
-        "confidence": confidence, "n_boot": n_boot, "seed": seed, "bootstrap_unit": "hcp",
-        "tier_source": inp.tier_source, "hcps_without_tier": int(per_hcp["segment"].isna().sum()),
+        "audit_url": safe_url(audit_url),
+        "data_dir": str(data_dir),
+        "weeks": len(a["weeks"]),
+        "first_week": a["weeks"][0],
+        "last_week": a["weeks"][-1],
+        "hcps_served": int((~per_hcp["holdout"]).sum()),
+        "hcps_holdout": int(per_hcp["holdout"].sum()),
+        "holdout_share": float(per_hcp["holdout"].mean()),
+        "suggestions": int(len(s)),
+        "feedback_rows": int(fb["suggestion_id"].isin(set(s["suggestion_id"])).sum()),
+        "confidence": confidence,
+        "n_boot": n_boot,
+        "seed": seed,
+        "bootstrap_unit": "hcp",
+        "tier_source": inp.tier_source,
+        "hcps_without_tier": int(per_hcp["segment"].isna().sum()),
         "touchpoints_used": "touches_per_week" in per_hcp,
-        "outcome_weeks_in_window": a.get("outcome_weeks_in_window", 0), "hcps_without_outcome_rows": a.get("hcps_without_outcome_rows"),
-        "baseline_weeks": baseline_weeks, "baseline_weeks_covered": a.get("baseline_weeks_covered", 0),
+        "outcome_weeks_in_window": a.get("outcome_weeks_in_window", 0),
+        "hcps_without_outcome_rows": a.get("hcps_without_outcome_rows"),
+        "baseline_weeks": baseline_weeks,
+        "baseline_weeks_covered": a.get("baseline_weeks_covered", 0),
         "hcps_without_baseline": int(per_hcp["prescriptions_baseline"].isna().sum()) if "prescriptions_baseline" in per_hcp else None,
     }
     for seg in SEGMENTS:
@@ -545,7 +605,7 @@ def default_window(since: str | None, until: str | None) -> tuple[datetime | Non
             t = datetime.fromisoformat(text)
         except ValueError as exc:
             raise LiftError(f"{flag}: {text!r} is not an ISO date or time ({exc})") from None
-        return t.replace(tzinfo=timezone.utc) if t.tzinfo is None else t
+        return t.replace(tzinfo=UTC) if t.tzinfo is None else t
 
     a, b = parse(since, "--since"), parse(until, "--until")
     if a is not None and b is not None and b <= a:
@@ -554,6 +614,22 @@ def default_window(since: str | None, until: str | None) -> tuple[datetime | Non
 
 
 __all__ = [
-    "Estimate", "LiftError", "LiftInputs", "acceptance_rates", "assignments", "bootstrap_diff", "bootstrap_ratio_diff", "cluster_means", "contract_tiers",
-    "cuped_theta", "default_window", "hcp_table", "lift_job", "measure", "metric_specs", "prescription_table", "read_inputs", "touch_table",
+    "Estimate",
+    "LiftError",
+    "LiftInputs",
+    "acceptance_rates",
+    "assignments",
+    "bootstrap_diff",
+    "bootstrap_ratio_diff",
+    "cluster_means",
+    "contract_tiers",
+    "cuped_theta",
+    "default_window",
+    "hcp_table",
+    "lift_job",
+    "measure",
+    "metric_specs",
+    "prescription_table",
+    "read_inputs",
+    "touch_table",
 ]

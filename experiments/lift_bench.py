@@ -36,15 +36,25 @@ def compare_to_truth(estimates: dict[str, dict[str, Any]], truth: dict[str, floa
             if e is None or not np.isfinite(e.lift) or not np.isfinite(ate):
                 continue
             sample = truth.get(f"{col}:{g}:sample", np.nan)
-            rows.append({
-                "metric": metric, "group": g, "lift": e.lift, "ci_low": e.ci_low, "ci_high": e.ci_high, "true_lift": ate, "true_lift_sample": sample,
-                "covered": bool(e.ci_low <= ate <= e.ci_high), "covered_sample": bool(e.ci_low <= sample <= e.ci_high) if np.isfinite(sample) else None,
-            })
+            rows.append(
+                {
+                    "metric": metric,
+                    "group": g,
+                    "lift": e.lift,
+                    "ci_low": e.ci_low,
+                    "ci_high": e.ci_high,
+                    "true_lift": ate,
+                    "true_lift_sample": sample,
+                    "covered": bool(e.ci_low <= ate <= e.ci_high),
+                    "covered_sample": bool(e.ci_low <= sample <= e.ci_high) if np.isfinite(sample) else None,
+                }
+            )
     return rows
 
 
-def coverage_bench(data_dir: str | Path, workdir: str | Path, lift_cfg: Any, *, seeds: int = 3, serving_cfg: Any = None, model: Any = None,
-                   progress: bool = True) -> dict[str, Any]:
+def coverage_bench(
+    data_dir: str | Path, workdir: str | Path, lift_cfg: Any, *, seeds: int = 3, serving_cfg: Any = None, model: Any = None, progress: bool = True
+) -> dict[str, Any]:
     """Run the closed loop for ``seeds`` seeds, measure the lift of each, compare with the truth; return figures."""
     from experiments.closed_loop import TRUTH_FILE, run_closed_loop, true_lift
     from experiments.lift import lift_job
@@ -63,20 +73,34 @@ def coverage_bench(data_dir: str | Path, workdir: str | Path, lift_cfg: Any, *, 
         t0 = time.perf_counter()
         summary = run_closed_loop(data_dir, out, cl, serving_cfg=serving_cfg, model=model, progress=progress)
         walls.append(time.perf_counter() - t0)
-        res = lift_job(summary["audit_url"], summary["data_dir"], n_boot=lift_cfg.n_boot, confidence=lift_cfg.confidence, seed=lift_cfg.seed,
-                       baseline_weeks=lift_cfg.baseline_weeks)
+        res = lift_job(
+            summary["audit_url"],
+            summary["data_dir"],
+            n_boot=lift_cfg.n_boot,
+            confidence=lift_cfg.confidence,
+            seed=lift_cfg.seed,
+            baseline_weeks=lift_cfg.baseline_weeks,
+        )
         truth = true_lift(pd.read_parquet(out / "_ground_truth" / TRUTH_FILE), res["per_hcp"].index)
         for r in compare_to_truth(res["estimates"], truth):
             rows.append({"seed": cl.seed, **r})
         if progress:
             f = res["figures"]
-            print(f"seed {cl.seed}: responses/HCP-week lift {f['responses_per_hcp_week_lift']:.4f} "
-                  f"[{f['responses_per_hcp_week_ci_low']:.4f}, {f['responses_per_hcp_week_ci_high']:.4f}], "
-                  f"true {truth['expected_responses:all:ate']:.4f}", flush=True)
+            print(
+                f"seed {cl.seed}: responses/HCP-week lift {f['responses_per_hcp_week_lift']:.4f} "
+                f"[{f['responses_per_hcp_week_ci_low']:.4f}, {f['responses_per_hcp_week_ci_high']:.4f}], "
+                f"true {truth['expected_responses:all:ate']:.4f}",
+                flush=True,
+            )
     df = pd.DataFrame(rows)
     figures: dict[str, Any] = {
-        "seeds": seeds, "weeks": base.weeks, "hcps": summary.get("hcps"), "holdout_share": base.holdout_share, "confidence": lift_cfg.confidence,
-        "model_version": summary.get("model_version"), "closed_loop_wall_s_median": float(np.median(walls)),
+        "seeds": seeds,
+        "weeks": base.weeks,
+        "hcps": summary.get("hcps"),
+        "holdout_share": base.holdout_share,
+        "confidence": lift_cfg.confidence,
+        "model_version": summary.get("model_version"),
+        "closed_loop_wall_s_median": float(np.median(walls)),
     }
     for metric in PAIRS:
         m = df[df["metric"] == metric] if len(df) else df

@@ -59,7 +59,9 @@ def register_lift(app: typer.Typer, bench_app: typer.Typer) -> None:
     @app.command("lift")
     def lift_cmd(
         audit_url: Optional[str] = typer.Option(None, "--audit-url", help="audit trail (default: lift.audit_url, else the serving config's)"),
-        data_dir: Optional[Path] = typer.Option(None, "--data", help="contract dataset (the `nba import` target): outcomes, HCP tiers, touchpoints (default: lift.data_dir, else serving's)"),
+        data_dir: Optional[Path] = typer.Option(
+            None, "--data", help="contract dataset (the `nba import` target): outcomes, HCP tiers, touchpoints (default: lift.data_dir, else serving's)"
+        ),
         since: Optional[str] = typer.Option(None, "--since", help="first suggestion time included (ISO date/time, UTC if naive)"),
         until: Optional[str] = typer.Option(None, "--until", help="suggestions before this time (ISO date/time)"),
         as_json: bool = typer.Option(False, "--json", help="print only the JSON figures"),
@@ -77,14 +79,15 @@ def register_lift(app: typer.Typer, bench_app: typer.Typer) -> None:
         lc = cfg.lift
         try:
             start, end = default_window(since, until)
-            result = lift_job(url, data, since=start, until=end, n_boot=lc.n_boot, confidence=lc.confidence, seed=lc.seed,
-                              baseline_weeks=lc.baseline_weeks, progress=True)
+            result = lift_job(
+                url, data, since=start, until=end, n_boot=lc.n_boot, confidence=lc.confidence, seed=lc.seed, baseline_weeks=lc.baseline_weeks, progress=True
+            )
         except (LiftError, FileNotFoundError) as exc:
             typer.secho(f"error: {exc}", err=True, fg=typer.colors.RED)
             raise typer.Exit(1) from None
         figures = result["figures"]
         if html_out is None:
-            html_out = Path(lc.html) if lc.html else (Path(url[len("sqlite:///"):]).parent if url.startswith("sqlite:///") else Path(".")) / "lift_report.html"
+            html_out = Path(lc.html) if lc.html else (Path(url[len("sqlite:///") :]).parent if url.startswith("sqlite:///") else Path(".")) / "lift_report.html"
         typer.echo(f"[lift] writing the HTML report {html_out}", err=True)
         figures["html_report"] = str(write_html(result, html_out))
         if not as_json:
@@ -109,7 +112,9 @@ def register_lift(app: typer.Typer, bench_app: typer.Typer) -> None:
         from experiments.config import serving_config
 
         cfg = _cfg(config, set_, {"lift.closed_loop.weeks": weeks, "lift.closed_loop.seed": seed})
-        summary = run_closed_loop(data_dir, out, cfg.lift.closed_loop, serving_cfg=serving_config(cfg), model=_load_model(tracking_uri, cfg), audit_url=audit_url)
+        summary = run_closed_loop(
+            data_dir, out, cfg.lift.closed_loop, serving_cfg=serving_config(cfg), model=_load_model(tracking_uri, cfg), audit_url=audit_url
+        )
         typer.echo(json.dumps(summary, sort_keys=True, default=str))
 
     @bench_app.command("lift")

@@ -49,9 +49,19 @@ def lift_rows(estimates: dict[str, dict[str, Any]]) -> list[list[str]]:
             if e is None:
                 continue
             sig = "" if not np.isfinite(e.ci_low) else ("yes" if e.ci_low > 0 or e.ci_high < 0 else "no")
-            rows.append([LABELS.get(metric, metric), g, f"{e.n_served}/{e.n_holdout}",
-                         _fmt(e.served), _fmt(e.holdout), _fmt(e.lift), f"[{_fmt(e.ci_low)}, {_fmt(e.ci_high)}]", sig,
-                         "" if e.theta is None else _fmt(e.theta)])
+            rows.append(
+                [
+                    LABELS.get(metric, metric),
+                    g,
+                    f"{e.n_served}/{e.n_holdout}",
+                    _fmt(e.served),
+                    _fmt(e.holdout),
+                    _fmt(e.lift),
+                    f"[{_fmt(e.ci_low)}, {_fmt(e.ci_high)}]",
+                    sig,
+                    "" if e.theta is None else _fmt(e.theta),
+                ]
+            )
     return rows
 
 
@@ -68,8 +78,10 @@ def print_tables(result: dict[str, Any], console: Any = None) -> None:
         if not console.is_terminal:  # piped or logged: keep each row on one line
             console = Console(width=130)
     f = result["figures"]
-    t = Table(title=f"Lift of served suggestions over the randomised holdout, {f['first_week']} to {f['last_week']} ({f['weeks']} weeks, "
-                    f"{int(f['confidence'] * 100)}% bootstrap intervals over HCPs; tiers: {f['tier_source']})")
+    t = Table(
+        title=f"Lift of served suggestions over the randomised holdout, {f['first_week']} to {f['last_week']} ({f['weeks']} weeks, "
+        f"{int(f['confidence'] * 100)}% bootstrap intervals over HCPs; tiers: {f['tier_source']})"
+    )
     for h in HEAD:
         t.add_column(h, justify="left" if h in ("metric", "group") else "right")
     for r in lift_rows(result["estimates"]):
@@ -162,21 +174,23 @@ def write_html(result: dict[str, Any], path: str | Path, title: str = "nba lift"
     f = result["figures"]
     rows = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in lift_rows(result["estimates"]))
     acc = result["acceptance"]["by_tier_arm"]
-    acc_rows = "".join(f"<tr><td>tier {html.escape(str(r['segment']))}</td><td>{r['arm']}</td><td>{r['rate']:.3f}</td><td>{int(r['n'])}</td></tr>" for _, r in acc.iterrows())
+    acc_rows = "".join(
+        f"<tr><td>tier {html.escape(str(r['segment']))}</td><td>{r['arm']}</td><td>{r['rate']:.3f}</td><td>{int(r['n'])}</td></tr>" for _, r in acc.iterrows()
+    )
     imgs = "".join(f"<h3>{html.escape(t)}</h3><img src='data:image/png;base64,{b}'/>" for t, b in plots(result))
     doc = f"""<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
 <style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right}}td:first-child,td:nth-child(2){{text-align:left}}</style></head><body>
 <h1>Lift of served suggestions over the randomised holdout</h1>
-<p>Window {f['first_week']} to {f['last_week']} ({f['weeks']} weeks); {f['hcps_served']} served and {f['hcps_holdout']} holdout HCPs;
-{f['suggestions']} suggestions. Audit trail {html.escape(str(f.get('audit_url')))}; contract dataset {html.escape(str(f.get('data_dir')))}.
-The holdout assignment is the one recorded in the audit trail; tiers from {html.escape(str(f.get('tier_source')))}.</p>
-<p>Intervals: {int(f['confidence'] * 100)}% percentile bootstrap over HCPs ({f['n_boot']} replicates), stratified by arm: the HCP is the
+<p>Window {f["first_week"]} to {f["last_week"]} ({f["weeks"]} weeks); {f["hcps_served"]} served and {f["hcps_holdout"]} holdout HCPs;
+{f["suggestions"]} suggestions. Audit trail {html.escape(str(f.get("audit_url")))}; contract dataset {html.escape(str(f.get("data_dir")))}.
+The holdout assignment is the one recorded in the audit trail; tiers from {html.escape(str(f.get("tier_source")))}.</p>
+<p>Intervals: {int(f["confidence"] * 100)}% percentile bootstrap over HCPs ({f["n_boot"]} replicates), stratified by arm: the HCP is the
 unit of randomisation, so each HCP's weeks are resampled together. Each figure is a mean per HCP-week from the HCP's first
 suggestion in the window. Adjusted prescriptions subtract theta &times; (baseline &minus; mean baseline), the baseline being the HCP's
-mean weekly boxes over the {f.get('baseline_weeks')} weeks before its first suggestion ({f.get('baseline_weeks_covered')} of them delivered;
-{f.get('hcps_without_baseline')} HCPs without any get the mean); theta = cov(Rx, baseline) / var(baseline) over both arms, re-fitted in every replicate.
+mean weekly boxes over the {f.get("baseline_weeks")} weeks before its first suggestion ({f.get("baseline_weeks_covered")} of them delivered;
+{f.get("hcps_without_baseline")} HCPs without any get the mean); theta = cov(Rx, baseline) / var(baseline) over both arms, re-fitted in every replicate.
 {_width_note(f)}</p>
-<table><tr>{''.join(f'<th>{h}</th>' for h in HEAD)}</tr>{rows}</table>
+<table><tr>{"".join(f"<th>{h}</th>" for h in HEAD)}</tr>{rows}</table>
 <h2>Reps' acceptance</h2><p>{_acceptance_note(f)}</p>
 <table><tr><th>tier</th><th>arm</th><th>rate</th><th>n</th></tr>{acc_rows}</table>
 {imgs}</body></html>"""

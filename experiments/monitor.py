@@ -42,7 +42,7 @@ def _when(text: str, what: str) -> dt.datetime:
         t = dt.datetime.fromisoformat(text)
     except ValueError:
         raise ValueError(f"{what}: {text!r} is not an ISO date or time (e.g. 2026-01-05)") from None
-    return t.replace(tzinfo=dt.timezone.utc) if t.tzinfo is None else t.astimezone(dt.timezone.utc)
+    return t.replace(tzinfo=dt.UTC) if t.tzinfo is None else t.astimezone(dt.UTC)
 
 
 def parse_window(text: str, what: str = "--current") -> Window:
@@ -89,7 +89,8 @@ def read_responses(url: str, window: Window):
     try:
         positive = sa.select(feedback.c.suggestion_id).where(feedback.c.outcome.in_(["opened", "attended"])).distinct().subquery()
         stmt = sa.select(suggestions.c.channel, positive.c.suggestion_id.is_not(None).label("responded")).outerjoin(
-            positive, positive.c.suggestion_id == suggestions.c.suggestion_id)
+            positive, positive.c.suggestion_id == suggestions.c.suggestion_id
+        )
         if window.start is not None:
             stmt = stmt.where(suggestions.c.as_of >= window.start)
         if window.end is not None:
@@ -167,9 +168,16 @@ def _sample(frame: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:
     return frame if len(frame) <= n else frame.sample(n=n, random_state=seed).reset_index(drop=True)
 
 
-def compare(ref_features: pd.DataFrame, cur_features: pd.DataFrame, ref_predictions: pd.DataFrame | None, cur_predictions: pd.DataFrame | None,
-            cfg: Any, ref_responses: pd.DataFrame | None = None, cur_responses: pd.DataFrame | None = None,
-            catalogue: dict[str, Any] | None = None) -> dict[str, Any]:
+def compare(
+    ref_features: pd.DataFrame,
+    cur_features: pd.DataFrame,
+    ref_predictions: pd.DataFrame | None,
+    cur_predictions: pd.DataFrame | None,
+    cfg: Any,
+    ref_responses: pd.DataFrame | None = None,
+    cur_responses: pd.DataFrame | None = None,
+    catalogue: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """Every drift figure of current vs reference frames, and the verdict (``cfg``: ``MonitorConfig``; ``catalogue``: ``ds.catalogue_shift``)."""
     t = cfg.thresholds
     ref_f, cur_f = _sample(ref_features, cfg.max_rows, cfg.seed), _sample(cur_features, cfg.max_rows, cfg.seed + 1)
@@ -211,14 +219,25 @@ def compare(ref_features: pd.DataFrame, cur_features: pd.DataFrame, ref_predicti
         "predictions": predictions,
         "responses": responses,
         "catalogue": catalogue,
-        "rows": {"reference_features": len(ref_features), "current_features": len(cur_features),
-                 "reference_predictions": 0 if ref_predictions is None else len(ref_predictions),
-                 "current_predictions": 0 if cur_predictions is None else len(cur_predictions)},
+        "rows": {
+            "reference_features": len(ref_features),
+            "current_features": len(cur_features),
+            "reference_predictions": 0 if ref_predictions is None else len(ref_predictions),
+            "current_predictions": 0 if cur_predictions is None else len(cur_predictions),
+        },
     }
 
 
-def write_html(path: Path, ref: pd.DataFrame, cur: pd.DataFrame, numeric: list[str], categorical: list[str], cfg: Any,
-               bars: dict[str, float] | None = None, verdict: str | None = None) -> None:
+def write_html(
+    path: Path,
+    ref: pd.DataFrame,
+    cur: pd.DataFrame,
+    numeric: list[str],
+    categorical: list[str],
+    cfg: Any,
+    bars: dict[str, float] | None = None,
+    verdict: str | None = None,
+) -> None:
     """An Evidently report (one ValueDrift per column given) over a seeded sample, written atomically.
 
     ``bars``: each column's threshold (default ``cfg.thresholds.column``), so Evidently tests a column
@@ -241,7 +260,9 @@ def write_html(path: Path, ref: pd.DataFrame, cur: pd.DataFrame, numeric: list[s
     definition = DataDefinition(numerical_columns=numeric or None, categorical_columns=categorical or None)
     metrics = [ValueDrift(column=c, method=cfg.num_method, threshold=bars.get(c, cfg.thresholds.column)) for c in numeric]
     metrics += [ValueDrift(column=c, method=cfg.cat_method, threshold=bars.get(c, cfg.thresholds.column)) for c in categorical]
-    snap = Report(metrics).run(current_data=Dataset.from_pandas(cur, data_definition=definition), reference_data=Dataset.from_pandas(ref, data_definition=definition))
+    snap = Report(metrics).run(
+        current_data=Dataset.from_pandas(cur, data_definition=definition), reference_data=Dataset.from_pandas(ref, data_definition=definition)
+    )
     tmp = path.with_name(f".{path.name}.tmp")
     snap.save_html(str(tmp))
     if verdict:
@@ -267,14 +288,30 @@ def write_outputs(out_dir: Path, summary: dict[str, Any], frames: dict[str, Any]
         feat_ref = feat_ref.loc[:, ~feat_ref.columns.duplicated()]
         seq_cols = [r["column"] for r in summary["sequences"]]
         p = out_dir / "features_report.html"
-        write_html(p, feat_ref, feat_cur, [c for c in top if c not in cat] + seq_cols, [c for c in top if c in cat], cfg,
-                   bars=column_bars(summary, t), verdict=verdict_block(summary, t, "per-column drift tests of the most-moved features and the sequence statistics"))
+        write_html(
+            p,
+            feat_ref,
+            feat_cur,
+            [c for c in top if c not in cat] + seq_cols,
+            [c for c in top if c in cat],
+            cfg,
+            bars=column_bars(summary, t),
+            verdict=verdict_block(summary, t, "per-column drift tests of the most-moved features and the sequence statistics"),
+        )
         if p.exists():
             paths["features_html"] = str(p)
         if frames.get("reference_predictions") is not None and summary["predictions"]:
             p = out_dir / "predictions_report.html"
-            write_html(p, frames["reference_predictions"], frames["current_predictions"], ["expected_response"], ["channel", "content_id"], cfg,
-                       bars=prediction_bars(t), verdict=verdict_block(summary, t, "drift tests of the served predictions (score, channel, content)"))
+            write_html(
+                p,
+                frames["reference_predictions"],
+                frames["current_predictions"],
+                ["expected_response"],
+                ["channel", "content_id"],
+                cfg,
+                bars=prediction_bars(t),
+                verdict=verdict_block(summary, t, "drift tests of the served predictions (score, channel, content)"),
+            )
             paths["predictions_html"] = str(p)
     p = out_dir / "summary.json"
     tmp = p.with_name(".summary.json.tmp")
@@ -299,8 +336,12 @@ def log_run(tracking: Any, experiment: str, summary: dict[str, Any], paths: dict
     from training import tracking as trk
 
     trk.setup(tracking.model_copy(update={"experiment": experiment}))
-    figures = {"drift_detected": float(summary["drift_detected"]), "drifted_feature_share": summary["drifted_feature_share"],
-               "max_feature_score": summary["max_feature_score"], "max_sequence_score": summary["max_sequence_score"]}
+    figures = {
+        "drift_detected": float(summary["drift_detected"]),
+        "drifted_feature_share": summary["drifted_feature_share"],
+        "max_feature_score": summary["max_feature_score"],
+        "max_sequence_score": summary["max_sequence_score"],
+    }
     for key in ("channel_mix_tvd", "content_mix_js", "new_content_share", "score_wasserstein_normed"):
         v = (summary.get("predictions") or {}).get(key)
         if v is not None and np.isfinite(v):
@@ -310,8 +351,14 @@ def log_run(tracking: Any, experiment: str, summary: dict[str, Any], paths: dict
         figures["catalogue/unknown_content_share"] = float(cat["current"]["unknown_share"])
         figures["catalogue/unknown_share_rise"] = float(cat["unknown_share_rise"])
     with mlflow.start_run(run_name=f"monitor {summary['current']['window']}") as run:
-        mlflow.set_tags({"stage": "monitoring", "reference": json.dumps(summary["reference"], default=str)[:500],
-                         "current": summary["current"]["window"], "drift_detected": str(summary["drift_detected"])})
+        mlflow.set_tags(
+            {
+                "stage": "monitoring",
+                "reference": json.dumps(summary["reference"], default=str)[:500],
+                "current": summary["current"]["window"],
+                "drift_detected": str(summary["drift_detected"]),
+            }
+        )
         mlflow.log_metrics({k: float(v) for k, v in figures.items() if v is not None and np.isfinite(v)})
         for p in paths.values():
             mlflow.log_artifact(p, artifact_path="monitor")
@@ -390,10 +437,12 @@ def monitor_job(cfg: Any, reference: str, current: str, *, audit_url: str | None
         summary["notes"] = notes
     summary["reference"] = ref_info
     summary["current"] = {"kind": "audit", "window": window.text, "suggestions": len(sugg), "audit_url": _redact(url)}
-    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
     out_dir = Path(mcfg.out_dir) / stamp
     say("writing the report")
-    paths = write_outputs(out_dir, summary, {"reference_features": ref_f, "current_features": cur_f, "reference_predictions": ref_p, "current_predictions": cur_p}, mcfg)
+    paths = write_outputs(
+        out_dir, summary, {"reference_features": ref_f, "current_features": cur_f, "reference_predictions": ref_p, "current_predictions": cur_p}, mcfg
+    )
     summary["outputs"] = paths
     if mcfg.log_to_mlflow:
         summary["mlflow_run_id"] = log_run(tcfg.tracking, mcfg.experiment, summary, paths)

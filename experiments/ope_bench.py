@@ -29,7 +29,9 @@ def _log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def _variant(bundle: Any, prep: Any, data: Any, ope_cfg: Any, seed: int, batch_size: int, *, drop_propensity: bool) -> tuple[dict[str, Any], dict[str, Any], np.ndarray]:
+def _variant(
+    bundle: Any, prep: Any, data: Any, ope_cfg: Any, seed: int, batch_size: int, *, drop_propensity: bool
+) -> tuple[dict[str, Any], dict[str, Any], np.ndarray]:
     """(figures, rows, usable) of the served policy's estimates on ``data``; with ``drop_propensity`` the logs' propensities are removed first."""
     from training import served_ope
 
@@ -72,8 +74,17 @@ def run_world(world: str, seed: int, cfg: Any) -> dict[str, Any]:
             out[f"{variant}_{est}_covers"] = bool(lo <= truth <= hi)
             out[f"{variant}_{est}_abs_error_rel"] = abs(v - truth) / truth if truth else float("nan")
             out[f"{variant}_{est}_ci_width"] = hi - lo
-        for key in ("ope_verdict_trusted", "ope_diag_ess", "ope_diag_support_mass", "ope_diag_mean_weight", "ope_feasible_logged_share", "ope_rows",
-                    "behaviour_heldout_log_loss", "behaviour_marginal_log_loss", "behaviour_ece"):
+        for key in (
+            "ope_verdict_trusted",
+            "ope_diag_ess",
+            "ope_diag_support_mass",
+            "ope_diag_mean_weight",
+            "ope_feasible_logged_share",
+            "ope_rows",
+            "behaviour_heldout_log_loss",
+            "behaviour_marginal_log_loss",
+            "behaviour_ece",
+        ):
             if key in figures:
                 out[f"{variant}_{key.replace('ope_', '')}"] = figures[key]
     out["seconds"] = time.perf_counter() - t0
@@ -87,7 +98,9 @@ def summarise(rows: list[dict[str, Any]], chosen: str) -> dict[str, Any]:
     for variant in ("logged", "estimated"):
         for est in ESTIMATORS:
             cov = [r[f"{variant}_{est}_covers"] for r in rows if f"{variant}_{est}_covers" in r and np.isfinite(r[f"{variant}_truth"])]
-            err = [r[f"{variant}_{est}_abs_error_rel"] for r in rows if f"{variant}_{est}_abs_error_rel" in r and np.isfinite(r[f"{variant}_{est}_abs_error_rel"])]
+            err = [
+                r[f"{variant}_{est}_abs_error_rel"] for r in rows if f"{variant}_{est}_abs_error_rel" in r and np.isfinite(r[f"{variant}_{est}_abs_error_rel"])
+            ]
             if cov:
                 out[f"{variant}_{est}_coverage"] = float(np.mean(cov))
             if err:
@@ -140,16 +153,26 @@ def bench_ope(cfg: Any, split: str = "report", *, worlds: list[str] | None = Non
     for i, (world, seed) in enumerate(pairs, 1):
         _log(f"{i}/{len(pairs)} world {world} seed {seed}: simulate, train, estimate")
         row = run_world(world, seed, cfg)
-        _log(f"{world}/{seed}: truth {row['logged_truth']:.3f}, {chosen} {row.get(f'logged_{chosen}_value', float('nan')):.3f} "
-             f"(covers {row.get(f'logged_{chosen}_covers')}), estimated-propensity {chosen} {row.get(f'estimated_{chosen}_value', float('nan')):.3f} "
-             f"(covers {row.get(f'estimated_{chosen}_covers')}), {row['seconds']:.0f} s")
+        _log(
+            f"{world}/{seed}: truth {row['logged_truth']:.3f}, {chosen} {row.get(f'logged_{chosen}_value', float('nan')):.3f} "
+            f"(covers {row.get(f'logged_{chosen}_covers')}), estimated-propensity {chosen} {row.get(f'estimated_{chosen}_value', float('nan')):.3f} "
+            f"(covers {row.get(f'estimated_{chosen}_covers')}), {row['seconds']:.0f} s"
+        )
         rows.append(row)
         (Path(cfg.workdir) / f"rows-{split}.json").write_text(json.dumps(rows, indent=1, default=float))
     summary = summarise(rows, chosen)
     plot(rows, Path(cfg.workdir) / f"ope-coverage-{split}.png", chosen)
-    summary.update(split=split, hcps=cfg.hcps, days=cfg.days, epochs=cfg.epochs, n_boot=cfg.n_boot, load_avg_1m_start=load_start,
-                   load_avg_1m_end=os.getloadavg()[0], rows_path=str(Path(cfg.workdir) / f"rows-{split}.json"),
-                   plot_path=str(Path(cfg.workdir) / f"ope-coverage-{split}.png"))
+    summary.update(
+        split=split,
+        hcps=cfg.hcps,
+        days=cfg.days,
+        epochs=cfg.epochs,
+        n_boot=cfg.n_boot,
+        load_avg_1m_start=load_start,
+        load_avg_1m_end=os.getloadavg()[0],
+        rows_path=str(Path(cfg.workdir) / f"rows-{split}.json"),
+        plot_path=str(Path(cfg.workdir) / f"ope-coverage-{split}.png"),
+    )
     return summary
 
 

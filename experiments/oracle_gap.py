@@ -16,9 +16,10 @@ packages never do; tests/nba/test_layering.py holds them to it).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -80,8 +81,12 @@ def _logged_touches(data_dir: str | Path) -> tuple[Any, dict[str, np.ndarray], n
     return env, cols, np.log(p / (1 - p))
 
 
-def logs_posterior_hidden(data_dir: str | Path, estimate: tuple[str, ...] = ("channel", "topic", "timing"), iterations: int = 6,
-                          replay: tuple[Any, dict[str, np.ndarray], np.ndarray] | None = None) -> Any:
+def logs_posterior_hidden(
+    data_dir: str | Path,
+    estimate: tuple[str, ...] = ("channel", "topic", "timing"),
+    iterations: int = 6,
+    replay: tuple[Any, dict[str, np.ndarray], np.ndarray] | None = None,
+) -> Any:
     """The hidden truth with the ``estimate`` parts replaced by each HCP's posterior mode given its logged touches.
 
     The estimator is told everything a log-learning policy could at best learn from the whole
@@ -151,8 +156,15 @@ def logs_posterior_hidden(data_dir: str | Path, estimate: tuple[str, ...] = ("ch
                     post[:, w * 4 + d] = np.bincount(h, np.where(op, -np.logaddexp(0, -z), -np.logaddexp(0, z)), n) + wd_prior[w] + dp_prior[d]
             best = post.argmax(1)
             pref_w, pref_d = best // 4, best % 4
-    return replace(hid, channel_affinity=a, responsiveness=np.zeros(n), trend_multiplier=np.full(n, float(hid.trend_multiplier.mean())),
-                   topic_affinity=b, pref_weekday=pref_w.astype(np.int64), pref_daypart=pref_d.astype(np.int64))
+    return replace(
+        hid,
+        channel_affinity=a,
+        responsiveness=np.zeros(n),
+        trend_multiplier=np.full(n, float(hid.trend_multiplier.mean())),
+        topic_affinity=b,
+        pref_weekday=pref_w.astype(np.int64),
+        pref_daypart=pref_d.astype(np.int64),
+    )
 
 
 class PartialOraclePolicy:
@@ -197,8 +209,14 @@ def logs_posterior_makers(data_dir: str | Path) -> dict[str, Callable[[Any], Any
     return {name: (lambda env, b=b: PartialOraclePolicy(env, ("fatigue",), belief=b)) for name, b in beliefs.items()}
 
 
-def oracle_gap(data_dir: str | Path, *, weeks: int | None = None, policies: dict[str, Callable[[Any], Any]] | None = None,
-               key: str = "expected_positive_responses", start: str = "beginning") -> dict[str, Any]:
+def oracle_gap(
+    data_dir: str | Path,
+    *,
+    weeks: int | None = None,
+    policies: dict[str, Callable[[Any], Any]] | None = None,
+    key: str = "expected_positive_responses",
+    start: str = "beginning",
+) -> dict[str, Any]:
     """True value and share of the oracle's gain over logged of the ready policies, every partial oracle and ``policies``.
 
     From ``start="end"`` (after the logs) the oracles that learn from the logs

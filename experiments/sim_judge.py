@@ -44,7 +44,7 @@ class _FeaturePolicy:
         from features import compute_features_asof
 
         tables = {**obs.tables, **obs.history.contract_tables(self.logged)}
-        as_of = dt.datetime.combine(obs.week_start, dt.time(), tzinfo=dt.timezone.utc)
+        as_of = dt.datetime.combine(obs.week_start, dt.time(), tzinfo=dt.UTC)
         frame = compute_features_asof(tables, as_of, self.features_cfg)
         pos = pd.Index(frame["hcp_id"]).get_indexer(obs.public.hcp_ids)
         if (pos < 0).any():
@@ -128,7 +128,13 @@ class ModelPolicy(_FeaturePolicy):
 
         from training.policy import channel_scores
 
-        score, content, slot = channel_scores(model, model.state(batch), content_mask=content_mask, slot_allowed=torch.from_numpy(self.slot_allowed), contentless=torch.from_numpy(self.bundle.contentless))
+        score, content, slot = channel_scores(
+            model,
+            model.state(batch),
+            content_mask=content_mask,
+            slot_allowed=torch.from_numpy(self.slot_allowed),
+            contentless=torch.from_numpy(self.bundle.contentless),
+        )
         return torch.where(torch.isfinite(score), torch.sigmoid(score), torch.full_like(score, -1.0)), content, slot
 
     def __call__(self, obs: Any) -> Any:
@@ -209,8 +215,9 @@ def logged_history(data_dir: Any, start: str) -> dict[str, Any] | None:
     return {name: read_table(data_dir, name) for name in ("touchpoints", "outcomes")}
 
 
-def simulated_policy_value(bundle: Any, data_dir: str, features_config: str | None, *, weeks: int | None = None, start: str = "end",
-                           progress: bool = False, seed_offset: int = 0) -> dict[str, float]:
+def simulated_policy_value(
+    bundle: Any, data_dir: str, features_config: str | None, *, weeks: int | None = None, start: str = "end", progress: bool = False, seed_offset: int = 0
+) -> dict[str, float]:
     """The model policy's true value in the simulator over ``weeks`` from ``start``, and its share of the oracle's gain.
 
     The logged and oracle runs do not depend on the model: they are cached per (data_dir, weeks,
@@ -232,8 +239,13 @@ def simulated_policy_value(bundle: Any, data_dir: str, features_config: str | No
     ref = _REFERENCE_VALUES[key]
     fcfg = load_features_config(features_config, overrides={"data_dir": data_dir})
     env = Environment.from_data_dir(data_dir, start=start, seed_offset=seed_offset)  # type: ignore[arg-type]
-    value = env.run(ModelPolicy(bundle, fcfg, env.cfg.oracle_touches_per_week, logged=logged), weeks=weeks, progress=progress, desc="simulate policy model").value
-    return {"responses_per_hcp_week": value["expected_responses_per_hcp_week"], "share_of_oracle_gain": share_of_oracle_gain(value, ref["logged"], ref["oracle"], VALUE_KEY)}
+    value = env.run(
+        ModelPolicy(bundle, fcfg, env.cfg.oracle_touches_per_week, logged=logged), weeks=weeks, progress=progress, desc="simulate policy model"
+    ).value
+    return {
+        "responses_per_hcp_week": value["expected_responses_per_hcp_week"],
+        "share_of_oracle_gain": share_of_oracle_gain(value, ref["logged"], ref["oracle"], VALUE_KEY),
+    }
 
 
 def ope_truth(data_dir: Any, rows: dict[str, np.ndarray], val: Any, vocab: Any, keep: np.ndarray) -> tuple[float, float]:
@@ -282,8 +294,8 @@ def judge_evaluation(run: Any) -> tuple[dict[str, Any], dict[str, dict[str, Any]
     Returns (figures, each policy's ``RunResult.value``). Every policy starts where
     ``cfg.sim_start`` says and runs the same ``run.weeks``.
     """
-    from features.config import load_features_config
     from experiments.oracle_gap import gap_figures, logs_posterior_makers, partial_oracle_makers
+    from features.config import load_features_config
     from simulator.environment import Environment, share_of_oracle_gain
     from simulator.policies import BehaviourPolicy, OraclePolicy, RuleBasedPolicy
 
@@ -340,9 +352,13 @@ def judge_evaluation(run: Any) -> tuple[dict[str, Any], dict[str, dict[str, Any]
         figures.update(served_checks(cfg, bundle, fcfg, start=start, weeks=n_weeks, k=k, progress=run.progress))
     if run.partial_oracles:
         shares = {who: figures.get(f"sim_{who}_share_of_oracle_gain", 1.0 if who == "oracle" else 0.0) for who in values}
-        worth = {"channel": shares["population_channel"] - shares["population"], "topic": shares["population_topic"] - shares["population"],
-                 "timing": shares["population_timing"] - shares["population"], "timing_given_rest": 1.0 - shares["oracle_no_timing"],
-                 "fatigue_given_rest": 1.0 - shares["oracle_no_fatigue"]}
+        worth = {
+            "channel": shares["population_channel"] - shares["population"],
+            "topic": shares["population_topic"] - shares["population"],
+            "timing": shares["population_timing"] - shares["population"],
+            "timing_given_rest": 1.0 - shares["oracle_no_timing"],
+            "fatigue_given_rest": 1.0 - shares["oracle_no_fatigue"],
+        }
         figures.update({k: v for k, v in gap_figures({"share": {}, "worth": worth}).items()})
         # How far the model is from a policy knowing the world's population laws but nothing per HCP.
         figures["gap_model_minus_population_oracle_share"] = shares["model"] - shares["population"]
@@ -364,10 +380,25 @@ def served_checks(cfg: Any, bundle: Any, features_cfg: Any, *, start: str, weeks
     if progress:
         print("simulating the policy as served (serving engine) and the rule policy", file=sys.stderr, flush=True)
     row = judge_world(Path(cfg.data_dir), None, features_cfg, weeks=weeks, k=k, seed=cfg.seed, bundle=bundle, start=start, trained=False)
-    keys = ("model_share_of_oracle_gain", "model_touches", "logged_touches", "rules_share_of_oracle_gain", "model_repeat_share_30d",
-            "logged_repeat_share_30d", "rules_repeat_share_30d", "model_conference_within_60d_share", "logged_conference_within_60d_share",
-            "model_department_meeting_within_21d_share", "logged_department_meeting_within_21d_share", "model_override_share",
-            "model_raw_infeasible_share", "model_mean_expected", "model_mean_realised", "model_calibration_gap", "rules_vs_logged_value_ratio")
+    keys = (
+        "model_share_of_oracle_gain",
+        "model_touches",
+        "logged_touches",
+        "rules_share_of_oracle_gain",
+        "model_repeat_share_30d",
+        "logged_repeat_share_30d",
+        "rules_repeat_share_30d",
+        "model_conference_within_60d_share",
+        "logged_conference_within_60d_share",
+        "model_department_meeting_within_21d_share",
+        "logged_department_meeting_within_21d_share",
+        "model_override_share",
+        "model_raw_infeasible_share",
+        "model_mean_expected",
+        "model_mean_realised",
+        "model_calibration_gap",
+        "rules_vs_logged_value_ratio",
+    )
     out: dict[str, Any] = {f"served_{key}": row[key] for key in keys if key in row}
     checks = world_checks(row)
     out.update({f"served_check_{name}": bool(checks[name]) for name in CHECKS})
@@ -383,8 +414,9 @@ class SimulatorJudge:
         """See ``judge_evaluation``."""
         return judge_evaluation(run)
 
-    def policy_value(self, bundle: Any, data_dir: str, features_config: str | None, *, weeks: int | None = None, start: str = "end",
-                     seed_offset: int = 0) -> dict[str, float]:
+    def policy_value(
+        self, bundle: Any, data_dir: str, features_config: str | None, *, weeks: int | None = None, start: str = "end", seed_offset: int = 0
+    ) -> dict[str, float]:
         """See ``simulated_policy_value``."""
         return simulated_policy_value(bundle, data_dir, features_config, weeks=weeks, start=start, seed_offset=seed_offset)
 

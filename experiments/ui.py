@@ -14,13 +14,23 @@ def ui_command(tracking: Any, host: str, port: int, workers: int = 1) -> list[st
     uri = tracking.uri
     if uri.startswith("sqlite:///"):
         # Relative SQLite paths resolve against the server's cwd: pin them to ours.
-        uri = f"sqlite:///{Path(uri[len('sqlite:///'):]).resolve()}"
+        uri = f"sqlite:///{Path(uri[len('sqlite:///') :]).resolve()}"
     artifacts = Path(tracking.artifact_location).resolve().as_uri()
     return [
-        sys.executable, "-m", "mlflow", "server",
-        "--backend-store-uri", uri,
-        "--default-artifact-root", artifacts,
-        "--host", host, "--port", str(port), "--workers", str(workers),
+        sys.executable,
+        "-m",
+        "mlflow",
+        "server",
+        "--backend-store-uri",
+        uri,
+        "--default-artifact-root",
+        artifacts,
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--workers",
+        str(workers),
     ]
 
 
@@ -41,7 +51,7 @@ def wait_ready(url: str, proc: subprocess.Popen, timeout_s: float = 60.0) -> flo
 def start_ui(tracking: Any, host: str = "127.0.0.1", port: int = 5000, workers: int = 1, *, log_path: Path | None = None) -> tuple[subprocess.Popen, str]:
     """Start the UI as a child process (in its own process group); return it and its URL."""
     if tracking.uri.startswith("sqlite:///"):
-        Path(tracking.uri[len("sqlite:///"):]).resolve().parent.mkdir(parents=True, exist_ok=True)
+        Path(tracking.uri[len("sqlite:///") :]).resolve().parent.mkdir(parents=True, exist_ok=True)
     Path(tracking.artifact_location).resolve().mkdir(parents=True, exist_ok=True)
     if not port:
         from nba.servers import free_port

@@ -114,8 +114,12 @@ def _run(env: Any, policy: Any, weeks: int) -> dict[str, Any]:
         "touches": result.value["touches"],
         "violations": int(sum(result.value["violations"].values())),
         "repeat_share_30d": repeat_share(touches, days=30, since=since),
-        **{f"{ch}_within_{d}d_share": v for (ch, d), v in zip((("conference", 60), ("department_meeting", 21)),
-                                                            window_shares(touches, {"conference": 60, "department_meeting": 21}, since=since).values())},
+        **{
+            f"{ch}_within_{d}d_share": v
+            for (ch, d), v in zip(
+                (("conference", 60), ("department_meeting", 21)), window_shares(touches, {"conference": 60, "department_meeting": 21}, since=since).values()
+            )
+        },
         "_touches": touches,
         "_p": result.p_response,
     }
@@ -138,8 +142,19 @@ def _calibration_gap(run: dict[str, Any], policy: ServedPolicy, which: str = "mo
     return float(np.mean(exp)), float(np.mean(real)), float(len(exp))
 
 
-def judge_world(data_dir: Path, bundle_dir: Path | None, features_cfg: Any, *, weeks: int, k: int, seed: int, serving_overrides: dict[str, Any] | None = None,
-                bundle: Any = None, start: str = "end", trained: bool = True) -> dict[str, Any]:
+def judge_world(
+    data_dir: Path,
+    bundle_dir: Path | None,
+    features_cfg: Any,
+    *,
+    weeks: int,
+    k: int,
+    seed: int,
+    serving_overrides: dict[str, Any] | None = None,
+    bundle: Any = None,
+    start: str = "end",
+    trained: bool = True,
+) -> dict[str, Any]:
     """Serve a simulated dataset's world after its logs with the model (and with the rules alone); judge both.
 
     The model comes from ``bundle_dir`` or an already loaded ``bundle``; ``trained`` also runs
@@ -158,6 +173,7 @@ def judge_world(data_dir: Path, bundle_dir: Path | None, features_cfg: Any, *, w
     names = {"products", "reps", "hcps", "content", "touchpoints", "outcomes", *read_manifest(data_dir).get("tables", {})}
     logged = {n: read_table(data_dir, n) for n in sorted(names)}
     reference = ReferenceData.load(data_dir)
+
     # The shipped serving config, with no holdout and no exploration (each arm is one policy for
     # everyone) and the world's own business rules declared as window rules, as a customer
     # declares the rules it knows: the minimum gap between two touches on a channel.
@@ -166,11 +182,15 @@ def judge_world(data_dir: Path, bundle_dir: Path | None, features_cfg: Any, *, w
 
     e = env()
     base = load_config(ServingConfig, "serving")
-    world_rules = [{"name": f"world_{ch}_{7 * w}d", "channel": ch, "days": 7 * w, "max": 1}
-                   for ch, w in e.cfg.constraints.min_weeks_between.items() if w > 0]
+    world_rules = [{"name": f"world_{ch}_{7 * w}d", "channel": ch, "days": 7 * w, "max": 1} for ch, w in e.cfg.constraints.min_weeks_between.items() if w > 0]
     kept = [r.model_dump() for r in base.guardrails.window_rules if r.scope != "channel" or r.channel not in {x["channel"] for x in world_rules}]
-    overrides = {"exploration.holdout_share": 0.0, "exploration.epsilon": 0.0, "require_model": False,
-                 "guardrails.window_rules": kept + world_rules, **(serving_overrides or {})}
+    overrides = {
+        "exploration.holdout_share": 0.0,
+        "exploration.epsilon": 0.0,
+        "require_model": False,
+        "guardrails.window_rules": kept + world_rules,
+        **(serving_overrides or {}),
+    }
     serving_cfg = load_config(ServingConfig, "serving", overrides=overrides)
 
     out: dict[str, Any] = {}
@@ -239,11 +259,20 @@ def train_world(data_dir: Path, workdir: Path, features_cfg: Any, epochs: int, s
     feat_yaml = workdir / "features.yaml"
     feat_yaml.write_text(yaml.safe_dump(features_cfg.model_dump(mode="json"), sort_keys=False))
     mlflow_dir = workdir / "mlflow"
-    cfg = load_config(TrainingConfig, "training", overrides={
-        "data_dir": str(data_dir), "features_config": str(feat_yaml), "output_dir": str(workdir / "models"),
-        "tracking.uri": f"sqlite:///{mlflow_dir / 'mlflow.db'}", "tracking.artifact_location": str(mlflow_dir / "artifacts"),
-        "epochs": epochs, "seed": seed, **training,
-    })
+    cfg = load_config(
+        TrainingConfig,
+        "training",
+        overrides={
+            "data_dir": str(data_dir),
+            "features_config": str(feat_yaml),
+            "output_dir": str(workdir / "models"),
+            "tracking.uri": f"sqlite:///{mlflow_dir / 'mlflow.db'}",
+            "tracking.artifact_location": str(mlflow_dir / "artifacts"),
+            "epochs": epochs,
+            "seed": seed,
+            **training,
+        },
+    )
     prep = prepare_data(cfg)
     trained = train_job(cfg, prep=prep, register=False, log_model=False, progress=False)
     return Path(trained["bundle"]), cfg, prep
@@ -290,6 +319,7 @@ CHECKS = ("repeat_le_logged", "override_le_2pct", "calibration_gap_le_0_03", "ru
 
 def world_checks(row: dict[str, Any]) -> dict[str, bool]:
     """The checks every world must pass (issue 13), from one ``judge_world`` row; a missing figure fails."""
+
     def num(key: str, default: float = float("nan")) -> float:
         v = row.get(key, default)
         return float(v) if v is not None else default
@@ -321,8 +351,17 @@ def summarise(rows: list[dict[str, Any]], held_out_worlds: set[str] | None = Non
     passed = pd.DataFrame([world_checks(r) for r in rows])
     for name in CHECKS:
         out[f"pairs_{name}"] = int(passed[name].sum())
-    for col in ("model_repeat_share_30d", "logged_repeat_share_30d", "rules_repeat_share_30d", "model_override_share", "model_raw_infeasible_share",
-                "model_calibration_gap", "model_conference_within_60d_share", "logged_conference_within_60d_share", "rules_vs_logged_value_ratio"):
+    for col in (
+        "model_repeat_share_30d",
+        "logged_repeat_share_30d",
+        "rules_repeat_share_30d",
+        "model_override_share",
+        "model_raw_infeasible_share",
+        "model_calibration_gap",
+        "model_conference_within_60d_share",
+        "logged_conference_within_60d_share",
+        "rules_vs_logged_value_ratio",
+    ):
         if col in df:
             out[f"{col}_median"] = float(df[col].median())
             out[f"{col}_worst"] = float(df[col].min() if col == "rules_vs_logged_value_ratio" else df[col].max())
@@ -376,17 +415,28 @@ def bench_worlds(cfg: Any, split: str = "report", *, worlds: list[str] | None = 
     for i, (world, seed) in enumerate(pairs, 1):
         _log(f"{i}/{len(pairs)} world {world} seed {seed}: simulate, train, serve {cfg.weeks} weeks")
         row = run_world(world, seed, cfg)
-        _log(f"{world}/{seed}: model share {row.get('model_share_of_oracle_gain', float('nan')):.3f}, rules share {row['rules_share_of_oracle_gain']:.3f}, "
-             f"repeat {row.get('model_repeat_share_30d', float('nan')):.2f} (logged {row['logged_repeat_share_30d']:.2f}), "
-             f"calibration gap {row.get('model_calibration_gap', float('nan')):.3f}")
+        _log(
+            f"{world}/{seed}: model share {row.get('model_share_of_oracle_gain', float('nan')):.3f}, rules share {row['rules_share_of_oracle_gain']:.3f}, "
+            f"repeat {row.get('model_repeat_share_30d', float('nan')):.2f} (logged {row['logged_repeat_share_30d']:.2f}), "
+            f"calibration gap {row.get('model_calibration_gap', float('nan')):.3f}"
+        )
         rows.append({k: v for k, v in row.items() if not k.startswith("_")})
         (Path(cfg.workdir) / f"rows-{split}.json").write_text(json.dumps(rows, indent=1, default=float))
     held_out = set(cfg.report.worlds) - set(cfg.select.worlds) if split == "report" else None
     summary = summarise(rows, held_out)
     plot(rows, Path(cfg.workdir) / f"share-by-world-{split}.png")
-    summary.update(split=split, hcps=cfg.hcps, days=cfg.days, served_weeks=cfg.weeks, epochs=cfg.epochs, load_avg_1m_start=load_start,
-                   load_avg_1m_end=os.getloadavg()[0], rows_path=str(Path(cfg.workdir) / f"rows-{split}.json"),
-                   plot_path=str(Path(cfg.workdir) / f"share-by-world-{split}.png"), channels=len(CHANNELS))
+    summary.update(
+        split=split,
+        hcps=cfg.hcps,
+        days=cfg.days,
+        served_weeks=cfg.weeks,
+        epochs=cfg.epochs,
+        load_avg_1m_start=load_start,
+        load_avg_1m_end=os.getloadavg()[0],
+        rows_path=str(Path(cfg.workdir) / f"rows-{split}.json"),
+        plot_path=str(Path(cfg.workdir) / f"share-by-world-{split}.png"),
+        channels=len(CHANNELS),
+    )
     return summary
 
 

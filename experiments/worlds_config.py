@@ -49,12 +49,14 @@ class WorldsBenchConfig(StageConfig):
     training: dict[str, Any] = Field(default_factory=dict)
     select: WorldSplit = Field(default_factory=lambda: WorldSplit(worlds=["default", "habituating", "timing_strong", "other_reps"], seeds=[11, 12]))
     report: WorldSplit = Field(
-        default_factory=lambda: WorldSplit(worlds=["default", "habituating", "warmup_saturating", "timing_weak", "other_reps", "combined"], seeds=[101, 102, 103])
+        default_factory=lambda: WorldSplit(
+            worlds=["default", "habituating", "warmup_saturating", "timing_weak", "other_reps", "combined"], seeds=[101, 102, 103]
+        )
     )
     workdir: Path = Path(".nba/bench-worlds")
 
     @model_validator(mode="after")
-    def _disjoint(self) -> "WorldsBenchConfig":
+    def _disjoint(self) -> WorldsBenchConfig:
         shared = sorted(set(self.select.seeds) & set(self.report.seeds))
         if shared:
             raise ValueError(f"report.seeds and select.seeds overlap ({shared}): a reported world must never have been used for selection")

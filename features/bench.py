@@ -14,8 +14,9 @@ import socket
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import urlparse
 
 import numpy as np
@@ -85,10 +86,12 @@ def _training_child(cfg_json: str, hcp_ids: list[str], label_times: list[int], q
 
     cfg = FeaturesConfig.model_validate_json(cfg_json)
     ids = np.array(hcp_ids, dtype=object)
-    entity = pd.DataFrame({
-        "hcp_id": np.repeat(ids, len(label_times)),
-        "event_timestamp": pd.to_datetime(np.tile(np.array(label_times, dtype=np.int64), len(ids)), unit="s", utc=True),
-    })
+    entity = pd.DataFrame(
+        {
+            "hcp_id": np.repeat(ids, len(label_times)),
+            "event_timestamp": pd.to_datetime(np.tile(np.array(label_times, dtype=np.int64), len(ids)), unit="s", utc=True),
+        }
+    )
     import pyarrow.parquet as pq
 
     path = cfg.workspace_dir / "bench_training_set.parquet"
@@ -113,10 +116,12 @@ def _redis_client(url: str):
 def _redis_cfg(cfg, redis_url: str, scratch: Path):
     from features.config import OnlineStoreConfig
 
-    return cfg.model_copy(update={
-        "online_store": OnlineStoreConfig(type="redis", url=redis_url),
-        "registry": cfg.registry.model_copy(update={"url": str(scratch / "ws" / "registry_redis.db")}),
-    })
+    return cfg.model_copy(
+        update={
+            "online_store": OnlineStoreConfig(type="redis", url=redis_url),
+            "registry": cfg.registry.model_copy(update={"url": str(scratch / "ws" / "registry_redis.db")}),
+        }
+    )
 
 
 def _build_part(cfg, data_dir: Path, redis_url: str, scratch: Path, figures: dict) -> None:
@@ -177,7 +182,8 @@ def _reads_part(cfg, hcp_ids: np.ndarray, reads: int, seed: int, redis_url: str,
     _say("online reads (Redis)", figures)
     figures.update(_read_figures(open_store(rcfg), hcp_ids, reads, seed, "redis"))
     figures[f"online_read_{k}hcp_p50_redis_over_sqlite_ratio"] = round(
-        figures[f"online_read_{k}hcp_p50_ms_redis"] / figures[f"online_read_{k}hcp_p50_ms_sqlite"], 3)
+        figures[f"online_read_{k}hcp_p50_ms_redis"] / figures[f"online_read_{k}hcp_p50_ms_sqlite"], 3
+    )
 
 
 def _training_part(cfg, hcp_ids: np.ndarray, weeks: int, figures: dict) -> None:
@@ -215,8 +221,19 @@ def _training_part(cfg, hcp_ids: np.ndarray, weeks: int, figures: dict) -> None:
     figures["training_set_parquet_mb"] = round(result["file_mb"], 1)
 
 
-def run_bench(*, hcps: int, weeks: int, data_dir: Path | None, reads: int, redis_url: str, workdir: Path | None, seed: int,
-              days: int = 365, parts: tuple[str, ...] = PARTS, simulate: Callable[..., Any] | None = None) -> dict[str, Any]:
+def run_bench(
+    *,
+    hcps: int,
+    weeks: int,
+    data_dir: Path | None,
+    reads: int,
+    redis_url: str,
+    workdir: Path | None,
+    seed: int,
+    days: int = 365,
+    parts: tuple[str, ...] = PARTS,
+    simulate: Callable[..., Any] | None = None,
+) -> dict[str, Any]:
     """Run the feature-store measurements in ``parts`` and return the figures (units in the key names).
 
     Parts share ``workdir``: run "build" once (simulate if no ``data_dir``, build, apply,

@@ -8,7 +8,7 @@ cannot drift apart.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from contract.schema import CHANNELS, CONTENT_TYPES, DAYPARTS, MEETING_CHANNELS, TOPICS, WEEKDAYS
 
@@ -17,7 +17,7 @@ KINDS = ("int32", "int64", "float32", "bool", "string", "array_int64", "array_fl
 NUMPY_DTYPES = {"int32": "int32", "int64": "int64", "float32": "float32", "bool": "bool", "string": "object"}
 
 # Dimension rows (profile) are valid for all time: stamped before any label can be.
-DIMENSION_TS = datetime(2000, 1, 3, tzinfo=timezone.utc)
+DIMENSION_TS = datetime(2000, 1, 3, tzinfo=UTC)
 
 HCP_SERVICE = "nba_model_v1"
 CONTENT_SERVICE = "nba_content_v1"
@@ -143,8 +143,7 @@ def dated_profile_view() -> View:
         *[_b(f"consent_{ch}") for ch in CHANNELS],
         _b(PROFILE_KNOWN),
     ]
-    return View(DATED_PROFILE, "hcp", tuple(feats), doc="segmentation, completeness and consent, as known at the time",
-                packed=True, dense=False)
+    return View(DATED_PROFILE, "hcp", tuple(feats), doc="segmentation, completeness and consent, as known at the time", packed=True, dense=False)
 
 
 def engagement_view(windows_days: list[int], cap: float) -> View:
@@ -205,7 +204,10 @@ def sequence_view(cap: float) -> View:
 # The response-history view's blocks, in stored order: each block is sent counts for every value,
 # then opened counts for every value. Readers (training.dataset) rely on this layout.
 RESPONSE_HISTORY_BLOCKS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("channel", CHANNELS), ("weekday", WEEKDAYS), ("daypart", DAYPARTS), ("topic", TOPICS),
+    ("channel", CHANNELS),
+    ("weekday", WEEKDAYS),
+    ("daypart", DAYPARTS),
+    ("topic", TOPICS),
 )
 RESPONSE_HISTORY_PREFIX = "hist_"
 
@@ -217,15 +219,20 @@ def response_history_name(kind: str, value: str, what: str, days: int) -> str:
 
 def response_history_names(days: int) -> list[str]:
     """Feature names of the response-history view, in stored order (see RESPONSE_HISTORY_BLOCKS)."""
-    return [response_history_name(kind, value, what, days)
-            for kind, values in RESPONSE_HISTORY_BLOCKS for what in ("sent", "opened") for value in values]
+    return [response_history_name(kind, value, what, days) for kind, values in RESPONSE_HISTORY_BLOCKS for what in ("sent", "opened") for value in values]
 
 
 def response_history_view(days: int) -> View:
     """Delivered outbound touches and positive responses per channel, local weekday, daypart and topic."""
     feats = tuple(_i(n) for n in response_history_names(days))
-    return View(f"hcp_response_history_{days}d", "hcp", feats, pushable=True,
-                doc=f"delivered touches and responses per channel, weekday, daypart and topic, last {days}d", packed=True)
+    return View(
+        f"hcp_response_history_{days}d",
+        "hcp",
+        feats,
+        pushable=True,
+        doc=f"delivered touches and responses per channel, weekday, daypart and topic, last {days}d",
+        packed=True,
+    )
 
 
 # Candidate-aware recency (training.model's candidate terms and serving's window rules read these).
@@ -248,8 +255,14 @@ def contact_recency_names(windows_days: list[int]) -> list[str]:
 def contact_recency_view(windows_days: list[int], cap: float) -> View:
     """Per channel days since last used and touches per window; per topic and type days since last delivered."""
     feats = tuple(_f(n, cap) if n.endswith("days_since") or n.endswith("days_since_any") else _i(n) for n in contact_recency_names(windows_days))
-    return View(f"hcp_contact_recency_{max(windows_days)}d", "hcp", feats, pushable=True, packed=True,
-                doc="recency and repetition per channel, topic and content type (candidate terms, window rules)")
+    return View(
+        f"hcp_contact_recency_{max(windows_days)}d",
+        "hcp",
+        feats,
+        pushable=True,
+        packed=True,
+        doc="recency and repetition per channel, topic and content type (candidate terms, window rules)",
+    )
 
 
 def item_history_view(days: int) -> View:
@@ -258,8 +271,14 @@ def item_history_view(days: int) -> View:
     feats += [Feature(f"{ITEM_HISTORY_PREFIX}{a}", "array_float32", ()) for a in ITEM_HISTORY_ARRAYS]
     feats.append(Feature(f"{ITEM_HISTORY_PREFIX}len", "int64", 0))
     numeric = tuple(f"{ITEM_HISTORY_PREFIX}{a}" for a in ITEM_HISTORY_ARRAYS)
-    return View(f"hcp_item_history_{days}d", "hcp", tuple(feats), pushable=True, packed_arrays=numeric,
-                doc=f"recently delivered items with days since delivered/opened and 30/90/365-day counts, last {days}d")
+    return View(
+        f"hcp_item_history_{days}d",
+        "hcp",
+        tuple(feats),
+        pushable=True,
+        packed_arrays=numeric,
+        doc=f"recently delivered items with days since delivered/opened and 30/90/365-day counts, last {days}d",
+    )
 
 
 def content_view(popularity_days: int) -> View:

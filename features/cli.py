@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 import typer
 
@@ -55,7 +56,9 @@ def _fail(exc: Exception) -> None:
 
 @features_app.command("build")
 def build_command(
-    config: Optional[Path] = _CONFIG, data_dir: Optional[Path] = _DATA, workspace: Optional[Path] = _WS,
+    config: Optional[Path] = _CONFIG,
+    data_dir: Optional[Path] = _DATA,
+    workspace: Optional[Path] = _WS,
     sequence_length: Optional[int] = typer.Option(None, "--sequence-length", help="Touchpoints per sequence (config: sequence_length)."),
     sets: Optional[list[str]] = _SET,
 ) -> None:
@@ -71,7 +74,9 @@ def build_command(
 
 
 @features_app.command("apply")
-def apply_command(config: Optional[Path] = _CONFIG, data_dir: Optional[Path] = _DATA, workspace: Optional[Path] = _WS, sets: Optional[list[str]] = _SET) -> None:
+def apply_command(
+    config: Optional[Path] = _CONFIG, data_dir: Optional[Path] = _DATA, workspace: Optional[Path] = _WS, sets: Optional[list[str]] = _SET
+) -> None:
     """Render the Feast repo into the workspace and register its definitions."""
     from features.repo import FeatureRepoMismatch, apply
 
@@ -85,7 +90,9 @@ def apply_command(config: Optional[Path] = _CONFIG, data_dir: Optional[Path] = _
 
 @features_app.command("materialize")
 def materialize_command(
-    config: Optional[Path] = _CONFIG, data_dir: Optional[Path] = _DATA, workspace: Optional[Path] = _WS,
+    config: Optional[Path] = _CONFIG,
+    data_dir: Optional[Path] = _DATA,
+    workspace: Optional[Path] = _WS,
     end: Optional[str] = typer.Option(None, "--end", help="Materialize rows before this ISO time (default: just past the last snapshot)."),
     start: Optional[str] = typer.Option(None, "--start", help="Start of the interval (full mode only)."),
     incremental: bool = typer.Option(True, "--incremental/--full", help="Continue from the last run (default) or reload [start, end)."),
@@ -115,7 +122,11 @@ def make_bench_command(simulate: Optional[Callable[..., Any]] = None) -> Callabl
         workdir: Optional[Path] = typer.Option(None, "--workdir", help="Scratch directory (default: a temporary one, removed after)."),
         seed: int = typer.Option(0, "--seed", help="Seed of the simulated world and of the sampled ids."),
         days: int = typer.Option(365, "--days", help="Simulated days (without --data-dir)."),
-        parts: str = typer.Option("build,reads,training", "--parts", help="Comma-separated parts: build (simulate, build, materialise), reads (latency), training. Partial runs share --workdir."),
+        parts: str = typer.Option(
+            "build,reads,training",
+            "--parts",
+            help="Comma-separated parts: build (simulate, build, materialise), reads (latency), training. Partial runs share --workdir.",
+        ),
     ) -> None:
         """Online read latency (SQLite, Redis), materialisation and training-set build on simulator data; JSON last line."""
         from features.bench import PARTS, run_bench
@@ -128,8 +139,9 @@ def make_bench_command(simulate: Optional[Callable[..., Any]] = None) -> Callabl
             raise typer.BadParameter(f"unknown part(s) {bad}; choose from {', '.join(PARTS)}", param_hint="--parts")
         if workdir is None and set(chosen) != set(PARTS):
             raise typer.BadParameter("running only some parts needs --workdir (the parts share its data and stores)", param_hint="--parts")
-        figures = run_bench(hcps=hcps, weeks=weeks, data_dir=data_dir, reads=reads, redis_url=redis_url, workdir=workdir, seed=seed,
-                            days=days, parts=chosen, simulate=simulate)
+        figures = run_bench(
+            hcps=hcps, weeks=weeks, data_dir=data_dir, reads=reads, redis_url=redis_url, workdir=workdir, seed=seed, days=days, parts=chosen, simulate=simulate
+        )
         typer.echo(json.dumps(figures, sort_keys=True))
 
     return bench_command

@@ -84,8 +84,15 @@ def recent_contacts(frame: pd.DataFrame) -> RecentContacts:
     if len(items):
         days, _ = list_values(frame, "item_hist_days_since_delivered")
         opened_days, _ = list_values(frame, "item_hist_days_since_opened")
-        parts.append((irow.astype(np.int64), np.full(len(items), -1, dtype=np.int64), np.asarray(items, dtype=object),
-                      np.asarray(days, dtype=np.float64), np.asarray(opened_days, dtype=np.float64) <= np.asarray(days, dtype=np.float64)))
+        parts.append(
+            (
+                irow.astype(np.int64),
+                np.full(len(items), -1, dtype=np.int64),
+                np.asarray(items, dtype=object),
+                np.asarray(days, dtype=np.float64),
+                np.asarray(opened_days, dtype=np.float64) <= np.asarray(days, dtype=np.float64),
+            )
+        )
     cols = [np.concatenate([p[i] for p in parts]) for i in range(5)]
     return RecentContacts(n, cols[0], cols[1], cols[2].astype(object), cols[3], cols[4].astype(bool))
 

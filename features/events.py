@@ -27,8 +27,18 @@ ENGAGED_READ_SECONDS = 60.0
 _DAYPART_OF_HOUR = np.array([DAYPARTS.index(daypart_of_hour(h)) for h in range(24)], dtype=np.int8)
 
 TOUCH_COLUMNS = [
-    "hcp_id", "ts", "channel", "content_id", "direction", "delivered", "opened", "read_seconds",
-    "forwarded", "favourited", "replied", "attended",
+    "hcp_id",
+    "ts",
+    "channel",
+    "content_id",
+    "direction",
+    "delivered",
+    "opened",
+    "read_seconds",
+    "forwarded",
+    "favourited",
+    "replied",
+    "attended",
 ]
 
 
@@ -195,7 +205,7 @@ def run_lengths(flag: np.ndarray, group: np.ndarray) -> np.ndarray:
 
 def prepare(tables: Mapping[str, Any], cap: float = 365.0) -> Prepared:
     """Validate and index in-memory contract tables for the transforms."""
-    from contract.schema import FEEDBACK_DECISIONS, HOSPITAL_TIERS, DEPARTMENTS, LIFECYCLES, SEGMENTS, TITLES
+    from contract.schema import DEPARTMENTS, FEEDBACK_DECISIONS, HOSPITAL_TIERS, LIFECYCLES, TITLES
 
     for name in ("hcps", "products", "content", "touchpoints", "outcomes"):
         if name not in tables:
@@ -276,10 +286,23 @@ def prepare(tables: Mapping[str, Any], cap: float = 365.0) -> Prepared:
     same = np.r_[False, hcp[1:] == hcp[:-1]]
     gap = np.where(same, np.diff(t, prepend=t[:1]) / DAY_S, cap).astype(np.float32)
     events = Events(
-        hcp=hcp, t=t, channel=channel, content=content_code.astype(np.int32), inbound=inbound,
-        delivered=cols["delivered"], opened=opened, read_seconds=read, forwarded=cols["forwarded"],
-        favourited=cols["favourited"], replied=cols["replied"], attended=cols["attended"], engaged=engaged,
-        response=response, weekday=weekday, daypart=daypart, gap_days=gap,
+        hcp=hcp,
+        t=t,
+        channel=channel,
+        content=content_code.astype(np.int32),
+        inbound=inbound,
+        delivered=cols["delivered"],
+        opened=opened,
+        read_seconds=read,
+        forwarded=cols["forwarded"],
+        favourited=cols["favourited"],
+        replied=cols["replied"],
+        attended=cols["attended"],
+        engaged=engaged,
+        response=response,
+        weekday=weekday,
+        daypart=daypart,
+        gap_days=gap,
     )
 
     if "feedback" in tables and tables["feedback"] is not None:
@@ -306,11 +329,23 @@ def prepare(tables: Mapping[str, Any], cap: float = 365.0) -> Prepared:
     o_t = (ukey % (1 << 33)) * DAY_S + WEEK_S - 1
 
     return Prepared(
-        hcp_ids=hcp_ids, profile=profile, events=events,
-        feedback_hcp=f_hcp, feedback_t=f_t, feedback_decision=f_dec,
-        outcome_hcp=o_hcp_u, outcome_t=o_t, outcome_rx=o_rx, outcome_market=o_mk,
-        content_vocab=content_vocab, content_ids=content_ids, content_attrs=content_attrs, cap=float(cap),
-        history_hcp=h_hcp, history_t=h_t, history=h_cols,
+        hcp_ids=hcp_ids,
+        profile=profile,
+        events=events,
+        feedback_hcp=f_hcp,
+        feedback_t=f_t,
+        feedback_decision=f_dec,
+        outcome_hcp=o_hcp_u,
+        outcome_t=o_t,
+        outcome_rx=o_rx,
+        outcome_market=o_mk,
+        content_vocab=content_vocab,
+        content_ids=content_ids,
+        content_attrs=content_attrs,
+        cap=float(cap),
+        history_hcp=h_hcp,
+        history_t=h_t,
+        history=h_cols,
     )
 
 

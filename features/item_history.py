@@ -19,8 +19,7 @@ from features.catalog import ITEM_COUNT_WINDOWS_DAYS, ITEM_HISTORY_ARRAYS, ITEM_
 from features.events import DAY_S, Prepared
 
 
-def _one_snapshot(hcp: np.ndarray, t: np.ndarray, content: np.ndarray, opened: np.ndarray, at: int, items: int, days: int,
-                  cap: float) -> dict[str, np.ndarray]:
+def _one_snapshot(hcp: np.ndarray, t: np.ndarray, content: np.ndarray, opened: np.ndarray, at: int, items: int, days: int, cap: float) -> dict[str, np.ndarray]:
     """Entries (hcp, content, recency, counts) of the newest ``items`` distinct items per HCP before ``at``."""
     sel = np.flatnonzero((t < at) & (t >= at - days * DAY_S))
     if not len(sel):
@@ -34,7 +33,9 @@ def _one_snapshot(hcp: np.ndarray, t: np.ndarray, content: np.ndarray, opened: n
     last = tt[end]
     last_open = np.maximum.reduceat(np.where(op, tt, np.iinfo(np.int64).min), start)
     out = {
-        "hcp": h[start], "content": c[start], "last": last,
+        "hcp": h[start],
+        "content": c[start],
+        "last": last,
         "days_since_delivered": np.minimum((at - last) / DAY_S, cap),
         "days_since_opened": np.where(last_open > np.iinfo(np.int64).min, np.minimum((at - last_open) / DAY_S, cap), cap),
     }

@@ -13,8 +13,15 @@ from features.events import TOUCH_COLUMNS, epoch_seconds, local_weekday_daypart
 from features.snapshots import to_epoch_seconds, week_start
 
 LABEL_COLUMNS = [
-    "hcp_id", "event_timestamp", "label_channel", "label_content_id", "label_day_offset",
-    "label_daypart", "label_response", "label_propensity", "label_ts",
+    "hcp_id",
+    "event_timestamp",
+    "label_channel",
+    "label_content_id",
+    "label_day_offset",
+    "label_daypart",
+    "label_response",
+    "label_propensity",
+    "label_ts",
 ]
 
 
@@ -34,7 +41,9 @@ def _load(data: str | Path | Mapping[str, Any]) -> tuple[Any, Any]:
     return conv[0], conv[1]
 
 
-def decision_labels(data: str | Path | Mapping[str, Any], start: datetime | str | None = None, end: datetime | str | None = None, *, outbound_only: bool = True):
+def decision_labels(
+    data: str | Path | Mapping[str, Any], start: datetime | str | None = None, end: datetime | str | None = None, *, outbound_only: bool = True
+):
     """Labels for touchpoints with ``start <= ts < end``: what was done, when, and the response.
 
     ``event_timestamp`` is the Monday 00:00 UTC starting the touch's week: features are read
@@ -75,17 +84,19 @@ def decision_labels(data: str | Path | Mapping[str, Any], start: datetime | str 
 
     response = flag("opened") | flag("attended") | flag("replied")
     ws = week_start(t)
-    out = pd.DataFrame({
-        "hcp_id": tp.column("hcp_id").to_numpy(zero_copy_only=False),
-        "event_timestamp": pd.to_datetime(ws, unit="s", utc=True),
-        "label_channel": ch.to_numpy(zero_copy_only=False).astype(np.int64),
-        "label_content_id": pc.fill_null(tp.column("content_id"), "").to_numpy(zero_copy_only=False),
-        "label_day_offset": weekday.astype(np.int64),
-        "label_daypart": daypart.astype(np.int64),
-        "label_response": response.astype(np.int64),
-        "label_propensity": pc.cast(tp.column("propensity"), "float64").to_numpy(zero_copy_only=False).astype(np.float64),
-        "label_ts": tp.column("ts").cast(pa.timestamp("us", tz="UTC")).to_pandas(),
-    })
+    out = pd.DataFrame(
+        {
+            "hcp_id": tp.column("hcp_id").to_numpy(zero_copy_only=False),
+            "event_timestamp": pd.to_datetime(ws, unit="s", utc=True),
+            "label_channel": ch.to_numpy(zero_copy_only=False).astype(np.int64),
+            "label_content_id": pc.fill_null(tp.column("content_id"), "").to_numpy(zero_copy_only=False),
+            "label_day_offset": weekday.astype(np.int64),
+            "label_daypart": daypart.astype(np.int64),
+            "label_response": response.astype(np.int64),
+            "label_propensity": pc.cast(tp.column("propensity"), "float64").to_numpy(zero_copy_only=False).astype(np.float64),
+            "label_ts": tp.column("ts").cast(pa.timestamp("us", tz="UTC")).to_pandas(),
+        }
+    )
     return out.sort_values(["event_timestamp", "hcp_id", "label_ts"], kind="stable").reset_index(drop=True)
 
 

@@ -18,8 +18,14 @@ import numpy as np
 
 # ValueProto oneof field per stored kind (features.catalog KINDS).
 _FIELD = {
-    "int32": "int32_val", "int64": "int64_val", "float32": "float_val", "bool": "bool_val", "string": "string_val",
-    "array_int64": "int64_list_val", "array_float32": "float_list_val", "array_string": "string_list_val",
+    "int32": "int32_val",
+    "int64": "int64_val",
+    "float32": "float_val",
+    "bool": "bool_val",
+    "string": "string_val",
+    "array_int64": "int64_list_val",
+    "array_float32": "float_list_val",
+    "array_string": "string_list_val",
 }
 _LIST_DTYPE = {"array_int64": np.int64, "array_float32": np.float32}
 # Ids per SQLite query: two bound parameters each, well under SQLite's 32,766 limit.
@@ -262,8 +268,14 @@ def bound_redis_client(store, *, connect_timeout_s: float, read_timeout_s: float
     if not isinstance(online_store, RedisOnlineStore) or osc.redis_type != RedisType.redis:
         return False
     nodes, kwargs = RedisOnlineStore._parse_connection_string(osc.connection_string)
-    kwargs.update(host=nodes[0]["host"], port=int(nodes[0]["port"]), socket_connect_timeout=connect_timeout_s, socket_timeout=read_timeout_s,
-                  retry=Retry(NoBackoff(), 0), health_check_interval=0)
+    kwargs.update(
+        host=nodes[0]["host"],
+        port=int(nodes[0]["port"]),
+        socket_connect_timeout=connect_timeout_s,
+        socket_timeout=read_timeout_s,
+        retry=Retry(NoBackoff(), 0),
+        health_check_interval=0,
+    )
     online_store._client = Redis(**kwargs)
     return True
 

@@ -22,7 +22,9 @@ def _kind(df) -> str:
         return "touchpoints"
     if {"decision", "suggestion_id", "ts"} <= cols:
         return "feedback"
-    raise ValueError(f"push_events: expected touchpoints (channel, ts, delivered, ...) or feedback (decision, suggestion_id, ts, ...) rows; got columns {sorted(cols)}")
+    raise ValueError(
+        f"push_events: expected touchpoints (channel, ts, delivered, ...) or feedback (decision, suggestion_id, ts, ...) rows; got columns {sorted(cols)}"
+    )
 
 
 def _stamps_after(df, stored_ns: np.ndarray, hcp_ids: list[str], t: int):
@@ -122,5 +124,10 @@ def push_events(cfg: FeaturesConfig, events, *, store=None, history: dict[str, A
             continue
         store.push(v.push_name, df, to=PushMode.ONLINE)
         pushed += len(df)
-    return {"hcps": len(hcp_ids), "views": [v.name for v in views], "rows_pushed": pushed, "as_of": pd.Timestamp(t, unit="s", tz="UTC").isoformat(),
-            **({"rows": rows} if dry_run else {})}
+    return {
+        "hcps": len(hcp_ids),
+        "views": [v.name for v in views],
+        "rows_pushed": pushed,
+        "as_of": pd.Timestamp(t, unit="s", tz="UTC").isoformat(),
+        **({"rows": rows} if dry_run else {}),
+    }

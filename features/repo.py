@@ -165,7 +165,12 @@ def apply(cfg: FeaturesConfig) -> dict[str, Any]:
     stale = [fv for fv in store.list_feature_views(allow_cache=False) if fv.name not in declared]
     store.apply(objects, objects_to_delete=stale, partial=not stale)
     check_registry(store, cfg)
-    return {"repo": str(repo), "views": len(declared), "features": sum(len(v.split(",")) for o in objects if isinstance(o, FeatureView) for v in [o.tags.get(LOGICAL_TAG, "")]), "deleted_views": [fv.name for fv in stale]}
+    return {
+        "repo": str(repo),
+        "views": len(declared),
+        "features": sum(len(v.split(",")) for o in objects if isinstance(o, FeatureView) for v in [o.tags.get(LOGICAL_TAG, "")]),
+        "deleted_views": [fv.name for fv in stale],
+    }
 
 
 ONLINE_STATE = "_online_state.json"
@@ -286,8 +291,9 @@ def snapshot_after(tables: dict[str, Any]) -> int:
     return int(week_start(np.array([max(newest)]))[0]) + WEEK_S
 
 
-def materialize_hcps(cfg: FeaturesConfig, hcp_ids: list[str], *, tables: dict[str, Any] | None = None, as_of: int | None = None,
-                     content: bool = False, store=None) -> dict[str, Any]:
+def materialize_hcps(
+    cfg: FeaturesConfig, hcp_ids: list[str], *, tables: dict[str, Any] | None = None, as_of: int | None = None, content: bool = False, store=None
+) -> dict[str, Any]:
     """Recompute every HCP view of ``hcp_ids`` (and the content view if ``content``) and write them online.
 
     The rows equal what a rebuild of the sources and a materialisation would load for these
@@ -323,8 +329,7 @@ def materialize_hcps(cfg: FeaturesConfig, hcp_ids: list[str], *, tables: dict[st
     if ids:
         keep = pa.array(ids, pa.string())
         full = {n: None if tb is None else as_arrow(tb) for n, tb in full.items()}
-        part = {n: tb.filter(pc.is_in(tb.column("hcp_id"), value_set=keep)) if tb is not None and "hcp_id" in tb.column_names else tb
-                for n, tb in full.items()}
+        part = {n: tb.filter(pc.is_in(tb.column("hcp_id"), value_set=keep)) if tb is not None and "hcp_id" in tb.column_names else tb for n, tb in full.items()}
         known = set(part["hcps"].column("hcp_id").to_pylist())
         unknown = [h for h in ids if h not in known]
         if unknown:
@@ -341,6 +346,12 @@ def materialize_hcps(cfg: FeaturesConfig, hcp_ids: list[str], *, tables: dict[st
                 df[c] = [np.asarray(x) for x in df[c]]
         writer.write_to_online_store(v.name, df, allow_registry_cache=True)
         written += len(df)
-    return {"hcps": len(ids), "as_of": utc(t).isoformat(), "views": [v.name for v in views], "rows_written": written,
-            "read_s": round(t1 - t0, 3), "compute_s": round(t2 - t1, 3), "write_s": round(time.perf_counter() - t2, 3)}
-
+    return {
+        "hcps": len(ids),
+        "as_of": utc(t).isoformat(),
+        "views": [v.name for v in views],
+        "rows_written": written,
+        "read_s": round(t1 - t0, 3),
+        "compute_s": round(t2 - t1, 3),
+        "write_s": round(time.perf_counter() - t2, 3),
+    }

@@ -133,8 +133,7 @@ def _check_within_snapshots(cfg: FeaturesConfig, ts) -> None:
         )
 
 
-def build_training_set(cfg: FeaturesConfig, entity_df, *, service: str = HCP_SERVICE, store=None, progress: bool = True,
-                       output: str = "pandas", out_path=None):
+def build_training_set(cfg: FeaturesConfig, entity_df, *, service: str = HCP_SERVICE, store=None, progress: bool = True, output: str = "pandas", out_path=None):
     """Point-in-time features of ``service`` for (hcp_id, event_timestamp) rows; extra columns pass through.
 
     Returns every entity row (DuckDB offline store), in the input order, with defaults and

@@ -33,7 +33,13 @@ import numpy as np
 import pandas as pd
 
 from contract.schema import (
-    CHANNELS, DAYPARTS, TOPICS, WEEKDAYS, WORKING_DAYPARTS, WORKING_HOURS_CHANNELS, WORKING_WEEKDAYS,
+    CHANNELS,
+    DAYPARTS,
+    TOPICS,
+    WEEKDAYS,
+    WORKING_DAYPARTS,
+    WORKING_HOURS_CHANNELS,
+    WORKING_WEEKDAYS,
 )
 from features.contact_history import RecentContacts, list_values, recent_contacts
 from features.events import POSITIVE_RESPONSE_CODE
@@ -77,7 +83,7 @@ class ContentItems:
     topic: np.ndarray  # [K] int64 index into TOPICS (-1 unknown)
 
     @classmethod
-    def build(cls, content_id: Sequence[str], product_id: Sequence[str], topic: Sequence[str]) -> "ContentItems":
+    def build(cls, content_id: Sequence[str], product_id: Sequence[str], topic: Sequence[str]) -> ContentItems:
         """Items from parallel sequences in preference order (topic names; duplicates keep the first)."""
         ids = pd.Index(np.asarray(content_id, dtype=object).astype(str))
         keep = ~ids.duplicated()
@@ -170,8 +176,7 @@ def _aligned(frame: pd.DataFrame, name: str, rows: np.ndarray) -> np.ndarray:
     return np.asarray(values, dtype=np.int64)
 
 
-def channel_slots(rows: np.ndarray, channel: np.ndarray, values: np.ndarray, weight: np.ndarray, ok: np.ndarray, n: int,
-                  default: int) -> np.ndarray:
+def channel_slots(rows: np.ndarray, channel: np.ndarray, values: np.ndarray, weight: np.ndarray, ok: np.ndarray, n: int, default: int) -> np.ndarray:
     """[N, C] most weighted allowed value per channel: that channel's history, else the HCP's on every channel, else ``default``.
 
     ``ok`` [C, S] marks the values (weekdays or dayparts) each channel may use; a preference the
@@ -212,8 +217,9 @@ def _topic_engagement(frame: pd.DataFrame, content_topics: Mapping[str, str] | N
     return seq, seq * 1e6 + np.minimum(longer, 1e6 - 1)
 
 
-def choose_content(items: ContentItems, contacts: RecentContacts, product_ids: np.ndarray, topic_score: np.ndarray,
-                   no_repeat_days: float = DEFAULT_NO_REPEAT_DAYS) -> ContentChoice:
+def choose_content(
+    items: ContentItems, contacts: RecentContacts, product_ids: np.ndarray, topic_score: np.ndarray, no_repeat_days: float = DEFAULT_NO_REPEAT_DAYS
+) -> ContentChoice:
     """Per HCP: the best approved item the HCP has not received in ``no_repeat_days`` days.
 
     Items are ordered by: not received within the window, the HCP's rank of the item's topic
@@ -339,8 +345,11 @@ def rule_based_actions(
     content[put] = np.broadcast_to(choice.content_id[:, None], (n, c))[put]
 
     # English sentences for every (HCP, channel): ~0.1 ms per HCP with content, wasted where the caller words ``facts``.
-    reason = (_reasons(rule_idx, unopened, forwards, favourites, replies, short, topic, choice, content, weekday, daypart, no_repeat_days)
-              if sentences else np.full((n, c), "", dtype=object))
+    reason = (
+        _reasons(rule_idx, unopened, forwards, favourites, replies, short, topic, choice, content, weekday, daypart, no_repeat_days)
+        if sentences
+        else np.full((n, c), "", dtype=object)
+    )
     seq_len = _col(frame, "seq_len", 0.0).astype(np.int64)
     topic_label = np.asarray([*TOPIC_LABELS.values(), "preferred-topic"], dtype=object)[topic]
     history = np.full(n, "", dtype=object)
@@ -349,19 +358,48 @@ def rule_based_actions(
         history[has] = _join("engaged with ", topic_hits[has], " ", topic_label[has], " items in the last ", seq_len[has], " touches")
     chosen = (choice.item >= 0) & (no_repeat_days > 0)
     repeated = chosen & (choice.days_since < no_repeat_days)
-    facts = RuleFacts(unopened=unopened, forwards=forwards, favourites=favourites, replies=replies, short_days=int(short[:-1]),
-                      talk_topic=np.where(choice.item >= 0, choice.topic, topic), repeated=repeated,
-                      other_topic=chosen & ~repeated & (topic >= 0) & (choice.topic != topic), topic_hits=topic_hits, seq_len=seq_len,
-                      no_repeat_days=no_repeat_days)
+    facts = RuleFacts(
+        unopened=unopened,
+        forwards=forwards,
+        favourites=favourites,
+        replies=replies,
+        short_days=int(short[:-1]),
+        talk_topic=np.where(choice.item >= 0, choice.topic, topic),
+        repeated=repeated,
+        other_topic=chosen & ~repeated & (topic >= 0) & (choice.topic != topic),
+        topic_hits=topic_hits,
+        seq_len=seq_len,
+        no_repeat_days=no_repeat_days,
+    )
     return RuleActions(
-        ranked=ranked, score=score, expected=expected, rule=np.asarray(RULE_NAMES, dtype=object)[rule_idx],
-        reason=reason, history_reason=history, topic=topic, weekday=weekday, daypart=daypart, content=content, facts=facts,
+        ranked=ranked,
+        score=score,
+        expected=expected,
+        rule=np.asarray(RULE_NAMES, dtype=object)[rule_idx],
+        reason=reason,
+        history_reason=history,
+        topic=topic,
+        weekday=weekday,
+        daypart=daypart,
+        content=content,
+        facts=facts,
     )
 
 
-def _reasons(rule_idx: np.ndarray, unopened: np.ndarray, forwards: np.ndarray, favourites: np.ndarray, replies: np.ndarray, short: str,
-             topic: np.ndarray, choice: ContentChoice, content: np.ndarray, weekday: np.ndarray, daypart: np.ndarray,
-             no_repeat_days: float) -> np.ndarray:
+def _reasons(
+    rule_idx: np.ndarray,
+    unopened: np.ndarray,
+    forwards: np.ndarray,
+    favourites: np.ndarray,
+    replies: np.ndarray,
+    short: str,
+    topic: np.ndarray,
+    choice: ContentChoice,
+    content: np.ndarray,
+    weekday: np.ndarray,
+    daypart: np.ndarray,
+    no_repeat_days: float,
+) -> np.ndarray:
     """[N, C] the sentence for a rep when channel c is the one suggested (the rule's own channel or another in its place)."""
     n, c = content.shape
     topics = [*TOPIC_LABELS.values(), "preferred-topic"]
@@ -375,13 +413,35 @@ def _reasons(rule_idx: np.ndarray, unopened: np.ndarray, forwards: np.ndarray, f
     window = f"{no_repeat_days:g}"
     out = np.empty((n, c), dtype=object)
     # Strings, not arrays: a comprehension over N x C is ~10x faster than numpy's char functions.
-    rows = zip(rule_idx.tolist(), unopened.tolist(), forwards.tolist(), favourites.tolist(), replies.tolist(), talk.tolist(), topic.tolist(),
-               repeated.tolist(), other_topic.tolist(), weekday.tolist(), daypart.tolist(), pd.notna(content).tolist())
+    rows = zip(
+        rule_idx.tolist(),
+        unopened.tolist(),
+        forwards.tolist(),
+        favourites.tolist(),
+        replies.tolist(),
+        talk.tolist(),
+        topic.tolist(),
+        repeated.tolist(),
+        other_topic.tolist(),
+        weekday.tolist(),
+        daypart.tolist(),
+        pd.notna(content).tolist(),
+    )
     for i, (rule, u, fw, fv, rp, t, pref, rep, other, wd, dp, has) in enumerate(rows):
-        note = (f"; every approved item was sent in the last {window} days, so the least recently sent one" if rep
-                else f"; no {topics[pref]} item left that was not sent in the last {window} days" if other else "")
-        cause = (f"{u} WeChat pushes in a row unopened" if rule == 0
-                 else f"strong interest ({fw} forwards, {fv} favourites, {rp} 1:1 replies in {short})" if rule == 1 else "")
+        note = (
+            f"; every approved item was sent in the last {window} days, so the least recently sent one"
+            if rep
+            else f"; no {topics[pref]} item left that was not sent in the last {window} days"
+            if other
+            else ""
+        )
+        cause = (
+            f"{u} WeChat pushes in a row unopened"
+            if rule == 0
+            else f"strong interest ({fw} forwards, {fv} favourites, {rp} 1:1 replies in {short})"
+            if rule == 1
+            else ""
+        )
         row = out[i]
         for ch in range(c):
             slot = slots[wd[ch]][dp[ch]]

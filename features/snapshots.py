@@ -8,7 +8,7 @@ catalog.View.dense for why dense rows plus a TTL beat change-only rows here).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
@@ -123,8 +123,7 @@ def dated_profile_asof(prep: Prepared, t: int, export_t: int) -> dict[str, np.nd
     return out
 
 
-def view_table(prep: Prepared, cfg, view: View, times: np.ndarray, *, as_source: bool, packed: bool = True,
-               profile_as_of: int | None = None) -> pa.Table:
+def view_table(prep: Prepared, cfg, view: View, times: np.ndarray, *, as_source: bool, packed: bool = True, profile_as_of: int | None = None) -> pa.Table:
     """One view's rows for entities x ``times``.
 
     ``as_source``: the layout the Parquet sources store, where a dimension view (not
@@ -161,14 +160,14 @@ def view_table(prep: Prepared, cfg, view: View, times: np.ndarray, *, as_source:
     return _table(key, ids[rows // n_t], times[rows % n_t], view, cols, packed)
 
 
-def hcp_tables(prep: Prepared, cfg, times: np.ndarray, *, as_source: bool, packed: bool = True,
-               profile_as_of: int | None = None) -> dict[str, pa.Table]:
+def hcp_tables(prep: Prepared, cfg, times: np.ndarray, *, as_source: bool, packed: bool = True, profile_as_of: int | None = None) -> dict[str, pa.Table]:
     """Every HCP view's rows for ``times``."""
     return {v.name: view_table(prep, cfg, v, times, as_source=as_source, packed=packed, profile_as_of=profile_as_of) for v in hcp_views(cfg)}
 
 
-def compute_features_asof(tables: Mapping[str, Any], as_of: datetime | str, cfg=None, *, prepared: Prepared | None = None,
-                          profile_as_of: datetime | str | None = None):
+def compute_features_asof(
+    tables: Mapping[str, Any], as_of: datetime | str, cfg=None, *, prepared: Prepared | None = None, profile_as_of: datetime | str | None = None
+):
     """The model's features for every HCP as of ``as_of`` (events strictly before it), no Feast.
 
     ``tables`` are in-memory contract tables (pandas or Arrow). The result has one row per
@@ -212,4 +211,4 @@ def content_table(prep: Prepared, cfg, times: np.ndarray, *, as_source: bool = T
 
 def utc(t: int) -> datetime:
     """Epoch seconds as an aware UTC datetime."""
-    return datetime.fromtimestamp(int(t), tz=timezone.utc)
+    return datetime.fromtimestamp(int(t), tz=UTC)

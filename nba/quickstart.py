@@ -83,8 +83,7 @@ def prepare_workdir(workdir: Path, world: dict[str, Any]) -> str:
     leftovers = {f".{name}.tmp" for name in OWNED}  # an interrupted atomic write
     foreign = sorted(p.name for p in workdir.iterdir() if p.name not in OWNED and p.name not in leftovers)
     if foreign:
-        raise ExpectedError(f"--workdir {workdir} holds files `nba quickstart` did not write ({', '.join(foreign[:5])}); "
-                            f"choose an empty or new --workdir")
+        raise ExpectedError(f"--workdir {workdir} holds files `nba quickstart` did not write ({', '.join(foreign[:5])}); choose an empty or new --workdir")
     stamp = workdir / STAMP
     before = None
     if stamp.exists():
@@ -183,8 +182,9 @@ def run_quickstart(workdir: Path, hcps: int, days: int, seed: int, sample: int =
     else:
         sim_cfg = load_config(SimulatorConfig, "simulator", overrides=sim_over)
     _write_yaml(configs / "simulator.yaml", sim_cfg.model_dump(mode="json"), f"nba quickstart: the simulated world ({_describe(wanted)})")
-    manifest = _step(console, "simulate_s", f"simulate {hcps} HCPs x {days} days (world {wanted['world']}, seed {seed})",
-                     lambda: simulate(sim_cfg, progress=True), timings)
+    manifest = _step(
+        console, "simulate_s", f"simulate {hcps} HCPs x {days} days (world {wanted['world']}, seed {seed})", lambda: simulate(sim_cfg, progress=True), timings
+    )
 
     def _validate() -> None:
         issues, _rows = validate_dataset(data_dir)
@@ -252,8 +252,9 @@ def _write_stamp(workdir: Path, world: dict[str, Any]) -> None:
     tmp.replace(workdir / STAMP)
 
 
-def _train_and_promote(console: Console, workdir: Path, data_dir: Path, feat_yaml: Path, seed: int, days: int,
-                       timings: dict[str, float]) -> tuple[dict[str, Any], dict[str, Any]]:
+def _train_and_promote(
+    console: Console, workdir: Path, data_dir: Path, feat_yaml: Path, seed: int, days: int, timings: dict[str, float]
+) -> tuple[dict[str, Any], dict[str, Any]]:
     """Train a small model, evaluate it against ground truth and baselines, promote it to champion."""
     from nba.configuration import load_config
     from nba.wiring import simulator_judge
@@ -283,19 +284,27 @@ def _train_and_promote(console: Console, workdir: Path, data_dir: Path, feat_yam
     _write_yaml(workdir / CONFIGS / "training.yaml", cfg.model_dump(mode="json"), "nba quickstart: training, its MLflow store and registered model")
     console.print(f"training: {cfg.epochs} epochs, progress per epoch below (reading the feature store first takes a few seconds)")
     trained = _step(console, "train_s", "train the default model (Transformer d32 x 1; MLflow run, registered as challenger)", lambda: train_job(cfg), timings)
-    figures = _step(console, "evaluate_s", "evaluate against the simulator's ground truth and the baselines",
-                    lambda: evaluate_job(cfg, weeks=8, judge=simulator_judge()), timings)
+    figures = _step(
+        console,
+        "evaluate_s",
+        "evaluate against the simulator's ground truth and the baselines",
+        lambda: evaluate_job(cfg, weeks=8, judge=simulator_judge()),
+        timings,
+    )
     promoted = _step(console, "promote_s", "promote the challenger to champion", lambda: promote_job(cfg), timings)
     console.print(f"model version {trained['model_version']}: {'promoted to champion' if promoted['promoted'] else 'not promoted'}: {promoted['reason']}")
     if not promoted["promoted"] and promoted["champion_version"] is None:
         raise RuntimeError(f"the quickstart's model was not promoted, so no champion can be served: {promoted['reason']}")
-    return ({
-        "model_version": trained["model_version"],
-        "tracking_uri": cfg.tracking.uri,
-        "share_of_oracle_gain": figures.get("sim_model_share_of_oracle_gain"),
-        "champion_version": promoted["champion_version"],
-        "promoted": bool(promoted["promoted"]),
-    }, figures)
+    return (
+        {
+            "model_version": trained["model_version"],
+            "tracking_uri": cfg.tracking.uri,
+            "share_of_oracle_gain": figures.get("sim_model_share_of_oracle_gain"),
+            "champion_version": promoted["champion_version"],
+            "promoted": bool(promoted["promoted"]),
+        },
+        figures,
+    )
 
 
 def _write_service_configs(workdir: Path, champion: dict[str, Any], feat_yaml: Path, port: int, ui_port: int) -> tuple[Path, Path]:
@@ -307,18 +316,33 @@ def _write_service_configs(workdir: Path, champion: dict[str, Any], feat_yaml: P
 
     key, _ = api_key(workdir)
     configs = workdir / CONFIGS
-    serving = load_config(ServingConfig, "serving", overrides={
-        "tracking_uri": champion["tracking_uri"],
-        "features_config": str(feat_yaml),
-        "audit_url": f"sqlite:///{workdir / 'audit.db'}",
-        "port": port,
-        "api_key_hashes": {"quickstart": hash_key(key)},
-    })
-    serving_yaml = _write_yaml(configs / "serving.yaml", serving.model_dump(mode="json"),
-                               f"nba quickstart: serves champion of {champion['tracking_uri']}; the key is in {workdir / KEY_FILE}")
-    experiments = load_experiments_config(overrides={"training_config": str(configs / "training.yaml"), "serving_config": str(serving_yaml),
-                                                     "ui.port": ui_port, "monitor.out_dir": str(workdir / "monitor")})
-    experiments_yaml = _write_yaml(configs / "experiments.yaml", experiments.model_dump(mode="json"), "nba quickstart: `nba ui`, `nba compare`, `nba monitor` on this run")
+    serving = load_config(
+        ServingConfig,
+        "serving",
+        overrides={
+            "tracking_uri": champion["tracking_uri"],
+            "features_config": str(feat_yaml),
+            "audit_url": f"sqlite:///{workdir / 'audit.db'}",
+            "port": port,
+            "api_key_hashes": {"quickstart": hash_key(key)},
+        },
+    )
+    serving_yaml = _write_yaml(
+        configs / "serving.yaml",
+        serving.model_dump(mode="json"),
+        f"nba quickstart: serves champion of {champion['tracking_uri']}; the key is in {workdir / KEY_FILE}",
+    )
+    experiments = load_experiments_config(
+        overrides={
+            "training_config": str(configs / "training.yaml"),
+            "serving_config": str(serving_yaml),
+            "ui.port": ui_port,
+            "monitor.out_dir": str(workdir / "monitor"),
+        }
+    )
+    experiments_yaml = _write_yaml(
+        configs / "experiments.yaml", experiments.model_dump(mode="json"), "nba quickstart: `nba ui`, `nba compare`, `nba monitor` on this run"
+    )
     return serving_yaml, experiments_yaml
 
 
@@ -333,7 +357,9 @@ def _serve_and_ask(console: Console, serving_yaml: Path, key: str, ids: list[str
     proc = serve_process(serving_yaml, {"port": port}, "127.0.0.1", port, quiet=True)
     try:
         _step(console, "serve_ready_s", f"bentoml serve on {base} (loads the champion)", lambda: wait_ready(base, proc), timings)
-        status, body = _step(console, "recommend_s", f"POST /recommend for {len(ids)} HCPs", lambda: post(base, "/recommend", {"hcp_ids": ids, "k": 2}, key=key), timings)
+        status, body = _step(
+            console, "recommend_s", f"POST /recommend for {len(ids)} HCPs", lambda: post(base, "/recommend", {"hcp_ids": ids, "k": 2}, key=key), timings
+        )
     finally:
         stop_group(proc, timeout_s=30)
     if status != 200:
@@ -361,18 +387,22 @@ def next_steps(serving_yaml: Path, experiments_yaml: Path, key_file: Path, port:
     """The copy-and-paste block that ends a run: start the API, ask it, open the MLflow UI (comments say what each does)."""
     nba = nba_command()
     body = json.dumps({"hcp_ids": hcp_ids, "k": 2})
-    curl = (f"curl -sS --fail-with-body -X POST http://127.0.0.1:{port}/recommend -H 'Content-Type: application/json' "
-            f"-H \"X-API-Key: $(cat {shlex.quote(str(key_file))})\" -d {shlex.quote(body)}")
-    return "\n".join([
-        "# Next steps: copy each command as it is (nothing to edit).",
-        f"# 1. Start the API with the model just trained (http://127.0.0.1:{port}; ready after ~10 s; Ctrl-C stops it):",
-        f"{nba} serve --config {shlex.quote(str(serving_yaml))}",
-        "# 2. In a second terminal, ask it for suggestions for two HCPs:",
-        curl,
-        "# 3. Browse the training runs and the registered model in the MLflow UI (Ctrl-C stops it):",
-        f"{nba} ui --config {shlex.quote(str(experiments_yaml))}",
-        f"# Every other command takes the same configs: NBA_CONFIG_DIR={shlex.quote(str(serving_yaml.parent))} {nba} --help",
-    ])
+    curl = (
+        f"curl -sS --fail-with-body -X POST http://127.0.0.1:{port}/recommend -H 'Content-Type: application/json' "
+        f'-H "X-API-Key: $(cat {shlex.quote(str(key_file))})" -d {shlex.quote(body)}'
+    )
+    return "\n".join(
+        [
+            "# Next steps: copy each command as it is (nothing to edit).",
+            f"# 1. Start the API with the model just trained (http://127.0.0.1:{port}; ready after ~10 s; Ctrl-C stops it):",
+            f"{nba} serve --config {shlex.quote(str(serving_yaml))}",
+            "# 2. In a second terminal, ask it for suggestions for two HCPs:",
+            curl,
+            "# 3. Browse the training runs and the registered model in the MLflow UI (Ctrl-C stops it):",
+            f"{nba} ui --config {shlex.quote(str(experiments_yaml))}",
+            f"# Every other command takes the same configs: NBA_CONFIG_DIR={shlex.quote(str(serving_yaml.parent))} {nba} --help",
+        ]
+    )
 
 
 def policy_shares(figures: dict[str, Any]) -> dict[str, float]:

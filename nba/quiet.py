@@ -16,8 +16,25 @@ import warnings
 # when a third-party module (under site-packages) raised them; a deprecation our own code triggers
 # is attributed to our file (stacklevel) and still shows.
 KNOWN_WARNING_CATEGORIES: tuple[type[Warning], ...] = (DeprecationWarning, PendingDeprecationWarning, FutureWarning)
-KNOWN_NOISY_PACKAGES = ("ibis", "feast", "mlflow", "sqlalchemy", "alembic", "setuptools", "pkg_resources", "pydantic", "bentoml", "optuna", "evidently",
-                        "torch", "pandas", "duckdb", "google", "opentelemetry", "sklearn")
+KNOWN_NOISY_PACKAGES = (
+    "ibis",
+    "feast",
+    "mlflow",
+    "sqlalchemy",
+    "alembic",
+    "setuptools",
+    "pkg_resources",
+    "pydantic",
+    "bentoml",
+    "optuna",
+    "evidently",
+    "torch",
+    "pandas",
+    "duckdb",
+    "google",
+    "opentelemetry",
+    "sklearn",
+)
 
 
 def known_noise(category: type[Warning], filename: str) -> bool:

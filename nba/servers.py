@@ -44,12 +44,46 @@ class Signalled(Exception):
         self.signum = signum
 
 
+def descendants(pid: int) -> list[Any]:
+    """Every live process below ``pid`` (psutil handles), found before anything is signalled."""
+    import psutil
+
+    try:
+        return psutil.Process(pid).children(recursive=True)
+    except psutil.Error:
+        return []
+
+
+def kill_tree(proc: Any) -> None:
+    """SIGKILL ``proc``, its process group and every process below it, as a machine crash would."""
+    import os
+    import signal
+
+    import psutil
+
+    below = descendants(proc.pid)
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    for p in below:
+        try:
+            p.kill()
+        except psutil.Error:
+            pass
+
+
 def stop_group(proc: Any, timeout_s: float = 10.0) -> None:
     """Stop ``proc``'s process group (the server and its workers): SIGTERM, wait, then SIGKILL if it lingers."""
     import os
     import signal
     import subprocess
 
+    import psutil
+
+    # BentoML's arbiter (circus) starts each worker in a session of its own (setsid), so signals to
+    # the server's group never reach them: remember them now and sweep whatever outlives the leader.
+    below = descendants(proc.pid)
     for sig in (signal.SIGTERM, signal.SIGKILL):
         try:
             os.killpg(proc.pid, sig)
@@ -66,6 +100,12 @@ def stop_group(proc: Any, timeout_s: float = 10.0) -> None:
         os.killpg(proc.pid, signal.SIGKILL)
     except ProcessLookupError:
         pass
+    _, alive = psutil.wait_procs(below, timeout=min(timeout_s, 5.0))
+    for p in alive:
+        try:
+            p.kill()
+        except psutil.Error:
+            pass
 
 
 class ChildGuard:

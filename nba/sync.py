@@ -57,8 +57,9 @@ def affected(touched: dict[str, Any], tables: dict[str, Any]) -> tuple[set[str],
     return hcps, content_changed
 
 
-def run_sync(src_dir: str | Path, features_cfg: Any, *, now: dt.datetime | None = None, cap: int | None = None,
-             say: Callable[[str], None] = _say) -> dict[str, Any]:
+def run_sync(
+    src_dir: str | Path, features_cfg: Any, *, now: dt.datetime | None = None, cap: int | None = None, say: Callable[[str], None] = _say
+) -> dict[str, Any]:
     """Import ``src_dir`` into ``features_cfg.data_dir`` and bring the online store up to date; a summary dict.
 
     Idempotent: a second run with the same export changes nothing and reports ``no_change``.
@@ -76,8 +77,10 @@ def run_sync(src_dir: str | Path, features_cfg: Any, *, now: dt.datetime | None 
     t0 = time.perf_counter()
     state = read_online_state(cfg)
     if not state:
-        raise FileNotFoundError(f"{cfg.workspace_dir}: the online store was never loaded; run `nba features build`, "
-                                "`nba features apply` and `nba features materialize` once before syncing")
+        raise FileNotFoundError(
+            f"{cfg.workspace_dir}: the online store was never loaded; run `nba features build`, "
+            "`nba features apply` and `nba features materialize` once before syncing"
+        )
     store = open_store(cfg)  # fails early, naming the fix, when the registry does not match
     pending = state.get("pending") or {}
     # The dataset version the online store reflects (once a recorded pending write is done).
@@ -94,8 +97,17 @@ def run_sync(src_dir: str | Path, features_cfg: Any, *, now: dt.datetime | None 
     summary: dict[str, Any] = {"rows_inserted": inserted, "rows_updated": updated, "dataset_fingerprint": fingerprint}
     if not result.changed and not pending and not behind:
         say("nothing changed: the online store already reflects this dataset")
-        return {"status": "no_change", **summary, "hcps_affected": 0, "rows_written": 0, "import_s": round(t_import, 3),
-                "read_s": 0.0, "compute_s": 0.0, "online_write_s": 0.0, "total_s": round(time.perf_counter() - t0, 3)}
+        return {
+            "status": "no_change",
+            **summary,
+            "hcps_affected": 0,
+            "rows_written": 0,
+            "import_s": round(t_import, 3),
+            "read_s": 0.0,
+            "compute_s": 0.0,
+            "online_write_s": 0.0,
+            "total_s": round(time.perf_counter() - t0, 3),
+        }
     t1 = time.perf_counter()
     tables = read_contract(cfg.data_dir)
     t_read = time.perf_counter() - t1
@@ -113,9 +125,21 @@ def run_sync(src_dir: str | Path, features_cfg: Any, *, now: dt.datetime | None 
     write_online_state(cfg, pending=None, dataset_fingerprint=fingerprint, synced_as_of=out["as_of"])
     total = time.perf_counter() - t0
     say(f"done: {out['rows_written']:,} online rows written as of {out['as_of']} ({total:.1f} s)")
-    return {"status": "ok", **summary, "hcps_affected": out["hcps"], "content_view": content, "recomputed_all": behind,
-            "views": out["views"], "rows_written": out["rows_written"], "as_of": out["as_of"], "import_s": round(t_import, 3),
-            "read_s": round(t_read + out["read_s"], 3), "compute_s": out["compute_s"], "online_write_s": out["write_s"], "total_s": round(total, 3)}
+    return {
+        "status": "ok",
+        **summary,
+        "hcps_affected": out["hcps"],
+        "content_view": content,
+        "recomputed_all": behind,
+        "views": out["views"],
+        "rows_written": out["rows_written"],
+        "as_of": out["as_of"],
+        "import_s": round(t_import, 3),
+        "read_s": round(t_read + out["read_s"], 3),
+        "compute_s": out["compute_s"],
+        "online_write_s": out["write_s"],
+        "total_s": round(total, 3),
+    }
 
 
 def sync_command(

@@ -105,8 +105,12 @@ def run_sync_bench(*, hcps: int, days: int, seed: int, fmt: str, data_dir: Path 
         first = run_sync(work / "export", cfg, now=now)
         for k in ("import_s", "read_s", "compute_s", "online_write_s", "total_s"):
             figures[f"sync_{k}"] = first[k]
-        figures.update(sync_status=first["status"], sync_hcps_affected=first["hcps_affected"], sync_rows_written=first["rows_written"],
-                       sync_rows_inserted=first["rows_inserted"])
+        figures.update(
+            sync_status=first["status"],
+            sync_hcps_affected=first["hcps_affected"],
+            sync_rows_written=first["rows_written"],
+            sync_rows_inserted=first["rows_inserted"],
+        )
         _say("the same export again (must be a no-op)")
         second = run_sync(work / "export", cfg, now=now)
         figures.update(resync_status=second["status"], resync_total_s=second["total_s"])

@@ -49,9 +49,17 @@ def _error_body(message: str) -> bytes:
 class Admission:
     """ASGI middleware: concurrency limit + bounded queue + disconnect watch on ``paths`` (see module docstring)."""
 
-    def __init__(self, app: Any, max_in_flight: int = 32, max_queue: int = 64, queue_timeout_ms: float = 30.0, retry_after_s: int = 1,
-                 paths: tuple[str, ...] = ADMITTED_PATHS, on_undelivered: Callable[[dict], None] | None = None,
-                 on_shed: Callable[[str, str], None] | None = None) -> None:
+    def __init__(
+        self,
+        app: Any,
+        max_in_flight: int = 32,
+        max_queue: int = 64,
+        queue_timeout_ms: float = 30.0,
+        retry_after_s: int = 1,
+        paths: tuple[str, ...] = ADMITTED_PATHS,
+        on_undelivered: Callable[[dict], None] | None = None,
+        on_shed: Callable[[str, str], None] | None = None,
+    ) -> None:
         self.app = app
         self.max_in_flight = max_in_flight
         self.max_queue = max_queue
@@ -184,6 +192,11 @@ class Admission:
         if self.on_shed is not None:
             self.on_shed(scope["path"], reason)
         body = _error_body(message)
-        await send({"type": "http.response.start", "status": 503, "headers": [
-            (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), (b"retry-after", self.retry_after)]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 503,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), (b"retry-after", self.retry_after)],
+            }
+        )
         await send({"type": "http.response.body", "body": body})

@@ -123,8 +123,7 @@ _TRAIL = ("suggestions", "feedback")
 _ADDED_COLUMNS = {"suggestions": [("caller", "VARCHAR(64)")], "feedback": [("caller", "VARCHAR(64)")]}
 
 _SQLITE_TRIGGERS = [
-    f"CREATE TRIGGER IF NOT EXISTS {t}_no_{op.lower()} BEFORE {op} ON {t} "
-    f"BEGIN SELECT RAISE(ABORT, 'audit trail is append-only: {op} on {t} refused'); END"
+    f"CREATE TRIGGER IF NOT EXISTS {t}_no_{op.lower()} BEFORE {op} ON {t} BEGIN SELECT RAISE(ABORT, 'audit trail is append-only: {op} on {t} refused'); END"
     for t in _TABLES
     for op in ("UPDATE", "DELETE")
 ]
@@ -138,10 +137,14 @@ $$ LANGUAGE plpgsql
 """
 # Row triggers do not fire on TRUNCATE: a statement-level trigger refuses it.
 _PG_TRIGGERS = {
-    **{f"{t}_append_only": f"CREATE OR REPLACE TRIGGER {t}_append_only BEFORE UPDATE OR DELETE ON {t} "
-                           f"FOR EACH ROW EXECUTE FUNCTION nba_audit_append_only()" for t in _TABLES},
-    **{f"{t}_no_truncate": f"CREATE OR REPLACE TRIGGER {t}_no_truncate BEFORE TRUNCATE ON {t} "
-                           f"FOR EACH STATEMENT EXECUTE FUNCTION nba_audit_append_only()" for t in _TABLES},
+    **{
+        f"{t}_append_only": f"CREATE OR REPLACE TRIGGER {t}_append_only BEFORE UPDATE OR DELETE ON {t} FOR EACH ROW EXECUTE FUNCTION nba_audit_append_only()"
+        for t in _TABLES
+    },
+    **{
+        f"{t}_no_truncate": f"CREATE OR REPLACE TRIGGER {t}_no_truncate BEFORE TRUNCATE ON {t} FOR EACH STATEMENT EXECUTE FUNCTION nba_audit_append_only()"
+        for t in _TABLES
+    },
 }
 
 
@@ -288,9 +291,12 @@ def _schema_version(conn: Any) -> int:
 
 
 def _pg_guards_missing(conn: Any) -> list[str]:
-    have = set(conn.exec_driver_sql(
-        "SELECT t.tgname FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid "
-        "WHERE c.relnamespace = current_schema()::regnamespace AND NOT t.tgisinternal AND t.tgenabled <> 'D'").scalars())
+    have = set(
+        conn.exec_driver_sql(
+            "SELECT t.tgname FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid "
+            "WHERE c.relnamespace = current_schema()::regnamespace AND NOT t.tgisinternal AND t.tgenabled <> 'D'"
+        ).scalars()
+    )
     return sorted(set(_PG_TRIGGERS) - have)
 
 
@@ -331,8 +337,14 @@ def install_schema(engine: sa.Engine, *, repair: bool = False) -> dict[str, Any]
             for stmt in _SQLITE_TRIGGERS:
                 conn.exec_driver_sql(stmt)
         now = _now()
-        _insert_ignore(conn, nba_meta, [{"key": "deployment_created_at", "value": now.isoformat(), "created_at": now},
-                                        {"key": f"schema_version_{SCHEMA_VERSION}", "value": str(SCHEMA_VERSION), "created_at": now}])
+        _insert_ignore(
+            conn,
+            nba_meta,
+            [
+                {"key": "deployment_created_at", "value": now.isoformat(), "created_at": now},
+                {"key": f"schema_version_{SCHEMA_VERSION}", "value": str(SCHEMA_VERSION), "created_at": now},
+            ],
+        )
     return {"created_tables": sorted(set(_TABLES) - present), "added_columns": added, "schema_version": SCHEMA_VERSION}
 
 
@@ -357,7 +369,7 @@ def service_role_grants(role: str, schema: str) -> list[str]:
         f'GRANT SELECT, INSERT ON TABLE {", ".join(_SERVICE_WRITES)} TO "{role}"',
         f'GRANT SELECT ON TABLE nba_meta TO "{role}"',
         # feedback_pushes.push_id draws from a sequence: INSERT needs it.
-        f"GRANT USAGE ON SEQUENCE {schema}.feedback_pushes_push_id_seq TO \"{role}\"",
+        f'GRANT USAGE ON SEQUENCE {schema}.feedback_pushes_push_id_seq TO "{role}"',
     ]
 
 
@@ -370,15 +382,19 @@ def grant_service_role(engine: sa.Engine, role: str) -> list[str]:
         stmts = service_role_grants(role, schema)
         found = conn.exec_driver_sql(
             "SELECT r.rolsuper, r.rolbypassrls, pg_has_role(r.rolname, c.relowner, 'MEMBER') FROM pg_roles r, pg_class c "
-            "WHERE r.rolname = %(role)s AND c.oid = 'suggestions'::regclass", {"role": role}).first()
+            "WHERE r.rolname = %(role)s AND c.oid = 'suggestions'::regclass",
+            {"role": role},
+        ).first()
         if found is None:
             raise ValueError(f"--service-role: role {role!r} does not exist; create it first (CREATE ROLE {role} LOGIN PASSWORD '...')")
         superuser, bypass, owns = found
         if superuser or bypass:
             raise ValueError(f"--service-role: role {role!r} is a superuser (or bypasses row security): it could drop the guards; use a plain role")
         if owns:
-            raise ValueError(f"--service-role: role {role!r} owns the audit tables (or is a member of their owner): it could drop the "
-                             "triggers; connect as a separate owner role to run `nba audit init`")
+            raise ValueError(
+                f"--service-role: role {role!r} owns the audit tables (or is a member of their owner): it could drop the "
+                "triggers; connect as a separate owner role to run `nba audit init`"
+            )
         for stmt in stmts:
             conn.exec_driver_sql(stmt)
     return stmts
@@ -392,9 +408,11 @@ def _marked(conn: Any, present: set[str]) -> bool:
 
 
 def _missing_message(shown: str, missing: list[str], present: set[str]) -> str:
-    return (f"audit trail {shown}: table(s) {missing} are missing while {sorted(present)} exist: this database held an audit "
-            "trail, and starting over it with an empty one would hide that. Restore the missing table(s) from a backup; to "
-            "start a new trail here on purpose, run `nba audit init --url URL --repair` as the schema's owner")
+    return (
+        f"audit trail {shown}: table(s) {missing} are missing while {sorted(present)} exist: this database held an audit "
+        "trail, and starting over it with an empty one would hide that. Restore the missing table(s) from a backup; to "
+        "start a new trail here on purpose, run `nba audit init --url URL --repair` as the schema's owner"
+    )
 
 
 class AuditTrail:
@@ -448,11 +466,14 @@ class AuditTrail:
                             return
                         if create == "never":
                             what = f"guard trigger(s) {guards} missing" if guards else f"schema older than version {SCHEMA_VERSION}"
-                            raise AuditTrailMissing(f"audit trail {shown}: {what}, and audit_create is 'never': run "
-                                                    "`nba audit init --url URL` as the schema's owner")
+                            raise AuditTrailMissing(
+                                f"audit trail {shown}: {what}, and audit_create is 'never': run `nba audit init --url URL` as the schema's owner"
+                            )
                     elif create == "never":
-                        raise AuditTrailMissing(f"audit trail {shown}: no audit tables, and audit_create is 'never': "
-                                                "initialise it with `nba audit init --url URL` as the schema's owner (docs/audit-roles.md)")
+                        raise AuditTrailMissing(
+                            f"audit trail {shown}: no audit tables, and audit_create is 'never': "
+                            "initialise it with `nba audit init --url URL` as the schema's owner (docs/audit-roles.md)"
+                        )
                 try:
                     install_schema(self.engine)
                 except AuditTrailMissing:
@@ -465,8 +486,9 @@ class AuditTrail:
                 failures += 1
                 if failures > 3:  # not a race with other workers creating the same tables
                     first = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
-                    raise AuditTrailMissing(f"audit trail {shown}: cannot create or upgrade the schema ({first}); "
-                                            "run `nba audit init --url URL` as the schema's owner") from exc
+                    raise AuditTrailMissing(
+                        f"audit trail {shown}: cannot create or upgrade the schema ({first}); run `nba audit init --url URL` as the schema's owner"
+                    ) from exc
                 time.sleep(0.1)
 
     def record_suggestions(self, rows: Iterable[Mapping[str, Any]]) -> int:
@@ -547,9 +569,7 @@ class AuditTrail:
             "reason": item.get("reason"),
         }
         with self.engine.begin() as conn:
-            served = conn.execute(
-                sa.select(suggestions.c.hcp_id, suggestions.c.rep_id).where(suggestions.c.suggestion_id == row["suggestion_id"])
-            ).first()
+            served = conn.execute(sa.select(suggestions.c.hcp_id, suggestions.c.rep_id).where(suggestions.c.suggestion_id == row["suggestion_id"])).first()
             if served is None:
                 raise UnknownSuggestion(row["suggestion_id"])
             existing = conn.execute(sa.select(feedback).where(feedback.c.feedback_id == row["feedback_id"])).mappings().first()
@@ -561,8 +581,7 @@ class AuditTrail:
                     raise FeedbackConflict(f"feedback {row['feedback_id']!r} already stored with different {', '.join(differing)}")
                 return FeedbackResult(row["feedback_id"], created=False)
             conn.execute(
-                feedback.insert().values(**row, hcp_id=served.hcp_id, rep_id=item.get("rep_id") or served.rep_id, received_at=_now(),
-                                         caller=item.get("caller"))
+                feedback.insert().values(**row, hcp_id=served.hcp_id, rep_id=item.get("rep_id") or served.rep_id, received_at=_now(), caller=item.get("caller"))
             )
         return FeedbackResult(row["feedback_id"], created=True)
 
@@ -631,8 +650,11 @@ class AuditTrail:
         import pandas as pd
 
         in_window = _in_window(sa.select(suggestions.c.hcp_id), start, end).distinct().scalar_subquery()
-        stmt = (sa.select(suggestions.c.hcp_id, sa.func.min(suggestions.c.as_of).label("first_seen"))
-                .where(suggestions.c.hcp_id.in_(in_window)).group_by(suggestions.c.hcp_id))
+        stmt = (
+            sa.select(suggestions.c.hcp_id, sa.func.min(suggestions.c.as_of).label("first_seen"))
+            .where(suggestions.c.hcp_id.in_(in_window))
+            .group_by(suggestions.c.hcp_id)
+        )
         with self.engine.connect() as conn:
             df = pd.read_sql(stmt, conn)
         out = pd.to_datetime(df["first_seen"], utc=True)
@@ -668,8 +690,7 @@ def _as_utc(ts: datetime) -> datetime:
 
 def _with_delivered(stmt: Any) -> Any:
     """``stmt`` over suggestions plus ``delivered``: False where the request was marked undelivered."""
-    return stmt.add_columns(undelivered.c.request_id.is_(None).label("delivered")).outerjoin(
-        undelivered, undelivered.c.request_id == suggestions.c.request_id)
+    return stmt.add_columns(undelivered.c.request_id.is_(None).label("delivered")).outerjoin(undelivered, undelivered.c.request_id == suggestions.c.request_id)
 
 
 def _in_window(stmt: Any, start: datetime | None, end: datetime | None) -> Any:

@@ -44,7 +44,7 @@ class KeyRing:
     hashes: Mapping[str, str]  # sha256 hex -> caller name
 
     @classmethod
-    def load(cls, configured: Mapping[str, str] | None = None, environ: Mapping[str, str] | None = None) -> "KeyRing":
+    def load(cls, configured: Mapping[str, str] | None = None, environ: Mapping[str, str] | None = None) -> KeyRing:
         """Merge configured ``{name: sha256}`` with the environment variables described above."""
         env = os.environ if environ is None else environ
         by_hash: dict[str, str] = {}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -27,8 +27,9 @@ def suggestion_text(frame: pd.DataFrame, locale: str = "en") -> tuple[pd.Series,
     return title, reason
 
 
-def suggestion_table(frame: pd.DataFrame, model_version: str | None, potential: dict[str, float], main_product: dict[str, Any],
-                     content_product: pd.Series, locale: str = "en") -> pd.DataFrame:
+def suggestion_table(
+    frame: pd.DataFrame, model_version: str | None, potential: dict[str, float], main_product: dict[str, Any], content_product: pd.Series, locale: str = "en"
+) -> pd.DataFrame:
     """One scored request's suggestions as ``crm_formats.SUGGESTION_TABLE`` rows (expected value as in ``/plan``)."""
     from serving.planning import expected_value
 
@@ -37,13 +38,26 @@ def suggestion_table(frame: pd.DataFrame, model_version: str | None, potential: 
     # The item's product when there is content, else the HCP's main product.
     product = frame["content_id"].map(content_product)
     product = product.where(product.notna(), frame["hcp_id"].map(main_product))
-    return pd.DataFrame({
-        "suggestion_id": frame["suggestion_id"], "hcp_id": frame["hcp_id"], "rep_id": frame["rep_id"], "rank": frame["rank"],
-        "channel": frame["channel"], "content_id": frame["content_id"], "product_id": product, "title": title, "reason": reason,
-        "expected_response": frame["expected_response"], "expected_value": expected_value(frame["expected_response"].to_numpy(), pot),
-        "window_start_utc": frame["window_start"], "window_end_utc": frame["window_end"], "timezone": frame["timezone"],
-        "degraded": frame["degraded"], "model_version": model_version,
-    })[list(SUGGESTION_TABLE)]
+    return pd.DataFrame(
+        {
+            "suggestion_id": frame["suggestion_id"],
+            "hcp_id": frame["hcp_id"],
+            "rep_id": frame["rep_id"],
+            "rank": frame["rank"],
+            "channel": frame["channel"],
+            "content_id": frame["content_id"],
+            "product_id": product,
+            "title": title,
+            "reason": reason,
+            "expected_response": frame["expected_response"],
+            "expected_value": expected_value(frame["expected_response"].to_numpy(), pot),
+            "window_start_utc": frame["window_start"],
+            "window_end_utc": frame["window_end"],
+            "timezone": frame["timezone"],
+            "degraded": frame["degraded"],
+            "model_version": model_version,
+        }
+    )[list(SUGGESTION_TABLE)]
 
 
 def companion_path(out: Path, suffix: str) -> Path:
@@ -86,9 +100,19 @@ def check_out(out: Path, fmt: str) -> None:
         raise ValueError(f"--out {out}: the {fmt} format is CSV (what the CRM's loader reads); use a .csv name")
 
 
-def recommend_all(rec: Recommender, out: str | Path, *, k: int | None = None, as_of: datetime | None = None, hcp_ids: list[str] | None = None,
-                  record: bool = True, progress: bool = True, window: str | None = None, decision_date: date | None = None,
-                  fmt: str | None = None) -> dict[str, Any]:
+def recommend_all(
+    rec: Recommender,
+    out: str | Path,
+    *,
+    k: int | None = None,
+    as_of: datetime | None = None,
+    hcp_ids: list[str] | None = None,
+    record: bool = True,
+    progress: bool = True,
+    window: str | None = None,
+    decision_date: date | None = None,
+    fmt: str | None = None,
+) -> dict[str, Any]:
     """Score every HCP in the reference tables (or ``hcp_ids``) in chunks and write ``out`` (.parquet or .csv) in ``fmt``.
 
     The same feasible-first path as the API (``Recommender.recommend``); the summary's
@@ -104,7 +128,7 @@ def recommend_all(rec: Recommender, out: str | Path, *, k: int | None = None, as
     ids = hcp_ids if hcp_ids is not None else sorted(rec.reference.hcps.index.astype(str))
     if not ids:
         raise ValueError("no HCPs to score: the reference tables are empty (check data_dir)")
-    as_of = as_of or datetime.now(timezone.utc)
+    as_of = as_of or datetime.now(UTC)
     chunk = rec.cfg.batch_chunk
     content = rec.reference.content
     content_product = content["product_id"] if "product_id" in content else pd.Series(dtype=object)
@@ -118,8 +142,9 @@ def recommend_all(rec: Recommender, out: str | Path, *, k: int | None = None, as
             feasibility.append(res.feasibility)
             ref = rec.reference.lookup(part)
             potential = dict(zip(part, np.asarray(res.potential, dtype=np.float64).tolist())) if res.potential is not None else {}
-            parts.append(suggestion_table(res.frame, res.model_version, potential, dict(zip(part, ref["main_product_id"].tolist())), content_product,
-                                        rec.cfg.locale))
+            parts.append(
+                suggestion_table(res.frame, res.model_version, potential, dict(zip(part, ref["main_product_id"].tolist())), content_product, rec.cfg.locale)
+            )
             degraded += int(res.frame["degraded"].sum())
             notes.update(res.notes)
             bar.advance(task, len(part))
@@ -128,5 +153,13 @@ def recommend_all(rec: Recommender, out: str | Path, *, k: int | None = None, as
     policy = ExpiryPolicy(ttl_days=rec.cfg.suggestion_ttl_days, grace_days=rec.cfg.expiry_grace_days)
     tables = export_tables(fmt, table, as_of, policy, approved_until)
     files = write_tables(tables, out)
-    return {"hcps": len(ids), "suggestions": len(table), "degraded_suggestions": degraded, "out": str(out), "format": fmt, "files": files,
-            "notes": sorted(notes), "feasibility": feasibility_summary(feasibility)}
+    return {
+        "hcps": len(ids),
+        "suggestions": len(table),
+        "degraded_suggestions": degraded,
+        "out": str(out),
+        "format": fmt,
+        "files": files,
+        "notes": sorted(notes),
+        "feasibility": feasibility_summary(feasibility),
+    }

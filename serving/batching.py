@@ -96,8 +96,15 @@ class MicroBatcher:
     starts (its future cancelled) is skipped.
     """
 
-    def __init__(self, score: Callable[[Hashable, list[str], list[str]], Any], executor: Executor, *, max_hcps: int = 1000,
-                 max_wait_ms: float = 0.0, on_batch: Callable[[int, int], None] | None = None) -> None:
+    def __init__(
+        self,
+        score: Callable[[Hashable, list[str], list[str]], Any],
+        executor: Executor,
+        *,
+        max_hcps: int = 1000,
+        max_wait_ms: float = 0.0,
+        on_batch: Callable[[int, int], None] | None = None,
+    ) -> None:
         self.score = score
         self.executor = executor
         self.max_hcps = max_hcps
@@ -152,8 +159,7 @@ class MicroBatcher:
             return
         for p in group:
             if not p.future.done():
-                p.future.set_result(dataclasses.replace(result, request_id=p.request_id) if len(group) == 1
-                                    else slice_result(result, p.hcp_ids, p.request_id))
+                p.future.set_result(dataclasses.replace(result, request_id=p.request_id) if len(group) == 1 else slice_result(result, p.hcp_ids, p.request_id))
 
 
 def _callers_fault(exc: Exception) -> bool:

@@ -6,11 +6,11 @@ import json
 import os
 import statistics
 import time
-import urllib.request
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -51,8 +51,12 @@ def breakdown(prefix: str, parts: list[dict[str, float]]) -> dict[str, float]:
         return {}
     rest = [p["total"] - p["features"] - p["model"] - p["audit"] for p in parts]
     med = {k: statistics.median(p[k] for p in parts) for k in ("features", "model", "audit")}
-    return {f"{prefix}_features_p50_ms": round(med["features"], 2), f"{prefix}_model_p50_ms": round(med["model"], 2),
-            f"{prefix}_rules_guardrails_reasons_p50_ms": round(statistics.median(rest), 2), f"{prefix}_audit_p50_ms": round(med["audit"], 2)}
+    return {
+        f"{prefix}_features_p50_ms": round(med["features"], 2),
+        f"{prefix}_model_p50_ms": round(med["model"], 2),
+        f"{prefix}_rules_guardrails_reasons_p50_ms": round(statistics.median(rest), 2),
+        f"{prefix}_audit_p50_ms": round(med["audit"], 2),
+    }
 
 
 @dataclass
@@ -203,8 +207,11 @@ def audit_counts(db: Path) -> dict[str, int]:
     with sqlite3.connect(db) as conn:
         total = conn.execute("SELECT COUNT(*) FROM suggestions").fetchone()[0]
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-        undelivered = conn.execute("SELECT COUNT(*) FROM suggestions WHERE request_id IN (SELECT request_id FROM undelivered)").fetchone()[0] \
-            if "undelivered" in tables else 0
+        undelivered = (
+            conn.execute("SELECT COUNT(*) FROM suggestions WHERE request_id IN (SELECT request_id FROM undelivered)").fetchone()[0]
+            if "undelivered" in tables
+            else 0
+        )
     return {"rows": int(total), "undelivered": int(undelivered)}
 
 
@@ -228,9 +235,24 @@ def load_figures(prefix: str, shots: list[Shot], wall_s: float) -> dict[str, Any
     }
 
 
-def run_bench(workdir: Path, *, n_hcps: int, requests: int, batches: int, nightly_hcps: int, seed: int, rebuild: bool,
-              simulate: Callable[..., Any] | None = None, rate: float = 200.0, duration_s: float = 10.0, overload_factor: float = 2.0,
-              overload_s: float = 5.0, workers: int | None = None, client_timeout_s: float = 10.0, overrides: dict | None = None) -> dict[str, Any]:
+def run_bench(
+    workdir: Path,
+    *,
+    n_hcps: int,
+    requests: int,
+    batches: int,
+    nightly_hcps: int,
+    seed: int,
+    rebuild: bool,
+    simulate: Callable[..., Any] | None = None,
+    rate: float = 200.0,
+    duration_s: float = 10.0,
+    overload_factor: float = 2.0,
+    overload_s: float = 5.0,
+    workers: int | None = None,
+    client_timeout_s: float = 10.0,
+    overrides: dict | None = None,
+) -> dict[str, Any]:
     """Build (or reuse) a world, serve it, time HTTP and in-process scoring; returns the figures.
 
     Phases on one real ``bentoml serve``: serial single-HCP requests (the framework's cost per
@@ -240,7 +262,6 @@ def run_bench(workdir: Path, *, n_hcps: int, requests: int, batches: int, nightl
     and the same single requests scored in-process. ``simulate`` writes the world's contract data
     (``serving.sandbox.build_world``); needed only to build one.
     """
-    import signal
 
     from rich.console import Console
 
@@ -371,31 +392,47 @@ def run_bench(workdir: Path, *, n_hcps: int, requests: int, batches: int, nightl
         "inprocess_batch_1000_p50_ms": round(statistics.median(inproc_batch), 1),
         "http_over_inprocess_single_p50_ratio": round(statistics.median(single_ms) / statistics.median(inproc_single), 2),
         "http_over_inprocess_batch_p50_ratio": round(statistics.median(batch_ms) / statistics.median(inproc_batch), 2),
-        "target_single_p99_ms": 30, "target_batch_1000_ms": 500,
+        "target_single_p99_ms": 30,
+        "target_batch_1000_ms": 500,
         # Sustained single-HCP load (open loop at a fixed rate) and overload at a multiple of it.
-        "workers": workers, "service_overrides": extra or None, "sustained_rate_per_second": rate, "sustained_duration_s": duration_s,
-        **load_figures("sustained", sustained, sustained_wall), "sustained_client_max_lag_ms": round(sustained_lag, 1),
+        "workers": workers,
+        "service_overrides": extra or None,
+        "sustained_rate_per_second": rate,
+        "sustained_duration_s": duration_s,
+        **load_figures("sustained", sustained, sustained_wall),
+        "sustained_client_max_lag_ms": round(sustained_lag, 1),
         "sustained_rss_start_mb": round(rss0 / 2**20, 1),
         "sustained_server_cpu_ms_per_request": round((cpu1 - cpu0) * 1000 / max(len(sustained), 1), 2),
         # Over the part of the run after BentoML's per-request timers (traffic timeout) reached their steady count.
         "sustained_rss_growth_kb_per_10k_requests": round(rss_growth / 1024 / max(rate * (duration_s - rss_from_s), 1) * 10_000, 1),
         "sustained_rss_measured_from_s": round(rss_from_s, 1),
-        "http_sustained_p50_over_inprocess_single_p50_ratio": round(_pct([x.latency_ms for x in sustained if x.status == 200], 50)
-                                                                    / statistics.median(inproc_single), 2),
-        "overload_rate_per_second": over_rate, "overload_duration_s": overload_s,
-        **load_figures("overload", overload, overload_wall), "overload_client_max_lag_ms": round(overload_lag, 1),
+        "http_sustained_p50_over_inprocess_single_p50_ratio": round(
+            _pct([x.latency_ms for x in sustained if x.status == 200], 50) / statistics.median(inproc_single), 2
+        ),
+        "overload_rate_per_second": over_rate,
+        "overload_duration_s": overload_s,
+        **load_figures("overload", overload, overload_wall),
+        "overload_client_max_lag_ms": round(overload_lag, 1),
         # Every suggestion in the trail either reached this client or is marked undelivered.
-        "audit_rows": audit["rows"], "audit_rows_marked_undelivered": audit["undelivered"],
-        "audit_rows_delivered": audit["rows"] - audit["undelivered"], "delivered_suggestions": delivered,
+        "audit_rows": audit["rows"],
+        "audit_rows_marked_undelivered": audit["undelivered"],
+        "audit_rows_delivered": audit["rows"] - audit["undelivered"],
+        "delivered_suggestions": delivered,
         "audit_delivered_equals_delivered": audit["rows"] - audit["undelivered"] == delivered,
-        "target_sustained_rate_per_second": 200, "target_sustained_p99_ms": 30, "target_503_p99_ms": 50, "target_overload_accepted_p99_ms": 100,
+        "target_sustained_rate_per_second": 200,
+        "target_sustained_p99_ms": 30,
+        "target_503_p99_ms": 50,
+        "target_overload_accepted_p99_ms": 100,
         "target_http_over_inprocess_p50_ratio": 1.5,
-        **breakdown("inprocess_single", single_parts), **breakdown("inprocess_batch_1000", batch_parts),
+        **breakdown("inprocess_single", single_parts),
+        **breakdown("inprocess_batch_1000", batch_parts),
         # Feasible first: a rule overriding a served first choice after masking (target 0) vs the model's unmasked choice.
         **{f"batch_{k}": round(v, 4) for k, v in feasibility_summary(feasibility).items() if k.endswith("_share")},
         # The box is shared: latency figures mean little without the load they were taken under.
-        "load_avg_1m_start": load_start, "load_avg_1m_end": round(os.getloadavg()[0], 2),
-        "proc_loadavg_start": loadavg_start, "proc_loadavg_end": Path("/proc/loadavg").read_text().strip() if loadavg_start else None,
+        "load_avg_1m_start": load_start,
+        "load_avg_1m_end": round(os.getloadavg()[0], 2),
+        "proc_loadavg_start": loadavg_start,
+        "proc_loadavg_end": Path("/proc/loadavg").read_text().strip() if loadavg_start else None,
     }
     if nightly_hcps:
         from serving.batch import recommend_all
@@ -404,8 +441,15 @@ def run_bench(workdir: Path, *, n_hcps: int, requests: int, batches: int, nightl
         t = time.perf_counter()
         summary = recommend_all(rec, workdir / "nightly.parquet", as_of=AS_OF, hcp_ids=nightly)
         secs = time.perf_counter() - t
-        figures.update({"nightly_hcps": nightly_hcps, "nightly_seconds": round(secs, 1), "nightly_hcps_per_second": round(nightly_hcps / secs, 1),
-                        "nightly_suggestions": summary["suggestions"], "target_nightly_100k_seconds": 120,
-                        "nightly_first_choice_overridden_share": round(summary["feasibility"]["first_choice_overridden_share"], 4),
-                        "nightly_unmasked_first_infeasible_share": round(summary["feasibility"]["unmasked_first_infeasible_share"], 4)})
+        figures.update(
+            {
+                "nightly_hcps": nightly_hcps,
+                "nightly_seconds": round(secs, 1),
+                "nightly_hcps_per_second": round(nightly_hcps / secs, 1),
+                "nightly_suggestions": summary["suggestions"],
+                "target_nightly_100k_seconds": 120,
+                "nightly_first_choice_overridden_share": round(summary["feasibility"]["first_choice_overridden_share"], 4),
+                "nightly_unmasked_first_infeasible_share": round(summary["feasibility"]["unmasked_first_infeasible_share"], 4),
+            }
+        )
     return figures

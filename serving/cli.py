@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 import typer
 
@@ -41,8 +42,13 @@ def serve_process(config: Optional[Path], overrides: dict, host: str, port: int,
     """Start ``bentoml serve`` for the service in a new process group; returns the Popen."""
     import subprocess
 
-    env = dict(os.environ, BENTOML_DO_NOT_TRACK="True", MLFLOW_DISABLE_TELEMETRY="true", NBA_SERVING_SET=json.dumps(overrides),
-               BENTOML_HOME=str(service_home(host, port)))
+    env = dict(
+        os.environ,
+        BENTOML_DO_NOT_TRACK="True",
+        MLFLOW_DISABLE_TELEMETRY="true",
+        NBA_SERVING_SET=json.dumps(overrides),
+        BENTOML_HOME=str(service_home(host, port)),
+    )
     if config is not None:
         env["NBA_SERVING_CONFIG"] = str(Path(config).resolve())
     bentoml = str(Path(sys.executable).with_name("bentoml"))
@@ -87,10 +93,18 @@ def register(app: typer.Typer, bench_app: typer.Typer, simulate: Optional[Callab
         set_: Optional[list[str]] = typer.Option(None, "--set", help="override a config key"),
         k: Optional[int] = typer.Option(None, "--k", min=1, max=8, help="suggestions per HCP"),
         as_of: Optional[str] = typer.Option(None, "--as-of", help="decision time, ISO 8601 with offset (default now)"),
-        window: Optional[str] = typer.Option(None, "--window", help="planning horizon: 'week' (default, best slot in the coming week) or 'today' (each HCP's local today)"),
-        decision_date: Optional[str] = typer.Option(None, "--decision-date", help="plan this local date (YYYY-MM-DD, today up to 6 days ahead); not with --window"),
+        window: Optional[str] = typer.Option(
+            None, "--window", help="planning horizon: 'week' (default, best slot in the coming week) or 'today' (each HCP's local today)"
+        ),
+        decision_date: Optional[str] = typer.Option(
+            None, "--decision-date", help="plan this local date (YYYY-MM-DD, today up to 6 days ahead); not with --window"
+        ),
         no_audit: bool = typer.Option(False, "--no-audit", help="do not record suggestions in the audit trail (dry runs only)"),
-        fmt: Optional[str] = typer.Option(None, "--format", help="generic (default, .parquet or .csv) | veeva (Vault CRM suggestion__v + suggestion_tag__v CSV) | salesforce (Recommendation + TerritoryAcctRcmdAction CSV)"),
+        fmt: Optional[str] = typer.Option(
+            None,
+            "--format",
+            help="generic (default, .parquet or .csv) | veeva (Vault CRM suggestion__v + suggestion_tag__v CSV) | salesforce (Recommendation + TerritoryAcctRcmdAction CSV)",
+        ),
     ) -> None:
         """Nightly batch: score HCPs and write CRM suggestion records, with progress (--window today / --decision-date plan one day)."""
         import time
@@ -138,8 +152,18 @@ def register(app: typer.Typer, bench_app: typer.Typer, simulate: Optional[Callab
         secs = time.perf_counter() - t1
         for note in summary.pop("notes"):
             typer.echo(f"note: {note}", err=True)
-        typer.echo(json.dumps({**summary, "model_version": rec.model_version, "load_seconds": round(load_s, 3), "score_seconds": round(secs, 3),
-                               "hcps_per_second": round(summary["hcps"] / secs, 1) if secs else None}, sort_keys=True))
+        typer.echo(
+            json.dumps(
+                {
+                    **summary,
+                    "model_version": rec.model_version,
+                    "load_seconds": round(load_s, 3),
+                    "score_seconds": round(secs, 3),
+                    "hcps_per_second": round(summary["hcps"] / secs, 1) if secs else None,
+                },
+                sort_keys=True,
+            )
+        )
 
     @app.command("replay")
     def replay(
@@ -173,8 +197,19 @@ def register(app: typer.Typer, bench_app: typer.Typer, simulate: Optional[Callab
 
         wanted = [c.strip() for c in channels.split(",") if c.strip()] if channels else None
         try:
-            figures, _ = run_replay(base, changed, weeks=weeks, data_dir=data_dir, version=version, training_set=training_set, channels=wanted,
-                                    n_boot=n_boot, propensity=propensity, seed=seed, progress=stderr_progress)
+            figures, _ = run_replay(
+                base,
+                changed,
+                weeks=weeks,
+                data_dir=data_dir,
+                version=version,
+                training_set=training_set,
+                channels=wanted,
+                n_boot=n_boot,
+                propensity=propensity,
+                seed=seed,
+                progress=stderr_progress,
+            )
         except (ReplayError, ModelUnavailable, FileNotFoundError, ValueError) as exc:  # bad data or settings: one line, no traceback
             fail(str(exc), 2 if str(exc).startswith("--channels") else 1)
         typer.echo(format_table(figures))
@@ -195,9 +230,19 @@ def register(app: typer.Typer, bench_app: typer.Typer, simulate: Optional[Callab
         """Online store killed under load and server killed during feedback, against a real bentoml serve and a private redis-server."""
         from serving.resilience import run_resilience
 
-        figures = run_resilience(workdir, n_hcps=hcps, rate_per_s=rate, outage_s=outage_s, steady_s=steady_s, feedback_posts=feedback_posts,
-                                 kill_after_share=kill_after, seed=seed, rebuild=rebuild, simulate=simulate,
-                                 progress=lambda m: typer.echo(m, err=True))
+        figures = run_resilience(
+            workdir,
+            n_hcps=hcps,
+            rate_per_s=rate,
+            outage_s=outage_s,
+            steady_s=steady_s,
+            feedback_posts=feedback_posts,
+            kill_after_share=kill_after,
+            seed=seed,
+            rebuild=rebuild,
+            simulate=simulate,
+            progress=lambda m: typer.echo(m, err=True),
+        )
         typer.echo(json.dumps(figures, sort_keys=True))
 
     @bench_app.command("fuzz")
@@ -211,8 +256,9 @@ def register(app: typer.Typer, bench_app: typer.Typer, simulate: Optional[Callab
         """Fuzz /recommend, /plan and /feedback from the service's OpenAPI document: 5xx, undocumented statuses, nonconforming bodies."""
         from serving.fuzz import run_fuzz_bench
 
-        figures = run_fuzz_bench(workdir, cases_per_op=cases, n_hcps=hcps, seed=seed, rebuild=rebuild, simulate=simulate,
-                                 progress=lambda m: typer.echo(m, err=True))
+        figures = run_fuzz_bench(
+            workdir, cases_per_op=cases, n_hcps=hcps, seed=seed, rebuild=rebuild, simulate=simulate, progress=lambda m: typer.echo(m, err=True)
+        )
         typer.echo(json.dumps(figures, sort_keys=True))
 
     @bench_app.command("serve")
@@ -235,7 +281,21 @@ def register(app: typer.Typer, bench_app: typer.Typer, simulate: Optional[Callab
         """Serve a world over loopback: serial latency, sustained load and overload (open loop), audit vs delivered, vs in-process scoring."""
         from serving.bench import run_bench
 
-        figures = run_bench(workdir, n_hcps=hcps, requests=requests, batches=batches, nightly_hcps=nightly_hcps, seed=seed, rebuild=rebuild, simulate=simulate,
-                            rate=rate, duration_s=duration, overload_factor=overload_factor, overload_s=overload_duration, workers=workers,
-                            client_timeout_s=client_timeout, overrides=_overrides(set_))
+        figures = run_bench(
+            workdir,
+            n_hcps=hcps,
+            requests=requests,
+            batches=batches,
+            nightly_hcps=nightly_hcps,
+            seed=seed,
+            rebuild=rebuild,
+            simulate=simulate,
+            rate=rate,
+            duration_s=duration,
+            overload_factor=overload_factor,
+            overload_s=overload_duration,
+            workers=workers,
+            client_timeout_s=client_timeout,
+            overrides=_overrides(set_),
+        )
         typer.echo(json.dumps(figures, sort_keys=True))

@@ -33,7 +33,7 @@ class WindowRuleConfig(StageConfig):
         return v
 
     @model_validator(mode="after")
-    def _channel_matches_scope(self) -> "WindowRuleConfig":
+    def _channel_matches_scope(self) -> WindowRuleConfig:
         if self.scope == "channel" and self.channel is None:
             raise ValueError("channel: a channel-scope rule needs a channel")
         if self.scope != "channel" and self.channel is not None:
@@ -64,11 +64,13 @@ class GuardrailConfig(StageConfig):
     cooldown_days: float = Field(14.0, gt=0)
     lifecycle_weights: dict[str, dict[str, float]] = Field(default_factory=dict)
     # Rules with windows in days (serving.guardrails.WindowRule), checked before ranking.
-    window_rules: list[WindowRuleConfig] = Field(default_factory=lambda: [
-        WindowRuleConfig(channel="conference", days=60, max=1),
-        WindowRuleConfig(channel="department_meeting", days=21, max=1),
-        WindowRuleConfig(scope="item", days=30, max=1),
-    ])
+    window_rules: list[WindowRuleConfig] = Field(
+        default_factory=lambda: [
+            WindowRuleConfig(channel="conference", days=60, max=1),
+            WindowRuleConfig(channel="department_meeting", days=21, max=1),
+            WindowRuleConfig(scope="item", days=30, max=1),
+        ]
+    )
 
     @field_validator("window_rules")
     @classmethod
@@ -253,7 +255,7 @@ class ServingConfig(StageConfig):
         return v
 
     @model_validator(mode="after")
-    def _host_is_local_by_default(self) -> "ServingConfig":
+    def _host_is_local_by_default(self) -> ServingConfig:
         if self.host in ("", "0"):
             raise ValueError("host must be an address, e.g. 127.0.0.1")
         return self

@@ -58,6 +58,7 @@ def register_feedback(app: typer.Typer) -> None:
             except Exception as exc:  # the outcomes are still stored; the nightly feature build picks them up
                 typer.echo(f"note: online store unavailable, storing without the push ({type(exc).__name__}: {exc})", err=True)
             else:
+
                 def push(hcp_id: str) -> None:
                     push_feedback(features_cfg, store, audit, hcp_id)
 

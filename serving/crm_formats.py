@@ -27,15 +27,46 @@ PRIORITY_LEVELS = 5
 
 # One row per suggestion, what every format is built from (batch.suggestion_table makes it).
 SUGGESTION_TABLE: tuple[str, ...] = (
-    "suggestion_id", "hcp_id", "rep_id", "rank", "channel", "content_id", "product_id", "title", "reason",
-    "expected_response", "expected_value", "window_start_utc", "window_end_utc", "timezone", "degraded", "model_version",
+    "suggestion_id",
+    "hcp_id",
+    "rep_id",
+    "rank",
+    "channel",
+    "content_id",
+    "product_id",
+    "title",
+    "reason",
+    "expected_response",
+    "expected_value",
+    "window_start_utc",
+    "window_end_utc",
+    "timezone",
+    "degraded",
+    "model_version",
 )
 
 # The generic file (the default): the suggestion table with priority, policy expiry and local times.
 GENERIC_COLUMNS: tuple[str, ...] = (
-    "suggestion_id", "hcp_id", "rep_id", "title", "reason", "channel", "content_id", "product_id", "priority",
-    "window_start_local", "window_end_local", "window_start_utc", "window_end_utc", "timezone",
-    "expiry_local", "expiry_utc", "expected_response", "expected_value", "degraded", "model_version",
+    "suggestion_id",
+    "hcp_id",
+    "rep_id",
+    "title",
+    "reason",
+    "channel",
+    "content_id",
+    "product_id",
+    "priority",
+    "window_start_local",
+    "window_end_local",
+    "window_start_utc",
+    "window_end_utc",
+    "timezone",
+    "expiry_local",
+    "expiry_utc",
+    "expected_response",
+    "expected_value",
+    "degraded",
+    "model_version",
 )
 
 # --- Veeva Vault CRM -------------------------------------------------------------------------
@@ -44,18 +75,40 @@ GENERIC_COLUMNS: tuple[str, ...] = (
 # insight__v carries no action. Rep-time channels are calls; digital channels are objectives the
 # rep completes; email is Veeva CRM's Email_vod record type (its Vault name is not confirmed).
 VEEVA_RECORD_TYPES: dict[str, str] = {
-    "visit": "call__v", "department_meeting": "call__v", "phone": "call__v",
+    "visit": "call__v",
+    "department_meeting": "call__v",
+    "phone": "call__v",
     "email": "email__v",
-    "wechat_push": "call_objective__v", "wecom_1to1": "call_objective__v", "webinar": "call_objective__v", "conference": "call_objective__v",
+    "wechat_push": "call_objective__v",
+    "wecom_1to1": "call_objective__v",
+    "webinar": "call_objective__v",
+    "conference": "call_objective__v",
 }
 # Veeva's priority picklist has an urgent and a normal value (Priority_vod__c = Urgent_vod in
 # Veeva CRM); the run's top priority level is urgent, the exact 1..5 level travels in nba_priority__c.
 VEEVA_URGENT, VEEVA_NORMAL = "urgent__v", "normal__v"
 VEEVA_SUGGESTION_COLUMNS: tuple[str, ...] = (
-    "suggestion_external_id__v", "account__v", "ownerid__v", "record_type_name__v", "title__v", "reason__v", "priority__v",
-    "posted_date__v", "expiration_date__v", "planned_call_date__v", "display_dismiss__v", "display_mark_as_complete__v",
-    "nba_priority__c", "nba_channel__c", "nba_content_id__c", "nba_expected_value__c",
-    "nba_window_start_local__c", "nba_window_end_local__c", "nba_window_start_utc__c", "nba_window_end_utc__c", "nba_timezone__c",
+    "suggestion_external_id__v",
+    "account__v",
+    "ownerid__v",
+    "record_type_name__v",
+    "title__v",
+    "reason__v",
+    "priority__v",
+    "posted_date__v",
+    "expiration_date__v",
+    "planned_call_date__v",
+    "display_dismiss__v",
+    "display_mark_as_complete__v",
+    "nba_priority__c",
+    "nba_channel__c",
+    "nba_content_id__c",
+    "nba_expected_value__c",
+    "nba_window_start_local__c",
+    "nba_window_end_local__c",
+    "nba_window_start_utc__c",
+    "nba_window_end_utc__c",
+    "nba_timezone__c",
     "nba_expiry_utc__c",
 )
 # suggestion_tag__v: one-to-many product and driver tags per suggestion (Vault CRM help); the
@@ -67,20 +120,38 @@ VEEVA_TAG_COLUMNS: tuple[str, ...] = ("suggestion__vr.suggestion_external_id__v"
 # (the flow run on acceptance), AcceptanceLabel / RejectionLabel <= 80, ExternalId <= 255,
 # RecommendationScore (double). The account-level record is Life Sciences Cloud's
 # TerritoryAcctRcmdAction (AccountId, ActionType, DueDate, Status, skip reason).
-SF_TEXT_LIMITS: dict[str, int] = {"Name": 80, "Description": 255, "ActionReference": 255, "AcceptanceLabel": 80, "RejectionLabel": 80,
-                                  "ExternalId": 255}
+SF_TEXT_LIMITS: dict[str, int] = {"Name": 80, "Description": 255, "ActionReference": 255, "AcceptanceLabel": 80, "RejectionLabel": 80, "ExternalId": 255}
 SF_RECOMMENDATION_COLUMNS: tuple[str, ...] = (
-    "Name", "Description", "ActionReference", "AcceptanceLabel", "RejectionLabel", "ExternalId", "RecommendationScore",
-    "NBA_Account_Id__c", "NBA_Priority__c", "NBA_Channel__c", "NBA_Content_Id__c",
-    "NBA_Window_Start_Local__c", "NBA_Window_End_Local__c", "NBA_Window_Start_UTC__c", "NBA_Window_End_UTC__c", "NBA_Timezone__c",
+    "Name",
+    "Description",
+    "ActionReference",
+    "AcceptanceLabel",
+    "RejectionLabel",
+    "ExternalId",
+    "RecommendationScore",
+    "NBA_Account_Id__c",
+    "NBA_Priority__c",
+    "NBA_Channel__c",
+    "NBA_Content_Id__c",
+    "NBA_Window_Start_Local__c",
+    "NBA_Window_End_Local__c",
+    "NBA_Window_Start_UTC__c",
+    "NBA_Window_End_UTC__c",
+    "NBA_Timezone__c",
     "NBA_Expiry_UTC__c",
 )
 SF_ACTION_COLUMNS: tuple[str, ...] = ("Name", "AccountId", "ActionType", "DueDate", "NBA_Suggestion_Id__c")
 # Life Sciences Next Best Action creates visits and sends emails from the component (Salesforce
 # help, "Set Up Life Sciences Next Best Action"); other channels are named as they are.
 SF_ACTION_TYPES: dict[str, str] = {
-    "visit": "Visit", "department_meeting": "Visit", "phone": "Visit", "email": "Email",
-    "wechat_push": "WeChat", "wecom_1to1": "WeCom", "webinar": "Webinar", "conference": "Conference",
+    "visit": "Visit",
+    "department_meeting": "Visit",
+    "phone": "Visit",
+    "email": "Email",
+    "wechat_push": "WeChat",
+    "wecom_1to1": "WeCom",
+    "webinar": "Webinar",
+    "conference": "Conference",
 }
 # Flows an admin builds for each action (ActionReference names a flow): placeholders to rename.
 SF_FLOWS: dict[str, str] = {ch: f"NBA_{kind}" for ch, kind in SF_ACTION_TYPES.items()}
@@ -182,36 +253,45 @@ def veeva_tables(t: pd.DataFrame, as_of: datetime) -> dict[str, pd.DataFrame]:
     start_local, end_local = t["window_start_local"].to_numpy(), t["window_end_local"].to_numpy()
     record_type = t["channel"].map(VEEVA_RECORD_TYPES)
     posted = pd.Timestamp(as_of).tz_convert("UTC")
-    suggestions = pd.DataFrame({
-        "suggestion_external_id__v": t["suggestion_id"],
-        "account__v": t["hcp_id"],
-        "ownerid__v": t["rep_id"],
-        "record_type_name__v": record_type,
-        "title__v": t["title"],
-        "reason__v": t["reason"],
-        "priority__v": np.where(t["priority"] == 1, VEEVA_URGENT, VEEVA_NORMAL),
-        # Vault date fields: the HCP's local calendar dates (the day the rep sees).
-        "posted_date__v": [posted.tz_convert(str(z)).date().isoformat() for z in t["timezone"]],
-        "expiration_date__v": _date(t["expiry_local"].to_numpy()),
-        "planned_call_date__v": np.where(record_type == "call__v", _date(start_local), ""),
-        "display_dismiss__v": "true",
-        "display_mark_as_complete__v": "true",
-        "nba_priority__c": t["priority"],
-        "nba_channel__c": t["channel"],
-        "nba_content_id__c": t["content_id"].fillna(""),
-        "nba_expected_value__c": t["expected_value"].round(4),
-        "nba_window_start_local__c": start_local,
-        "nba_window_end_local__c": end_local,
-        "nba_window_start_utc__c": _utc_iso(t["window_start_utc"]),
-        "nba_window_end_utc__c": _utc_iso(t["window_end_utc"]),
-        "nba_timezone__c": t["timezone"],
-        "nba_expiry_utc__c": _utc_iso(t["expiry_utc"]),
-    })[list(VEEVA_SUGGESTION_COLUMNS)]
+    suggestions = pd.DataFrame(
+        {
+            "suggestion_external_id__v": t["suggestion_id"],
+            "account__v": t["hcp_id"],
+            "ownerid__v": t["rep_id"],
+            "record_type_name__v": record_type,
+            "title__v": t["title"],
+            "reason__v": t["reason"],
+            "priority__v": np.where(t["priority"] == 1, VEEVA_URGENT, VEEVA_NORMAL),
+            # Vault date fields: the HCP's local calendar dates (the day the rep sees).
+            "posted_date__v": [posted.tz_convert(str(z)).date().isoformat() for z in t["timezone"]],
+            "expiration_date__v": _date(t["expiry_local"].to_numpy()),
+            "planned_call_date__v": np.where(record_type == "call__v", _date(start_local), ""),
+            "display_dismiss__v": "true",
+            "display_mark_as_complete__v": "true",
+            "nba_priority__c": t["priority"],
+            "nba_channel__c": t["channel"],
+            "nba_content_id__c": t["content_id"].fillna(""),
+            "nba_expected_value__c": t["expected_value"].round(4),
+            "nba_window_start_local__c": start_local,
+            "nba_window_end_local__c": end_local,
+            "nba_window_start_utc__c": _utc_iso(t["window_start_utc"]),
+            "nba_window_end_utc__c": _utc_iso(t["window_end_utc"]),
+            "nba_timezone__c": t["timezone"],
+            "nba_expiry_utc__c": _utc_iso(t["expiry_utc"]),
+        }
+    )[list(VEEVA_SUGGESTION_COLUMNS)]
     has_product = t["product_id"].notna() & (t["product_id"].astype(str) != "")
-    product_tags = pd.DataFrame({"suggestion__vr.suggestion_external_id__v": t["suggestion_id"][has_product], "record_type_name__v": "product__v",
-                                 "product__v": t["product_id"][has_product], "driver__v": ""})
-    driver_tags = pd.DataFrame({"suggestion__vr.suggestion_external_id__v": t["suggestion_id"], "record_type_name__v": "driver__v",
-                                "product__v": "", "driver__v": t["channel"]})
+    product_tags = pd.DataFrame(
+        {
+            "suggestion__vr.suggestion_external_id__v": t["suggestion_id"][has_product],
+            "record_type_name__v": "product__v",
+            "product__v": t["product_id"][has_product],
+            "driver__v": "",
+        }
+    )
+    driver_tags = pd.DataFrame(
+        {"suggestion__vr.suggestion_external_id__v": t["suggestion_id"], "record_type_name__v": "driver__v", "product__v": "", "driver__v": t["channel"]}
+    )
     tags = pd.concat([product_tags, driver_tags], ignore_index=True)[list(VEEVA_TAG_COLUMNS)]
     return {"": suggestions, "suggestion_tag__v": tags}
 
@@ -219,34 +299,38 @@ def veeva_tables(t: pd.DataFrame, as_of: datetime) -> dict[str, pd.DataFrame]:
 def salesforce_tables(t: pd.DataFrame) -> dict[str, pd.DataFrame]:
     """Einstein Next Best Action ``Recommendation`` rows and Life Sciences Cloud ``TerritoryAcctRcmdAction`` rows."""
     action = t["channel"].map(SF_ACTION_TYPES)
-    recommendations = pd.DataFrame({
-        "Name": _clip(t["title"], SF_TEXT_LIMITS["Name"]),
-        "Description": _clip(t["reason"], SF_TEXT_LIMITS["Description"]),
-        "ActionReference": t["channel"].map(SF_FLOWS),
-        "AcceptanceLabel": action.map(SF_ACCEPT).fillna("Done"),
-        "RejectionLabel": "Skip",
-        "ExternalId": t["suggestion_id"],
-        # RecommendationScore is a double with two decimals: the expected value, rounded.
-        "RecommendationScore": t["expected_value"].round(2),
-        "NBA_Account_Id__c": t["hcp_id"],
-        "NBA_Priority__c": t["priority"],
-        "NBA_Channel__c": t["channel"],
-        "NBA_Content_Id__c": t["content_id"].fillna(""),
-        "NBA_Window_Start_Local__c": t["window_start_local"],
-        "NBA_Window_End_Local__c": t["window_end_local"],
-        "NBA_Window_Start_UTC__c": _utc_iso(t["window_start_utc"]),
-        "NBA_Window_End_UTC__c": _utc_iso(t["window_end_utc"]),
-        "NBA_Timezone__c": t["timezone"],
-        "NBA_Expiry_UTC__c": _utc_iso(t["expiry_utc"]),
-    })[list(SF_RECOMMENDATION_COLUMNS)]
-    actions = pd.DataFrame({
-        "Name": _clip(t["title"], SF_TEXT_LIMITS["Name"]),
-        "AccountId": t["hcp_id"],
-        "ActionType": action,
-        # Due by the end of the suggested window, on the HCP's calendar.
-        "DueDate": _date(t["window_end_local"].to_numpy()),
-        "NBA_Suggestion_Id__c": t["suggestion_id"],
-    })[list(SF_ACTION_COLUMNS)]
+    recommendations = pd.DataFrame(
+        {
+            "Name": _clip(t["title"], SF_TEXT_LIMITS["Name"]),
+            "Description": _clip(t["reason"], SF_TEXT_LIMITS["Description"]),
+            "ActionReference": t["channel"].map(SF_FLOWS),
+            "AcceptanceLabel": action.map(SF_ACCEPT).fillna("Done"),
+            "RejectionLabel": "Skip",
+            "ExternalId": t["suggestion_id"],
+            # RecommendationScore is a double with two decimals: the expected value, rounded.
+            "RecommendationScore": t["expected_value"].round(2),
+            "NBA_Account_Id__c": t["hcp_id"],
+            "NBA_Priority__c": t["priority"],
+            "NBA_Channel__c": t["channel"],
+            "NBA_Content_Id__c": t["content_id"].fillna(""),
+            "NBA_Window_Start_Local__c": t["window_start_local"],
+            "NBA_Window_End_Local__c": t["window_end_local"],
+            "NBA_Window_Start_UTC__c": _utc_iso(t["window_start_utc"]),
+            "NBA_Window_End_UTC__c": _utc_iso(t["window_end_utc"]),
+            "NBA_Timezone__c": t["timezone"],
+            "NBA_Expiry_UTC__c": _utc_iso(t["expiry_utc"]),
+        }
+    )[list(SF_RECOMMENDATION_COLUMNS)]
+    actions = pd.DataFrame(
+        {
+            "Name": _clip(t["title"], SF_TEXT_LIMITS["Name"]),
+            "AccountId": t["hcp_id"],
+            "ActionType": action,
+            # Due by the end of the suggested window, on the HCP's calendar.
+            "DueDate": _date(t["window_end_local"].to_numpy()),
+            "NBA_Suggestion_Id__c": t["suggestion_id"],
+        }
+    )[list(SF_ACTION_COLUMNS)]
     return {"": recommendations, "TerritoryAcctRcmdAction": actions}
 
 

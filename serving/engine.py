@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from functools import lru_cache
 from typing import Any
 
@@ -32,8 +32,8 @@ from serving.guardrails import RULES, ContactState, GuardrailPolicy, GuardrailRe
 from serving.messages import check_locale
 from serving.reasons import override_reason, suggestion_reasons
 from serving.reference import ReferenceData
-from serving.windows import day_slot_mask, local_days, nearest_slot, window_table, working_hours_mask
 from serving.scoring import contentless_channels  # channels that carry no content (the champion's, else the config's)
+from serving.windows import day_slot_mask, local_days, nearest_slot, window_table, working_hours_mask
 
 log = logging.getLogger(__name__)
 
@@ -44,20 +44,43 @@ REP_TIME = np.array([ch in REP_TIME_CHANNELS for ch in CHANNELS])
 # The feature values each audit row keeps: what the rules and reasons read, plus the model's
 # profile inputs, open rates and touch sequence so drift monitoring can read what serving saw.
 AUDIT_FEATURES = (
-    "is_missing", "segment", "lifecycle", "consecutive_unopened_pushes", "days_since_last_touch", "touches_total", "seq_len",
-    *[f"consent_{ch}" for ch in CHANNELS], *[f"{ch}_sent_7d" for ch in CHANNELS], *[f"{ch}_opened_90d" for ch in CHANNELS],
+    "is_missing",
+    "segment",
+    "lifecycle",
+    "consecutive_unopened_pushes",
+    "days_since_last_touch",
+    "touches_total",
+    "seq_len",
+    *[f"consent_{ch}" for ch in CHANNELS],
+    *[f"{ch}_sent_7d" for ch in CHANNELS],
+    *[f"{ch}_opened_90d" for ch in CHANNELS],
     *[f"{ch}_sent_90d" for ch in CHANNELS],
-    "hospital_tier", "department", "title", "is_kol", "beds", "potential_boxes_month", "support_share", "profile_completeness",
-    *[f"{ch}_open_rate_30d" for ch in CHANNELS], *[f"{ch}_sent_30d" for ch in CHANNELS],  # a rate with its denominator
-    "seq_channel", "seq_content_id", "seq_response", "seq_gap_days",
-    "suggestions_accepted_90d", "suggestions_dismissed_90d", "suggestions_done_90d",
+    "hospital_tier",
+    "department",
+    "title",
+    "is_kol",
+    "beds",
+    "potential_boxes_month",
+    "support_share",
+    "profile_completeness",
+    *[f"{ch}_open_rate_30d" for ch in CHANNELS],
+    *[f"{ch}_sent_30d" for ch in CHANNELS],  # a rate with its denominator
+    "seq_channel",
+    "seq_content_id",
+    "seq_response",
+    "seq_gap_days",
+    "suggestions_accepted_90d",
+    "suggestions_dismissed_90d",
+    "suggestions_done_90d",
 )
 # Numeric columns the engine itself reads (guardrails, reasons, plans): converted in one pandas call.
 NUMERIC_FEATURES = (
     *[f"consent_{ch}" for ch in CHANNELS],
     *[f"{ch}_{kind}_{w}" for ch in CHANNELS for kind in ("sent", "opened") for w in ("7d", "30d", "90d")],
     *[f"days_since_last_{ch}" for ch in CHANNELS],
-    "consecutive_unopened_pushes", "lifecycle", "potential_boxes_month",
+    "consecutive_unopened_pushes",
+    "lifecycle",
+    "potential_boxes_month",
 )
 _CHANNEL_NAMES = np.asarray(CHANNELS, dtype=object)
 WINDOWS = ("week", "today")
@@ -219,9 +242,16 @@ def window_inputs(frame: pd.DataFrame, policy: GuardrailPolicy) -> tuple[dict[in
     return counts, since
 
 
-def contact_state(frame: pd.DataFrame | FeatureMatrix, lifecycle: np.ndarray, *, history: pd.DataFrame | None = None,
-                  policy: GuardrailPolicy | None = None, content_topics: dict[str, str] | None = None, candidates: list[str] = (),
-                  contacts: Any = None) -> ContactState:
+def contact_state(
+    frame: pd.DataFrame | FeatureMatrix,
+    lifecycle: np.ndarray,
+    *,
+    history: pd.DataFrame | None = None,
+    policy: GuardrailPolicy | None = None,
+    content_topics: dict[str, str] | None = None,
+    candidates: list[str] = (),
+    contacts: Any = None,
+) -> ContactState:
     """The guardrails' view of each HCP from online features (CHANNELS column order).
 
     With ``policy`` window rules and ``history`` (the online frame, touch sequence and item history
@@ -242,11 +272,17 @@ def contact_state(frame: pd.DataFrame | FeatureMatrix, lifecycle: np.ndarray, *,
         from features.contact_history import recent_contacts
 
         counts, since = window_inputs(history, policy)
-        window = window_state(contacts if contacts is not None else recent_contacts(history), policy, channel_counts=counts, days_since=since,
-                              content_topics=content_topics,
-                              candidates=candidates)
-    return ContactState(consent=consent, sent_7d=sent_7d, unanswered_streak=streak, days_since_last=days, lifecycle=np.asarray(lifecycle, dtype=object),
-                        window=window)
+        window = window_state(
+            contacts if contacts is not None else recent_contacts(history),
+            policy,
+            channel_counts=counts,
+            days_since=since,
+            content_topics=content_topics,
+            candidates=candidates,
+        )
+    return ContactState(
+        consent=consent, sent_7d=sent_7d, unanswered_streak=streak, days_since_last=days, lifecycle=np.asarray(lifecycle, dtype=object), window=window
+    )
 
 
 def block_context(state: ContactState, i: int, c: int, content_id: Any = None) -> dict[str, Any]:
@@ -270,9 +306,14 @@ def feasibility_summary(parts: list[dict[str, Any]]) -> dict[str, Any]:
     for p in parts:
         for r, v in p.get("unmasked_first_infeasible_by_rule", {}).items():
             by_rule[r] = by_rule.get(r, 0) + int(v)
-    return {"decisions": n, "first_choice_overridden": over, "first_choice_overridden_share": over / n if n else 0.0,
-            "unmasked_first_infeasible": inf, "unmasked_first_infeasible_share": inf / n if n else 0.0,
-            "unmasked_first_infeasible_by_rule": by_rule}
+    return {
+        "decisions": n,
+        "first_choice_overridden": over,
+        "first_choice_overridden_share": over / n if n else 0.0,
+        "unmasked_first_infeasible": inf,
+        "unmasked_first_infeasible_share": inf / n if n else 0.0,
+        "unmasked_first_infeasible_by_rule": by_rule,
+    }
 
 
 def choose_slate(score: np.ndarray, k: int, epsilon: np.ndarray, top_m: int, u: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -300,8 +341,17 @@ def choose_slate(score: np.ndarray, k: int, epsilon: np.ndarray, top_m: int, u: 
 class Recommender:
     """Holds the loaded dependencies; ``recommend`` scores requests, ``feedback`` closes the loop."""
 
-    def __init__(self, cfg: ServingConfig, *, features_cfg: Any = None, store: Any = None, model: Any = None, model_error: str | None = None,
-                 reference: ReferenceData | None = None, audit: Any = None) -> None:
+    def __init__(
+        self,
+        cfg: ServingConfig,
+        *,
+        features_cfg: Any = None,
+        store: Any = None,
+        model: Any = None,
+        model_error: str | None = None,
+        reference: ReferenceData | None = None,
+        audit: Any = None,
+    ) -> None:
         self.cfg = cfg
         self.features_cfg = features_cfg
         self.store = store
@@ -324,7 +374,7 @@ class Recommender:
         return self.reference.content_topics()
 
     @classmethod
-    def from_config(cls, cfg: ServingConfig, *, features_cfg: Any = None) -> "Recommender":
+    def from_config(cls, cfg: ServingConfig, *, features_cfg: Any = None) -> Recommender:
         """Load features store, champion, reference tables and audit trail; failures are recorded, not raised."""
         from serving.audit import AuditTrail
         from serving.scoring import ModelUnavailable, load_champion
@@ -399,17 +449,23 @@ class Recommender:
         """A warning when ``as_of`` lies far beyond the newest feature snapshot or before the oldest (the features may not describe it)."""
         if self.data_span is None:
             return []
-        first, last = (datetime.fromtimestamp(x, timezone.utc) for x in self.data_span)
+        first, last = (datetime.fromtimestamp(x, UTC) for x in self.data_span)
         limit = timedelta(days=self.cfg.as_of_warn_days)
         if as_of > last + limit:
-            return [f"as_of {as_of.date().isoformat()} is {(as_of - last).days} days after the newest feature snapshot ({last.date().isoformat()}): "
-                    "features describe the HCPs as they were then; rebuild and materialise the features, or check as_of"]
+            return [
+                f"as_of {as_of.date().isoformat()} is {(as_of - last).days} days after the newest feature snapshot ({last.date().isoformat()}): "
+                "features describe the HCPs as they were then; rebuild and materialise the features, or check as_of"
+            ]
         if as_of < first - limit:
-            return [f"as_of {as_of.date().isoformat()} is {(first - as_of).days} days before the oldest feature snapshot ({first.date().isoformat()}): "
-                    "online features describe a later time"]
+            return [
+                f"as_of {as_of.date().isoformat()} is {(first - as_of).days} days before the oldest feature snapshot ({first.date().isoformat()}): "
+                "online features describe a later time"
+            ]
         return []
 
-    def horizon(self, as_of: datetime, timezones: np.ndarray, window: str | None = None, decision_date: date | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+    def horizon(
+        self, as_of: datetime, timezones: np.ndarray, window: str | None = None, decision_date: date | None = None
+    ) -> tuple[np.ndarray, np.ndarray | None]:
         """Allowed slots [N or 1, C, 28] (working hours, and one local day when asked) and each row's planned local date (None: the week).
 
         ``window="today"`` plans each HCP's local today (dayparts not yet over); ``decision_date``
@@ -427,14 +483,30 @@ class Recommender:
             if (days < today).any():
                 raise RequestError(f"decision_date: {decision_date.isoformat()} is before today ({min(today).isoformat()}) in the HCP's time zone")
             if (days > today + timedelta(days=MAX_DAYS_AHEAD)).any():
-                raise RequestError(f"decision_date: {decision_date.isoformat()} is more than {MAX_DAYS_AHEAD} days after today ({max(today).isoformat()}); "
-                                   "ask for the coming week without a decision_date")
+                raise RequestError(
+                    f"decision_date: {decision_date.isoformat()} is more than {MAX_DAYS_AHEAD} days after today ({max(today).isoformat()}); "
+                    "ask for the coming week without a decision_date"
+                )
         return week & day_slot_mask(days, first)[:, None, :], days
 
-    def recommend(self, hcp_ids: list[str], *, k: int | None = None, channels: list[str] | None = None, as_of: datetime | None = None,
-                  rep_id: str | None = None, record: bool = True, explore: bool = True, features: pd.DataFrame | None = None,
-                  window: str | None = None, decision_date: date | None = None, request_ids: list[str] | None = None,
-                  clock: datetime | None = None, locale: str | None = None, caller: str | None = None) -> Suggestions:
+    def recommend(
+        self,
+        hcp_ids: list[str],
+        *,
+        k: int | None = None,
+        channels: list[str] | None = None,
+        as_of: datetime | None = None,
+        rep_id: str | None = None,
+        record: bool = True,
+        explore: bool = True,
+        features: pd.DataFrame | None = None,
+        window: str | None = None,
+        decision_date: date | None = None,
+        request_ids: list[str] | None = None,
+        clock: datetime | None = None,
+        locale: str | None = None,
+        caller: str | None = None,
+    ) -> Suggestions:
         """Top-k feasible suggestions for each HCP (see module docstring); ``features`` skips the online read.
 
         ``locale``: the language of the reasons (``serving.messages``; None: the config's).
@@ -456,7 +528,7 @@ class Recommender:
             locale = check_locale(locale or cfg.locale)
         except ValueError as exc:
             raise RequestError(str(exc)) from None
-        as_of = datetime.now(timezone.utc) if as_of is None else (as_of.replace(tzinfo=timezone.utc) if as_of.tzinfo is None else as_of.astimezone(timezone.utc))
+        as_of = datetime.now(UTC) if as_of is None else (as_of.replace(tzinfo=UTC) if as_of.tzinfo is None else as_of.astimezone(UTC))
         request_allowed = np.ones(C, dtype=bool)
         if channels:
             unknown = [c for c in channels if c not in CHANNELS]
@@ -482,8 +554,11 @@ class Recommender:
         # Known but absent online: the store is empty or half loaded, which must not read as "no
         # suggestions": those HCPs are served degraded, like a store outage, and flagged.
         have_reference = len(self.reference.hcps) > 0
-        missing_online = np.ones(n, dtype=bool) if frame is None else (
-            frame["is_missing"].to_numpy(dtype=bool) if "is_missing" in frame.columns else np.zeros(n, dtype=bool))
+        missing_online = (
+            np.ones(n, dtype=bool)
+            if frame is None
+            else (frame["is_missing"].to_numpy(dtype=bool) if "is_missing" in frame.columns else np.zeros(n, dtype=bool))
+        )
         unknown = ~ref["known"] & missing_online if have_reference else np.zeros(n, dtype=bool)
         not_loaded = ref["known"] & missing_online & (frame is not None) if have_reference else np.zeros(n, dtype=bool)
         row_degraded = np.full(n, degraded_features) | not_loaded
@@ -497,8 +572,10 @@ class Recommender:
             frame = pd.DataFrame({"hcp_id": ids, **{f"consent_{ch}": np.full(n, ok) for ch, ok in zip(CHANNELS, consent_ok)}, "visit_sent_90d": 0})
         elif not_loaded.any():
             missing_ids = np.asarray(ids, dtype=object)[not_loaded].tolist()
-            notes.append(f"features missing online for {len(missing_ids)} known HCP(s) ({', '.join(missing_ids[:10])}{', ...' if len(missing_ids) > 10 else ''}): "
-                         f"the online store is empty or partly loaded; rule-based suggestions on {', '.join(cfg.degraded_channels)} only, flagged degraded")
+            notes.append(
+                f"features missing online for {len(missing_ids)} known HCP(s) ({', '.join(missing_ids[:10])}{', ...' if len(missing_ids) > 10 else ''}): "
+                f"the online store is empty or partly loaded; rule-based suggestions on {', '.join(cfg.degraded_channels)} only, flagged degraded"
+            )
             consent_ok = np.isin(_CHANNEL_NAMES, cfg.degraded_channels)
             frame = frame.copy()
             for ch, ok in zip(CHANNELS, consent_ok):
@@ -513,11 +590,26 @@ class Recommender:
         products = np.where(pd.isna(ref["main_product_id"]), "", ref["main_product_id"]).astype(object)
         contacts = recent_contacts(frame)  # once for the rules' content choice and the window rules
         contentless = contentless_channels(self.model, cfg.contentless_channels)
-        rules = rule_based_actions(frame, self._topics, thresholds=self.thresholds, items=self.reference.content_items(approved), product_ids=products,
-                                   no_repeat_days=cfg.rules.no_repeat_days, carries_content=~contentless,
-                                   contacts=contacts, sentences=False)  # serving.reasons words the facts in the request's locale
-        state = contact_state(num, lifecycle, history=None if degraded_features else frame, policy=self.policy, content_topics=self._topics,
-                              candidates=approved, contacts=contacts)
+        rules = rule_based_actions(
+            frame,
+            self._topics,
+            thresholds=self.thresholds,
+            items=self.reference.content_items(approved),
+            product_ids=products,
+            no_repeat_days=cfg.rules.no_repeat_days,
+            carries_content=~contentless,
+            contacts=contacts,
+            sentences=False,
+        )  # serving.reasons words the facts in the request's locale
+        state = contact_state(
+            num,
+            lifecycle,
+            history=None if degraded_features else frame,
+            policy=self.policy,
+            content_topics=self._topics,
+            candidates=approved,
+            contacts=contacts,
+        )
         # Feasible first: every rule that does not depend on the content chosen is a channel mask
         # before anything is scored, and the item window rules a content mask inside scoring.
         pre = apply_guardrails(state, np.arange(C), np.ones(C, dtype=bool), self.policy)
@@ -549,9 +641,15 @@ class Recommender:
                     at[rows] = np.arange(len(rows))
                     keep = at[blocked[0]] >= 0
                     sub_blocked = (at[blocked[0][keep]], blocked[1][keep])
-                scores = score_channels(self.model.bundle, sub, approved, channel_allowed=channel_ok[rows], blocked_items=sub_blocked,
-                                        slot_allowed=None if plan_days is None else slot_ok[rows],
-                                        products=(self.reference.content_products(self.model.bundle.vocab), products[rows]))
+                scores = score_channels(
+                    self.model.bundle,
+                    sub,
+                    approved,
+                    channel_allowed=channel_ok[rows],
+                    blocked_items=sub_blocked,
+                    slot_allowed=None if plan_days is None else slot_ok[rows],
+                    products=(self.reference.content_products(self.model.bundle.vocab), products[rows]),
+                )
                 score[rows], expected[rows] = np.where(scores.allowed, scores.prob, -np.inf), scores.expected
                 content[rows], weekday[rows], daypart[rows] = scores.content_id, scores.weekday, scores.daypart
                 raw_score[rows], raw_content[rows] = scores.raw_prob, scores.raw_content_id
@@ -622,8 +720,9 @@ class Recommender:
             for j in np.flatnonzero(above.any(1)):
                 rules_applied[j].append(rule)
         tz = ref["timezone"][row_idx]
-        start_ns, end_ns, start_iso, end_iso = window_table(as_of, tz, weekday[row_idx, ch], daypart[row_idx, ch],
-                                                            None if plan_days is None else plan_days[row_idx])
+        start_ns, end_ns, start_iso, end_iso = window_table(
+            as_of, tz, weekday[row_idx, ch], daypart[row_idx, ch], None if plan_days is None else plan_days[row_idx]
+        )
 
         served_content = content[row_idx, ch]
         content_col = np.where(~contentless[ch] & (CONTENT_CHANNELS[ch] | pd.notna(served_content)), served_content, None)
@@ -632,12 +731,24 @@ class Recommender:
         # Reasons in the request's locale, about the served channel only (serving.reasons); HCPs without
         # their features (store down, or not loaded) get no history and a check-consent note.
         reasons = suggestion_reasons(
-            locale=locale, channel=ch, rank=pos, policy=pol, hcp_row=row_idx, expected=expected[row_idx, ch], rules=rules,
-            weekday=weekday[row_idx, ch], daypart=daypart[row_idx, ch], content_id=content_col, content_topics=self._topics,
+            locale=locale,
+            channel=ch,
+            rank=pos,
+            policy=pol,
+            hcp_row=row_idx,
+            expected=expected[row_idx, ch],
+            rules=rules,
+            weekday=weekday[row_idx, ch],
+            daypart=daypart[row_idx, ch],
+            content_id=content_col,
+            content_topics=self._topics,
             sent=None if degraded_features else num.block(f"{{}}_sent_{long_w}d")[row_idx, ch],
-            opened=None if degraded_features else num.block(f"{{}}_opened_{long_w}d")[row_idx, ch], window_days=long_w,
-            override=np.where(pos == 0, override_text[row_idx], ""), no_features=row_degraded[row_idx],
-            store_down=degraded_features)
+            opened=None if degraded_features else num.block(f"{{}}_opened_{long_w}d")[row_idx, ch],
+            window_days=long_w,
+            override=np.where(pos == 0, override_text[row_idx], ""),
+            no_features=row_degraded[row_idx],
+            store_down=degraded_features,
+        )
 
         columns = {
             "suggestion_id": new_ids(len(ch)),
@@ -669,8 +780,12 @@ class Recommender:
         result.warnings = self.as_of_warnings(as_of)
         result.no_suggestion = np.asarray(ids, dtype=object)[~valid[:, 0]].tolist()
         result.potential = num.col("potential_boxes_month")
-        result.feasibility = {"decisions": n, "first_choice_overridden": int(overridden_after.sum()),
-                              "unmasked_first_infeasible": int(infeasible_raw.sum()), "unmasked_first_infeasible_by_rule": by_rule}
+        result.feasibility = {
+            "decisions": n,
+            "first_choice_overridden": int(overridden_after.sum()),
+            "unmasked_first_infeasible": int(infeasible_raw.sum()),
+            "unmasked_first_infeasible_by_rule": by_rule,
+        }
         t_audit = time.perf_counter()
         if record and self.audit is not None:
             self.record(result, frame, row_idx)
@@ -700,18 +815,39 @@ class Recommender:
         first_of = np.full(len(frame), -1)
         first_of[row_idx[first]] = np.flatnonzero(first)
         sid = f["suggestion_id"]
-        feats = [doc if is_first else shared_features(sid[j]) for doc, is_first, j in zip(np.asarray(per_hcp, dtype=object)[row_idx].tolist(), first.tolist(), first_of[row_idx].tolist())]
+        feats = [
+            doc if is_first else shared_features(sid[j])
+            for doc, is_first, j in zip(np.asarray(per_hcp, dtype=object)[row_idx].tolist(), first.tolist(), first_of[row_idx].tolist())
+        ]
         memo: dict[tuple, str] = {}  # few distinct (rule, rules applied) pairs per request
-        rules = [memo.get(key) or memo.setdefault(key, json.dumps({"fired": key[0], "applied": list(key[1]), "first_choice_blocked_by": key[2]}))
-                 for key in zip(f["rule_fired"].tolist(), map(tuple, f["rules_applied"]), f["first_choice_blocked_by"].tolist())]
+        rules = [
+            memo.get(key) or memo.setdefault(key, json.dumps({"fired": key[0], "applied": list(key[1]), "first_choice_blocked_by": key[2]}))
+            for key in zip(f["rule_fired"].tolist(), map(tuple, f["rules_applied"]), f["first_choice_blocked_by"].tolist())
+        ]
         reasons = [json.dumps(rs, ensure_ascii=False) for rs in f["reasons"]]
-        return self.audit.record_columns({
-            "suggestion_id": sid, "request_id": f.get("request_id", result.request_id), "hcp_id": f["hcp_id"], "rep_id": f["rep_id"],
-            "as_of": result.as_of, "rank": f["rank"], "channel": f["channel"], "content_id": f["content_id"],
-            "window_start": f["window_start"], "window_end": f["window_end"], "expected_response": f["expected_response"],
-            "propensity": f["propensity"], "policy": f["policy"], "model_version": result.model_version, "degraded": f["degraded"],
-            "features_json": feats, "rules_json": rules, "reasons_json": reasons, "caller": result.caller,
-        })
+        return self.audit.record_columns(
+            {
+                "suggestion_id": sid,
+                "request_id": f.get("request_id", result.request_id),
+                "hcp_id": f["hcp_id"],
+                "rep_id": f["rep_id"],
+                "as_of": result.as_of,
+                "rank": f["rank"],
+                "channel": f["channel"],
+                "content_id": f["content_id"],
+                "window_start": f["window_start"],
+                "window_end": f["window_end"],
+                "expected_response": f["expected_response"],
+                "propensity": f["propensity"],
+                "policy": f["policy"],
+                "model_version": result.model_version,
+                "degraded": f["degraded"],
+                "features_json": feats,
+                "rules_json": rules,
+                "reasons_json": reasons,
+                "caller": result.caller,
+            }
+        )
 
     def feedback(self, item: dict[str, Any]) -> dict[str, Any]:
         """Store one outcome durably (idempotent by feedback id), then push it to the online store.

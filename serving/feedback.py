@@ -24,19 +24,39 @@ def outcome_events(rows: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Audit feedback rows joined with their suggestions -> (contract feedback rows, contract touchpoint rows)."""
     ts = pd.to_datetime(rows["ts"], utc=True)
     dec = rows["outcome"].isin(DECISIONS).to_numpy()
-    decisions = pd.DataFrame({
-        "feedback_id": rows["feedback_id"], "suggestion_id": rows["suggestion_id"], "hcp_id": rows["hcp_id"],
-        "rep_id": rows["rep_id"], "ts": ts, "decision": rows["outcome"], "reason": rows["reason"],
-    })[dec]
+    decisions = pd.DataFrame(
+        {
+            "feedback_id": rows["feedback_id"],
+            "suggestion_id": rows["suggestion_id"],
+            "hcp_id": rows["hcp_id"],
+            "rep_id": rows["rep_id"],
+            "ts": ts,
+            "decision": rows["outcome"],
+            "reason": rows["reason"],
+        }
+    )[dec]
     t = rows[~dec]
     attended = (t["outcome"] == "attended").to_numpy()
-    touches = pd.DataFrame({
-        "event_id": t["feedback_id"], "hcp_id": t["hcp_id"], "rep_id": t["rep_id"], "ts": ts[~dec], "channel": t["channel"],
-        "content_id": t["content_id"], "direction": "outbound", "delivered": True, "opened": True, "read_seconds": 0.0,
-        "forwarded": False, "favourited": False, "replied": False,
-        "attended": pd.array([bool(a) if c in MEETINGS else None for a, c in zip(attended, t["channel"])], dtype="boolean"),
-        "propensity": t["propensity"], "suggestion_id": t["suggestion_id"],
-    })
+    touches = pd.DataFrame(
+        {
+            "event_id": t["feedback_id"],
+            "hcp_id": t["hcp_id"],
+            "rep_id": t["rep_id"],
+            "ts": ts[~dec],
+            "channel": t["channel"],
+            "content_id": t["content_id"],
+            "direction": "outbound",
+            "delivered": True,
+            "opened": True,
+            "read_seconds": 0.0,
+            "forwarded": False,
+            "favourited": False,
+            "replied": False,
+            "attended": pd.array([bool(a) if c in MEETINGS else None for a, c in zip(attended, t["channel"])], dtype="boolean"),
+            "propensity": t["propensity"],
+            "suggestion_id": t["suggestion_id"],
+        }
+    )
     return decisions.reset_index(drop=True), touches.reset_index(drop=True)
 
 
@@ -77,8 +97,10 @@ class PushLog:
         if engine.dialect.name == "sqlite":
             with engine.begin() as conn:
                 for op in ("UPDATE", "DELETE"):
-                    conn.exec_driver_sql(f"CREATE TRIGGER IF NOT EXISTS feedback_pushes_no_{op.lower()} BEFORE {op} ON feedback_pushes "
-                                         f"BEGIN SELECT RAISE(ABORT, 'audit trail is append-only: {op} on feedback_pushes refused'); END")
+                    conn.exec_driver_sql(
+                        f"CREATE TRIGGER IF NOT EXISTS feedback_pushes_no_{op.lower()} BEFORE {op} ON feedback_pushes "
+                        f"BEGIN SELECT RAISE(ABORT, 'audit trail is append-only: {op} on feedback_pushes refused'); END"
+                    )
 
     def record(self, hcp_id: str, through: Any, *, error: str | None) -> None:
         """Log one push attempt (``error`` None: it landed)."""
@@ -86,8 +108,11 @@ class PushLog:
 
         through = None if through is None or pd.isna(through) else pd.Timestamp(through).to_pydatetime()
         with self.engine.begin() as conn:
-            conn.execute(self.table.insert().values(hcp_id=hcp_id, attempted_at=datetime.now(UTC), through=through,
-                                                    pushed=error is None, error=None if error is None else error[:500]))
+            conn.execute(
+                self.table.insert().values(
+                    hcp_id=hcp_id, attempted_at=datetime.now(UTC), through=through, pushed=error is None, error=None if error is None else error[:500]
+                )
+            )
 
     def is_pushed(self, hcp_id: str, received_at: Any) -> bool:
         """Whether a successful push of ``hcp_id`` read feedback received at ``received_at``."""
@@ -104,8 +129,13 @@ class PushLog:
 
         t, f = self.table, feedback_table
         done = sa.select(t.c.hcp_id, sa.func.max(t.c.through).label("through")).where(t.c.pushed).group_by(t.c.hcp_id).subquery()
-        stmt = (sa.select(f.c.hcp_id).outerjoin(done, done.c.hcp_id == f.c.hcp_id)
-                .where(done.c.through.is_(None) | (f.c.received_at > done.c.through)).distinct().limit(limit))
+        stmt = (
+            sa.select(f.c.hcp_id)
+            .outerjoin(done, done.c.hcp_id == f.c.hcp_id)
+            .where(done.c.through.is_(None) | (f.c.received_at > done.c.through))
+            .distinct()
+            .limit(limit)
+        )
         with self.engine.connect() as conn:
             return [r[0] for r in conn.execute(stmt)]
 

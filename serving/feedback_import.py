@@ -11,7 +11,7 @@ same import again completes it.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from contract.crm_feedback import CrmFeedbackError, ParsedFeedback
@@ -20,7 +20,7 @@ _CHUNK = 500  # ids per IN (...) query: well under SQLite's bound-parameter limi
 
 
 def _utc(ts: datetime) -> datetime:
-    return ts.replace(tzinfo=timezone.utc) if ts.tzinfo is None else ts.astimezone(timezone.utc)
+    return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
 
 
 def check_against_trail(audit: Any, parsed: ParsedFeedback) -> tuple[dict[str, str], set[str]]:
@@ -45,21 +45,25 @@ def check_against_trail(audit: Any, parsed: ParsedFeedback) -> tuple[dict[str, s
             served.update({r.suggestion_id: r.hcp_id for r in conn.execute(q)})
         for a in range(0, len(fids), _CHUNK):
             q = sa.select(feedback.c.feedback_id, feedback.c.suggestion_id, feedback.c.outcome, feedback.c.reason, feedback.c.ts).where(
-                feedback.c.feedback_id.in_(fids[a : a + _CHUNK]))
+                feedback.c.feedback_id.in_(fids[a : a + _CHUNK])
+            )
             stored.update({r.feedback_id: r for r in conn.execute(q)})
     same: set[str] = set()
     for item, line in zip(parsed.items, parsed.lines):
         if item["suggestion_id"] not in served:
-            raise CrmFeedbackError(f"{parsed.path} line {line}: suggestion {item['suggestion_id']!r} was never served by this deployment "
-                                   f"(audit trail {audit.url.split('@')[-1]})")
+            raise CrmFeedbackError(
+                f"{parsed.path} line {line}: suggestion {item['suggestion_id']!r} was never served by this deployment (audit trail {audit.url.split('@')[-1]})"
+            )
         old = stored.get(item["feedback_id"])
         if old is not None:
             differing = [k for k in ("suggestion_id", "outcome", "reason") if getattr(old, k) != item[k]]
             if _utc(old.ts) != _utc(item["ts"]):
                 differing.append("ts")
             if differing:
-                raise CrmFeedbackError(f"{parsed.path} line {line}: feedback {item['feedback_id']!r} is already stored with a different "
-                                       f"{', '.join(differing)}; a CRM record's feedback cannot change once imported")
+                raise CrmFeedbackError(
+                    f"{parsed.path} line {line}: feedback {item['feedback_id']!r} is already stored with a different "
+                    f"{', '.join(differing)}; a CRM record's feedback cannot change once imported"
+                )
             same.add(item["feedback_id"])
     return served, same
 
@@ -70,8 +74,15 @@ def import_feedback(audit: Any, parsed: ParsedFeedback, *, push: Any = None, dry
     counts: dict[str, int] = {}
     for item in parsed.items:
         counts[item["outcome"]] = counts.get(item["outcome"], 0) + 1
-    summary: dict[str, Any] = {"file": parsed.path, "source": parsed.source, "rows": len(parsed.items), "outcomes": dict(sorted(counts.items())),
-                               "open_not_imported": parsed.skipped_open, "already_stored": len(same), "dry_run": dry_run}
+    summary: dict[str, Any] = {
+        "file": parsed.path,
+        "source": parsed.source,
+        "rows": len(parsed.items),
+        "outcomes": dict(sorted(counts.items())),
+        "open_not_imported": parsed.skipped_open,
+        "already_stored": len(same),
+        "dry_run": dry_run,
+    }
     if dry_run:
         return {**summary, "created": 0, "pushed_hcps": 0, "push_errors": []}
     created, hcps = 0, []

@@ -329,7 +329,6 @@ def run_fuzz_bench(
     ``simulate`` writes the world's contract data (``nba.wiring.simulate_dataset``), needed only to build one.
     """
     import os
-    import signal
     from pathlib import Path
 
     from contract.io import read_frame

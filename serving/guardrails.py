@@ -87,7 +87,7 @@ class ContactState:
     unanswered_streak: np.ndarray  # int: consecutive most-recent touches without a response
     days_since_last: np.ndarray  # float: days since the last touch on the channel (inf if none)
     lifecycle: np.ndarray  # [N] str: lifecycle of the HCP's main product
-    window: "WindowState | None" = None  # what the window rules found (None: no history, nothing blocked)
+    window: WindowState | None = None  # what the window rules found (None: no history, nothing blocked)
 
 
 @dataclass(frozen=True)
@@ -216,8 +216,15 @@ def window_state(
             by_topic = cand.groupby(cand_topic.to_numpy(dtype=object)).apply(list).to_dict() if len(cand) else {}
             blocked_items = [by_topic.get(t, []) for t in p_key.tolist()]
             reps = np.fromiter(map(len, blocked_items), dtype=np.int64, count=len(blocked_items))
-            pairs.append((np.repeat(p_row, reps), np.asarray([i for b in blocked_items for i in b], dtype=object),
-                          np.full(int(reps.sum()), r), np.repeat(count[hit], reps), np.repeat(youngest[hit], reps)))
+            pairs.append(
+                (
+                    np.repeat(p_row, reps),
+                    np.asarray([i for b in blocked_items for i in b], dtype=object),
+                    np.full(int(reps.sum()), r),
+                    np.repeat(count[hit], reps),
+                    np.repeat(youngest[hit], reps),
+                )
+            )
         else:
             pairs.append((p_row, p_key, np.full(len(p_row), r), count[hit], youngest[hit]))
     if pairs:
@@ -227,8 +234,16 @@ def window_state(
         cols = [col[keep] for col in cols]
     else:
         cols = [np.zeros(0, dtype=np.int64), np.zeros(0, dtype=object), np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64), np.zeros(0)]
-    return WindowState(ch_rule, ch_count, seen, cols[0].astype(np.int64), cols[1].astype(object), cols[2].astype(np.int64),
-                       cols[3].astype(np.int64), cols[4].astype(np.float64))
+    return WindowState(
+        ch_rule,
+        ch_count,
+        seen,
+        cols[0].astype(np.int64),
+        cols[1].astype(object),
+        cols[2].astype(np.int64),
+        cols[3].astype(np.int64),
+        cols[4].astype(np.float64),
+    )
 
 
 @dataclass(frozen=True)
@@ -290,10 +305,7 @@ def explain_block(rule: str, channel: str, state_row: Mapping[str, float], polic
         cap = policy.weekly_caps.get(channel)
         return f"{channel} blocked: weekly cap reached ({int(state_row.get('sent_7d', 0))}/{cap} in the last 7 days)"
     if rule == "cooldown":
-        return (
-            f"{channel} resting: last {int(state_row.get('unanswered_streak', 0))} {channel} touches unanswered, "
-            f"cool-down {policy.cooldown_days:g} days"
-        )
+        return f"{channel} resting: last {int(state_row.get('unanswered_streak', 0))} {channel} touches unanswered, cool-down {policy.cooldown_days:g} days"
     if rule == "window":
         return explain_window(channel, state_row, policy)
     if rule == "lifecycle":

@@ -36,15 +36,18 @@ class _Metrics:
         import prometheus_client as pc
 
         self.pc = pc
-        self.requests = pc.Counter("bentoml_service_request", "HTTP requests by route template and status",
-                                   ["endpoint", "http_response_code"])
-        self.duration = pc.Histogram("bentoml_service_request_duration_seconds", "HTTP request duration by route template and status",
-                                     ["endpoint", "http_response_code"], buckets=BUCKETS)
-        self.in_progress = pc.Gauge("bentoml_service_request_in_progress", "HTTP requests in progress by route template", ["endpoint"],
-                                    multiprocess_mode="livesum")
+        self.requests = pc.Counter("bentoml_service_request", "HTTP requests by route template and status", ["endpoint", "http_response_code"])
+        self.duration = pc.Histogram(
+            "bentoml_service_request_duration_seconds",
+            "HTTP request duration by route template and status",
+            ["endpoint", "http_response_code"],
+            buckets=BUCKETS,
+        )
+        self.in_progress = pc.Gauge(
+            "bentoml_service_request_in_progress", "HTTP requests in progress by route template", ["endpoint"], multiprocess_mode="livesum"
+        )
         self.shed = pc.Counter("nba_admission_rejected", "requests refused by admission control (503)", ["endpoint", "reason"])
-        self.batch_callers = pc.Histogram("nba_batch_callers", "callers scored together in one engine call",
-                                          buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256))
+        self.batch_callers = pc.Histogram("nba_batch_callers", "callers scored together in one engine call", buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256))
         self.batch_hcps = pc.Histogram("nba_batch_hcps", "HCPs scored in one engine call", buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1000))
         self.undelivered = pc.Counter("nba_responses_undelivered", "responses whose caller had gone (suggestions marked undelivered)")
 
@@ -117,6 +120,7 @@ class RouteMetrics:
         import anyio.to_thread
 
         body, content_type = await anyio.to_thread.run_sync(m.exposition)  # reads every worker's files: off the event loop
-        await send({"type": "http.response.start", "status": 200,
-                    "headers": [(b"content-type", content_type.encode()), (b"content-length", str(len(body)).encode())]})
+        await send(
+            {"type": "http.response.start", "status": 200, "headers": [(b"content-type", content_type.encode()), (b"content-length", str(len(body)).encode())]}
+        )
         await send({"type": "http.response.body", "body": body})

@@ -21,8 +21,17 @@ def expected_value(expected_response: np.ndarray, potential: np.ndarray) -> np.n
     return np.asarray(expected_response, dtype=np.float64) * (1.0 + np.log1p(np.maximum(np.asarray(potential, dtype=np.float64), 0.0)))
 
 
-def plan_day(rec: Recommender, rep_id: str, day: date, *, visit_capacity: int | None = None, message_capacity: int | None = None,
-             include_territory: bool = False, now: datetime | None = None, locale: str | None = None) -> tuple[pd.DataFrame, Suggestions, int, int, int]:
+def plan_day(
+    rec: Recommender,
+    rep_id: str,
+    day: date,
+    *,
+    visit_capacity: int | None = None,
+    message_capacity: int | None = None,
+    include_territory: bool = False,
+    now: datetime | None = None,
+    locale: str | None = None,
+) -> tuple[pd.DataFrame, Suggestions, int, int, int]:
     """Packed contacts for ``rep_id`` on ``day``: (plan rows in order, the scored request, capacities, deferred count).
 
     Every contact falls on ``day`` in its HCP's local time (the engine's one-day horizon; the

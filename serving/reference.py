@@ -15,7 +15,7 @@ import logging
 import threading
 import weakref
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +47,7 @@ class ReferenceData:
         self._approval_ns = (ids, _ns(self.content["approved_from"]), _ns(self.content["approved_until"]))
 
     @classmethod
-    def empty(cls) -> "ReferenceData":
+    def empty(cls) -> ReferenceData:
         """No reference data: default time zone, no owners, no content."""
         return cls(
             pd.DataFrame(columns=["rep_id", "region", "timezone", "main_product_id", "segment", "lifecycle"]).rename_axis("hcp_id"),
@@ -61,7 +61,7 @@ class ReferenceData:
         return LiveReference(data_dir, refresh_s=refresh_s)
 
     @classmethod
-    def load(cls, data_dir: str | Path) -> "ReferenceData":
+    def load(cls, data_dir: str | Path) -> ReferenceData:
         """Read hcps, reps, products and content from a contract dataset."""
         from contract.io import read_frame
 
@@ -165,7 +165,7 @@ def _ns(col: pd.Series) -> np.ndarray:
 
 
 def _ns_scalar(when: datetime) -> int:
-    return pd.Timestamp(when if when.tzinfo is not None else when.replace(tzinfo=timezone.utc)).value
+    return pd.Timestamp(when if when.tzinfo is not None else when.replace(tzinfo=UTC)).value
 
 
 log = logging.getLogger(__name__)
@@ -208,12 +208,14 @@ class LiveReference:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         if not self.refresh():
-            log.error("reference data unavailable (no contract dataset at %s): time zones default, no content, no plans%s",
-                      self.data_dir, "; watching for it" if self.refresh_s > 0 else "")
+            log.error(
+                "reference data unavailable (no contract dataset at %s): time zones default, no content, no plans%s",
+                self.data_dir,
+                "; watching for it" if self.refresh_s > 0 else "",
+            )
         if self.refresh_s > 0:
             # The thread holds only a weak reference: a dropped LiveReference stops its thread.
-            threading.Thread(target=_poll, args=(weakref.ref(self), self._stop, self.refresh_s / 2),
-                             name="reference-refresh", daemon=True).start()
+            threading.Thread(target=_poll, args=(weakref.ref(self), self._stop, self.refresh_s / 2), name="reference-refresh", daemon=True).start()
 
     @property
     def current(self) -> ReferenceData:

@@ -25,10 +25,11 @@ rules and cool-downs see the week's start only.
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -86,6 +87,7 @@ def stderr_progress(text: str) -> None:
 
 # --- inputs ---------------------------------------------------------------------------------------
 
+
 def load_model(cfg: ServingConfig, version: str | None = None) -> Any:
     """The registered champion (``cfg.model_alias``), or version ``version`` of ``cfg.model_name``: a ``serving.scoring.LoadedModel``."""
     import os
@@ -127,8 +129,16 @@ def resolve_data_dir(cfg: ServingConfig, data_dir: str | Path | None = None) -> 
     return Path(load_features_config(cfg.features_config).data_dir)
 
 
-def load_logs(cfg: ServingConfig, bundle: Any, reference: Any, *, weeks: int, data_dir: str | Path, training_set: str | Path | None = None,
-              progress: Callable[[str], None] | None = None) -> Logs:
+def load_logs(
+    cfg: ServingConfig,
+    bundle: Any,
+    reference: Any,
+    *,
+    weeks: int,
+    data_dir: str | Path,
+    training_set: str | Path | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> Logs:
     """Point-in-time decision rows of the logs (``training.data.load_training_set``), encoded with the bundle's vocabulary and scaler.
 
     The last ``weeks`` distinct weeks are replayed; the weeks before them stay as the logging
@@ -166,11 +176,11 @@ def load_logs(cfg: ServingConfig, bundle: Any, reference: Any, *, weeks: int, da
         hcp_products.index = hcp_products.index.astype(str)
     empty = data.subset(np.zeros(len(frame), dtype=bool))
     prep = Prepared(data.subset(before), empty, bundle.vocab, bundle.scaler, ts.fingerprint, ts.source, None, item_products, hcp_products, empty)
-    return Logs(frame[~before].reset_index(drop=True), data.subset(~before), prep, [pd.Timestamp(w) for w in window], len(distinct),
-                ts.fingerprint, ts.source)
+    return Logs(frame[~before].reset_index(drop=True), data.subset(~before), prep, [pd.Timestamp(w) for w in window], len(distinct), ts.fingerprint, ts.source)
 
 
 # --- the rules' view of each decision --------------------------------------------------------------
+
 
 def earlier_in_week(hcp_id: np.ndarray, week: np.ndarray, touch_ns: np.ndarray, channel: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per logged touch: the HCP's earlier logged touches of the same week per channel [N, C], and days since the latest of them [N, C] (inf: none)."""
@@ -196,8 +206,9 @@ def earlier_in_week(hcp_id: np.ndarray, week: np.ndarray, touch_ns: np.ndarray, 
     return counts, gap
 
 
-def decision_state(frame: pd.DataFrame, policy: GuardrailPolicy, reference: Any, approved: list[str], *,
-                   earlier: tuple[np.ndarray, np.ndarray] | None = None) -> ContactState:
+def decision_state(
+    frame: pd.DataFrame, policy: GuardrailPolicy, reference: Any, approved: list[str], *, earlier: tuple[np.ndarray, np.ndarray] | None = None
+) -> ContactState:
     """The guardrails' view of each row (``serving.engine.contact_state``), with ``earlier`` (counts, days since) touches of the week added."""
     from features.contact_history import recent_contacts
     from serving.engine import FeatureMatrix, contact_state, window_inputs
@@ -220,8 +231,9 @@ def decision_state(frame: pd.DataFrame, policy: GuardrailPolicy, reference: Any,
         since = np.fmin(since, gap)
     window = None
     if policy.window_rules:
-        window = window_state(recent_contacts(frame), policy, channel_counts=counts, days_since=since, content_topics=reference.content_topics(),
-                              candidates=approved)
+        window = window_state(
+            recent_contacts(frame), policy, channel_counts=counts, days_since=since, content_topics=reference.content_topics(), candidates=approved
+        )
     return replace(state, sent_7d=sent, window=window)
 
 
@@ -236,8 +248,9 @@ def first_rule(blocked: dict[str, np.ndarray], names: tuple[str, ...]) -> np.nda
     return out
 
 
-def logged_action_rules(state: ContactState, channel: np.ndarray, content: np.ndarray, approved: set[str], policy: GuardrailPolicy,
-                        channels_ok: np.ndarray) -> np.ndarray:
+def logged_action_rules(
+    state: ContactState, channel: np.ndarray, content: np.ndarray, approved: set[str], policy: GuardrailPolicy, channels_ok: np.ndarray
+) -> np.ndarray:
     """[N] the first rule that would have blocked each logged (channel, content) ("" when allowed).
 
     A logged touch without content passes the content rule (the CRM records calls and visits so);
@@ -257,8 +270,9 @@ def logged_action_rules(state: ContactState, channel: np.ndarray, content: np.nd
     return first_rule(blocked, LOGGED_RULES)
 
 
-def suggestion_rules(state: ContactState, suggestions: pd.DataFrame, row_of: np.ndarray, approved: set[str], policy: GuardrailPolicy,
-                     channels_ok: np.ndarray) -> np.ndarray:
+def suggestion_rules(
+    state: ContactState, suggestions: pd.DataFrame, row_of: np.ndarray, approved: set[str], policy: GuardrailPolicy, channels_ok: np.ndarray
+) -> np.ndarray:
     """[S] the first rule each served suggestion breaks ("" when none), checked per action with ``serving.guardrails``, independent of the engine's masks.
 
     Content channels need an approved item; any item named must be approved; in-person channels
@@ -311,6 +325,7 @@ def ope_masks(state: ContactState, week_approved: np.ndarray, policy: GuardrailP
 
 # --- per config ----------------------------------------------------------------------------------
 
+
 def rep_day_load(suggestions: pd.DataFrame, reps: list[str], days: list[date]) -> tuple[np.ndarray, pd.Series]:
     """([reps, days] suggestions per rep and local day of the suggested window, each rep's total)."""
     grid = np.zeros((len(reps), len(days)))
@@ -333,8 +348,17 @@ def _channels_ok(channels: list[str] | None) -> np.ndarray:
     return np.ones(C, dtype=bool) if not channels else np.isin(np.asarray(CHANNELS, dtype=object), channels)
 
 
-def replay_config(cfg: ServingConfig, model: Any, reference: Any, logs: Logs, *, channels: list[str] | None = None, label: str = "",
-                  ctx: Any = None, progress: Callable[[str], None] | None = None) -> Outcome:
+def replay_config(
+    cfg: ServingConfig,
+    model: Any,
+    reference: Any,
+    logs: Logs,
+    *,
+    channels: list[str] | None = None,
+    label: str = "",
+    ctx: Any = None,
+    progress: Callable[[str], None] | None = None,
+) -> Outcome:
     """Replay one serving config over the logged window: schedule, rule checks, blocked logged touches, served-policy rows."""
     from serving.engine import Recommender, feasibility_summary
 
@@ -414,6 +438,7 @@ def replay_config(cfg: ServingConfig, model: Any, reference: Any, logs: Logs, *,
 
 # --- off-policy estimates ------------------------------------------------------------------------
 
+
 def ope_settings(cfg: ServingConfig, *, n_boot: int, propensity: str) -> Any:
     """The evaluation's OPE settings (training.config.OpeSection) with this serving config's exploration."""
     from training.config import OpeSection
@@ -421,14 +446,24 @@ def ope_settings(cfg: ServingConfig, *, n_boot: int, propensity: str) -> Any:
     return OpeSection(n_boot=n_boot, propensity=propensity, epsilon=cfg.exploration.epsilon, top_m=cfg.exploration.top_m)
 
 
-def served_rows(cfg: ServingConfig, bundle: Any, logs: Logs, ctx: Any, channel_allowed: np.ndarray, item_allowed: np.ndarray,
-                batch_size: int = 512) -> dict[str, np.ndarray]:
+def served_rows(
+    cfg: ServingConfig, bundle: Any, logs: Logs, ctx: Any, channel_allowed: np.ndarray, item_allowed: np.ndarray, batch_size: int = 512
+) -> dict[str, np.ndarray]:
     """The served policy's rows under ``cfg`` (training.served_ope.served_rows): serving's masks narrowed by the config's rules."""
     from training import served_ope
 
     masks = served_ope.served_masks(bundle, logs.data, logs.prep.item_products, logs.prep.hcp_products)
-    return served_ope.served_rows(bundle, logs.data, ctx, epsilon=cfg.exploration.epsilon, top_m=cfg.exploration.top_m, batch_size=batch_size,
-                                  masks=masks, channel_allowed=channel_allowed, item_allowed=item_allowed)
+    return served_ope.served_rows(
+        bundle,
+        logs.data,
+        ctx,
+        epsilon=cfg.exploration.epsilon,
+        top_m=cfg.exploration.top_m,
+        batch_size=batch_size,
+        masks=masks,
+        channel_allowed=channel_allowed,
+        item_allowed=item_allowed,
+    )
 
 
 def ope_figures(rows: dict[str, np.ndarray], ope_cfg: Any, seed: int) -> dict[str, Any]:
@@ -463,6 +498,7 @@ def ope_deltas(changed: dict[str, np.ndarray], baseline: dict[str, np.ndarray], 
 
 # --- the comparison ------------------------------------------------------------------------------
 
+
 def compare(baseline: dict[str, Any], changed: dict[str, Any]) -> dict[str, Any]:
     """Figures prefixed ``baseline_`` and ``changed_``, and ``delta_`` = CHANGED minus BASELINE for every number both have."""
     out: dict[str, Any] = {}
@@ -486,9 +522,21 @@ def config_changes(baseline: ServingConfig, changed: ServingConfig, channels: li
     return out
 
 
-def run_replay(baseline: ServingConfig, changed: ServingConfig, *, weeks: int = 13, data_dir: str | Path | None = None, version: str | None = None,
-               training_set: str | Path | None = None, channels: list[str] | None = None, n_boot: int = 1000, propensity: str = "auto",
-               seed: int = 0, progress: Callable[[str], None] | None = stderr_progress, ope: bool = True) -> tuple[dict[str, Any], dict[str, Outcome]]:
+def run_replay(
+    baseline: ServingConfig,
+    changed: ServingConfig,
+    *,
+    weeks: int = 13,
+    data_dir: str | Path | None = None,
+    version: str | None = None,
+    training_set: str | Path | None = None,
+    channels: list[str] | None = None,
+    n_boot: int = 1000,
+    propensity: str = "auto",
+    seed: int = 0,
+    progress: Callable[[str], None] | None = stderr_progress,
+    ope: bool = True,
+) -> tuple[dict[str, Any], dict[str, Outcome]]:
     """Load the model(s), reference tables and logs, then replay BASELINE and CHANGED over the last ``weeks``; (flat figures, each config's Outcome)."""
     from serving.reference import ReferenceData
 
@@ -514,10 +562,24 @@ def run_replay(baseline: ServingConfig, changed: ServingConfig, *, weeks: int = 
     except FileNotFoundError as exc:
         raise ReplayError(str(exc)) from None
     logs = load_logs(baseline, base_model.bundle, reference, weeks=weeks, data_dir=data_dir, training_set=training_set, progress=progress)
-    figures, outcomes = replay_pair(baseline, changed, base_model, new_model, reference, logs, channels=channels, n_boot=n_boot, propensity=propensity,
-                                    seed=seed, progress=progress, ope=ope)
+    figures, outcomes = replay_pair(
+        baseline,
+        changed,
+        base_model,
+        new_model,
+        reference,
+        logs,
+        channels=channels,
+        n_boot=n_boot,
+        propensity=propensity,
+        seed=seed,
+        progress=progress,
+        ope=ope,
+    )
     if weeks > len(logs.weeks):
-        figures["note"] = f"the logs span {logs.weeks_available} weeks: replayed the last {len(logs.weeks)}, one week kept before them for the logging policy's support"
+        figures["note"] = (
+            f"the logs span {logs.weeks_available} weeks: replayed the last {len(logs.weeks)}, one week kept before them for the logging policy's support"
+        )
     return figures, outcomes
 
 
@@ -530,16 +592,39 @@ def check_channels(channels: list[str] | None) -> None:
 
 def missing_rule_columns(frame: pd.DataFrame) -> list[str]:
     """Feature columns serving's rules read that the logged rows lack (each defaults quietly in the engine: say so)."""
-    want = [*(f"consent_{ch}" for ch in CHANNELS), *(f"{ch}_sent_7d" for ch in CHANNELS), *(f"{ch}_sent_30d" for ch in CHANNELS),
-            *(f"{ch}_opened_30d" for ch in CHANNELS), *(f"days_since_last_{ch}" for ch in CHANNELS), "consecutive_unopened_pushes", "lifecycle",
-            "seq_channel", "seq_content_id", "seq_gap_days", "item_hist_content_id", *(f"cr_{ch}_days_since" for ch in CHANNELS)]
+    want = [
+        *(f"consent_{ch}" for ch in CHANNELS),
+        *(f"{ch}_sent_7d" for ch in CHANNELS),
+        *(f"{ch}_sent_30d" for ch in CHANNELS),
+        *(f"{ch}_opened_30d" for ch in CHANNELS),
+        *(f"days_since_last_{ch}" for ch in CHANNELS),
+        "consecutive_unopened_pushes",
+        "lifecycle",
+        "seq_channel",
+        "seq_content_id",
+        "seq_gap_days",
+        "item_hist_content_id",
+        *(f"cr_{ch}_days_since" for ch in CHANNELS),
+    ]
     have = set(frame.columns)
     return [c for c in want if c not in have]
 
 
-def replay_pair(baseline: ServingConfig, changed: ServingConfig, base_model: Any, new_model: Any, reference: Any, logs: Logs, *,
-                channels: list[str] | None = None, n_boot: int = 1000, propensity: str = "auto", seed: int = 0,
-                progress: Callable[[str], None] | None = None, ope: bool = True) -> tuple[dict[str, Any], dict[str, Outcome]]:
+def replay_pair(
+    baseline: ServingConfig,
+    changed: ServingConfig,
+    base_model: Any,
+    new_model: Any,
+    reference: Any,
+    logs: Logs,
+    *,
+    channels: list[str] | None = None,
+    n_boot: int = 1000,
+    propensity: str = "auto",
+    seed: int = 0,
+    progress: Callable[[str], None] | None = None,
+    ope: bool = True,
+) -> tuple[dict[str, Any], dict[str, Outcome]]:
     """BASELINE and CHANGED (narrowed to ``channels``) over the same logged window: both configs' figures, the deltas and the window's facts."""
     from training import served_ope
 
@@ -550,8 +635,9 @@ def replay_pair(baseline: ServingConfig, changed: ServingConfig, base_model: Any
     ctx = None
     if ope:
         _say(progress, "replay: the logging policy's support" + (" and propensities" if propensity == "auto" else ""))
-        ctx = served_ope.build_context(base_model.bundle, logs.prep, logs.data, propensity=propensity, seed=seed, contentless=base_model.bundle.contentless,
-                                       progress=progress is not None)
+        ctx = served_ope.build_context(
+            base_model.bundle, logs.prep, logs.data, propensity=propensity, seed=seed, contentless=base_model.bundle.contentless, progress=progress is not None
+        )
     outcomes = {
         "baseline": replay_config(baseline, base_model, reference, logs, label="baseline", ctx=ctx, progress=progress),
         "changed": replay_config(changed, new_model, reference, logs, channels=channels, label="changed", ctx=ctx, progress=progress),
@@ -565,32 +651,39 @@ def replay_pair(baseline: ServingConfig, changed: ServingConfig, base_model: Any
     if ope:
         figures.update(ope_deltas(outcomes["changed"].rows, outcomes["baseline"].rows, ope_settings(changed, n_boot=n_boot, propensity=propensity), seed))
     hcps = logs.frame["hcp_id"].astype(str)
-    figures.update({
-        "model_version": base_model.label if new_model is base_model else f"{base_model.label} vs {new_model.label}",
-        "changes": config_changes(baseline, changed, channels),
-        "weeks_count": len(logs.weeks),
-        "weeks_available_count": logs.weeks_available,
-        "window_start": logs.weeks[0].date().isoformat(),
-        "window_end": (logs.weeks[-1].date() + timedelta(days=6)).isoformat(),
-        "days_count": 7 * len(logs.weeks),
-        "logged_touches_count": len(logs.frame),
-        "decisions_replayed_count": int((~pd.DataFrame({"h": hcps, "w": logs.frame["event_timestamp"].astype(str)}).duplicated()).sum()),
-        "hcps_count": int(hcps.nunique()),
-        "reps_count": int(len(outcomes["baseline"].per_rep)),
-        "missing_rule_columns": missing,
-        "data_fingerprint": logs.fingerprint,
-        "data_source": logs.source,
-    })
+    figures.update(
+        {
+            "model_version": base_model.label if new_model is base_model else f"{base_model.label} vs {new_model.label}",
+            "changes": config_changes(baseline, changed, channels),
+            "weeks_count": len(logs.weeks),
+            "weeks_available_count": logs.weeks_available,
+            "window_start": logs.weeks[0].date().isoformat(),
+            "window_end": (logs.weeks[-1].date() + timedelta(days=6)).isoformat(),
+            "days_count": 7 * len(logs.weeks),
+            "logged_touches_count": len(logs.frame),
+            "decisions_replayed_count": int((~pd.DataFrame({"h": hcps, "w": logs.frame["event_timestamp"].astype(str)}).duplicated()).sum()),
+            "hcps_count": int(hcps.nunique()),
+            "reps_count": int(len(outcomes["baseline"].per_rep)),
+            "missing_rule_columns": missing,
+            "data_fingerprint": logs.fingerprint,
+            "data_source": logs.source,
+        }
+    )
     return figures, outcomes
 
 
 def _same_encoding(a: Any, b: Any) -> bool:
-    return tuple(a.vocab.ids) == tuple(b.vocab.ids) and tuple(a.scaler.columns) == tuple(b.scaler.columns) and \
-        np.array_equal(a.scaler.mean, b.scaler.mean) and np.array_equal(a.scaler.std, b.scaler.std) and \
-        a.model.config.max_seq_len == b.model.config.max_seq_len
+    return (
+        tuple(a.vocab.ids) == tuple(b.vocab.ids)
+        and tuple(a.scaler.columns) == tuple(b.scaler.columns)
+        and np.array_equal(a.scaler.mean, b.scaler.mean)
+        and np.array_equal(a.scaler.std, b.scaler.std)
+        and a.model.config.max_seq_len == b.model.config.max_seq_len
+    )
 
 
 # --- the readable table --------------------------------------------------------------------------
+
 
 def _fmt(v: Any) -> str:
     if v is None or (isinstance(v, float) and not np.isfinite(v)):
@@ -630,8 +723,13 @@ def format_table(figures: dict[str, Any]) -> str:
     est = figures.get("changed_ope_estimator") or figures.get("baseline_ope_estimator") or "dr"
     for name in ("dr", "snips", "switch_dr", "dr_os"):
         rows.append((f"OPE {name} value" + (" (chosen)" if name == est else ""), f"ope_{name}_value"))
-    rows += [("OPE logged policy value", "ope_logged_value"), ("OPE rows", "ope_rows_count"), ("OPE rows without propensity", "ope_rows_without_propensity_count"),
-             ("OPE support mass", "ope_diag_support_mass"), ("OPE ESS", "ope_diag_ess")]
+    rows += [
+        ("OPE logged policy value", "ope_logged_value"),
+        ("OPE rows", "ope_rows_count"),
+        ("OPE rows without propensity", "ope_rows_without_propensity_count"),
+        ("OPE support mass", "ope_diag_support_mass"),
+        ("OPE ESS", "ope_diag_ess"),
+    ]
     table = [("metric", "baseline", "changed", "delta")]
     for title, key in rows:
         if f"baseline_{key}" not in figures and f"changed_{key}" not in figures:

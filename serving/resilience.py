@@ -19,7 +19,6 @@ import contextlib
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import threading
@@ -33,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from nba.servers import free_port
+from nba.servers import free_port, kill_tree
 
 DECISIONS = ("accepted", "dismissed", "done")
 
@@ -467,7 +466,7 @@ def run_resilience(
             futures = [pool.submit(lambda it: None if killed.is_set() else post(it), it) for it in items]
             while not killed.is_set():
                 if len(answered) >= kill_at or all(f.done() for f in futures):
-                    os.killpg(proc.pid, signal.SIGKILL)  # the whole group: the server and its workers
+                    kill_tree(proc)  # the server and its workers (each in a session of its own), as a crash would
                     killed.set()
                 time.sleep(0.005)
         proc.wait(timeout=30)

@@ -51,8 +51,13 @@ def _date(v: date | None) -> date | None:
 class RecommendRequest(_Strict):
     """Suggestions for one or many HCPs (pseudonymous ids)."""
 
-    hcp_ids: list[str] = Field(..., min_length=1, max_length=MAX_IDS, description="HCP ids (pattern ^[A-Za-z0-9_.:-]{1,64}$); at most the configured batch limit",
-                               json_schema_extra={"items": {"type": "string", "pattern": _ID}})
+    hcp_ids: list[str] = Field(
+        ...,
+        min_length=1,
+        max_length=MAX_IDS,
+        description="HCP ids (pattern ^[A-Za-z0-9_.:-]{1,64}$); at most the configured batch limit",
+        json_schema_extra={"items": {"type": "string", "pattern": _ID}},
+    )
     k: int | None = Field(None, ge=1, le=len(CHANNELS), description="suggestions per HCP (default from config)")
     channels: list[Channel] | None = Field(None, description="only these channels may be suggested")
     as_of: datetime | None = Field(
@@ -112,11 +117,14 @@ class Suggestion(BaseModel):
     window_start: str = Field(description="start of the suggested window, HCP local time (ISO 8601 with offset)")
     window_end: str
     timezone: str
-    expected_response: float = Field(description="predicted probability the HCP responds (for systems; reasons show it to the rep as a likelihood "
-                                     "band: high >= 0.5, medium >= 0.2, low below)")
+    expected_response: float = Field(
+        description="predicted probability the HCP responds (for systems; reasons show it to the rep as a likelihood "
+        "band: high >= 0.5, medium >= 0.2, low below)"
+    )
     propensity: float = Field(description="probability with which this action was served")
-    policy: Literal["model", "explore", "holdout", "fallback"] = Field(description="which policy served it (model, exploration, holdout group, "
-                                                                       "rule-based fallback): for evaluation, never shown in the reasons")
+    policy: Literal["model", "explore", "holdout", "fallback"] = Field(
+        description="which policy served it (model, exploration, holdout group, rule-based fallback): for evaluation, never shown in the reasons"
+    )
     degraded: bool
     reasons: list[str] = Field(description="sentences for the rep in the request's locale, about the suggested channel only")
     rules_applied: list[str]
@@ -138,7 +146,9 @@ class RecommendResponse(BaseModel):
     degraded: bool
     notes: list[str]
     results: list[HcpSuggestions]
-    unknown_hcp_ids: list[str] = Field(default_factory=list, description="requested ids in no reference table and not in the online store: nothing is suggested for them")
+    unknown_hcp_ids: list[str] = Field(
+        default_factory=list, description="requested ids in no reference table and not in the online store: nothing is suggested for them"
+    )
     warnings: list[str] = Field(default_factory=list, description="what the caller should know, e.g. an as_of far from the feature data, unknown ids")
 
 
@@ -146,12 +156,17 @@ class PlanRequest(_Strict):
     """A rep's day: whom to contact and how, within capacity."""
 
     rep_id: str = Field(..., pattern=_ID)
-    date: _Day = Field(..., description="the day to plan (YYYY-MM-DD): contacts fall on this date in each HCP's local time; from the "
-                       "server's today up to 6 days ahead", examples=["2026-05-01"])
+    date: _Day = Field(
+        ...,
+        description="the day to plan (YYYY-MM-DD): contacts fall on this date in each HCP's local time; from the server's today up to 6 days ahead",
+        examples=["2026-05-01"],
+    )
     visit_capacity: int | None = Field(None, ge=0, le=50, description="override the rep's visits per day")
     message_capacity: int | None = Field(None, ge=0, le=500, description="override the rep's messages per day")
     include_territory: bool = Field(False, description="also rank HCPs in the rep's region who are not yet targets")
-    locale: Literal["en", "zh-CN"] | None = Field(None, description="language of the reasons and explanations: en or zh-CN (default: the service's configured locale)")
+    locale: Literal["en", "zh-CN"] | None = Field(
+        None, description="language of the reasons and explanations: en or zh-CN (default: the service's configured locale)"
+    )
 
     _day = field_validator("date")(classmethod(lambda cls, v: _date(v)))
 
@@ -161,9 +176,11 @@ class PlannedContact(BaseModel):
 
     order: int
     hcp_id: str
-    expected_value: float = Field(description="potential-weighted expected responses, the plan's sort key: expected_response × (1 + ln(1 + "
-                                  "the HCP's potential in boxes per month)); 1.0 is one certain response from an HCP without potential. "
-                                  "No currency: compare contacts with each other")
+    expected_value: float = Field(
+        description="potential-weighted expected responses, the plan's sort key: expected_response × (1 + ln(1 + "
+        "the HCP's potential in boxes per month)); 1.0 is one certain response from an HCP without potential. "
+        "No currency: compare contacts with each other"
+    )
     not_yet_target: bool
     explanation: str = Field("", description="what expected_value counts for this contact, for the rep (likelihood band and potential weight)")
     suggestion: Suggestion
@@ -189,8 +206,11 @@ class FeedbackItem(_Strict):
     suggestion_id: str = Field(..., pattern=_ID)
     outcome: Outcome
     reason: Reason | None = Field(None, description="why, when dismissed (coded, never free text)")
-    ts: datetime = Field(..., description="when it happened, timezone-aware (stored as UTC); at most the configured clock skew "
-                         "after the server's clock", examples=["2026-05-01T10:30:00+08:00"])
+    ts: datetime = Field(
+        ...,
+        description="when it happened, timezone-aware (stored as UTC); at most the configured clock skew after the server's clock",
+        examples=["2026-05-01T10:30:00+08:00"],
+    )
     rep_id: str | None = Field(None, pattern=_ID)
 
     _ts = field_validator("ts")(classmethod(lambda cls, v: _aware(v)))
@@ -216,8 +236,10 @@ class ErrorDetail(BaseModel):
     """What went wrong: the HTTP status again, a stable code and a message naming the field."""
 
     status: int = Field(ge=400, le=599)
-    code: str = Field(description="invalid_request, unauthorized, not_found, method_not_allowed, conflict, payload_too_large, "
-                      "unsupported_media_type, overloaded (503 with Retry-After), unavailable, timeout, internal_error")
+    code: str = Field(
+        description="invalid_request, unauthorized, not_found, method_not_allowed, conflict, payload_too_large, "
+        "unsupported_media_type, overloaded (503 with Retry-After), unavailable, timeout, internal_error"
+    )
     message: str
     fields: list[ErrorField] | None = Field(None, description="the fields at fault, when the error is about the request's content")
 
@@ -225,8 +247,19 @@ class ErrorDetail(BaseModel):
 class ErrorResponse(BaseModel):
     """The one body of every 4xx and 5xx answer (built by ``serving.errors``)."""
 
-    model_config = ConfigDict(json_schema_extra={"examples": [{"error": {
-        "status": 422, "code": "invalid_request", "message": "hcp_ids[0]: hcp_ids[0] 'a b' is not a valid id (1-64 of letters, digits, _ . : -)",
-        "fields": [{"field": "hcp_ids[0]", "message": "hcp_ids[0] 'a b' is not a valid id (1-64 of letters, digits, _ . : -)"}]}}]})
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "error": {
+                        "status": 422,
+                        "code": "invalid_request",
+                        "message": "hcp_ids[0]: hcp_ids[0] 'a b' is not a valid id (1-64 of letters, digits, _ . : -)",
+                        "fields": [{"field": "hcp_ids[0]", "message": "hcp_ids[0] 'a b' is not a valid id (1-64 of letters, digits, _ . : -)"}],
+                    }
+                }
+            ]
+        }
+    )
 
     error: ErrorDetail

@@ -117,9 +117,17 @@ def _grouped_scores(channel_scores: Any, model: Any, z: Any, content_mask: Any, 
     return score, content, slot
 
 
-def score_channels(bundle: Any, frame: Any, approved_content: list[str] | None = None, *, channel_allowed: np.ndarray | None = None,
-                   blocked_items: tuple[np.ndarray, np.ndarray] | None = None, slot_allowed: np.ndarray | None = None,
-                   products: tuple[np.ndarray, np.ndarray] | None = None, batch_size: int = 256) -> ChannelScores:
+def score_channels(
+    bundle: Any,
+    frame: Any,
+    approved_content: list[str] | None = None,
+    *,
+    channel_allowed: np.ndarray | None = None,
+    blocked_items: tuple[np.ndarray, np.ndarray] | None = None,
+    slot_allowed: np.ndarray | None = None,
+    products: tuple[np.ndarray, np.ndarray] | None = None,
+    batch_size: int = 256,
+) -> ChannelScores:
     """Score every channel for each row of an online feature frame (see module docstring), feasible first.
 
     channel_allowed: [N, C] bool, channels the guardrails allow: the others score -inf (``allowed``

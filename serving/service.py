@@ -26,7 +26,12 @@ from serving.config import ServingConfig  # noqa: E402
 from serving.metrics import RouteMetrics  # noqa: E402
 from serving.middleware import CALLER_KEY, ApiGuard  # noqa: E402
 from serving.schemas import (  # noqa: E402
-    FeedbackItem, FeedbackResponse, PlanRequest, PlanResponse, RecommendRequest, RecommendResponse,
+    FeedbackItem,
+    FeedbackResponse,
+    PlanRequest,
+    PlanResponse,
+    RecommendRequest,
+    RecommendResponse,
 )
 
 log = logging.getLogger("nba.serving")
@@ -42,9 +47,12 @@ _CFG = service_config()
 # Feasible first, as Prometheus counters on /metrics: HCP decisions, first choices a rule had to
 # override after masking (stays 0), and unmasked first choices a rule made infeasible, by rule.
 _DECISIONS = bentoml.metrics.Counter(name="nba_hcp_decisions", documentation="HCP decisions served by /recommend")
-_OVERRIDDEN = bentoml.metrics.Counter(name="nba_first_choice_overridden", documentation="served first choices a rule had to override after masking (0 expected)")
-_INFEASIBLE = bentoml.metrics.Counter(name="nba_unmasked_first_infeasible", documentation="the policy's unmasked first choice broke a rule and was masked before ranking",
-                                      labelnames=["rule"])
+_OVERRIDDEN = bentoml.metrics.Counter(
+    name="nba_first_choice_overridden", documentation="served first choices a rule had to override after masking (0 expected)"
+)
+_INFEASIBLE = bentoml.metrics.Counter(
+    name="nba_unmasked_first_infeasible", documentation="the policy's unmasked first choice broke a rule and was masked before ranking", labelnames=["rule"]
+)
 
 
 def _count_feasibility(feasibility: dict) -> None:
@@ -129,8 +137,7 @@ class NextBestAction:
         # Marks of undelivered responses are audit writes only: off the engine's thread.
         self.side = ThreadPoolExecutor(1, thread_name_prefix="nba-audit-marks")
         b = self.cfg.batching
-        self.batcher = MicroBatcher(self._score, self.executor, max_hcps=b.max_hcps, max_wait_ms=b.max_wait_ms,
-                                    on_batch=_batch_observed) if b.enabled else None
+        self.batcher = MicroBatcher(self._score, self.executor, max_hcps=b.max_hcps, max_wait_ms=b.max_wait_ms, on_batch=_batch_observed) if b.enabled else None
         if self.engine.model is None:
             log.error("no champion model loaded: %s", self.engine.model_error)
         from serving.engine import freeze_heap
@@ -201,15 +208,28 @@ class NextBestAction:
 
         backtest = bool(getattr(req, "backtest", False))
         try:  # as_of within the clock skew and the look-ahead of the server's clock, or an explicit backtest
-            as_of = None if req.as_of is None else decision_time(req.as_of, server_now(self.cfg), skew_s=self.cfg.max_clock_skew_s,
-                                                                 lookahead_days=self.cfg.max_lookahead_days, backtest=backtest)
+            as_of = (
+                None
+                if req.as_of is None
+                else decision_time(
+                    req.as_of, server_now(self.cfg), skew_s=self.cfg.max_clock_skew_s, lookahead_days=self.cfg.max_lookahead_days, backtest=backtest
+                )
+            )
         except RequestError as exc:
             raise _error(HTTPStatus.UNPROCESSABLE_ENTITY, str(exc)) from None
         # Only callers whose engine arguments are all equal share an engine call (values hashable):
         # reasons are worded per call (locale), and each suggestion row records who asked (caller).
-        engine_kwargs = {"k": req.k, "channels": tuple(req.channels) if req.channels else None, "as_of": as_of, "rep_id": req.rep_id,
-                         "window": req.window, "decision_date": req.decision_date, "locale": getattr(req, "locale", None), "caller": _caller(ctx),
-                         "backtest": backtest}
+        engine_kwargs = {
+            "k": req.k,
+            "channels": tuple(req.channels) if req.channels else None,
+            "as_of": as_of,
+            "rep_id": req.rep_id,
+            "window": req.window,
+            "decision_date": req.decision_date,
+            "locale": getattr(req, "locale", None),
+            "caller": _caller(ctx),
+            "backtest": backtest,
+        }
         key = tuple(sorted(engine_kwargs.items()))
         request_id = _new_request_id()
         # Admission control reads it to mark the suggestions undelivered if the caller has gone.
@@ -240,19 +260,33 @@ class NextBestAction:
         req = PlanRequest.model_validate(request)
         try:
             plan, result, v_cap, m_cap, deferred = await self._on_engine(
-                plan_day, self.engine, req.rep_id, req.date, visit_capacity=req.visit_capacity, message_capacity=req.message_capacity,
-                include_territory=req.include_territory, locale=req.locale, now=server_now(self.cfg),
+                plan_day,
+                self.engine,
+                req.rep_id,
+                req.date,
+                visit_capacity=req.visit_capacity,
+                message_capacity=req.message_capacity,
+                include_territory=req.include_territory,
+                locale=req.locale,
+                now=server_now(self.cfg),
             )
         except RequestError as exc:
             raise _error(HTTPStatus.UNPROCESSABLE_ENTITY, str(exc)) from None
         from serving.reasons import plan_explanation
 
         locale = req.locale or self.cfg.locale
-        return PlanResponse.model_validate({
-            "rep_id": req.rep_id, "date": req.date, "model_version": result.model_version, "visit_capacity": v_cap,
-            "message_capacity": m_cap, "contacts": plan_payload(plan, locale), "deferred": deferred,
-            "explanation": plan_explanation(len(plan), v_cap, m_cap, deferred, locale),
-        })
+        return PlanResponse.model_validate(
+            {
+                "rep_id": req.rep_id,
+                "date": req.date,
+                "model_version": result.model_version,
+                "visit_capacity": v_cap,
+                "message_capacity": m_cap,
+                "contacts": plan_payload(plan, locale),
+                "deferred": deferred,
+                "explanation": plan_explanation(len(plan), v_cap, m_cap, deferred, locale),
+            }
+        )
 
     @bentoml.api(route="/feedback", input_spec=FeedbackItem)
     async def feedback(self, ctx: bentoml.Context, **item) -> FeedbackResponse:
@@ -281,10 +315,17 @@ class NextBestAction:
 # Outermost first: count every answer (401, 413 and 503 included), then auth and size, then admission.
 NextBestAction.add_asgi_middleware(RouteMetrics)
 NextBestAction.add_asgi_middleware(
-    ApiGuard, keyring=KeyRing.load(_CFG.api_key_hashes), require_auth=_CFG.require_auth, max_body_bytes=_CFG.max_body_bytes,
+    ApiGuard,
+    keyring=KeyRing.load(_CFG.api_key_hashes),
+    require_auth=_CFG.require_auth,
+    max_body_bytes=_CFG.max_body_bytes,
 )
 NextBestAction.add_asgi_middleware(
-    Admission, max_in_flight=_CFG.admission.max_in_flight, max_queue=_CFG.admission.max_queue,
-    queue_timeout_ms=_CFG.admission.queue_timeout_ms, retry_after_s=_CFG.admission.retry_after_s,
-    on_undelivered=_undelivered, on_shed=_shed,
+    Admission,
+    max_in_flight=_CFG.admission.max_in_flight,
+    max_queue=_CFG.admission.max_queue,
+    queue_timeout_ms=_CFG.admission.queue_timeout_ms,
+    retry_after_s=_CFG.admission.retry_after_s,
+    on_undelivered=_undelivered,
+    on_shed=_shed,
 )

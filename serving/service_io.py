@@ -9,8 +9,21 @@ import pandas as pd
 
 from serving.engine import Suggestions
 
-_FIELDS = ("suggestion_id", "rank", "channel", "content_id", "window_start_local", "window_end_local", "timezone",
-           "expected_response", "propensity", "policy", "degraded", "reasons", "rules_applied")
+_FIELDS = (
+    "suggestion_id",
+    "rank",
+    "channel",
+    "content_id",
+    "window_start_local",
+    "window_end_local",
+    "timezone",
+    "expected_response",
+    "propensity",
+    "policy",
+    "degraded",
+    "reasons",
+    "rules_applied",
+)
 
 
 def _list(col: Any) -> list:
@@ -22,11 +35,23 @@ def suggestion_dicts(frame: pd.DataFrame | Mapping[str, Any]) -> list[dict[str, 
     cols = [_list(frame[c]) for c in _FIELDS]
     out = []
     for sid, rank, ch, cid, ws, we, tz, er, p, pol, dg, rs, ra in zip(*cols):
-        out.append({
-            "suggestion_id": sid, "rank": int(rank), "channel": ch, "content_id": cid, "window_start": ws, "window_end": we,
-            "timezone": tz, "expected_response": round(float(er), 6), "propensity": round(float(p), 6), "policy": pol,
-            "degraded": bool(dg), "reasons": rs, "rules_applied": ra,
-        })
+        out.append(
+            {
+                "suggestion_id": sid,
+                "rank": int(rank),
+                "channel": ch,
+                "content_id": cid,
+                "window_start": ws,
+                "window_end": we,
+                "timezone": tz,
+                "expected_response": round(float(er), 6),
+                "propensity": round(float(p), 6),
+                "policy": pol,
+                "degraded": bool(dg),
+                "reasons": rs,
+                "rules_applied": ra,
+            }
+        )
     return out
 
 
@@ -47,9 +72,14 @@ def recommend_payload(result: Suggestions, hcp_ids: list[str]) -> dict[str, Any]
     if unknown:
         warnings.append(f"{len(unknown)} unknown HCP id(s) (in no reference table and not online): nothing suggested for them")
     return {
-        "request_id": result.request_id, "model_version": result.model_version, "as_of": result.as_of,
+        "request_id": result.request_id,
+        "model_version": result.model_version,
+        "as_of": result.as_of,
         "degraded": bool(any(h in seen for h in result.degraded_hcp_ids) or any(x["degraded"] for r in results for x in r["suggestions"])),
-        "notes": result.notes, "results": results, "unknown_hcp_ids": unknown, "warnings": warnings,
+        "notes": result.notes,
+        "results": results,
+        "unknown_hcp_ids": unknown,
+        "warnings": warnings,
     }
 
 

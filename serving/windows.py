@@ -7,7 +7,7 @@ a ``decision_date``), where only that day's slots not yet over are allowed.
 
 from __future__ import annotations
 
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 import numpy as np
@@ -32,7 +32,7 @@ def working_hours_mask() -> np.ndarray:
 def local_days(as_of: datetime, timezones: np.ndarray, decision_date: date | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per row: the planned local date (``decision_date``, else the local date at ``as_of``), each zone's local today,
     and the first daypart of the planned date not yet over (0 for a later date, 4 when the day is over)."""
-    now = as_of if as_of.tzinfo is not None else as_of.replace(tzinfo=timezone.utc)
+    now = as_of if as_of.tzinfo is not None else as_of.replace(tzinfo=UTC)
     zones = np.asarray(timezones, dtype=object)
     table: dict[str, tuple[date, float]] = {}
     for z in pd.unique(zones).tolist():
@@ -73,8 +73,9 @@ def next_windows(as_of: datetime, timezones: np.ndarray, weekday: np.ndarray, da
     return pd.Series(pd.to_datetime(s, utc=True)), pd.Series(pd.to_datetime(e, utc=True)), si, ei
 
 
-def window_table(as_of: datetime, timezones: np.ndarray, weekday: np.ndarray, daypart: np.ndarray,
-                 days: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def window_table(
+    as_of: datetime, timezones: np.ndarray, weekday: np.ndarray, daypart: np.ndarray, days: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """As ``next_windows`` with UTC times as int64 nanoseconds, computed once per distinct (zone, weekday, daypart).
 
     ``days``: per row a local date to place the window on instead (a one-day horizon; ``weekday``
@@ -84,9 +85,11 @@ def window_table(as_of: datetime, timezones: np.ndarray, weekday: np.ndarray, da
     n = len(weekday)
     if n == 0:
         return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64), np.empty(0, dtype=object), np.empty(0, dtype=object)
-    now = as_of if as_of.tzinfo is not None else as_of.replace(tzinfo=timezone.utc)
+    now = as_of if as_of.tzinfo is not None else as_of.replace(tzinfo=UTC)
     on = [None] * n if days is None else np.asarray(days, dtype=object).tolist()
-    keys = list(zip(np.asarray(timezones, dtype=object).tolist(), np.asarray(weekday, dtype=np.int64).tolist(), np.asarray(daypart, dtype=np.int64).tolist(), on))
+    keys = list(
+        zip(np.asarray(timezones, dtype=object).tolist(), np.asarray(weekday, dtype=np.int64).tolist(), np.asarray(daypart, dtype=np.int64).tolist(), on)
+    )
     index: dict[tuple, int] = {}
     table: list[tuple[int, int, str, str]] = []
     for key in keys:

@@ -46,6 +46,8 @@ def suitability(contentless: np.ndarray | None = None) -> np.ndarray:
         elif not out[:, c].any():
             out[:, c] = talk
     return out
+
+
 _FORMS: dict[str, tuple[str, ...]] = {
     "article": ("long_read", "short_read", "infographic"),
     "video": ("short_video", "long_video"),

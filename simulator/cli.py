@@ -31,7 +31,9 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
         out: Optional[Path] = typer.Option(None, "--out", help="Dataset directory to write (config: out)."),
         config: Optional[Path] = typer.Option(None, "--config", help="Config file (default configs/simulator.yaml)."),
         world: Optional[str] = typer.Option(
-            None, "--world", help="World preset: configs/worlds/NAME.yaml over the config (default, habituating, warmup_saturating, timing_strong, timing_weak, other_reps, combined)."
+            None,
+            "--world",
+            help="World preset: configs/worlds/NAME.yaml over the config (default, habituating, warmup_saturating, timing_strong, timing_weak, other_reps, combined).",
         ),
         quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
     ) -> None:

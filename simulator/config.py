@@ -246,12 +246,8 @@ class BehaviourConfig(StageConfig):
     # 0: rep visits ignore tiers; 1: stock skew towards A; >1: stronger.
     confounding: float = Field(1.0, ge=0)
     visit_weight_by_segment: dict[str, float] = Field(default_factory=lambda: {"A": 0.9, "B": 0.55, "C": 0.35, "D": 0.12})
-    rep_weights: dict[str, float] = Field(
-        default_factory=lambda: {"none": 1.0, "department_meeting": 0.06, "phone": 0.05, "wecom_1to1": 0.12}
-    )
-    marketing_weights: dict[str, float] = Field(
-        default_factory=lambda: {"none": 0.5, "wechat_push": 3.0, "email": 0.2, "webinar": 0.15, "conference": 0.05}
-    )
+    rep_weights: dict[str, float] = Field(default_factory=lambda: {"none": 1.0, "department_meeting": 0.06, "phone": 0.05, "wecom_1to1": 0.12})
+    marketing_weights: dict[str, float] = Field(default_factory=lambda: {"none": 0.5, "wechat_push": 3.0, "email": 0.2, "webinar": 0.15, "conference": 0.05})
     kol_conference_weight: float = Field(0.6, ge=0)
     unopened_pushes_for_visit: int = Field(3, ge=1)
     interest_for_visit: float = Field(2.0, gt=0)
@@ -298,9 +294,7 @@ class ConstraintsConfig(StageConfig):
     channel_cap_per_week: int = Field(1, ge=1, le=7)
     max_touches_per_week: int = Field(3, ge=1, le=20)
     # Weeks that must pass between two touches of an HCP on a channel (conferences are rare).
-    min_weeks_between: dict[str, int] = Field(
-        default_factory=lambda: {"conference": 12, "department_meeting": 4, "webinar": 2}
-    )
+    min_weeks_between: dict[str, int] = Field(default_factory=lambda: {"conference": 12, "department_meeting": 4, "webinar": 2})
 
     @field_validator("min_weeks_between")
     @classmethod

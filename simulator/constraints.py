@@ -55,8 +55,14 @@ def eligible_content(public: PublicWorld, week: int, contentless: np.ndarray | N
     return out
 
 
-def eligibility(public: PublicWorld, week: int, cfg: ConstraintsConfig, last_week: np.ndarray | None = None, active: np.ndarray | None = None,
-                contentless: np.ndarray | None = None) -> Eligibility:
+def eligibility(
+    public: PublicWorld,
+    week: int,
+    cfg: ConstraintsConfig,
+    last_week: np.ndarray | None = None,
+    active: np.ndarray | None = None,
+    contentless: np.ndarray | None = None,
+) -> Eligibility:
     """The week's eligibility masks and capacities; ``last_week`` (n, C) is each HCP's last outbound week per channel (-1 never);
     ``active`` (n,) marks onboarded HCPs (None: all); ``contentless`` the world's contentless channels (None: phone)."""
     contentless = CONTENTLESS_MASK if contentless is None else np.asarray(contentless, dtype=bool)

@@ -43,9 +43,10 @@ from __future__ import annotations
 
 import datetime as dt
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import Any, Literal
 
 import numpy as np
 import pyarrow as pa
@@ -128,8 +129,18 @@ STREAM_ENV, STREAM_POLICY, STREAM_FEEDBACK = 1, 2, 3
 class Environment:
     """The hidden world stepped weekly; ``run(policy)`` scores any policy against the ground truth."""
 
-    def __init__(self, public: PublicWorld, hidden: HiddenTruth, cfg: SimulatorConfig, tables: dict[str, pa.Table], *, seed: int | None = None,
-                 state: WorldState | None = None, first_week: int = 0, strict: bool = False) -> None:
+    def __init__(
+        self,
+        public: PublicWorld,
+        hidden: HiddenTruth,
+        cfg: SimulatorConfig,
+        tables: dict[str, pa.Table],
+        *,
+        seed: int | None = None,
+        state: WorldState | None = None,
+        first_week: int = 0,
+        strict: bool = False,
+    ) -> None:
         self.public, self.hidden, self.cfg, self.tables = public, hidden, cfg, tables
         self.oracle = Oracle(public, hidden, cfg)
         self.seed = cfg.seed if seed is None else seed
@@ -156,8 +167,9 @@ class Environment:
         return cls(public, hidden, cfg, tables, **kw)
 
     @classmethod
-    def from_data_dir(cls, data_dir: str | Path, *, start: Literal["beginning", "end"] = "beginning", seed: int | None = None,
-                      strict: bool = False, seed_offset: int = 0) -> Environment:
+    def from_data_dir(
+        cls, data_dir: str | Path, *, start: Literal["beginning", "end"] = "beginning", seed: int | None = None, strict: bool = False, seed_offset: int = 0
+    ) -> Environment:
         """Load the world of a simulated dataset from its tables and ``_ground_truth``.
 
         ``seed`` (default: the dataset's) plus ``seed_offset`` draws the world's randomness: tuning
@@ -208,7 +220,16 @@ class Environment:
         self.oracle.cfg = self.cfg
         if new.content:
             pub, hid = self.public, self.hidden
-            names = ("content_ids", "content_product", "content_topic", "content_type", "content_form", "content_approval", "content_from_us", "content_until_us")
+            names = (
+                "content_ids",
+                "content_product",
+                "content_topic",
+                "content_type",
+                "content_form",
+                "content_approval",
+                "content_from_us",
+                "content_until_us",
+            )
             grown = add_campaigns({**{k: getattr(pub, k) for k in names}, "content_quality": hid.content_quality}, self.cfg)
             for k in names:
                 setattr(pub, k, grown[k])
@@ -280,7 +301,13 @@ class Environment:
         ib = np.flatnonzero(rng.random(n) < inbound_p)
         ib_day = rng.integers(0, 7, len(ib))
         ib_dp = rng.integers(0, 4, len(ib))
-        ib_ts = pub.week_start_us(week) + ib_day * _DAY_US + _DP_START[ib_dp] * _HOUR_US + (rng.random(len(ib)) * _DP_LEN[ib_dp] * 3600).astype(np.int64) * 1_000_000 - pub.tz_offset_h[ib] * _HOUR_US
+        ib_ts = (
+            pub.week_start_us(week)
+            + ib_day * _DAY_US
+            + _DP_START[ib_dp] * _HOUR_US
+            + (rng.random(len(ib)) * _DP_LEN[ib_dp] * 3600).astype(np.int64) * 1_000_000
+            - pub.tz_offset_h[ib] * _HOUR_US
+        )
 
         cols = {
             "week": np.full(n_act + len(ib), week, dtype=np.int64),

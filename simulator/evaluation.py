@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from collections.abc import Iterator
-from typing import Any, Callable
+from typing import Any
 
 from simulator.environment import Environment, Policy, share_of_oracle_gain
 
@@ -26,8 +26,9 @@ def ready_policy(name: str, env: Environment) -> Policy:
     return makers[name]()
 
 
-def evaluate(data_dir: str | Path, policies: dict[str, Callable[[Environment], Policy]] | None = None, weeks: int | None = None,
-             start: str = "beginning") -> dict[str, Any]:
+def evaluate(
+    data_dir: str | Path, policies: dict[str, Callable[[Environment], Policy]] | None = None, weeks: int | None = None, start: str = "beginning"
+) -> dict[str, Any]:
     """Run the ready policies (and any extra ``name -> make_policy(env)``) on fresh environments; values plus shares of the oracle's gain."""
     values: dict[str, dict] = {}
     makers: dict[str, Callable[[Environment], Policy]] = {name: (lambda env, n=name: ready_policy(n, env)) for name in READY_POLICIES}
@@ -36,10 +37,7 @@ def evaluate(data_dir: str | Path, policies: dict[str, Callable[[Environment], P
         env = Environment.from_data_dir(data_dir, start=start)  # type: ignore[arg-type]
         values[name] = env.run(make(env), weeks=weeks).value
     shares = {
-        name: {
-            key: share_of_oracle_gain(v, values["logged"], values["oracle"], key)
-            for key in ("expected_positive_responses", "expected_prescriptions")
-        }
+        name: {key: share_of_oracle_gain(v, values["logged"], values["oracle"], key) for key in ("expected_positive_responses", "expected_prescriptions")}
         for name, v in values.items()
     }
     return {"values": values, "share_of_oracle_gain": shares}

@@ -114,9 +114,12 @@ def simulate(cfg: SimulatorConfig, out: str | Path | None = None, progress: bool
     with staged_dir(out) as stage:
         from simulator.ground_truth import write_ground_truth
 
-        manifest = write_tables(stage, tables, source="simulator", extra={"simulator": {"seed": cfg.seed, "hcps": cfg.hcps, "days": cfg.days, "weeks": cfg.weeks, "start_date": cfg.start_date.isoformat()}})
+        manifest = write_tables(
+            stage,
+            tables,
+            source="simulator",
+            extra={"simulator": {"seed": cfg.seed, "hcps": cfg.hcps, "days": cfg.days, "weeks": cfg.weeks, "start_date": cfg.start_date.isoformat()}},
+        )
         write_ground_truth(stage, cfg, pub, env.hidden, env.state, tp["event_id"], p_response, summary)
     lap("write")
     return manifest
-
-

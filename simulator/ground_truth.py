@@ -27,8 +27,16 @@ def _write(table: pa.Table, path: Path) -> None:
     pq.write_table(table, path, compression="zstd")
 
 
-def write_ground_truth(directory: Path, cfg: SimulatorConfig, public: PublicWorld, hidden: HiddenTruth, final: WorldState,
-                       event_ids: pa.Array, p_response: np.ndarray, summary: dict) -> Path:
+def write_ground_truth(
+    directory: Path,
+    cfg: SimulatorConfig,
+    public: PublicWorld,
+    hidden: HiddenTruth,
+    final: WorldState,
+    event_ids: pa.Array,
+    p_response: np.ndarray,
+    summary: dict,
+) -> Path:
     """Write the hidden side of a simulated dataset into ``directory/_ground_truth``."""
     gt = Path(directory) / GROUND_TRUTH_DIR
     gt.mkdir(parents=True, exist_ok=True)
@@ -58,8 +66,16 @@ def write_ground_truth(directory: Path, cfg: SimulatorConfig, public: PublicWorl
     _write(pa.table(state), gt / FINAL_STATE)
     if final.exposure is not None:
         h, k = np.nonzero(final.exposure)
-        _write(pa.table({"hcp_id": pa.array(public.hcp_ids).take(pa.array(h)), "content_id": pa.array(public.content_ids).take(pa.array(k)),
-                         "exposure": pa.array(final.exposure[h, k])}), gt / FINAL_EXPOSURE)
+        _write(
+            pa.table(
+                {
+                    "hcp_id": pa.array(public.hcp_ids).take(pa.array(h)),
+                    "content_id": pa.array(public.content_ids).take(pa.array(k)),
+                    "exposure": pa.array(final.exposure[h, k]),
+                }
+            ),
+            gt / FINAL_EXPOSURE,
+        )
     _write(pa.table({"event_id": event_ids, "p_response": pa.array(p_response, mask=np.isnan(p_response))}), gt / TOUCH_TRUTH)
     return gt
 

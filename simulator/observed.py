@@ -110,9 +110,7 @@ class ObservedState:
         outbound = ~c["inbound"].astype(bool)
         opened = c["opened"].astype(bool) & outbound
         self.interest *= 0.5
-        self.interest += np.bincount(
-            hcp, weights=(c["forwarded"] | c["favourited"] | c["replied"]).astype(float) + (~outbound), minlength=n
-        )
+        self.interest += np.bincount(hcp, weights=(c["forwarded"] | c["favourited"] | c["replied"]).astype(float) + (~outbound), minlength=n)
         self.topic_opens *= 0.9
         has = opened & (c["content"] >= 0)
         topic = public.content_topic[c["content"][has].astype(np.int64)]

@@ -252,8 +252,9 @@ class Oracle:
         """Expected boxes of our product per HCP in ``week`` given the state at its start."""
         return self.market_mean(week) * self.share(state.adoption)
 
-    def advance(self, state: WorldState, gains: np.ndarray, touches_per_channel: np.ndarray, week: int | None = None,
-                executed: dict[str, np.ndarray] | None = None) -> WorldState:
+    def advance(
+        self, state: WorldState, gains: np.ndarray, touches_per_channel: np.ndarray, week: int | None = None, executed: dict[str, np.ndarray] | None = None
+    ) -> WorldState:
         """The state one week later: adoption decays and adds gains, contact load decays and adds touches.
 
         ``executed`` (the week's outbound touches as arrays hcp, channel, content, weekday,

@@ -12,8 +12,8 @@ import numpy as np
 from contract.schema import CHANNELS, SEGMENTS, TOPICS
 from simulator.actions import Actions
 from simulator.config import SimulatorConfig
-from simulator.oracle import _TOPIC_WEIGHT
 from simulator.constraints import WORK_DAYPARTS, WORK_WEEKDAYS, Eligibility, fit_rep_capacity
+from simulator.oracle import _TOPIC_WEIGHT
 from simulator.tables import suggestion_number
 from simulator.world import CH, REP_TIME_MASK, WORKDAY_ONLY_MASK, PublicWorld
 
@@ -283,7 +283,11 @@ class RuleBasedPolicy:
         content = np.where(content >= 0, content, idx.campaign[key])
         work = _work_slot(pref_wd[visit], pref_dp[visit])
         visits = Actions(
-            visit, np.full(len(visit), CH["visit"]), content, np.where(work, pref_wd[visit], 1), np.where(work, pref_dp[visit], 0),
+            visit,
+            np.full(len(visit), CH["visit"]),
+            content,
+            np.where(work, pref_wd[visit], 1),
+            np.where(work, pref_dp[visit], 0),
             suggestion=suggestion_number(obs.week, visit),
         )
         # Rules first, then the higher tier, then the longest wait; only a planned share of capacity.

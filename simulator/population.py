@@ -164,9 +164,8 @@ def build_world(cfg: SimulatorConfig) -> tuple[PublicWorld, HiddenTruth]:
     # Hidden preferences. Responsiveness is confounded with tier: the HCPs reps visit most
     # (A segment, tertiary A, KOLs) respond well whatever is done.
     support_z = (support - support.mean()) / (support.std() + 1e-9)
-    responsiveness = (
-        rng.normal(0, resp.responsiveness_sd, n)
-        + resp.tier_responsiveness * (0.5 * (tier == 0) + 0.5 * kol + 0.3 * support_z + 0.3 * (segment == 0))
+    responsiveness = rng.normal(0, resp.responsiveness_sd, n) + resp.tier_responsiveness * (
+        0.5 * (tier == 0) + 0.5 * kol + 0.3 * support_z + 0.3 * (segment == 0)
     )
     channel_aff = _TITLE_CHANNEL[title] + rng.normal(0, resp.channel_affinity_sd, (n, len(CHANNELS)))
     topic_aff = _DEPT_TOPIC[dept] + rng.normal(0, resp.topic_affinity_sd, (n, len(TOPICS)))

@@ -16,7 +16,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-
 # The presets shipped in configs/worlds/ (a user may add more files; ``world_names`` lists them).
 WORLD_NAMES: tuple[str, ...] = ("default", "habituating", "warmup_saturating", "timing_strong", "timing_weak", "other_reps", "combined")
 

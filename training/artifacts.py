@@ -116,4 +116,6 @@ def load_bundle(directory: str | Path, device: Any = "cpu") -> ModelBundle:
     except ValueError as exc:
         raise ValueError(f"{directory / META_FILE}: {exc}") from None
     contentless = bundle_contentless(meta, str(directory / META_FILE))
-    return ModelBundle(model, ContentVocab(tuple(meta["content_ids"])), StaticScaler.from_dict(meta["static_scaler"]), meta.get("meta", {}), calibrator, contentless)
+    return ModelBundle(
+        model, ContentVocab(tuple(meta["content_ids"])), StaticScaler.from_dict(meta["static_scaler"]), meta.get("meta", {}), calibrator, contentless
+    )

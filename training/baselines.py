@@ -26,7 +26,7 @@ class Popularity:
     channel_response_rate: np.ndarray  # [C]
 
     @classmethod
-    def fit(cls, data: EncodedData, n_content: int) -> "Popularity":
+    def fit(cls, data: EncodedData, n_content: int) -> Popularity:
         """Counts over the training rows (add-one smoothed)."""
         a = data.arrays
         ch = a["label_channel"].astype(np.int64)
@@ -81,7 +81,7 @@ class AggregateModel:
         x = torch.from_numpy(static.astype(np.float32))
         return torch.cat([x, torch.ones(len(x), 1)], 1)
 
-    def fit(self, data: EncodedData, steps: int = 50, l2: float = 1e-3) -> "AggregateModel":
+    def fit(self, data: EncodedData, steps: int = 50, l2: float = 1e-3) -> AggregateModel:
         """Maximum likelihood with a small L2 penalty."""
         import torch
         import torch.nn.functional as F

@@ -20,9 +20,9 @@ from typing import Any
 import numpy as np
 
 from contract.schema import CHANNELS
-from training.model.candidates import N_ITEM_FEATURES, contact_width
 from training.dataset import ITEM_SLOTS, RESPONSE_HISTORY_SIZES, EncodedData
 from training.model import N_SLOTS
+from training.model.candidates import N_ITEM_FEATURES, contact_width
 
 ROWS_PER_HCP_WEEK = 113_050 / 2_000 / 52  # simulator (2,000 HCPs x 365 days, seed 0) through the feature stage
 CONTACT_WINDOWS = 4  # features.contact_windows_days: [7, 21, 60, 180]
@@ -63,7 +63,7 @@ class _MemorySampler:
         while not self._stop.wait(self.interval_s):
             self.peak_mb = max(self.peak_mb, self._in_use_mb())
 
-    def start(self) -> "_MemorySampler":
+    def start(self) -> _MemorySampler:
         """Begin sampling in a background thread."""
         self._thread.start()
         return self
@@ -197,7 +197,7 @@ def _paired_rows_per_s(cfg: Any, data: EncodedData, n_content: int, n_static: in
         opt.step()
 
     speeds: dict[str, list[float]] = {name: [] for name in runs}
-    for name, run in runs.items():  # first step of each pays for allocation warm-up: untimed
+    for run in runs.values():  # first step of each pays for allocation warm-up: untimed
         step(*run, batches[0])
     for _ in range(rounds):
         for name, run in runs.items():
@@ -272,9 +272,24 @@ def bench_train(
         model = build_model(ecfg, n_content, n_static, synthetic_content_codes(n_content), response_history=True, contact_windows=CONTACT_WINDOWS)
         cpu0 = time.process_time()
         child0 = _children_cpu_s()
-        result = fit(model, data, None, objective=ecfg.loss.objective, ips_clip=ecfg.loss.ips_clip, loss_weights=_loss_weights(ecfg), lr=ecfg.lr, weight_decay=ecfg.weight_decay,
-                     epochs=epochs, batch_size=ecfg.batch_size, seed=ecfg.seed, device=device, max_batches=max_batches, workers=ecfg.workers,
-                     response_weighting=ecfg.loss.response_weighting, compile=ecfg.compile)
+        result = fit(
+            model,
+            data,
+            None,
+            objective=ecfg.loss.objective,
+            ips_clip=ecfg.loss.ips_clip,
+            loss_weights=_loss_weights(ecfg),
+            lr=ecfg.lr,
+            weight_decay=ecfg.weight_decay,
+            epochs=epochs,
+            batch_size=ecfg.batch_size,
+            seed=ecfg.seed,
+            device=device,
+            max_batches=max_batches,
+            workers=ecfg.workers,
+            response_weighting=ecfg.loss.response_weighting,
+            compile=ecfg.compile,
+        )
         # Forked data-parallel workers' CPU time counts too (they are reaped, so RUSAGE_CHILDREN has it).
         cpu_s = (time.process_time() - cpu0 + _children_cpu_s() - child0) / epochs
         scale = n_batches / done  # 1 for a full epoch

@@ -31,7 +31,7 @@ class Calibrator:
             raise ValueError("calibration: y must lie in [0, 1]")
 
     @classmethod
-    def fit(cls, probs: np.ndarray, labels: np.ndarray, weights: np.ndarray | None = None, max_knots: int = 200) -> "Calibrator":
+    def fit(cls, probs: np.ndarray, labels: np.ndarray, weights: np.ndarray | None = None, max_knots: int = 200) -> Calibrator:
         """Isotonic regression of ``labels`` (0/1) on raw ``probs``; at most ``max_knots`` knots."""
         from sklearn.isotonic import IsotonicRegression
 
@@ -69,7 +69,7 @@ class Calibrator:
         return {"method": "isotonic", "x": list(self.x), "y": list(self.y)}
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "Calibrator":
+    def from_dict(cls, data: dict[str, Any]) -> Calibrator:
         """Inverse of ``to_dict``; a bad entry is an error naming the key."""
         for key in ("x", "y"):
             if not isinstance(data.get(key), list):
@@ -103,8 +103,17 @@ def fit_and_check(probs: np.ndarray, labels: np.ndarray, groups: np.ndarray, n_b
     return Calibrator.fit(p, y), figures
 
 
-def chosen_action_calibration(base: Calibrator, chosen_raw: np.ndarray, matched: np.ndarray, labels: np.ndarray, propensity: np.ndarray,
-                              groups: np.ndarray, *, clip: float = 20.0, prior_rows: float = 100.0) -> tuple[Calibrator, dict[str, float]]:
+def chosen_action_calibration(
+    base: Calibrator,
+    chosen_raw: np.ndarray,
+    matched: np.ndarray,
+    labels: np.ndarray,
+    propensity: np.ndarray,
+    groups: np.ndarray,
+    *,
+    clip: float = 20.0,
+    prior_rows: float = 100.0,
+) -> tuple[Calibrator, dict[str, float]]:
     """Correct ``base`` for selection: calibrate on the actions the model itself would choose.
 
     The served probability is the maximum of many noisy estimates, so it is biased upwards (the

@@ -6,8 +6,9 @@ commands, so `nba --help` stays instant.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 import typer
 
@@ -70,14 +71,34 @@ def register(app: typer.Typer, bench_app: typer.Typer, judge: Optional[Callable[
         _quiet_threads()
         from training.jobs import train_job, write_json_line
 
-        cfg = _load(config, {"training_set": str(training_set) if training_set else None, "data_dir": str(data_dir) if data_dir else None, "model.encoder": encoder, "loss.objective": objective, "epochs": epochs, "seed": seed}, set_)
+        cfg = _load(
+            config,
+            {
+                "training_set": str(training_set) if training_set else None,
+                "data_dir": str(data_dir) if data_dir else None,
+                "model.encoder": encoder,
+                "loss.objective": objective,
+                "epochs": epochs,
+                "seed": seed,
+            },
+            set_,
+        )
         source = f"training set {cfg.training_set}" if cfg.training_set else f"the feature store over {cfg.data_dir}"
-        typer.echo(f"[train] {cfg.model.encoder} d{cfg.model.d_model} x {cfg.model.n_layers}, objective {cfg.loss.objective}, {cfg.epochs} epochs: "
-                   f"reading {source} (Feast and torch load first, ~10-20 s), then one progress bar per epoch", err=True)
+        typer.echo(
+            f"[train] {cfg.model.encoder} d{cfg.model.d_model} x {cfg.model.n_layers}, objective {cfg.loss.objective}, {cfg.epochs} epochs: "
+            f"reading {source} (Feast and torch load first, ~10-20 s), then one progress bar per epoch",
+            err=True,
+        )
         res = train_job(cfg)
         _explain(res["metrics"], res.get("run_id"))
         figures = {k.replace("/", "_"): v for k, v in res["metrics"].items()}
-        figures.update({"run_id": res["run_id"], "model_version": res["model_version"], "seconds_per_epoch_median": float(sorted(res["seconds_per_epoch"])[len(res["seconds_per_epoch"]) // 2])})
+        figures.update(
+            {
+                "run_id": res["run_id"],
+                "model_version": res["model_version"],
+                "seconds_per_epoch_median": float(sorted(res["seconds_per_epoch"])[len(res["seconds_per_epoch"]) // 2]),
+            }
+        )
         typer.echo(write_json_line(figures))
 
     @app.command("tune")
@@ -94,9 +115,16 @@ def register(app: typer.Typer, bench_app: typer.Typer, judge: Optional[Callable[
         from training.jobs import write_json_line
         from training.tuning import tune_job
 
-        cfg = _load(config, {"tune.trials": trials, "tune.storage": storage, "tune.study_name": study, "training_set": str(training_set) if training_set else None}, set_)
-        typer.echo(f"[tune] {cfg.tune.trials} trials of up to {cfg.epochs} epochs into study {cfg.tune.study_name!r}: reading the data first; "
-                   f"then a line per trial and per epoch", err=True)
+        cfg = _load(
+            config,
+            {"tune.trials": trials, "tune.storage": storage, "tune.study_name": study, "training_set": str(training_set) if training_set else None},
+            set_,
+        )
+        typer.echo(
+            f"[tune] {cfg.tune.trials} trials of up to {cfg.epochs} epochs into study {cfg.tune.study_name!r}: reading the data first; "
+            f"then a line per trial and per epoch",
+            err=True,
+        )
         typer.echo(write_json_line(tune_job(cfg, judge=judge() if judge else None)))
 
     @app.command("evaluate")
@@ -107,9 +135,14 @@ def register(app: typer.Typer, bench_app: typer.Typer, judge: Optional[Callable[
         training_set: Optional[Path] = typer.Option(None, "--training-set", help="Parquet training set instead of the feature store."),
         data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Simulated dataset (with _ground_truth)."),
         imitation: bool = typer.Option(False, "--imitation", help="Also simulate the network's policy heads (imitation of the logs for a naive model)."),
-        served_checks: bool = typer.Option(True, "--served-checks/--no-served-checks",
-                                           help="With ground truth: also serve the world through the serving engine and check repetition, overrides, calibration."),
-        start: Optional[str] = typer.Option(None, "--start", help="end: continue after the logged year with its history; beginning: replay it from week 0 (config: sim_start)."),
+        served_checks: bool = typer.Option(
+            True,
+            "--served-checks/--no-served-checks",
+            help="With ground truth: also serve the world through the serving engine and check repetition, overrides, calibration.",
+        ),
+        start: Optional[str] = typer.Option(
+            None, "--start", help="end: continue after the logged year with its history; beginning: replay it from week 0 (config: sim_start)."
+        ),
         set_: list[str] = typer.Option([], "--set", help="Any config key (repeatable)."),
     ) -> None:
         """Offline metrics, off-policy estimates vs the simulator's truth, and the true policy value of a model vs every baseline and partial oracle."""
@@ -117,7 +150,9 @@ def register(app: typer.Typer, bench_app: typer.Typer, judge: Optional[Callable[
         from training.evaluation import evaluate_job
         from training.jobs import write_json_line
 
-        cfg = _load(config, {"training_set": str(training_set) if training_set else None, "data_dir": str(data_dir) if data_dir else None, "sim_start": start}, set_)
+        cfg = _load(
+            config, {"training_set": str(training_set) if training_set else None, "data_dir": str(data_dir) if data_dir else None, "sim_start": start}, set_
+        )
         figures = evaluate_job(cfg, version, weeks=weeks, imitation=imitation, judge=judge() if judge else None, served_checks=served_checks)
         _explain(figures, None)
         typer.echo(write_json_line(figures))
@@ -147,7 +182,9 @@ def register(app: typer.Typer, bench_app: typer.Typer, judge: Optional[Callable[
         epochs: int = typer.Option(1, "--epochs", help="Epochs to time."),
         max_batches: Optional[int] = typer.Option(None, "--max-batches", help="Stop each epoch after this many batches (extrapolates the epoch time)."),
         encoders: str = typer.Option("transformer,gru", "--encoders", help="Comma-separated encoders to time, each with its own epoch."),
-        rows_per_hcp_week: Optional[float] = typer.Option(None, "--rows-per-hcp-week", help="Decision rows per HCP and week (default: as measured on the simulator, ~1.09)."),
+        rows_per_hcp_week: Optional[float] = typer.Option(
+            None, "--rows-per-hcp-week", help="Decision rows per HCP and week (default: as measured on the simulator, ~1.09)."
+        ),
         config: Optional[Path] = typer.Option(None, "--config", "-c", help=CONFIG_HELP),
         set_: list[str] = typer.Option([], "--set", help="Any config key (repeatable)."),
     ) -> None:
@@ -164,4 +201,6 @@ def register(app: typer.Typer, bench_app: typer.Typer, judge: Optional[Callable[
         per_week = ROWS_PER_HCP_WEEK if rows_per_hcp_week is None else rows_per_hcp_week
         if per_week <= 0:
             raise typer.BadParameter(f"--rows-per-hcp-week must be > 0, got {per_week}")
-        typer.echo(write_json_line(bench_train(cfg, hcps=hcps, weeks=weeks, epochs=epochs, max_batches=max_batches, encoders=names, rows_per_hcp_week=per_week)))
+        typer.echo(
+            write_json_line(bench_train(cfg, hcps=hcps, weeks=weeks, epochs=epochs, max_batches=max_batches, encoders=names, rows_per_hcp_week=per_week))
+        )

@@ -32,7 +32,7 @@ class ModelSection(StageConfig):
     candidates: bool = True
 
     @model_validator(mode="after")
-    def _heads_divide_width(self) -> "ModelSection":
+    def _heads_divide_width(self) -> ModelSection:
         if self.encoder == "transformer" and self.d_model % self.n_heads:
             raise ValueError(f"d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads})")
         return self
@@ -170,7 +170,7 @@ class TrainingConfig(StageConfig):
         return v
 
     @model_validator(mode="after")
-    def _tracking_and_tuning_apart(self) -> "TrainingConfig":
+    def _tracking_and_tuning_apart(self) -> TrainingConfig:
         # Optuna and MLflow both keep an alembic_version table: one file for both breaks Optuna.
         if self.tune.storage == self.tracking.uri:
             raise ValueError("tune.storage must not be the MLflow tracking database (tracking.uri)")

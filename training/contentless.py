@@ -37,8 +37,9 @@ def contentless_names(mask: np.ndarray, channels: Sequence[str] = CHANNELS) -> l
     return [c for c, m in zip(channels, np.asarray(mask, dtype=bool)) if m]
 
 
-def contentless_from_touchpoints(channel: np.ndarray, has_content: np.ndarray, *, min_share: float = MIN_CONTENT_SHARE,
-                                 default: Iterable[str] = DEFAULT_CONTENTLESS) -> np.ndarray:
+def contentless_from_touchpoints(
+    channel: np.ndarray, has_content: np.ndarray, *, min_share: float = MIN_CONTENT_SHARE, default: Iterable[str] = DEFAULT_CONTENTLESS
+) -> np.ndarray:
     """[C] True where fewer than ``min_share`` of the channel's logged outbound touches carry content.
 
     ``channel`` [n] is each touch's index into ``contract.schema.CHANNELS``, ``has_content`` [n]

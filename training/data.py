@@ -6,6 +6,7 @@ import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from contract.schema import CONTENT_FORMS, CONTENT_TYPES, TOPICS
@@ -60,12 +61,18 @@ def load_training_set(training_set: str | None, data_dir: str, features_config: 
     frame = builder(load_features_config(features_config, overrides={"data_dir": data_dir}), labels)
     tags = read_frame(data_dir, "content", columns=["content_id", "product_id", *CONTENT_TAGS])
     hcps = read_frame(data_dir, "hcps", columns=["hcp_id", "main_product_id"])
-    return TrainingSet(frame, dataset_fingerprint(data_dir), tags["content_id"].astype(str).tolist(), str(data_dir), tags.drop(columns="product_id"),
-                       tags.set_index(tags["content_id"].astype(str))["product_id"].astype(str),
-                       hcps.set_index(hcps["hcp_id"].astype(str))["main_product_id"].astype(str))
+    return TrainingSet(
+        frame,
+        dataset_fingerprint(data_dir),
+        tags["content_id"].astype(str).tolist(),
+        str(data_dir),
+        tags.drop(columns="product_id"),
+        tags.set_index(tags["content_id"].astype(str))["product_id"].astype(str),
+        hcps.set_index(hcps["hcp_id"].astype(str))["main_product_id"].astype(str),
+    )
 
 
-def content_tag_codes(vocab_ids: list[str] | tuple[str, ...], tags: pd.DataFrame) -> "np.ndarray":
+def content_tag_codes(vocab_ids: list[str] | tuple[str, ...], tags: pd.DataFrame) -> np.ndarray:
     """[2 + len(vocab_ids), len(CONTENT_TAGS)] tag codes per content index (1-based; 0 for pad, none and untagged items)."""
     import numpy as np
 

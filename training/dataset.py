@@ -17,8 +17,15 @@ import pandas as pd
 import pyarrow as pa
 
 from contract.schema import CHANNELS
-from features.catalog import (CONTACT_PREFIX, ITEM_HISTORY_ARRAYS, ITEM_HISTORY_PREFIX, RESPONSE_HISTORY_BLOCKS, RESPONSE_HISTORY_PREFIX,
-                              contact_recency_names, response_history_names)
+from features.catalog import (
+    CONTACT_PREFIX,
+    ITEM_HISTORY_ARRAYS,
+    ITEM_HISTORY_PREFIX,
+    RESPONSE_HISTORY_BLOCKS,
+    RESPONSE_HISTORY_PREFIX,
+    contact_recency_names,
+    response_history_names,
+)
 from features.events import POSITIVE_RESPONSE_CODE  # seq_response >= 2: opened/attended or engaged
 
 LABEL_COLUMNS: tuple[str, ...] = (
@@ -60,7 +67,7 @@ class ContentVocab:
     ids: tuple[str, ...]
 
     @classmethod
-    def from_ids(cls, ids: Sequence[Any]) -> "ContentVocab":
+    def from_ids(cls, ids: Sequence[Any]) -> ContentVocab:
         """Vocabulary over the distinct non-empty ids, sorted so the same catalogue gives the same indices."""
         clean = pd.Series(list(ids), dtype=object).dropna().astype(str)
         return cls(tuple(sorted(clean[clean != ""].unique())))
@@ -96,7 +103,7 @@ class StaticScaler:
     std: np.ndarray
 
     @classmethod
-    def fit(cls, frame: pd.DataFrame, columns: Sequence[str]) -> "StaticScaler":
+    def fit(cls, frame: pd.DataFrame, columns: Sequence[str]) -> StaticScaler:
         """Means and standard deviations of ``columns`` (NaN-aware; constant columns get std 1)."""
         values = _static_matrix(frame, columns)
         with np.errstate(all="ignore"):
@@ -115,7 +122,7 @@ class StaticScaler:
         return {"columns": list(self.columns), "mean": self.mean.tolist(), "std": self.std.tolist()}
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "StaticScaler":
+    def from_dict(cls, data: dict[str, Any]) -> StaticScaler:
         """Inverse of ``to_dict``."""
         return cls(tuple(data["columns"]), np.asarray(data["mean"], np.float32), np.asarray(data["std"], np.float32))
 
@@ -246,12 +253,13 @@ class EncodedData:
     def __len__(self) -> int:
         return len(self.hcp_id)
 
-    def subset(self, index: np.ndarray) -> "EncodedData":
+    def subset(self, index: np.ndarray) -> EncodedData:
         """Rows at ``index`` (positions or boolean mask)."""
         return EncodedData({k: v[index] for k, v in self.arrays.items()}, self.hcp_id[index], self.week[index], dict(self.meta))
 
-    def batches(self, batch_size: int, device: Any = "cpu", *, shuffle: bool = False, seed: int = 0,
-                shard: tuple[int, int] | None = None) -> Iterator[dict[str, Any]]:
+    def batches(
+        self, batch_size: int, device: Any = "cpu", *, shuffle: bool = False, seed: int = 0, shard: tuple[int, int] | None = None
+    ) -> Iterator[dict[str, Any]]:
         """Torch batches; shuffled by ``seed`` when asked (same seed, same order).
 
         ``shard=(rank, workers)``: only the rank's contiguous part of each batch (data-parallel
@@ -412,7 +420,7 @@ def encode_frame(
     return EncodedData(arrays, frame["hcp_id"].astype(str).to_numpy(), week, meta)
 
 
-def weeks_window(data: "EncodedData") -> str:
+def weeks_window(data: EncodedData) -> str:
     """The first and last decision week of ``data`` as ``YYYY-MM-DD..YYYY-MM-DD`` ("" when empty): a split's window for tags and reports."""
     if not len(data):
         return ""

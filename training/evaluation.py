@@ -44,8 +44,9 @@ class PolicyJudge(Protocol):
     def evaluate(self, run: EvaluationInputs) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
         """(figures, each policy's value dict with ``expected_responses_per_hcp_week``, ``by_segment``, ``touches_by_channel``)."""
 
-    def policy_value(self, bundle: Any, data_dir: str, features_config: str | None, *, weeks: int | None = None, start: str = "end",
-                     seed_offset: int = 0) -> dict[str, float]:
+    def policy_value(
+        self, bundle: Any, data_dir: str, features_config: str | None, *, weeks: int | None = None, start: str = "end", seed_offset: int = 0
+    ) -> dict[str, float]:
         """The model policy's ``responses_per_hcp_week`` and ``share_of_oracle_gain``."""
 
 
@@ -73,13 +74,25 @@ def _load_version(name: str, mv: Any) -> Any:
 
 
 def _same_encoding(a: Any, b: Any) -> bool:
-    return tuple(a.vocab.ids) == tuple(b.vocab.ids) and a.scaler.columns == b.scaler.columns and np.array_equal(a.scaler.mean, b.scaler.mean) \
+    return (
+        tuple(a.vocab.ids) == tuple(b.vocab.ids)
+        and a.scaler.columns == b.scaler.columns
+        and np.array_equal(a.scaler.mean, b.scaler.mean)
         and np.array_equal(a.scaler.std, b.scaler.std)
+    )
 
 
-def evaluate_job(cfg: Any, version: str | None = None, *, weeks: int | None = None, progress: bool = True,
-                 imitation: bool = False, partial_oracles: bool = True, judge: PolicyJudge | None = None,
-                 served_checks: bool = True) -> dict[str, Any]:
+def evaluate_job(
+    cfg: Any,
+    version: str | None = None,
+    *,
+    weeks: int | None = None,
+    progress: bool = True,
+    imitation: bool = False,
+    partial_oracles: bool = True,
+    judge: PolicyJudge | None = None,
+    served_checks: bool = True,
+) -> dict[str, Any]:
     """Evaluate a registered model version (default: the challenger) as it would be served; return figures.
 
     On any dataset: offline metrics and off-policy estimates of the served policy (training.served_ope)
@@ -98,8 +111,8 @@ def evaluate_job(cfg: Any, version: str | None = None, *, weeks: int | None = No
     from training import served_ope, tracking
     from training.baselines import AggregateModel, Popularity
     from training.dataset import weeks_window
-    from training.propensity import source_summary
     from training.jobs import configure_torch, prepare_data
+    from training.propensity import source_summary
     from training.train import metrics_from_predictions, predict
 
     def say(text: str) -> None:
@@ -126,11 +139,19 @@ def evaluate_job(cfg: Any, version: str | None = None, *, weeks: int | None = No
     window = weeks_window(data)
     selection = (mv.tags or {}).get(tracking.SELECTION_WINDOW_TAG) or str(bundle.meta.get("selection_window", ""))
     overlaps = split != "test" or windows_overlap(window, selection)
-    figures: dict[str, Any] = {"model_version": int(mv.version), "evaluation_split": split, "evaluation_window": window,
-                               "selection_window": selection, "split_overlaps_selection": bool(overlaps), "evaluation_rows": len(data)}
+    figures: dict[str, Any] = {
+        "model_version": int(mv.version),
+        "evaluation_split": split,
+        "evaluation_window": window,
+        "selection_window": selection,
+        "split_overlaps_selection": bool(overlaps),
+        "evaluation_rows": len(data),
+    }
     if overlaps:
-        say(f"warning: the evaluated weeks ({window}) overlap the weeks that selected this model ({selection or 'unknown'}): "
-            "the figures are optimistic; set test_weeks > 0 and retrain")
+        say(
+            f"warning: the evaluated weeks ({window}) overlap the weeks that selected this model ({selection or 'unknown'}): "
+            "the figures are optimistic; set test_weeks > 0 and retrain"
+        )
 
     # Offline metrics on the evaluated weeks: model and baselines.
     say(f"evaluate: offline metrics on {len(data)} {split} rows")
@@ -138,8 +159,11 @@ def evaluate_job(cfg: Any, version: str | None = None, *, weeks: int | None = No
     pop = Popularity.fit(prep.train, len(bundle.vocab))
     agg = AggregateModel(len(bundle.scaler.columns), cfg.seed).fit(prep.train)
     agg_pred = agg.predict(data, pop)
-    offline = {"model": metrics_from_predictions(model_pred, data), "popularity": metrics_from_predictions(pop.predict(data), data),
-               "aggregate": metrics_from_predictions(agg_pred, data)}
+    offline = {
+        "model": metrics_from_predictions(model_pred, data),
+        "popularity": metrics_from_predictions(pop.predict(data), data),
+        "aggregate": metrics_from_predictions(agg_pred, data),
+    }
     for who, m in offline.items():
         figures.update({f"offline_{who}_{k}": v for k, v in m.items()})
     labels = data.arrays["label_response"]
@@ -168,19 +192,30 @@ def evaluate_job(cfg: Any, version: str | None = None, *, weeks: int | None = No
             cprep = prepare_data(cfg, champ.vocab, champ.scaler)
             champ_data = cprep.test if split == "test" else cprep.val
         cmasks = served_ope.served_masks(champ, champ_data, prep.item_products, prep.hcp_products)
-        crows = served_ope.served_rows(champ, champ_data, ctx, epsilon=cfg.ope.epsilon, top_m=cfg.ope.top_m, batch_size=cfg.batch_size, masks=cmasks, device=device)
+        crows = served_ope.served_rows(
+            champ, champ_data, ctx, epsilon=cfg.ope.epsilon, top_m=cfg.ope.top_m, batch_size=cfg.batch_size, masks=cmasks, device=device
+        )
         crows["propensity"], crows["propensity_source"] = rows["propensity"], rows["propensity_source"]
         diff = served_ope.versus(rows, crows, cfg.ope, cfg.seed)
         _, cfig = served_ope.estimates(crows, cfg.ope, cfg.seed)
-        figures.update({"champion_version": int(champion_mv.version), "ope_champion_value": cfig.get("ope_value", float("nan")),
-                        "ope_champion_ci_low": cfig.get("ope_ci_low", float("nan")), "ope_champion_ci_high": cfig.get("ope_ci_high", float("nan")),
-                        "ope_vs_champion": diff.value, "ope_vs_champion_ci_low": diff.ci_low, "ope_vs_champion_ci_high": diff.ci_high})
+        figures.update(
+            {
+                "champion_version": int(champion_mv.version),
+                "ope_champion_value": cfig.get("ope_value", float("nan")),
+                "ope_champion_ci_low": cfig.get("ope_ci_low", float("nan")),
+                "ope_champion_ci_high": cfig.get("ope_ci_high", float("nan")),
+                "ope_vs_champion": diff.value,
+                "ope_vs_champion_ci_low": diff.ci_low,
+                "ope_vs_champion_ci_high": diff.ci_high,
+            }
+        )
 
     values: dict[str, dict[str, Any]] = {}
     if judge is not None and has_ground_truth(cfg.data_dir):
         known = served_ope.usable(rows)
-        judged, values = judge.evaluate(EvaluationInputs(cfg, bundle, prep, pop, agg, rows, known, dict(figures), weeks, progress, imitation, partial_oracles, data,
-                                                          served_checks))
+        judged, values = judge.evaluate(
+            EvaluationInputs(cfg, bundle, prep, pop, agg, rows, known, dict(figures), weeks, progress, imitation, partial_oracles, data, served_checks)
+        )
         figures.update(judged)
         if "served_checks_passed" in figures:
             say(served_checks_line(figures))
@@ -188,27 +223,59 @@ def evaluate_job(cfg: Any, version: str | None = None, *, weeks: int | None = No
     setting = f"data={prep.fingerprint} {split}={window} estimator={cfg.ope.estimator} n_boot={cfg.ope.n_boot} eps={cfg.ope.epsilon} top_m={cfg.ope.top_m}"
     with mlflow.start_run(run_name=tracking.evaluation_run_name(mv.version, cfg.ope.estimator, window or "none")) as run:
         mlflow.set_tags({"stage": "evaluation", "model_version": str(mv.version), "data_fingerprint": prep.fingerprint})
-        tracking.log_evaluation_params(mlflow, model_version=str(mv.version), champion_version=str(figures.get("champion_version", "none")),
-                                       evaluation_setting=setting, data_fingerprint=prep.fingerprint, estimator=cfg.ope.estimator,
-                                       n_boot=cfg.ope.n_boot, test_window=window or "none", evaluation_split=split, propensity=cfg.ope.propensity,
-                                       split_overlaps_selection=bool(overlaps))
+        tracking.log_evaluation_params(
+            mlflow,
+            model_version=str(mv.version),
+            champion_version=str(figures.get("champion_version", "none")),
+            evaluation_setting=setting,
+            data_fingerprint=prep.fingerprint,
+            estimator=cfg.ope.estimator,
+            n_boot=cfg.ope.n_boot,
+            test_window=window or "none",
+            evaluation_split=split,
+            propensity=cfg.ope.propensity,
+            split_overlaps_selection=bool(overlaps),
+        )
         if "ope_value" in figures:
-            tracking.log_policy_value(mlflow, figures["ope_value"], figures["ope_ci_low"], figures["ope_ci_high"],
-                                      vs_champion_ci_low=figures.get("ope_vs_champion_ci_low"), vs_logged_ci_low=figures.get("ope_vs_logged_ci_low"))
+            tracking.log_policy_value(
+                mlflow,
+                figures["ope_value"],
+                figures["ope_ci_low"],
+                figures["ope_ci_high"],
+                vs_champion_ci_low=figures.get("ope_vs_champion_ci_low"),
+                vs_logged_ci_low=figures.get("ope_vs_logged_ci_low"),
+            )
         mlflow.log_metrics({_metric_name(k): float(v) for k, v in figures.items() if isinstance(v, (int, float)) and np.isfinite(v)})
         mlflow.log_dict({k: v for k, v in figures.items()}, "evaluation/figures.json")
         if values:
             mlflow.log_dict(values, "evaluation/simulator_values.json")
-        _log_plots(mlflow, figures, values, {"model (raw)": (model_pred["response_prob"], labels), "model (calibrated)": (calibrated, labels),
-                                             "aggregate": (agg_pred["response_prob"], labels)})
+        _log_plots(
+            mlflow,
+            figures,
+            values,
+            {
+                "model (raw)": (model_pred["response_prob"], labels),
+                "model (calibrated)": (calibrated, labels),
+                "aggregate": (agg_pred["response_prob"], labels),
+            },
+        )
         figures["evaluation_run_id"] = run.info.run_id
 
-    tags = {tracking.OPE_SETTING_TAG: setting, tracking.OPE_ESTIMATOR_TAG: cfg.ope.estimator,
-            tracking.OPE_VERDICT_TAG: "trusted" if figures.get("ope_verdict_trusted") else "untrusted",
-            tracking.OPE_VERDICT_REASON_TAG: str(figures.get("ope_verdict", ""))[:4000]}
-    for tag, key in ((tracking.OPE_VALUE_TAG, "ope_value"), (tracking.OPE_CI_LOW_TAG, "ope_ci_low"), (tracking.OPE_CI_HIGH_TAG, "ope_ci_high"),
-                     (tracking.OPE_VS_LOGGED_TAG, "ope_vs_logged"), (tracking.OPE_VS_LOGGED_CI_LOW_TAG, "ope_vs_logged_ci_low"),
-                     (tracking.OPE_VS_CHAMPION_TAG, "ope_vs_champion"), (tracking.OPE_VS_CHAMPION_CI_LOW_TAG, "ope_vs_champion_ci_low")):
+    tags = {
+        tracking.OPE_SETTING_TAG: setting,
+        tracking.OPE_ESTIMATOR_TAG: cfg.ope.estimator,
+        tracking.OPE_VERDICT_TAG: "trusted" if figures.get("ope_verdict_trusted") else "untrusted",
+        tracking.OPE_VERDICT_REASON_TAG: str(figures.get("ope_verdict", ""))[:4000],
+    }
+    for tag, key in (
+        (tracking.OPE_VALUE_TAG, "ope_value"),
+        (tracking.OPE_CI_LOW_TAG, "ope_ci_low"),
+        (tracking.OPE_CI_HIGH_TAG, "ope_ci_high"),
+        (tracking.OPE_VS_LOGGED_TAG, "ope_vs_logged"),
+        (tracking.OPE_VS_LOGGED_CI_LOW_TAG, "ope_vs_logged_ci_low"),
+        (tracking.OPE_VS_CHAMPION_TAG, "ope_vs_champion"),
+        (tracking.OPE_VS_CHAMPION_CI_LOW_TAG, "ope_vs_champion_ci_low"),
+    ):
         if key in figures:
             tags[tag] = repr(float(figures[key]))
     if "champion_version" in figures:
@@ -229,19 +296,21 @@ def served_checks_line(figures: dict[str, Any]) -> str:
     def mark(name: str) -> str:
         return "ok" if f.get(f"served_check_{name}") else "FAILED"
 
-    return (f"served (engine) share of the oracle's gain {f.get('served_model_share_of_oracle_gain', float('nan')):.3f}; checks "
-            f"{f['served_checks_passed']}/{f['served_checks_total']}: repeat within 30 d {f.get('served_model_repeat_share_30d', float('nan')):.2f} "
-            f"<= logged {f.get('served_logged_repeat_share_30d', float('nan')):.2f} {mark('repeat_le_logged')}; "
-            f"first choices overridden {f.get('served_model_override_share', float('nan')):.3f} <= 0.02 {mark('override_le_2pct')}; "
-            f"|expected - realised| {f.get('served_model_calibration_gap', float('nan')):.3f} <= 0.03 {mark('calibration_gap_le_0_03')}; "
-            f"rules / logged value {f.get('served_rules_vs_logged_value_ratio', float('nan')):.3f} >= 1 {mark('rules_ge_logged')}")
+    return (
+        f"served (engine) share of the oracle's gain {f.get('served_model_share_of_oracle_gain', float('nan')):.3f}; checks "
+        f"{f['served_checks_passed']}/{f['served_checks_total']}: repeat within 30 d {f.get('served_model_repeat_share_30d', float('nan')):.2f} "
+        f"<= logged {f.get('served_logged_repeat_share_30d', float('nan')):.2f} {mark('repeat_le_logged')}; "
+        f"first choices overridden {f.get('served_model_override_share', float('nan')):.3f} <= 0.02 {mark('override_le_2pct')}; "
+        f"|expected - realised| {f.get('served_model_calibration_gap', float('nan')):.3f} <= 0.03 {mark('calibration_gap_le_0_03')}; "
+        f"rules / logged value {f.get('served_rules_vs_logged_value_ratio', float('nan')):.3f} >= 1 {mark('rules_ge_logged')}"
+    )
 
 
 def _metric_name(key: str) -> str:
     """MLflow metric names by family (``ope/dr_value``), as reviewers filter them."""
     for prefix in ("offline_", "sim_", "ope_", "behaviour_"):
         if key.startswith(prefix):
-            return prefix[:-1] + "/" + key[len(prefix):]
+            return prefix[:-1] + "/" + key[len(prefix) :]
     return key
 
 
@@ -266,8 +335,10 @@ def _log_plots(mlflow: Any, figures: dict[str, Any], values: dict[str, dict[str,
     if "ope_true_response_rate" in figures and np.isfinite(figures["ope_true_response_rate"]):
         t = figures["ope_true_response_rate"]
         policy["model (truth)"] = (t, t, t)
-    figs = {"plots/policy_value.png": plots.policy_value_plot(policy, "P(response) per logged decision, policy as served"),
-            "plots/calibration.png": plots.calibration_plot(calib)}
+    figs = {
+        "plots/policy_value.png": plots.policy_value_plot(policy, "P(response) per logged decision, policy as served"),
+        "plots/calibration.png": plots.calibration_plot(calib),
+    }
     if values:
         mix = {"logged": values["logged"]["touches_by_channel"], "model": values["model"]["touches_by_channel"]}
         tiers = {who: {s: v["by_segment"][s]["expected_responses_per_hcp_week"] for s in SEGMENTS} for who, v in values.items()}

@@ -23,9 +23,31 @@ KNOWN_COLOURS: dict[str, str] = {
 }
 # Then, in order, the rest: tab10's other hues, then colours chosen to stay apart from those (no two alike).
 _PALETTE: tuple[str, ...] = (
-    "#2ca02c", "#d62728", "#e377c2", "#bcbd22", "#17becf",  # green, red, pink, olive, cyan
-    "#000000", "#393b79", "#aec7e8", "#98df8a", "#ff9896", "#c5b0d5", "#1b9e77", "#e6ab02",
-    "#ffbb78", "#c49c94", "#f7b6d2", "#c7c7c7", "#dbdb8d", "#9edae5", "#d95f02", "#7570b3", "#e7298a", "#66a61e", "#a6761d", "#666666",
+    "#2ca02c",
+    "#d62728",
+    "#e377c2",
+    "#bcbd22",
+    "#17becf",  # green, red, pink, olive, cyan
+    "#000000",
+    "#393b79",
+    "#aec7e8",
+    "#98df8a",
+    "#ff9896",
+    "#c5b0d5",
+    "#1b9e77",
+    "#e6ab02",
+    "#ffbb78",
+    "#c49c94",
+    "#f7b6d2",
+    "#c7c7c7",
+    "#dbdb8d",
+    "#9edae5",
+    "#d95f02",
+    "#7570b3",
+    "#e7298a",
+    "#66a61e",
+    "#a6761d",
+    "#666666",
 )
 
 
@@ -90,8 +112,9 @@ def policy_value_plot(values: dict[str, tuple[float, float, float]], title: str,
     return fig
 
 
-def value_by_tier_plot(tiers: dict[str, dict[str, float]], order: Sequence[str] | None = None, *,
-                       ylabel: str = "expected positive responses per HCP-week") -> Any:
+def value_by_tier_plot(
+    tiers: dict[str, dict[str, float]], order: Sequence[str] | None = None, *, ylabel: str = "expected positive responses per HCP-week"
+) -> Any:
     """Grouped bars: one group per tier (``order``, default the first policy's), one colour per policy, legend outside."""
     names = list(tiers)
     groups = list(order) if order is not None else list(next(iter(tiers.values()), {}))

@@ -51,12 +51,14 @@ def prepare_data(cfg: TrainingConfig, vocab: Any = None, scaler: Any = None) -> 
     item_products = None
     if ts.content_products is not None:
         item_products = ts.content_products.reindex(pd.Index(["", "", *vocab.ids], dtype=object)).fillna("").to_numpy(dtype=object)
-    return Prepared(data.subset(train_mask), data.subset(val_mask), vocab, scaler, ts.fingerprint, ts.source, codes, item_products, ts.hcp_products,
-                    data.subset(test_mask))
+    return Prepared(
+        data.subset(train_mask), data.subset(val_mask), vocab, scaler, ts.fingerprint, ts.source, codes, item_products, ts.hcp_products, data.subset(test_mask)
+    )
 
 
-def build_model(cfg: TrainingConfig, n_content: int, n_static: int, content_codes: Any = None, *, response_history: bool = False,
-                contact_windows: int = 0) -> Any:
+def build_model(
+    cfg: TrainingConfig, n_content: int, n_static: int, content_codes: Any = None, *, response_history: bool = False, contact_windows: int = 0
+) -> Any:
     """A fresh network sized by ``cfg.model``; with ``content_codes`` ([V, tags]) and ``model.content_tags`` it embeds the tags too;
     with ``response_history`` (the data holds the feature stage's counts) and ``model.long_history`` it reads them; with
     ``contact_windows`` (the data holds the candidate block) and ``model.candidates`` it adds the candidate terms."""
@@ -69,9 +71,23 @@ def build_model(cfg: TrainingConfig, n_content: int, n_static: int, content_code
     tags = m.content_tags and content_codes is not None
     sizes = tuple(len(v) for v in CONTENT_TAGS.values()) if tags else ()
     long_history = RESPONSE_HISTORY_SIZES if m.history and m.long_history and response_history else ()
-    model = NextBestActionModel(ModelConfig(len(CHANNELS), n_content, n_static, m.encoder, m.d_model, m.n_layers, m.n_heads, m.dropout, m.max_seq_len,
-                                            history=m.history, content_attributes=sizes, long_history=long_history,
-                                            candidates=(contact_windows, ITEM_SLOTS) if m.candidates and contact_windows else ()))
+    model = NextBestActionModel(
+        ModelConfig(
+            len(CHANNELS),
+            n_content,
+            n_static,
+            m.encoder,
+            m.d_model,
+            m.n_layers,
+            m.n_heads,
+            m.dropout,
+            m.max_seq_len,
+            history=m.history,
+            content_attributes=sizes,
+            long_history=long_history,
+            candidates=(contact_windows, ITEM_SLOTS) if m.candidates and contact_windows else (),
+        )
+    )
     if tags:
         model.set_content_attributes(content_codes)
     return model
@@ -141,7 +157,17 @@ def _candidate_example(prep: Prepared, a: dict[str, Any], i: int) -> dict[str, A
     return row
 
 
-def train_job(cfg: TrainingConfig, *, prep: Prepared | None = None, register: bool = True, nested: bool = False, on_epoch: Any = None, progress: bool = True, log_model: bool = True, tags: dict[str, str] | None = None) -> dict[str, Any]:
+def train_job(
+    cfg: TrainingConfig,
+    *,
+    prep: Prepared | None = None,
+    register: bool = True,
+    nested: bool = False,
+    on_epoch: Any = None,
+    progress: bool = True,
+    log_model: bool = True,
+    tags: dict[str, str] | None = None,
+) -> dict[str, Any]:
     """Train one model, record everything in MLflow, save the bundle, optionally register it as challenger."""
     import mlflow
 
@@ -157,14 +183,26 @@ def train_job(cfg: TrainingConfig, *, prep: Prepared | None = None, register: bo
     from training.train import seed_everything
 
     seed_everything(cfg.seed)
-    model = build_model(cfg, len(prep.vocab), len(prep.scaler.columns), prep.content_codes, response_history="history_long" in prep.train.arrays,
-                        contact_windows=int(prep.train.meta.get("contact_windows", 0)))
+    model = build_model(
+        cfg,
+        len(prep.vocab),
+        len(prep.scaler.columns),
+        prep.content_codes,
+        response_history="history_long" in prep.train.arrays,
+        contact_windows=int(prep.train.meta.get("contact_windows", 0)),
+    )
     weights = {"channel": cfg.loss.channel_weight, "content": cfg.loss.content_weight, "slot": cfg.loss.slot_weight, "response": cfg.loss.response_weight}
     with mlflow.start_run(nested=nested) as run:
         mlflow.log_params({k: str(v) for k, v in tracking.flatten(cfg.model_dump()).items()})
         mlflow.set_tags({"data_fingerprint": prep.fingerprint, "data_source": prep.source, "stage": "training", "device": str(device), **(tags or {})})
         mlflow.log_dict(cfg.model_dump(), "config/training.json")
-        mlflow.log_dict({"static_features": list(prep.scaler.columns), "sequence_features": ["seq_channel", "seq_content_id", "seq_response", "seq_read_seconds", "seq_gap_days", "seq_weekday", "seq_daypart"]}, "config/features.json")
+        mlflow.log_dict(
+            {
+                "static_features": list(prep.scaler.columns),
+                "sequence_features": ["seq_channel", "seq_content_id", "seq_response", "seq_read_seconds", "seq_gap_days", "seq_weekday", "seq_daypart"],
+            },
+            "config/features.json",
+        )
         mlflow.log_metrics({"data/train_rows": len(prep.train), "data/val_rows": len(prep.val), "data/content_vocab": len(prep.vocab)}, step=0)
 
         def epoch_cb(epoch: int, m: dict[str, float]) -> None:
@@ -173,9 +211,23 @@ def train_job(cfg: TrainingConfig, *, prep: Prepared | None = None, register: bo
                 on_epoch(epoch, m)
 
         result = fit(
-            model, prep.train, prep.val, objective=cfg.loss.objective, ips_clip=cfg.loss.ips_clip, loss_weights=weights,
-            lr=cfg.lr, weight_decay=cfg.weight_decay, epochs=cfg.epochs, batch_size=cfg.batch_size, seed=cfg.seed,
-            device=device, on_epoch=epoch_cb, progress=progress, workers=cfg.workers, response_weighting=cfg.loss.response_weighting, compile=cfg.compile,
+            model,
+            prep.train,
+            prep.val,
+            objective=cfg.loss.objective,
+            ips_clip=cfg.loss.ips_clip,
+            loss_weights=weights,
+            lr=cfg.lr,
+            weight_decay=cfg.weight_decay,
+            epochs=cfg.epochs,
+            batch_size=cfg.batch_size,
+            seed=cfg.seed,
+            device=device,
+            on_epoch=epoch_cb,
+            progress=progress,
+            workers=cfg.workers,
+            response_weighting=cfg.loss.response_weighting,
+            compile=cfg.compile,
         )
         final = dict(result.history[-1]) if result.history else {}
         contentless = resolve_contentless(cfg.contentless_channels, prep.train.arrays["label_channel"], prep.train.arrays["label_content"])
@@ -188,12 +240,20 @@ def train_job(cfg: TrainingConfig, *, prep: Prepared | None = None, register: bo
         types = prep.content_codes[:, 1] if prep.content_codes is not None else None  # CONTENT_TAGS order: topic, content_type, form
         items = channel_item_mask(prep.train.arrays["label_channel"], prep.train.arrays["label_content"], types, len(prep.vocab))
         selection = weeks_window(prep.val)
-        meta = {"run_id": run.info.run_id, "data_fingerprint": prep.fingerprint, "objective": cfg.loss.objective, "seed": cfg.seed,
-                "channel_items": to_meta(items, prep.vocab.ids), "selection_window": selection}
+        meta = {
+            "run_id": run.info.run_id,
+            "data_fingerprint": prep.fingerprint,
+            "objective": cfg.loss.objective,
+            "seed": cfg.seed,
+            "channel_items": to_meta(items, prep.vocab.ids),
+            "selection_window": selection,
+        }
         bundle = ModelBundle(model, prep.vocab, prep.scaler, meta, calibrator, contentless)
         # The selection figure (tuning's ope_dr objective): the served policy's estimates on the validation weeks.
         final.update(_validation_policy_value(cfg, bundle, prep))
-        mlflow.log_metrics({k: v for k, v in final.items() if k.startswith(("val/policy_value", "val/calibration")) and np.isfinite(v)}, step=len(result.history) - 1)
+        mlflow.log_metrics(
+            {k: v for k, v in final.items() if k.startswith(("val/policy_value", "val/calibration")) and np.isfinite(v)}, step=len(result.history) - 1
+        )
         mlflow.log_metric("time/seconds_per_epoch_median", float(np.median(result.seconds_per_epoch)))
         mlflow.set_tag(tracking.SELECTION_WINDOW_TAG, selection)
         out_dir = save_bundle(bundle, Path(cfg.output_dir) / run.info.run_id)
@@ -201,8 +261,12 @@ def train_job(cfg: TrainingConfig, *, prep: Prepared | None = None, register: bo
         if log_model:
             model_uri = _log_pyfunc(bundle, out_dir, prep)
             if register:
-                version = tracking.register(model_uri, cfg.tracking.registered_model, tracking.CHALLENGER,
-                                            tags={"data_fingerprint": prep.fingerprint, "run_id": run.info.run_id, tracking.SELECTION_WINDOW_TAG: selection})
+                version = tracking.register(
+                    model_uri,
+                    cfg.tracking.registered_model,
+                    tracking.CHALLENGER,
+                    tags={"data_fingerprint": prep.fingerprint, "run_id": run.info.run_id, tracking.SELECTION_WINDOW_TAG: selection},
+                )
         return {"run_id": run.info.run_id, "model_version": version, "bundle": str(out_dir), "metrics": final, "seconds_per_epoch": result.seconds_per_epoch}
 
 
@@ -230,8 +294,12 @@ def register_bundle(cfg: TrainingConfig, run_id: str, bundle_dir: Path, prep: Pr
     tracking.setup(cfg.tracking)
     with mlflow.start_run(run_id=run_id, nested=mlflow.active_run() is not None):
         model_uri = _log_pyfunc(load_bundle(bundle_dir), bundle_dir, prep)
-    return tracking.register(model_uri, cfg.tracking.registered_model, tracking.CHALLENGER,
-                             tags={"data_fingerprint": prep.fingerprint, "run_id": run_id, tracking.SELECTION_WINDOW_TAG: weeks_window(prep.val)})
+    return tracking.register(
+        model_uri,
+        cfg.tracking.registered_model,
+        tracking.CHALLENGER,
+        tags={"data_fingerprint": prep.fingerprint, "run_id": run_id, tracking.SELECTION_WINDOW_TAG: weeks_window(prep.val)},
+    )
 
 
 def _calibrate(model: Any, prep: Prepared, batch_size: int, device: Any, *, contentless: Any = None, clip: float = 20.0) -> tuple[Any, dict[str, float]]:
@@ -239,7 +307,6 @@ def _calibrate(model: Any, prep: Prepared, batch_size: int, device: Any, *, cont
     selection on the model's own choices (training.calibration.chosen_action_calibration); figures
     cross-fitted by HCP, plot logged."""
     import mlflow
-
     import pandas as pd
 
     from training.calibration import chosen_action_calibration, fit_and_check
@@ -287,14 +354,19 @@ def _log_pyfunc(bundle: Any, bundle_dir: Path, prep: Prepared) -> str:
     output = recommend_frame(bundle, example)
     signature = infer_signature(example, output, params={"approved_content": list(bundle.vocab.ids[:1]) or ["none"]})
     info = mlflow.pyfunc.log_model(
-        name="model", python_model=NextBestActionPyfunc(), artifacts={"bundle": str(bundle_dir)},
-        signature=signature, input_example=example, pip_requirements=PIP_REQUIREMENTS,
+        name="model",
+        python_model=NextBestActionPyfunc(),
+        artifacts={"bundle": str(bundle_dir)},
+        signature=signature,
+        input_example=example,
+        pip_requirements=PIP_REQUIREMENTS,
     )
     return info.model_uri
 
 
 def write_json_line(figures: dict[str, Any]) -> str:
     """The one-line JSON of figures every command ends with (NaN becomes null)."""
+
     def clean(v: Any) -> Any:
         if isinstance(v, float) and not np.isfinite(v):
             return None
@@ -303,5 +375,3 @@ def write_json_line(figures: dict[str, Any]) -> str:
         return v
 
     return json.dumps({k: clean(v) for k, v in figures.items()}, sort_keys=True)
-
-

@@ -63,8 +63,9 @@ def dr_policy_loss(logits: Tensor, action: Tensor, reward: Tensor, weight: Tenso
 PART_NAMES = ("response", "channel", "content", "slot")
 
 
-def training_loss(model: Any, batch: dict[str, Tensor], objective: str, clip: float, weights: dict[str, float], *,
-                  response_weighting: str | None = None) -> tuple[Tensor, dict[str, float]]:
+def training_loss(
+    model: Any, batch: dict[str, Tensor], objective: str, clip: float, weights: dict[str, float], *, response_weighting: str | None = None
+) -> tuple[Tensor, dict[str, float]]:
     """Total multi-head loss for one batch under ``objective`` (naive | ips | dr), and its parts.
 
     ``response_weighting`` (none | ips) weights the response head's loss; None follows the
@@ -74,8 +75,9 @@ def training_loss(model: Any, batch: dict[str, Tensor], objective: str, clip: fl
     return total, {k: float(v.detach()) for k, v in parts.items()}
 
 
-def loss_tensors(model: Any, batch: dict[str, Tensor], objective: str, clip: float, weights: dict[str, float],
-                 response_weighting: str | None = None) -> tuple[Tensor, dict[str, Tensor]]:
+def loss_tensors(
+    model: Any, batch: dict[str, Tensor], objective: str, clip: float, weights: dict[str, float], response_weighting: str | None = None
+) -> tuple[Tensor, dict[str, Tensor]]:
     """``training_loss`` with its parts left as tensors: no host sync, so torch.compile sees one graph."""
     out = model(batch)
     r = batch["label_response"]
@@ -101,7 +103,14 @@ def loss_tensors(model: Any, batch: dict[str, Tensor], objective: str, clip: flo
         b = z.shape[0]
         dev = z.device
         with torch.no_grad():
-            q_ch = torch.sigmoid(model.response_logit(z, torch.arange(model.config.n_channels, device=dev).expand(b, -1), a_ct.unsqueeze(1).expand(-1, model.config.n_channels), a_sl.unsqueeze(1).expand(-1, model.config.n_channels)))
+            q_ch = torch.sigmoid(
+                model.response_logit(
+                    z,
+                    torch.arange(model.config.n_channels, device=dev).expand(b, -1),
+                    a_ct.unsqueeze(1).expand(-1, model.config.n_channels),
+                    a_sl.unsqueeze(1).expand(-1, model.config.n_channels),
+                )
+            )
             q_ct = torch.sigmoid(model.response_logit_all_content(z, a_ch, a_sl))
             q_sl = torch.sigmoid(model.response_logit_all_slots(z, a_ch, a_ct))
         parts["channel"] = dr_policy_loss(out["channel"], a_ch, r, w, q_ch)

@@ -63,6 +63,7 @@ class Estimate:
 
 # --- validation ---------------------------------------------------------------------------------
 
+
 def _first_bad(bad: np.ndarray, values: np.ndarray, what: str, rule: str) -> None:
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
@@ -76,7 +77,9 @@ def _check(reward: np.ndarray, propensity: np.ndarray, target_prob: np.ndarray) 
         raise ValueError("ope: no rows to estimate from (after dropping rows without a logged propensity)")
     bad = ~np.isfinite(propensity) | (propensity <= 0) | (propensity > 1)
     if bad.any():
-        raise ValueError(f"ope: propensity must be in (0, 1]; row {int(np.flatnonzero(bad)[0])} has {propensity[bad][0]!r} ({int(bad.sum())} bad rows); drop rows without a logged propensity first")
+        raise ValueError(
+            f"ope: propensity must be in (0, 1]; row {int(np.flatnonzero(bad)[0])} has {propensity[bad][0]!r} ({int(bad.sum())} bad rows); drop rows without a logged propensity first"
+        )
     # float32 softmax outputs may exceed 1 by rounding
     _first_bad(~np.isfinite(target_prob) | (target_prob < 0) | (target_prob > 1 + 1e-6), target_prob, "target_prob", "a probability in [0, 1]")
     _first_bad(~np.isfinite(reward), reward, "reward", "finite")
@@ -114,6 +117,7 @@ def _clusters(groups: Any, n: int) -> tuple[np.ndarray | None, int]:
 
 
 # --- the clustered bootstrap --------------------------------------------------------------------
+
 
 def _resampled_sums(columns: np.ndarray, codes: np.ndarray | None, n_units: int, n_boot: int, seed: int) -> np.ndarray:
     """[n_boot, k] sums of the [n, k] columns over units (clusters, or rows) drawn with replacement.
@@ -155,6 +159,7 @@ def _ess(w: np.ndarray) -> float:
 
 # --- estimator terms ------------------------------------------------------------------------------
 
+
 def _shrink(w: np.ndarray, lam: float) -> np.ndarray:
     """Optimistic shrinkage lam w / (w^2 + lam): lam = inf is plain DR, lam = 0 the direct method."""
     if lam < 0 or np.isnan(lam):
@@ -166,8 +171,9 @@ def _shrink(w: np.ndarray, lam: float) -> np.ndarray:
     return lam * w / (w * w + lam)
 
 
-def _terms(name: str, r: np.ndarray, p: np.ndarray, pi: np.ndarray, ql: np.ndarray | None, qt: np.ndarray | None, *,
-           clip: float | None, tau: float, lam: float) -> tuple[np.ndarray, np.ndarray, float]:
+def _terms(
+    name: str, r: np.ndarray, p: np.ndarray, pi: np.ndarray, ql: np.ndarray | None, qt: np.ndarray | None, *, clip: float | None, tau: float, lam: float
+) -> tuple[np.ndarray, np.ndarray, float]:
     """(numerator column, denominator column, ESS of the weights used) of one estimator."""
     ones = np.ones_like(r)
     w = pi / p
@@ -193,9 +199,22 @@ def _arrays(*xs: Any) -> list[np.ndarray]:
     return [np.asarray(x, dtype=np.float64).reshape(-1) for x in xs]
 
 
-def _run(names: tuple[str, ...], r: np.ndarray, p: np.ndarray, pi: np.ndarray, ql: np.ndarray | None, qt: np.ndarray | None, *,
-         groups: Any, n_boot: int, alpha: float, seed: int, clip: float | None = None, tau: float = DEFAULT_TAU,
-         lam: float = DEFAULT_LAM) -> dict[str, Estimate]:
+def _run(
+    names: tuple[str, ...],
+    r: np.ndarray,
+    p: np.ndarray,
+    pi: np.ndarray,
+    ql: np.ndarray | None,
+    qt: np.ndarray | None,
+    *,
+    groups: Any,
+    n_boot: int,
+    alpha: float,
+    seed: int,
+    clip: float | None = None,
+    tau: float = DEFAULT_TAU,
+    lam: float = DEFAULT_LAM,
+) -> dict[str, Estimate]:
     """Estimates of the named estimators, all from the same cluster resamples."""
     _check_boot(n_boot, alpha)
     codes, n_units = _clusters(groups, len(r))
@@ -211,24 +230,44 @@ def _run(names: tuple[str, ...], r: np.ndarray, p: np.ndarray, pi: np.ndarray, q
 
 # --- public estimators ----------------------------------------------------------------------------
 
-def ips(reward, propensity, target_prob, *, clip: float | None = None, n_boot: int = DEFAULT_N_BOOT, alpha: float = 0.05, seed: int = 0,
-        groups: np.ndarray | None = None) -> Estimate:
+
+def ips(
+    reward,
+    propensity,
+    target_prob,
+    *,
+    clip: float | None = None,
+    n_boot: int = DEFAULT_N_BOOT,
+    alpha: float = 0.05,
+    seed: int = 0,
+    groups: np.ndarray | None = None,
+) -> Estimate:
     """Inverse propensity scoring (optionally with clipped weights)."""
     r, p, pi = _arrays(reward, propensity, target_prob)
     _check(r, p, pi)
     return _run(("ips",), r, p, pi, None, None, groups=groups, n_boot=n_boot, alpha=alpha, seed=seed, clip=clip)["ips"]
 
 
-def snips(reward, propensity, target_prob, *, n_boot: int = DEFAULT_N_BOOT, alpha: float = 0.05, seed: int = 0,
-          groups: np.ndarray | None = None) -> Estimate:
+def snips(reward, propensity, target_prob, *, n_boot: int = DEFAULT_N_BOOT, alpha: float = 0.05, seed: int = 0, groups: np.ndarray | None = None) -> Estimate:
     """Self-normalised IPS: sum(w r) / sum(w)."""
     r, p, pi = _arrays(reward, propensity, target_prob)
     _check(r, p, pi)
     return _run(("snips",), r, p, pi, None, None, groups=groups, n_boot=n_boot, alpha=alpha, seed=seed)["snips"]
 
 
-def doubly_robust(reward, propensity, target_prob, q_logged, q_target, *, clip: float | None = None, n_boot: int = DEFAULT_N_BOOT,
-                  alpha: float = 0.05, seed: int = 0, groups: np.ndarray | None = None) -> Estimate:
+def doubly_robust(
+    reward,
+    propensity,
+    target_prob,
+    q_logged,
+    q_target,
+    *,
+    clip: float | None = None,
+    n_boot: int = DEFAULT_N_BOOT,
+    alpha: float = 0.05,
+    seed: int = 0,
+    groups: np.ndarray | None = None,
+) -> Estimate:
     """Doubly robust: reward model under the target policy plus the IPS-weighted residual."""
     r, p, pi, ql, qt = _arrays(reward, propensity, target_prob, q_logged, q_target)
     _check(r, p, pi)
@@ -246,8 +285,19 @@ def direct_method(q_target, *, n_boot: int = DEFAULT_N_BOOT, alpha: float = 0.05
     return _run(("dm",), ones, ones, ones, None, qt, groups=groups, n_boot=n_boot, alpha=alpha, seed=seed)["dm"]
 
 
-def switch_dr(reward, propensity, target_prob, q_logged, q_target, *, tau: float = DEFAULT_TAU, n_boot: int = DEFAULT_N_BOOT,
-              alpha: float = 0.05, seed: int = 0, groups: np.ndarray | None = None) -> Estimate:
+def switch_dr(
+    reward,
+    propensity,
+    target_prob,
+    q_logged,
+    q_target,
+    *,
+    tau: float = DEFAULT_TAU,
+    n_boot: int = DEFAULT_N_BOOT,
+    alpha: float = 0.05,
+    seed: int = 0,
+    groups: np.ndarray | None = None,
+) -> Estimate:
     """Switch-DR: the reward model for every row plus the IPS residual only where w = pi/p <= tau (``ess`` is of those weights)."""
     r, p, pi, ql, qt = _arrays(reward, propensity, target_prob, q_logged, q_target)
     _check(r, p, pi)
@@ -255,8 +305,19 @@ def switch_dr(reward, propensity, target_prob, q_logged, q_target, *, tau: float
     return _run(("switch_dr",), r, p, pi, ql, qt, groups=groups, n_boot=n_boot, alpha=alpha, seed=seed, tau=tau)["switch_dr"]
 
 
-def dr_shrinkage(reward, propensity, target_prob, q_logged, q_target, *, lam: float = DEFAULT_LAM, n_boot: int = DEFAULT_N_BOOT,
-                 alpha: float = 0.05, seed: int = 0, groups: np.ndarray | None = None) -> Estimate:
+def dr_shrinkage(
+    reward,
+    propensity,
+    target_prob,
+    q_logged,
+    q_target,
+    *,
+    lam: float = DEFAULT_LAM,
+    n_boot: int = DEFAULT_N_BOOT,
+    alpha: float = 0.05,
+    seed: int = 0,
+    groups: np.ndarray | None = None,
+) -> Estimate:
     """DR with optimistic shrinkage: weights lam w / (w^2 + lam) (``ess`` is of the shrunk weights)."""
     r, p, pi, ql, qt = _arrays(reward, propensity, target_prob, q_logged, q_target)
     _check(r, p, pi)
@@ -274,8 +335,17 @@ def _row_arrays(rows: dict[str, np.ndarray], where: str) -> list[np.ndarray]:
     return [r, p, pi, ql, qt]
 
 
-def estimate_all(rows: dict[str, np.ndarray], *, groups: np.ndarray | None = None, n_boot: int = DEFAULT_N_BOOT, alpha: float = 0.05,
-                 seed: int = 0, tau: float = DEFAULT_TAU, lam: float = DEFAULT_LAM, clip: float | None = None) -> dict[str, Estimate]:
+def estimate_all(
+    rows: dict[str, np.ndarray],
+    *,
+    groups: np.ndarray | None = None,
+    n_boot: int = DEFAULT_N_BOOT,
+    alpha: float = 0.05,
+    seed: int = 0,
+    tau: float = DEFAULT_TAU,
+    lam: float = DEFAULT_LAM,
+    clip: float | None = None,
+) -> dict[str, Estimate]:
     """IPS, SNIPS, DM, DR, switch-DR and DR-shrinkage ("dr_os") from the same cluster resamples; ``clip`` applies to IPS and DR."""
     r, p, pi, ql, qt = _row_arrays(rows, "rows")
     return _run(ESTIMATORS, r, p, pi, ql, qt, groups=groups, n_boot=n_boot, alpha=alpha, seed=seed, clip=clip, tau=tau, lam=lam)
@@ -288,9 +358,19 @@ def logged_rows(reward, propensity) -> dict[str, np.ndarray]:
     return {"reward": r, "propensity": p, "pi_logged": p.copy(), "q_logged": r.copy(), "q_target": r.copy()}
 
 
-def paired_difference(rows_a: dict[str, np.ndarray], rows_b: dict[str, np.ndarray], estimator: str = "dr", *, groups: np.ndarray | None = None,
-                      n_boot: int = DEFAULT_N_BOOT, alpha: float = 0.05, seed: int = 0, tau: float = DEFAULT_TAU, lam: float = DEFAULT_LAM,
-                      clip: float | None = None) -> Estimate:
+def paired_difference(
+    rows_a: dict[str, np.ndarray],
+    rows_b: dict[str, np.ndarray],
+    estimator: str = "dr",
+    *,
+    groups: np.ndarray | None = None,
+    n_boot: int = DEFAULT_N_BOOT,
+    alpha: float = 0.05,
+    seed: int = 0,
+    tau: float = DEFAULT_TAU,
+    lam: float = DEFAULT_LAM,
+    clip: float | None = None,
+) -> Estimate:
     """Policy A's value minus policy B's on the same logged rows, both from the same cluster resamples.
 
     For A against the logged policy pass ``logged_rows(reward, propensity)`` as ``rows_b``. ``ess`` is
@@ -307,7 +387,9 @@ def paired_difference(rows_a: dict[str, np.ndarray], rows_b: dict[str, np.ndarra
         differ = a[i] != b[i]
         if differ.any():
             j = int(np.flatnonzero(differ)[0])
-            raise ValueError(f"ope: rows_a and rows_b differ in {key!r} at row {j} ({a[i][j]!r} vs {b[i][j]!r}): a paired difference needs the same logged rows")
+            raise ValueError(
+                f"ope: rows_a and rows_b differ in {key!r} at row {j} ({a[i][j]!r} vs {b[i][j]!r}): a paired difference needs the same logged rows"
+            )
     codes, n_units = _clusters(groups, len(a[0]))
     kw = dict(clip=clip, tau=tau, lam=lam)
     num_a, den_a, ess_a = _terms(estimator, *a, **kw)
@@ -319,6 +401,7 @@ def paired_difference(rows_a: dict[str, np.ndarray], rows_b: dict[str, np.ndarra
 
 
 # --- overlap diagnostics and the verdict ----------------------------------------------------------
+
 
 def diagnostics(propensity, target_prob, *, groups: np.ndarray | None = None, support_mass: np.ndarray | None = None) -> dict[str, float]:
     """Overlap figures of the weights w = pi/p: ESS (rows and share), share w > 0, max and mean w, clusters, support mass.
@@ -370,15 +453,18 @@ MIN_SUPPORT = 0.9
 MEAN_WEIGHT_BAND = (0.8, 1.2)
 
 
-def verdict(diag: dict[str, Any], *, min_ess: float = MIN_ESS, min_support: float = MIN_SUPPORT,
-            mean_weight_band: tuple[float, float] = MEAN_WEIGHT_BAND) -> tuple[bool, str]:
+def verdict(
+    diag: dict[str, Any], *, min_ess: float = MIN_ESS, min_support: float = MIN_SUPPORT, mean_weight_band: tuple[float, float] = MEAN_WEIGHT_BAND
+) -> tuple[bool, str]:
     """Whether the overlap is enough to trust the off-policy estimates, with each check and its threshold.
 
     A missing or NaN ``support_mass`` is reported as not checked (the mean weight stands in for it).
     """
     lo, hi = mean_weight_band
     if not (min_ess >= 0 and 0 <= min_support <= 1 and lo <= hi):
-        raise ValueError(f"ope: verdict thresholds need min_ess >= 0, min_support in [0, 1], mean_weight_band lo <= hi; got {min_ess}, {min_support}, {mean_weight_band}")
+        raise ValueError(
+            f"ope: verdict thresholds need min_ess >= 0, min_support in [0, 1], mean_weight_band lo <= hi; got {min_ess}, {min_support}, {mean_weight_band}"
+        )
     ess, mean_w = float(diag.get("ess", np.nan)), float(diag.get("mean_weight", np.nan))
     support = diag.get("support_mass")
     support = np.nan if support is None else float(support)

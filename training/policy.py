@@ -11,10 +11,9 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
-
-import numpy as np
 
 from training.model import N_DAYPARTS, N_DAYS, NextBestActionModel
 
@@ -134,8 +133,16 @@ def logged_pair_mask(data: Any, n_channels: int, n_content: int) -> Tensor:
 
 
 @torch.no_grad()
-def chosen_at_logged_slot(model: NextBestActionModel, data: Any, batch_size: int, device: Any = "cpu", *, pair_mask: Tensor | None = None,
-                          contentless: Any = None, row_items: Any = None) -> dict[str, Any]:
+def chosen_at_logged_slot(
+    model: NextBestActionModel,
+    data: Any,
+    batch_size: int,
+    device: Any = "cpu",
+    *,
+    pair_mask: Tensor | None = None,
+    contentless: Any = None,
+    row_items: Any = None,
+) -> dict[str, Any]:
     """Per logged row, the (channel, content) the response head would choose at the logged slot and its raw P(response).
 
     ``pair_mask`` [C, V] limits the choice to pairs the catalogue allows (e.g. ``logged_pair_mask``),

@@ -94,8 +94,7 @@ def _ope_against(tags: dict[str, Any], diff_tag: str, low_tag: str, what: str, k
     return replace(figures, reason=f"{line} is not above 0: not shown better; {keep}{where}")
 
 
-def decide(challenger_tags: dict[str, Any] | None, champion_version: str | None, champion_tags: dict[str, Any] | None,
-           same_version: bool) -> Decision:
+def decide(challenger_tags: dict[str, Any] | None, champion_version: str | None, champion_tags: dict[str, Any] | None, same_version: bool) -> Decision:
     """The promotion rule with its figures (see ``promotion_decision``)."""
     ch = dict(challenger_tags or {})
     if same_version:
@@ -105,7 +104,9 @@ def decide(challenger_tags: dict[str, Any] | None, champion_version: str | None,
         return Decision(False, "the challenger has not been evaluated (no policy value or off-policy tags): run `nba evaluate` first", None)
     truth = _number(ch, trk.POLICY_VALUE_TAG)
     if truth is not None and not math.isfinite(truth):
-        return Decision(False, f"the challenger's '{trk.POLICY_VALUE_TAG}' tag is {ch.get(trk.POLICY_VALUE_TAG)!r}, not a number: run `nba evaluate` again", TRUTH)
+        return Decision(
+            False, f"the challenger's '{trk.POLICY_VALUE_TAG}' tag is {ch.get(trk.POLICY_VALUE_TAG)!r}, not a number: run `nba evaluate` again", TRUTH
+        )
     if champion_version is None:
         if truth is not None:
             return Decision(True, f"no champion yet: the challenger becomes champion (true policy value {_fmt(truth)})", TRUTH, truth)
@@ -122,23 +123,34 @@ def decide(challenger_tags: dict[str, Any] | None, champion_version: str | None,
             if truth > old:
                 return replace(figures, reason=f"challenger policy value {_fmt(truth)} beats the champion's {_fmt(old)}")
             return replace(figures, reason=f"challenger policy value {_fmt(truth)} does not beat the champion's {_fmt(old)}")
-        apart = (f"policy values are not comparable: the challenger was evaluated with {mine}, the champion with {theirs}; "
-                 f"evaluate both the same way (`nba evaluate --version N`)")
+        apart = (
+            f"policy values are not comparable: the challenger was evaluated with {mine}, the champion with {theirs}; "
+            f"evaluate both the same way (`nba evaluate --version N`)"
+        )
 
     keep = f"champion version {champion_version} stays"
     if evidence_of({k: v for k, v in ch.items() if k in trk.OPE_TAGS}) is None:
-        return Decision(False, apart or (f"the challenger has no off-policy comparison with champion version {champion_version} "
-                                         f"(true policy values only on simulated data for both): run `nba evaluate` again"), TRUTH if apart else None)
+        return Decision(
+            False,
+            apart
+            or (
+                f"the challenger has no off-policy comparison with champion version {champion_version} "
+                f"(true policy values only on simulated data for both): run `nba evaluate` again"
+            ),
+            TRUTH if apart else None,
+        )
     compared = ch.get(trk.OPE_CHAMPION_VERSION_TAG)
     if str(compared or "") != str(champion_version):
         was = f"it was compared with version {compared}" if compared else "it was evaluated when there was no champion"
-        return Decision(False, f"evaluate the challenger again: {was}, the champion is {champion_version}", OPE,
-                        _number(ch, trk.OPE_VALUE_TAG), compared_with="champion")
+        return Decision(
+            False, f"evaluate the challenger again: {was}, the champion is {champion_version}", OPE, _number(ch, trk.OPE_VALUE_TAG), compared_with="champion"
+        )
     return _ope_against(ch, trk.OPE_VS_CHAMPION_TAG, trk.OPE_VS_CHAMPION_CI_LOW_TAG, "champion", keep)
 
 
-def promotion_decision(challenger_tags: dict[str, Any] | None, champion_version: str | None, champion_tags: dict[str, Any] | None,
-                       same_version: bool) -> tuple[bool, str]:
+def promotion_decision(
+    challenger_tags: dict[str, Any] | None, champion_version: str | None, champion_tags: dict[str, Any] | None, same_version: bool
+) -> tuple[bool, str]:
     """(promote?, one-line reason) from the versions' evaluation tags.
 
     Already champion: no. No champion: promote on a true value; else iff the lower bound of the
@@ -158,7 +170,7 @@ def promote_job(cfg: Any) -> dict[str, Any]:
     from mlflow.exceptions import MlflowException
 
     uri = cfg.tracking.uri
-    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).exists():
+    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///") :]).exists():
         raise PromotionError(f"no MLflow store at {uri}: run `nba train` first (or point tracking.uri at the store)")
     trk.setup(cfg.tracking)
     name = cfg.tracking.registered_model
@@ -174,8 +186,10 @@ def promote_job(cfg: Any) -> dict[str, Any]:
     champion = trk.version_for_alias(name, trk.CHAMPION)
     same = champion is not None and str(champion.version) == str(challenger.version)
     if evidence_of(ctags) is None and not same:
-        raise PromotionError(f"{name} version {challenger.version} has not been evaluated (no '{trk.POLICY_VALUE_TAG}' or "
-                             f"'{trk.OPE_VALUE_TAG}' tags): run `nba evaluate --version {challenger.version}` first")
+        raise PromotionError(
+            f"{name} version {challenger.version} has not been evaluated (no '{trk.POLICY_VALUE_TAG}' or "
+            f"'{trk.OPE_VALUE_TAG}' tags): run `nba evaluate --version {challenger.version}` first"
+        )
     d = decide(ctags, str(champion.version) if champion is not None else None, dict(champion.tags or {}) if champion is not None else None, same)
     if d.promoted:
         client.set_registered_model_alias(name, trk.CHAMPION, challenger.version)

@@ -145,11 +145,15 @@ def _labels(data: Any, n_content: int) -> tuple[np.ndarray, np.ndarray]:
     channel = data.arrays["label_channel"].astype(np.int64)
     content = data.arrays["label_content"].astype(np.int64)
     if len(channel) and (channel.min() < 0 or channel.max() >= len(CHANNELS)):
-        raise ValueError(f"behaviour model: label_channel outside 0..{len(CHANNELS) - 1} (row {int(np.flatnonzero((channel < 0) | (channel >= len(CHANNELS)))[0])})")
+        raise ValueError(
+            f"behaviour model: label_channel outside 0..{len(CHANNELS) - 1} (row {int(np.flatnonzero((channel < 0) | (channel >= len(CHANNELS)))[0])})"
+        )
     if len(content) and (content.min() < 0 or content.max() >= n_content):
         bad = int(np.flatnonzero((content < 0) | (content >= n_content))[0])
-        raise ValueError(f"behaviour model: label_content {int(content[bad])} at row {bad} outside the model's {n_content} content indices "
-                         "(fit and score with the same vocabulary)")
+        raise ValueError(
+            f"behaviour model: label_content {int(content[bad])} at row {bad} outside the model's {n_content} content indices "
+            "(fit and score with the same vocabulary)"
+        )
     return channel, content
 
 
@@ -169,8 +173,7 @@ def _raw_features(data: Any, n_static: int | None, uses_sequence: bool, uses_his
         length = np.asarray(arrays["length"][rows], dtype=np.int64) if "length" in arrays else (seq > 0).sum(1)
         last = seq[np.arange(len(seq)), np.maximum(length - 1, 0)] if seq.shape[1] else np.zeros(len(seq), np.int64)
         last = np.where(length > 0, last, 0)
-        parts += [counts / np.maximum(seen, 1.0), (last[:, None] == np.arange(1, n_channels + 1)[None, :]).astype(np.float64),
-                  (seen > 0).astype(np.float64)]
+        parts += [counts / np.maximum(seen, 1.0), (last[:, None] == np.arange(1, n_channels + 1)[None, :]).astype(np.float64), (seen > 0).astype(np.float64)]
     if uses_history:
         parts.append(np.log1p(np.asarray(arrays["history_long"][rows][:, :n_channels], dtype=np.float64)))
     return np.concatenate(parts, 1)
@@ -193,8 +196,7 @@ def _blocks_raw(data: Any, n_static: int, uses_sequence: bool, uses_history: boo
 def _uses_history(data: Any) -> bool:
     # The response history's first block is the per-channel "sent" counts (features.catalog order).
     cols = data.meta.get("history_columns") or ()
-    return "history_long" in data.arrays and len(cols) >= len(CHANNELS) and all(
-        str(c).startswith(f"hist_channel_{ch}_sent_") for c, ch in zip(cols, CHANNELS))
+    return "history_long" in data.arrays and len(cols) >= len(CHANNELS) and all(str(c).startswith(f"hist_channel_{ch}_sent_") for c, ch in zip(cols, CHANNELS))
 
 
 def _fit_softmax(x: np.ndarray, y: np.ndarray, init_bias: np.ndarray, *, l2: float, steps: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -206,8 +208,7 @@ def _fit_softmax(x: np.ndarray, y: np.ndarray, init_bias: np.ndarray, *, l2: flo
     yt = torch.from_numpy(y.astype(np.int64))
     w = torch.zeros(x.shape[1], len(init_bias), dtype=torch.float32, requires_grad=True)
     b = torch.tensor(init_bias, dtype=torch.float32, requires_grad=True)
-    opt = torch.optim.LBFGS([w, b], lr=1.0, max_iter=steps, history_size=20, line_search_fn="strong_wolfe",
-                            tolerance_grad=1e-7, tolerance_change=1e-10)
+    opt = torch.optim.LBFGS([w, b], lr=1.0, max_iter=steps, history_size=20, line_search_fn="strong_wolfe", tolerance_grad=1e-7, tolerance_change=1e-10)
 
     def closure() -> Any:
         opt.zero_grad()
@@ -247,9 +248,19 @@ def _log_loss(p: np.ndarray) -> float:
     return float(-np.mean(np.log(np.clip(p, 1e-12, 1.0)))) if len(p) else float("nan")
 
 
-def fit_behaviour(train: Any, *, item_products: np.ndarray | None = None, hcp_products: pd.Series | None = None, seed: int = 0,
-                  l2: float = 1e-3, steps: int = 200, calibration_share: float = 0.2, content_smoothing: float = 0.5,
-                  max_fit_rows: int = MAX_FIT_ROWS, contentless: np.ndarray | None = None) -> BehaviourModel:
+def fit_behaviour(
+    train: Any,
+    *,
+    item_products: np.ndarray | None = None,
+    hcp_products: pd.Series | None = None,
+    seed: int = 0,
+    l2: float = 1e-3,
+    steps: int = 200,
+    calibration_share: float = 0.2,
+    content_smoothing: float = 0.5,
+    max_fit_rows: int = MAX_FIT_ROWS,
+    contentless: np.ndarray | None = None,
+) -> BehaviourModel:
     """Fit the logging policy on ``train`` (an EncodedData with labels); calibrate its channel part on a held-out share of HCPs.
 
     ``item_products`` [V] is the product of each content index ("" unknown; ``Prepared.item_products``),
@@ -316,10 +327,31 @@ def fit_behaviour(train: Any, *, item_products: np.ndarray | None = None, hcp_pr
     if contentless.shape != (n_channels,):
         raise ValueError(f"contentless: need one flag per channel ({n_channels}), got shape {contentless.shape}")
 
-    model = BehaviourModel(weights, bias, mean, std, n_static, uses_sequence, uses_history, 1.0, np.zeros(n_channels), marginal,
-                           counts, support, contentless, float(content_smoothing), products, hcp_product)
-    report: dict[str, Any] = {"fit_rows": int(len(fit_idx)), "calibration_hcps": int(n_cal), "calibration_rows": int(len(cal_idx)),
-                              "features": int(len(mean)), "uses_recent_channels": bool(uses_sequence or uses_history)}
+    model = BehaviourModel(
+        weights,
+        bias,
+        mean,
+        std,
+        n_static,
+        uses_sequence,
+        uses_history,
+        1.0,
+        np.zeros(n_channels),
+        marginal,
+        counts,
+        support,
+        contentless,
+        float(content_smoothing),
+        products,
+        hcp_product,
+    )
+    report: dict[str, Any] = {
+        "fit_rows": int(len(fit_idx)),
+        "calibration_hcps": int(n_cal),
+        "calibration_rows": int(len(cal_idx)),
+        "features": int(len(mean)),
+        "uses_recent_channels": bool(uses_sequence or uses_history),
+    }
     if len(cal_idx):
         cal = train.subset(cal_idx)
         z = np.concatenate([zb for _, zb in model.logits(cal)])
@@ -417,5 +449,8 @@ def source_summary(source: np.ndarray) -> dict[str, Any]:
     n = len(source)
     shares = {name: float(np.mean(source == code)) if n else 0.0 for code, name in enumerate(PROPENSITY_SOURCES)}
     used = [name for name, share in shares.items() if share > 0]
-    return {"propensity_rows": int(n), **{f"propensity_share_{k}": v for k, v in shares.items()},
-            "propensity_source": used[0] if len(used) == 1 else ("mixed" if used else "none")}
+    return {
+        "propensity_rows": int(n),
+        **{f"propensity_share_{k}": v for k, v in shares.items()},
+        "propensity_source": used[0] if len(used) == 1 else ("mixed" if used else "none"),
+    }

@@ -39,7 +39,20 @@ def recommend_frame(bundle: Any, frame: pd.DataFrame, approved_content: list[str
     parts = []
     for i, batch in enumerate(data.batches(batch_size, device)):
         allowed = None if consent is None else torch.from_numpy(consent[i * batch_size : i * batch_size + len(batch["length"])])
-        parts.append({k: v.cpu().numpy() for k, v in recommend(bundle.model, batch, channel_allowed=allowed, content_mask=mask, slot_allowed=torch.from_numpy(working_hours_slots()), contentless=torch.from_numpy(bundle.contentless), calibrator=bundle.calibrator).items()})
+        parts.append(
+            {
+                k: v.cpu().numpy()
+                for k, v in recommend(
+                    bundle.model,
+                    batch,
+                    channel_allowed=allowed,
+                    content_mask=mask,
+                    slot_allowed=torch.from_numpy(working_hours_slots()),
+                    contentless=torch.from_numpy(bundle.contentless),
+                    calibrator=bundle.calibrator,
+                ).items()
+            }
+        )
     rec = {k: np.concatenate([p[k] for p in parts]) if parts else np.zeros(0) for k in ("channel", "content", "slot", "expected_response", "any_allowed")}
     return pd.DataFrame(
         {

@@ -53,14 +53,30 @@ def build_context(bundle: Any, prep: Any, data: Any, *, propensity: str = "auto"
 
         if progress:
             print(f"estimating the reps' policy: {int(missing.sum())} of {len(p)} logged rows carry no propensity", file=sys.stderr, flush=True)
-        ctx.behaviour = fit_behaviour(prep.train, item_products=prep.item_products, hcp_products=prep.hcp_products, seed=seed,
-                                      contentless=None if contentless is None else np.asarray(contentless, dtype=bool))
+        ctx.behaviour = fit_behaviour(
+            prep.train,
+            item_products=prep.item_products,
+            hcp_products=prep.hcp_products,
+            seed=seed,
+            contentless=None if contentless is None else np.asarray(contentless, dtype=bool),
+        )
         ctx.behaviour_figures = {f"behaviour_{k}": v for k, v in behaviour_diagnostics(ctx.behaviour, data).items() if isinstance(v, (int, float, str, bool))}
     return ctx
 
 
-def served_rows(bundle: Any, data: Any, ctx: Context, *, epsilon: float, top_m: int, batch_size: int, masks: dict[str, Any],
-                channel_allowed: np.ndarray | None = None, item_allowed: np.ndarray | None = None, device: Any = "cpu") -> dict[str, np.ndarray]:
+def served_rows(
+    bundle: Any,
+    data: Any,
+    ctx: Context,
+    *,
+    epsilon: float,
+    top_m: int,
+    batch_size: int,
+    masks: dict[str, Any],
+    channel_allowed: np.ndarray | None = None,
+    item_allowed: np.ndarray | None = None,
+    device: Any = "cpu",
+) -> dict[str, np.ndarray]:
     """The served policy's rows (training.served_policy.served_policy_rows) with propensities filled and their source per row.
 
     ``channel_allowed``/``item_allowed`` narrow serving's masks further (`nba replay`'s rules).
@@ -74,8 +90,20 @@ def served_rows(bundle: Any, data: Any, ctx: Context, *, epsilon: float, top_m: 
     it = masks.get("item_allowed")
     if item_allowed is not None:
         it = item_allowed if it is None else it & item_allowed
-    rows = served_policy_rows(bundle.model, data, batch_size, device, epsilon=epsilon, top_m=top_m, channel_allowed=ch, item_allowed=it,
-                              pair_mask=masks.get("pair_mask"), contentless=bundle.contentless, calibrator=bundle.calibrator, support=ctx.support)
+    rows = served_policy_rows(
+        bundle.model,
+        data,
+        batch_size,
+        device,
+        epsilon=epsilon,
+        top_m=top_m,
+        channel_allowed=ch,
+        item_allowed=it,
+        pair_mask=masks.get("pair_mask"),
+        contentless=bundle.contentless,
+        calibrator=bundle.calibrator,
+        support=ctx.support,
+    )
     logged = rows["propensity"]
     estimated = ctx.behaviour.propensity(data) if ctx.behaviour is not None else np.full(len(logged), np.nan)
     if ctx.behaviour is None:
@@ -119,8 +147,17 @@ def estimates(rows: dict[str, np.ndarray], ope_cfg: Any, seed: int) -> tuple[dic
     figures.update({"ope_estimator": ope_cfg.estimator, "ope_value": chosen.value, "ope_ci_low": chosen.ci_low, "ope_ci_high": chosen.ci_high})
     logged = r["reward"]
     figures["ope_logged_value"] = float(logged.mean())
-    diff = ope.paired_difference(r, ope.logged_rows(logged, r["propensity"]), ope_cfg.estimator, groups=groups, n_boot=ope_cfg.n_boot,
-                                 alpha=ope_cfg.alpha, seed=seed, tau=ope_cfg.switch_tau, lam=ope_cfg.shrink_lambda)
+    diff = ope.paired_difference(
+        r,
+        ope.logged_rows(logged, r["propensity"]),
+        ope_cfg.estimator,
+        groups=groups,
+        n_boot=ope_cfg.n_boot,
+        alpha=ope_cfg.alpha,
+        seed=seed,
+        tau=ope_cfg.switch_tau,
+        lam=ope_cfg.shrink_lambda,
+    )
     figures.update({"ope_vs_logged": diff.value, "ope_vs_logged_ci_low": diff.ci_low, "ope_vs_logged_ci_high": diff.ci_high})
     return est, figures
 
@@ -132,5 +169,6 @@ def versus(rows_a: dict[str, np.ndarray], rows_b: dict[str, np.ndarray], ope_cfg
     keep = usable(rows_a) & usable(rows_b)
     a, b = subset(rows_a, keep), subset(rows_b, keep)
     b["propensity"] = a["propensity"]  # one logging policy: the same propensities on both sides
-    return ope.paired_difference(a, b, ope_cfg.estimator, groups=a["hcp_id"], n_boot=ope_cfg.n_boot, alpha=ope_cfg.alpha, seed=seed,
-                                 tau=ope_cfg.switch_tau, lam=ope_cfg.shrink_lambda)
+    return ope.paired_difference(
+        a, b, ope_cfg.estimator, groups=a["hcp_id"], n_boot=ope_cfg.n_boot, alpha=ope_cfg.alpha, seed=seed, tau=ope_cfg.switch_tau, lam=ope_cfg.shrink_lambda
+    )

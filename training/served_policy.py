@@ -80,10 +80,22 @@ def product_support(train: Any, hcp_products: Any, n_channels: int, n_content: i
     return out, union
 
 
-def served_policy_rows(model: Any, data: Any, batch_size: int, device: Any = "cpu", *, epsilon: float, top_m: int,
-                       channel_allowed: np.ndarray | None = None, item_allowed: np.ndarray | None = None, pair_mask: Any = None,
-                       contentless: Any = None, calibrator: Any = None, working_hours: bool = True,
-                       support: Any = None) -> dict[str, np.ndarray]:
+def served_policy_rows(
+    model: Any,
+    data: Any,
+    batch_size: int,
+    device: Any = "cpu",
+    *,
+    epsilon: float,
+    top_m: int,
+    channel_allowed: np.ndarray | None = None,
+    item_allowed: np.ndarray | None = None,
+    pair_mask: Any = None,
+    contentless: Any = None,
+    calibrator: Any = None,
+    working_hours: bool = True,
+    support: Any = None,
+) -> dict[str, np.ndarray]:
     """Per logged row, the served policy's probability of the logged action and the reward model's views of it.
 
     ``channel_allowed`` [N, C] and ``item_allowed`` [N, V] bool are per-row masks (consent, own
@@ -104,8 +116,22 @@ def served_policy_rows(model: Any, data: Any, batch_size: int, device: Any = "cp
     pm = None if pair_mask is None else torch.as_tensor(np.asarray(pair_mask, dtype=bool)).unsqueeze(0)
     hours = torch.from_numpy(working_hours_slots()) if working_hours else None  # [C, 28]
     codes, tables = (None, None) if support is None else (support if isinstance(support, tuple) else (None, np.asarray(support, dtype=bool)[None]))
-    cols: dict[str, list[np.ndarray]] = {k: [] for k in ("pi_logged", "q_logged", "q_target", "support_mass", "feasible_logged", "any_feasible",
-                                                         "chosen_channel", "chosen_content", "top_channel", "top_content", "top_prob")}
+    cols: dict[str, list[np.ndarray]] = {
+        k: []
+        for k in (
+            "pi_logged",
+            "q_logged",
+            "q_target",
+            "support_mass",
+            "feasible_logged",
+            "any_feasible",
+            "chosen_channel",
+            "chosen_content",
+            "top_channel",
+            "top_content",
+            "top_prob",
+        )
+    }
     model.eval()
     start = 0
     with torch.no_grad():

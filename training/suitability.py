@@ -19,8 +19,9 @@ from contract.schema import CHANNELS
 MIN_TYPE_SHARE = 0.01
 
 
-def channel_item_mask(label_channel: np.ndarray, label_content: np.ndarray, type_codes: np.ndarray | None, n_content: int,
-                      min_share: float = MIN_TYPE_SHARE) -> np.ndarray:
+def channel_item_mask(
+    label_channel: np.ndarray, label_content: np.ndarray, type_codes: np.ndarray | None, n_content: int, min_share: float = MIN_TYPE_SHARE
+) -> np.ndarray:
     """[C, V] True where channel c may carry vocabulary item v (see module docstring).
 
     ``label_content`` holds encoded ids (training.dataset: PAD 0, NONE 1, items from 2);

@@ -88,7 +88,9 @@ def _candidate_columns(channel: np.ndarray, content_ids: np.ndarray, response: n
             items["days_since_delivered"].append(last.astype(np.float32))
             items["days_since_opened"].append(np.array([min(o) if o else cap for o in opened], dtype=np.float32))
             for win in (30, 90, 365):
-                items[f"n{win}"].append(np.array([sum(1 for p in past if content_ids[p] == c and 7.0 * (w - (p - h * n_weeks)) <= win) for c in ids], dtype=np.float32))
+                items[f"n{win}"].append(
+                    np.array([sum(1 for p in past if content_ids[p] == c and 7.0 * (w - (p - h * n_weeks)) <= win) for c in ids], dtype=np.float32)
+                )
     frame = pd.DataFrame({n: v if "days_since" in n else v.astype(np.int32) for n, v in data.items()})  # counts are int32, as the feature stage's
     for k, v in items.items():
         frame[f"{ITEM_HISTORY_PREFIX}{k}"] = v
@@ -96,8 +98,17 @@ def _candidate_columns(channel: np.ndarray, content_ids: np.ndarray, response: n
     return frame
 
 
-def synthetic_training_frame(n_hcps: int = 64, n_weeks: int = 12, n_content: int = 12, max_hist: int = 16, seed: int = 0,
-                             *, response_history: bool = True, candidates: bool = True, repeat_penalty: float = 0.0) -> pd.DataFrame:
+def synthetic_training_frame(
+    n_hcps: int = 64,
+    n_weeks: int = 12,
+    n_content: int = 12,
+    max_hist: int = 16,
+    seed: int = 0,
+    *,
+    response_history: bool = True,
+    candidates: bool = True,
+    repeat_penalty: float = 0.0,
+) -> pd.DataFrame:
     """One decision row per HCP and week, with sequences, static features, labels and propensities
     (the response-history counts unless ``response_history`` is False, the candidate history unless
     ``candidates`` is False; the content has no topics). With ``repeat_penalty`` the HCP habituates:

@@ -30,8 +30,18 @@ OPE_VS_CHAMPION_CI_LOW_TAG = "ope_vs_champion_ci_low"
 OPE_CHAMPION_VERSION_TAG = "ope_champion_version"  # the champion version that difference was measured against
 VERDICT_TRUSTED, VERDICT_UNTRUSTED = "trusted", "untrusted"
 OPE_TAGS: tuple[str, ...] = (
-    OPE_ESTIMATOR_TAG, OPE_VALUE_TAG, OPE_CI_LOW_TAG, OPE_CI_HIGH_TAG, OPE_VERDICT_TAG, OPE_VERDICT_REASON_TAG, OPE_SETTING_TAG,
-    OPE_VS_LOGGED_TAG, OPE_VS_LOGGED_CI_LOW_TAG, OPE_VS_CHAMPION_TAG, OPE_VS_CHAMPION_CI_LOW_TAG, OPE_CHAMPION_VERSION_TAG,
+    OPE_ESTIMATOR_TAG,
+    OPE_VALUE_TAG,
+    OPE_CI_LOW_TAG,
+    OPE_CI_HIGH_TAG,
+    OPE_VERDICT_TAG,
+    OPE_VERDICT_REASON_TAG,
+    OPE_SETTING_TAG,
+    OPE_VS_LOGGED_TAG,
+    OPE_VS_LOGGED_CI_LOW_TAG,
+    OPE_VS_CHAMPION_TAG,
+    OPE_VS_CHAMPION_CI_LOW_TAG,
+    OPE_CHAMPION_VERSION_TAG,
 )
 
 # The reviewer's view. MLflow 3.17.2's UI (server/js bundle) knows these experiment tags:
@@ -56,10 +66,16 @@ EVAL_VS_LOGGED_CI_LOW_METRIC = "evaluation/vs_logged_ci_low"
 EVALUATION_PARAMS: tuple[str, ...] = ("model_version", "evaluation_setting", "data_fingerprint", "estimator", "n_boot", "test_window")
 REVIEW_COLUMNS: tuple[str, ...] = (
     "attributes.`Models`",
-    "params.`model_version`", "params.`estimator`", "params.`test_window`",
-    f"metrics.`{EVAL_VALUE_METRIC}`", f"metrics.`{EVAL_CI_LOW_METRIC}`", f"metrics.`{EVAL_CI_HIGH_METRIC}`",
-    f"metrics.`{EVAL_VS_CHAMPION_CI_LOW_METRIC}`", f"metrics.`{EVAL_VS_LOGGED_CI_LOW_METRIC}`",
-    "metrics.`offline/model_response_auc`", "metrics.`val/response_auc`",
+    "params.`model_version`",
+    "params.`estimator`",
+    "params.`test_window`",
+    f"metrics.`{EVAL_VALUE_METRIC}`",
+    f"metrics.`{EVAL_CI_LOW_METRIC}`",
+    f"metrics.`{EVAL_CI_HIGH_METRIC}`",
+    f"metrics.`{EVAL_VS_CHAMPION_CI_LOW_METRIC}`",
+    f"metrics.`{EVAL_VS_LOGGED_CI_LOW_METRIC}`",
+    "metrics.`offline/model_response_auc`",
+    "metrics.`val/response_auc`",
 )
 
 
@@ -126,13 +142,19 @@ def log_evaluation_params(mlflow: Any, **params: Any) -> dict[str, str]:
     return logged
 
 
-def log_policy_value(mlflow: Any, value: float, ci_low: float, ci_high: float, *, vs_champion_ci_low: float | None = None,
-                     vs_logged_ci_low: float | None = None) -> dict[str, float]:
+def log_policy_value(
+    mlflow: Any, value: float, ci_low: float, ci_high: float, *, vs_champion_ci_low: float | None = None, vs_logged_ci_low: float | None = None
+) -> dict[str, float]:
     """Log an evaluation's headline figures under the review columns' names (non-finite ones are left out)."""
     import math
 
-    figures = {EVAL_VALUE_METRIC: value, EVAL_CI_LOW_METRIC: ci_low, EVAL_CI_HIGH_METRIC: ci_high,
-               EVAL_VS_CHAMPION_CI_LOW_METRIC: vs_champion_ci_low, EVAL_VS_LOGGED_CI_LOW_METRIC: vs_logged_ci_low}
+    figures = {
+        EVAL_VALUE_METRIC: value,
+        EVAL_CI_LOW_METRIC: ci_low,
+        EVAL_CI_HIGH_METRIC: ci_high,
+        EVAL_VS_CHAMPION_CI_LOW_METRIC: vs_champion_ci_low,
+        EVAL_VS_LOGGED_CI_LOW_METRIC: vs_logged_ci_low,
+    }
     kept = {k: float(v) for k, v in figures.items() if v is not None and math.isfinite(float(v))}
     mlflow.log_metrics(kept)
     return kept
@@ -211,4 +233,3 @@ def bundle_path(name: str, version: str) -> Path:
     if "bundle" not in artifacts:
         raise FileNotFoundError(f"{uri}: its MLmodel declares no 'bundle' artifact (not an nba model)")
     return local / artifacts["bundle"]["path"]
-

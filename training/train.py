@@ -138,7 +138,7 @@ def fit(
                 opt.zero_grad(set_to_none=True)
             exchange = GradientExchange(params, workers, len(names))
             out: dict[str, dict[str, float]] = {}
-            run_workers(workers, lambda rank: out.__setitem__(rank, run_epoch(epoch, rank, exchange)), exchange)
+            run_workers(workers, lambda rank, out=out, epoch=epoch, exchange=exchange: out.__setitem__(rank, run_epoch(epoch, rank, exchange)), exchange)
             means = out[0]
         else:
             means = run_epoch(epoch, 0, None)

@@ -31,7 +31,9 @@ def resolve_objective(cfg: TrainingConfig, judged: bool = True) -> str:
         if cfg.tune.objective == "simulator" and not has_ground_truth(cfg.data_dir):
             raise ValueError(f"tune.objective=simulator: {cfg.data_dir} has no simulator ground truth; use tune.objective=ope_dr")
         if cfg.tune.objective == "simulator" and not judged:
-            raise ValueError("tune.objective=simulator: no simulator judge was given (`nba tune` wires one; tune_job(..., judge=...)); use tune.objective=ope_dr")
+            raise ValueError(
+                "tune.objective=simulator: no simulator judge was given (`nba tune` wires one; tune_job(..., judge=...)); use tune.objective=ope_dr"
+            )
         return cfg.tune.objective
     return "simulator" if judged and has_ground_truth(cfg.data_dir) else "ope_dr"
 
@@ -41,10 +43,24 @@ def suggest(trial: Any, cfg: TrainingConfig) -> TrainingConfig:
     encoder = trial.suggest_categorical("model.encoder", list(cfg.tune.encoders))
     d_model = trial.suggest_categorical("model.d_model", [32, 64])
     update = {
-        "model": cfg.model.model_copy(update={"encoder": encoder, "d_model": d_model, "n_layers": trial.suggest_int("model.n_layers", 1, 2), "dropout": trial.suggest_float("model.dropout", 0.0, 0.3), "n_heads": 4, "history": trial.suggest_categorical("model.history", [True, False]),
-                                                 "content_tags": trial.suggest_categorical("model.content_tags", [True, False])}),
-        "loss": cfg.loss.model_copy(update={"objective": trial.suggest_categorical("loss.objective", ["naive", "ips", "dr"]),
-                                            "response_weighting": trial.suggest_categorical("loss.response_weighting", ["none", "ips"]), "ips_clip": trial.suggest_float("loss.ips_clip", 5.0, 100.0, log=True)}),
+        "model": cfg.model.model_copy(
+            update={
+                "encoder": encoder,
+                "d_model": d_model,
+                "n_layers": trial.suggest_int("model.n_layers", 1, 2),
+                "dropout": trial.suggest_float("model.dropout", 0.0, 0.3),
+                "n_heads": 4,
+                "history": trial.suggest_categorical("model.history", [True, False]),
+                "content_tags": trial.suggest_categorical("model.content_tags", [True, False]),
+            }
+        ),
+        "loss": cfg.loss.model_copy(
+            update={
+                "objective": trial.suggest_categorical("loss.objective", ["naive", "ips", "dr"]),
+                "response_weighting": trial.suggest_categorical("loss.response_weighting", ["none", "ips"]),
+                "ips_clip": trial.suggest_float("loss.ips_clip", 5.0, 100.0, log=True),
+            }
+        ),
         "lr": trial.suggest_float("lr", 3e-4, 1e-2, log=True),
         "weight_decay": trial.suggest_float("weight_decay", 1e-6, 1e-2, log=True),
     }
@@ -55,16 +71,27 @@ def default_params(cfg: TrainingConfig) -> dict[str, Any]:
     """The configured model as a point of ``suggest``'s space (values outside it are left for the sampler)."""
     m, loss = cfg.model, cfg.loss
     params: dict[str, Any] = {
-        "model.n_layers": m.n_layers, "model.dropout": m.dropout, "model.history": m.history, "model.content_tags": m.content_tags,
-        "loss.objective": loss.objective, "loss.response_weighting": loss.response_weighting, "loss.ips_clip": loss.ips_clip,
-        "lr": cfg.lr, "weight_decay": cfg.weight_decay,
+        "model.n_layers": m.n_layers,
+        "model.dropout": m.dropout,
+        "model.history": m.history,
+        "model.content_tags": m.content_tags,
+        "loss.objective": loss.objective,
+        "loss.response_weighting": loss.response_weighting,
+        "loss.ips_clip": loss.ips_clip,
+        "lr": cfg.lr,
+        "weight_decay": cfg.weight_decay,
     }
     if m.encoder in cfg.tune.encoders:
         params["model.encoder"] = m.encoder
     if m.d_model in (32, 64):
         params["model.d_model"] = m.d_model
-    inside = {"model.n_layers": 1 <= m.n_layers <= 2, "model.dropout": 0.0 <= m.dropout <= 0.3, "loss.ips_clip": 5.0 <= loss.ips_clip <= 100.0,
-              "lr": 3e-4 <= cfg.lr <= 1e-2, "weight_decay": 1e-6 <= cfg.weight_decay <= 1e-2}
+    inside = {
+        "model.n_layers": 1 <= m.n_layers <= 2,
+        "model.dropout": 0.0 <= m.dropout <= 0.3,
+        "loss.ips_clip": 5.0 <= loss.ips_clip <= 100.0,
+        "lr": 3e-4 <= cfg.lr <= 1e-2,
+        "weight_decay": 1e-6 <= cfg.weight_decay <= 1e-2,
+    }
     return {k: v for k, v in params.items() if inside.get(k, True)}
 
 
@@ -97,7 +124,9 @@ def tune_job(cfg: TrainingConfig, *, progress: bool = True, retrain_best: bool =
     prep = prepare_data(cfg)
     sampler = optuna.samplers.TPESampler(seed=cfg.seed, n_startup_trials=cfg.tune.startup_trials)
     pruner = optuna.pruners.MedianPruner(n_startup_trials=cfg.tune.startup_trials, n_warmup_steps=cfg.tune.warmup_epochs)
-    study = optuna.create_study(study_name=cfg.tune.study_name, storage=storage_url(cfg.tune.storage), sampler=sampler, pruner=pruner, direction="maximize", load_if_exists=True)
+    study = optuna.create_study(
+        study_name=cfg.tune.study_name, storage=storage_url(cfg.tune.storage), sampler=sampler, pruner=pruner, direction="maximize", load_if_exists=True
+    )
     if not progress:
         optuna.logging.set_verbosity(optuna.logging.WARNING)
     if not study.trials:
@@ -125,12 +154,27 @@ def tune_job(cfg: TrainingConfig, *, progress: bool = True, retrain_best: bool =
                 say(f"{label} pruned after epoch {epoch + 1}: {PRUNE_METRIC} below the median of earlier trials")
                 raise optuna.TrialPruned(f"epoch {epoch}: {PRUNE_METRIC}={value:.4f} below the median")
 
-        res = train_job(trial_cfg, prep=prep, register=False, nested=True, on_epoch=report, progress=False, log_model=False, tags={"optuna_trial": str(trial.number), "optuna_study": cfg.tune.study_name})
+        res = train_job(
+            trial_cfg,
+            prep=prep,
+            register=False,
+            nested=True,
+            on_epoch=report,
+            progress=False,
+            log_model=False,
+            tags={"optuna_trial": str(trial.number), "optuna_study": cfg.tune.study_name},
+        )
         if ranked_by == "simulator" and judge is not None:  # resolve_objective ranks by the simulator only with a judge
             from training.artifacts import load_bundle
 
-            sim = judge.policy_value(load_bundle(res["bundle"]), cfg.data_dir, cfg.features_config, weeks=cfg.tune.sim_weeks, start=cfg.sim_start,
-                                     seed_offset=cfg.tune.sim_seed_offset)  # never evaluate's draws
+            sim = judge.policy_value(
+                load_bundle(res["bundle"]),
+                cfg.data_dir,
+                cfg.features_config,
+                weeks=cfg.tune.sim_weeks,
+                start=cfg.sim_start,
+                seed_offset=cfg.tune.sim_seed_offset,
+            )  # never evaluate's draws
             with mlflow.start_run(run_id=res["run_id"], nested=True):
                 mlflow.log_metrics({f"sim/{k}": v for k, v in sim.items()})
             res["metrics"].update({f"sim/{k}": v for k, v in sim.items()})
@@ -143,7 +187,9 @@ def tune_job(cfg: TrainingConfig, *, progress: bool = True, retrain_best: bool =
         return value if np.isfinite(value) else float("-inf")
 
     with mlflow.start_run(run_name=f"tune-{cfg.tune.study_name}") as parent:
-        mlflow.set_tags({"stage": "tuning", "ranked_by": f"{ranked_by} ({metric})", "optuna_storage": cfg.tune.storage.split("@")[-1], "data_fingerprint": prep.fingerprint})
+        mlflow.set_tags(
+            {"stage": "tuning", "ranked_by": f"{ranked_by} ({metric})", "optuna_storage": cfg.tune.storage.split("@")[-1], "data_fingerprint": prep.fingerprint}
+        )
         study.optimize(objective, n_trials=cfg.tune.trials, catch=())
         complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
         pruned = [t for t in study.trials if t.state == optuna.trial.TrialState.PRUNED]

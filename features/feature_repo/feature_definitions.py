@@ -23,8 +23,14 @@ content = Entity(name="content", join_keys=["content_id"], value_type=ValueType.
 
 _ENTITIES = {"hcp": hcp, "content": content}
 _TYPES = {
-    "int32": Int32, "int64": Int64, "float32": Float32, "bool": Bool, "string": String,
-    "array_int64": Array(Int64), "array_float32": Array(Float32), "array_string": Array(String),
+    "int32": Int32,
+    "int64": Int64,
+    "float32": Float32,
+    "bool": Bool,
+    "string": String,
+    "array_int64": Array(Int64),
+    "array_float32": Array(Float32),
+    "array_string": Array(String),
 }
 
 

@@ -17,7 +17,7 @@ from contract.importer import ImportRejected, import_export
 from contract.issues import ValidationIssue
 from contract.schema import CHANNELS
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 NOW = dt.datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 
 
@@ -29,7 +29,13 @@ def valid_frames() -> dict[str, pd.DataFrame]:
     """Every contract table with a few rows that satisfy every rule."""
     products = pd.DataFrame({"product_id": ["P1", "P2"], "therapeutic_area": ["cardiology", "nephrology"], "lifecycle": ["growth", "post_vbp"]})
     reps = pd.DataFrame(
-        {"rep_id": ["R1", "R2"], "region": ["east", "north"], "rep_type": ["chronic", "specialty"], "visit_capacity_per_day": [8, 6], "message_capacity_per_day": [40, 60]}
+        {
+            "rep_id": ["R1", "R2"],
+            "region": ["east", "north"],
+            "rep_type": ["chronic", "specialty"],
+            "visit_capacity_per_day": [8, 6],
+            "message_capacity_per_day": [40, 60],
+        }
     )
     hcps = pd.DataFrame(
         {
@@ -115,8 +121,16 @@ def valid_frames() -> dict[str, pd.DataFrame]:
             **{f"consent_{ch}": [True, True, i % 2 == 0] for i, ch in enumerate(CHANNELS)},
         }
     )
-    return {"products": products, "reps": reps, "hcps": hcps, "hcp_profile_history": history, "content": content, "touchpoints": touchpoints,
-            "outcomes": outcomes, "feedback": feedback}
+    return {
+        "products": products,
+        "reps": reps,
+        "hcps": hcps,
+        "hcp_profile_history": history,
+        "content": content,
+        "touchpoints": touchpoints,
+        "outcomes": outcomes,
+        "feedback": feedback,
+    }
 
 
 def write_frames(frames: dict[str, pd.DataFrame], directory: Path, fmt: str = "csv") -> Path:

@@ -146,7 +146,10 @@ def test_naive_timestamp_column_in_parquet(parquet_export: Path, tmp_path: Path)
     arrow = arrow.set_column(i, "approved_until", arrow.column(i).cast(pa.timestamp("us")))
     pq.write_table(arrow, parquet_export / "content.parquet")
     found = only(rejected(parquet_export, tmp_path / "data"), "timestamp_without_timezone")
-    assert [(x.file, x.row, x.line, x.column) for x in found] == [("content.parquet", 1, None, "approved_until"), ("content.parquet", 2, None, "approved_until")]
+    assert [(x.file, x.row, x.line, x.column) for x in found] == [
+        ("content.parquet", 1, None, "approved_until"),
+        ("content.parquet", 2, None, "approved_until"),
+    ]
 
 
 def test_timestamps_are_stored_as_utc(csv_export: Path, tmp_path: Path) -> None:
@@ -163,7 +166,7 @@ def test_future_timestamp_and_date_relative_to_injected_now(csv_export: Path, tm
     issues = only(rejected(csv_export, tmp_path / "data"), "future")
     assert sorted((i.file, i.row, i.column) for i in issues) == [("outcomes.csv", 3, "week_start"), ("touchpoints.csv", 4, "ts")]
     # The same export is fine a week later.
-    later = dt.datetime(2025, 3, 8, tzinfo=dt.timezone.utc)
+    later = dt.datetime(2025, 3, 8, tzinfo=dt.UTC)
     assert errors(import_export(csv_export, tmp_path / "data", now=later).issues) == []
 
 
@@ -296,7 +299,10 @@ def test_coerce_converts_offsets_to_utc_and_flags_naive() -> None:
     frame, issues = coerce(TABLES["feedback"], raw, "feedback.csv")
     assert frame["ts"].iloc[0] == frame["ts"].iloc[1] == pd.Timestamp("2025-02-03T01:30:00Z")
     assert frame["ts"].isna().tolist() == [False, False, True, True, True]
-    assert sorted((i.row, i.rule, i.value) for i in issues if i.column == "ts") == [(3, "timestamp_without_timezone", "2025-02-03 09:30"), (5, "type", "02/03/2025")]
+    assert sorted((i.row, i.rule, i.value) for i in issues if i.column == "ts") == [
+        (3, "timestamp_without_timezone", "2025-02-03 09:30"),
+        (5, "type", "02/03/2025"),
+    ]
 
 
 def test_parquet_written_by_pandas_with_nan_ints_and_int_ids(parquet_export: Path, tmp_path: Path) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -32,7 +32,7 @@ def test_vault_feedback_maps_object_types_and_dismiss_reasons() -> None:
     assert by_sid["NBA-S0002"]["reason"] == "already_contacted" and by_sid["NBA-S0004"]["reason"] == "wrong_time"
     assert by_sid["NBA-S0001"]["reason"] is None
     assert by_sid["NBA-S0002"]["feedback_id"] == "veeva:V7X000000001002"
-    assert by_sid["NBA-S0002"]["ts"] == datetime(2026, 5, 2, 9, 40, 12, tzinfo=timezone.utc)
+    assert by_sid["NBA-S0002"]["ts"] == datetime(2026, 5, 2, 9, 40, 12, tzinfo=UTC)
     assert parsed.lines == [2, 3, 4, 5]
     assert all(i["outcome"] in FEEDBACK_DECISIONS and (i["reason"] is None or i["reason"] in FEEDBACK_REASONS) for i in parsed.items)
 
@@ -64,13 +64,16 @@ def test_a_reason_map_extends_the_labels(tmp_path: Path) -> None:
         load_reason_map(mapping)
 
 
-@pytest.mark.parametrize("source, path, old, new, field", [
-    ("veeva", VEEVA, "mark_as_complete__v", "snooze__v", "object_type__vr.api_name__v"),
-    ("salesforce", SALESFORCE, "Skipped", "Rejected", "Status"),
-    ("veeva", VEEVA, "2026-05-03T02:05:00.000Z", "2026-05-03 02:05:00", "created_date__v"),
-    ("veeva", VEEVA, "NBA-S0003", "NBA S0003", "suggestion__vr.suggestion_external_id__v"),
-    ("veeva", VEEVA, "V7X000000001003", "V7X000000001001", "id"),
-])
+@pytest.mark.parametrize(
+    "source, path, old, new, field",
+    [
+        ("veeva", VEEVA, "mark_as_complete__v", "snooze__v", "object_type__vr.api_name__v"),
+        ("salesforce", SALESFORCE, "Skipped", "Rejected", "Status"),
+        ("veeva", VEEVA, "2026-05-03T02:05:00.000Z", "2026-05-03 02:05:00", "created_date__v"),
+        ("veeva", VEEVA, "NBA-S0003", "NBA S0003", "suggestion__vr.suggestion_external_id__v"),
+        ("veeva", VEEVA, "V7X000000001003", "V7X000000001001", "id"),
+    ],
+)
 def test_bad_values_are_refused_with_their_place(tmp_path: Path, source: str, path: Path, old: str, new: str, field: str) -> None:
     bad = edited(tmp_path, path, old, new)
     with pytest.raises(CrmFeedbackError) as err:

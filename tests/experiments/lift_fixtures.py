@@ -49,12 +49,22 @@ def train_champion(data_dir: Path, root: Path, seed: int = 0):
 
     ts = training_set(data_dir, root / "training_set.parquet")
     uri = f"sqlite:///{root / 'mlflow' / 'mlflow.db'}"
-    cfg = TrainingConfig.model_validate({
-        "training_set": str(ts), "data_dir": str(data_dir),
-        "model": {"encoder": "gru", "d_model": 16, "n_layers": 1, "n_heads": 2, "max_seq_len": 20},
-        "tracking": {"uri": uri, "artifact_location": str(root / "mlflow" / "artifacts"), "experiment": "lift-test"},
-        "epochs": 2, "batch_size": 256, "val_weeks": 2, "test_weeks": 2, "seed": seed, "device": "cpu", "num_threads": 1, "output_dir": str(root / "models"),
-    })
+    cfg = TrainingConfig.model_validate(
+        {
+            "training_set": str(ts),
+            "data_dir": str(data_dir),
+            "model": {"encoder": "gru", "d_model": 16, "n_layers": 1, "n_heads": 2, "max_seq_len": 20},
+            "tracking": {"uri": uri, "artifact_location": str(root / "mlflow" / "artifacts"), "experiment": "lift-test"},
+            "epochs": 2,
+            "batch_size": 256,
+            "val_weeks": 2,
+            "test_weeks": 2,
+            "seed": seed,
+            "device": "cpu",
+            "num_threads": 1,
+            "output_dir": str(root / "models"),
+        }
+    )
     out = train_job(cfg, progress=False)
     tracking.setup(cfg.tracking)
     MlflowClient().set_registered_model_alias(cfg.tracking.registered_model, tracking.CHAMPION, out["model_version"])
@@ -67,8 +77,9 @@ RX_LIFT_BY_TIER = {"A": 2.0, "B": 1.0, "C": 0.5, "D": 0.0}
 OPEN_P = {"served": 0.5, "holdout": 0.2}
 
 
-def imported_dataset(root: Path, audit_url: str | None = None, *, hcps: int = 200, pre_weeks: int = 8, weeks: int = 6, holdout_share: float = 0.5,
-                     seed: int = 13) -> dict:
+def imported_dataset(
+    root: Path, audit_url: str | None = None, *, hcps: int = 200, pre_weeks: int = 8, weeks: int = 6, holdout_share: float = 0.5, seed: int = 13
+) -> dict:
     """A CRM export that goes through the real `nba import` (no _ground_truth) plus an audit trail written through serving.audit.
 
     HCPs differ widely in market size (lognormal), so the pre-period prescriptions predict the
@@ -91,47 +102,97 @@ def imported_dataset(root: Path, audit_url: str | None = None, *, hcps: int = 20
     from serving.audit import AuditTrail
 
     rng = np.random.default_rng(seed)
-    first = dt.datetime(2026, 1, 5, tzinfo=dt.timezone.utc)  # a Monday: the first served week
+    first = dt.datetime(2026, 1, 5, tzinfo=dt.UTC)  # a Monday: the first served week
     ids = [f"H{i:05d}" for i in range(hcps)]
     tier = np.asarray(SEGMENTS, dtype=object)[np.arange(hcps) % 4]
     holdout = rng.random(hcps) < holdout_share
     market = rng.lognormal(1.5, 0.7, hcps)
     effect = np.array([RX_LIFT_BY_TIER[t] for t in tier])
-    hcp_frame = pd.DataFrame({
-        "hcp_id": ids, "hospital_id": "HOSP1", "hospital_tier": "tertiary_a", "department": "cardiology", "title": "attending_physician",
-        "is_kol": False, "rep_id": np.where(np.arange(hcps) % 2 == 0, "R1", "R2"), "region": "east", "timezone": "Asia/Shanghai",
-        "main_product_id": "P1", "beds": 40, "potential_boxes_month": 4 * market, "support_share": 0.3, "segment": tier,
-        "profile_completeness": 0.8, **{f"consent_{ch}": True for ch in CHANNELS},
-    })
+    hcp_frame = pd.DataFrame(
+        {
+            "hcp_id": ids,
+            "hospital_id": "HOSP1",
+            "hospital_tier": "tertiary_a",
+            "department": "cardiology",
+            "title": "attending_physician",
+            "is_kol": False,
+            "rep_id": np.where(np.arange(hcps) % 2 == 0, "R1", "R2"),
+            "region": "east",
+            "timezone": "Asia/Shanghai",
+            "main_product_id": "P1",
+            "beds": 40,
+            "potential_boxes_month": 4 * market,
+            "support_share": 0.3,
+            "segment": tier,
+            "profile_completeness": 0.8,
+            **{f"consent_{ch}": True for ch in CHANNELS},
+        }
+    )
     # The CRM re-tiers some HCPs mid-experiment: the export-day hcps.segment is then not the tier they were randomised in.
     retiered = rng.random(hcps) < 0.2
     hcp_frame["segment"] = np.where(retiered, np.roll(tier, 1), tier)
     dated = ["potential_boxes_month", "support_share", "segment", "profile_completeness", *(f"consent_{ch}" for ch in CHANNELS)]
-    history = pd.concat([
-        hcp_frame[["hcp_id", *dated]].assign(segment=tier, valid_from=first - dt.timedelta(weeks=52)),
-        hcp_frame.loc[retiered, ["hcp_id", *dated]].assign(valid_from=first + dt.timedelta(weeks=3)),
-    ], ignore_index=True)
+    history = pd.concat(
+        [
+            hcp_frame[["hcp_id", *dated]].assign(segment=tier, valid_from=first - dt.timedelta(weeks=52)),
+            hcp_frame.loc[retiered, ["hcp_id", *dated]].assign(valid_from=first + dt.timedelta(weeks=3)),
+        ],
+        ignore_index=True,
+    )
     out_rows, tp_rows, suggestions, feedback = [], [], [], []
     for w in range(-pre_weeks, weeks):
         monday = first + dt.timedelta(weeks=w)
         rx = rng.poisson(market + (effect * ~holdout if w >= 0 else 0.0))
-        out_rows.append(pd.DataFrame({"hcp_id": ids, "week_start": monday.date(), "product_id": "P1", "prescriptions": rx,
-                                      "market_boxes": rx + rng.poisson(20, hcps), "share": None}))
+        out_rows.append(
+            pd.DataFrame(
+                {"hcp_id": ids, "week_start": monday.date(), "product_id": "P1", "prescriptions": rx, "market_boxes": rx + rng.poisson(20, hcps), "share": None}
+            )
+        )
         if w < 0:
             continue
         for i, h in enumerate(ids):
             sid = uuid.uuid4().hex
             arm = "holdout" if holdout[i] else "served"
-            suggestions.append({
-                "suggestion_id": sid, "request_id": f"req-{w}", "hcp_id": h, "rep_id": hcp_frame["rep_id"][i], "as_of": monday, "rank": 1,
-                "channel": "email", "content_id": "C1", "propensity": 1.0, "policy": "holdout" if holdout[i] else ("model" if i % 7 else "explore"),
-                "degraded": False, "features": {"segment": 3, "seq_len": 4}, "rules": [], "reasons": [],
-            })
+            suggestions.append(
+                {
+                    "suggestion_id": sid,
+                    "request_id": f"req-{w}",
+                    "hcp_id": h,
+                    "rep_id": hcp_frame["rep_id"][i],
+                    "as_of": monday,
+                    "rank": 1,
+                    "channel": "email",
+                    "content_id": "C1",
+                    "propensity": 1.0,
+                    "policy": "holdout" if holdout[i] else ("model" if i % 7 else "explore"),
+                    "degraded": False,
+                    "features": {"segment": 3, "seq_len": 4},
+                    "rules": [],
+                    "reasons": [],
+                }
+            )
             opened = bool(rng.random() < OPEN_P[arm])
             ts = monday + dt.timedelta(days=1, hours=2)
-            tp_rows.append({"event_id": f"E{sid}", "hcp_id": h, "rep_id": None, "ts": ts, "channel": "email", "content_id": "C1",
-                            "direction": "outbound", "delivered": True, "opened": opened, "read_seconds": 30.0 if opened else 0.0,
-                            "forwarded": False, "favourited": False, "replied": False, "attended": None, "propensity": None, "suggestion_id": sid})
+            tp_rows.append(
+                {
+                    "event_id": f"E{sid}",
+                    "hcp_id": h,
+                    "rep_id": None,
+                    "ts": ts,
+                    "channel": "email",
+                    "content_id": "C1",
+                    "direction": "outbound",
+                    "delivered": True,
+                    "opened": opened,
+                    "read_seconds": 30.0 if opened else 0.0,
+                    "forwarded": False,
+                    "favourited": False,
+                    "replied": False,
+                    "attended": None,
+                    "propensity": None,
+                    "suggestion_id": sid,
+                }
+            )
             if opened:
                 feedback.append({"feedback_id": f"F{sid}", "suggestion_id": sid, "outcome": "opened", "ts": ts})
     tables = {
@@ -139,8 +200,18 @@ def imported_dataset(root: Path, audit_url: str | None = None, *, hcps: int = 20
         "reps": pd.DataFrame({"rep_id": ["R1", "R2"], "region": "east", "rep_type": "chronic", "visit_capacity_per_day": 8, "message_capacity_per_day": 50}),
         "hcps": hcp_frame,
         "hcp_profile_history": history,
-        "content": pd.DataFrame({"content_id": ["C1"], "product_id": ["P1"], "topic": ["clinical_data"], "content_type": ["article"], "form": ["short_read"],
-                                 "approval_code": ["MLR-1"], "approved_from": [first - dt.timedelta(weeks=52)], "approved_until": [first + dt.timedelta(weeks=52)]}),
+        "content": pd.DataFrame(
+            {
+                "content_id": ["C1"],
+                "product_id": ["P1"],
+                "topic": ["clinical_data"],
+                "content_type": ["article"],
+                "form": ["short_read"],
+                "approval_code": ["MLR-1"],
+                "approved_from": [first - dt.timedelta(weeks=52)],
+                "approved_until": [first + dt.timedelta(weeks=52)],
+            }
+        ),
         "touchpoints": pd.DataFrame(tp_rows),
         "outcomes": pd.concat(out_rows, ignore_index=True),
     }
@@ -159,7 +230,15 @@ def imported_dataset(root: Path, audit_url: str | None = None, *, hcps: int = 20
     finally:
         audit.close()
     return {
-        "data_dir": data_dir, "audit_url": audit_url, "hcp_ids": ids, "holdout": holdout, "tier": tier, "export_tier": hcp_frame["segment"].to_numpy(), "first_week": first.date(),
-        "rx_lift": float(effect.mean()), "rx_lift_by_tier": dict(RX_LIFT_BY_TIER), "responses_lift": OPEN_P["served"] - OPEN_P["holdout"],
+        "data_dir": data_dir,
+        "audit_url": audit_url,
+        "hcp_ids": ids,
+        "holdout": holdout,
+        "tier": tier,
+        "export_tier": hcp_frame["segment"].to_numpy(),
+        "first_week": first.date(),
+        "rx_lift": float(effect.mean()),
+        "rx_lift_by_tier": dict(RX_LIFT_BY_TIER),
+        "responses_lift": OPEN_P["served"] - OPEN_P["holdout"],
         "features": json.dumps({"segment": 3}),
     }

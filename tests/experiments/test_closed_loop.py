@@ -136,18 +136,17 @@ def test_closed_loop_records_to_postgres(world, tmp_path, postgres_db) -> None:
 
 def test_drift_is_injected_from_the_first_served_week(world, tmp_path) -> None:
     base = ClosedLoopConfig(weeks=2, seed=6, counterfactual=False)
-    calm = run_closed_loop(world, tmp_path / "calm", base, progress=False)
+    run_closed_loop(world, tmp_path / "calm", base, progress=False)
     drift = {"events": [{"week": 0, "channel": ch, "delta_logit": -4.0} for ch in ("visit", "wechat_push", "email", "phone", "wecom_1to1")]}
-    hit = run_closed_loop(world, tmp_path / "hit", base.model_copy(update={"drift": drift}), progress=False)
+    run_closed_loop(world, tmp_path / "hit", base.model_copy(update={"drift": drift}), progress=False)
     e_calm = _truth(tmp_path / "calm")["expected_responses"].sum()
     e_hit = _truth(tmp_path / "hit")["expected_responses"].sum()
     assert e_hit < 0.5 * e_calm
 
 
 def test_rep_capacity_is_split_between_the_arms_in_proportion(world) -> None:
-    from simulator.environment import Environment
-
     from experiments.closed_loop import arm_capacities
+    from simulator.environment import Environment
 
     env = Environment.from_data_dir(world, start="end")
     elig = env.eligibility()
@@ -161,7 +160,9 @@ def test_rep_capacity_is_split_between_the_arms_in_proportion(world) -> None:
         assert (held.message_capacity + served.message_capacity == elig.message_capacity).all()
         shares.append(held.rep_time_capacity.sum() / elig.rep_time_capacity.sum())
     rep = env.public.hcp_rep
-    expected = (np.bincount(rep[holdout], minlength=len(env.public.rep_ids)) / np.bincount(rep, minlength=len(env.public.rep_ids)) * elig.rep_time_capacity).sum() / elig.rep_time_capacity.sum()
+    expected = (
+        np.bincount(rep[holdout], minlength=len(env.public.rep_ids)) / np.bincount(rep, minlength=len(env.public.rep_ids)) * elig.rep_time_capacity
+    ).sum() / elig.rep_time_capacity.sum()
     assert abs(np.mean(shares) - expected) < 0.01
 
 
@@ -182,14 +183,29 @@ def test_monitor_flags_a_content_campaign_the_champion_cannot_suggest(world, cha
     for name, drift in (("calm", {}), ("campaign", campaign)):
         out = tmp_path / name
         summary = run_closed_loop(world, out, base.model_copy(update={"drift": drift}), model=model, progress=False)
-        (out / "training.yaml").write_text(yaml.safe_dump({"tracking": {
-            "uri": f"sqlite:///{root / 'mlflow' / 'mlflow.db'}", "artifact_location": str(root / "mlflow" / "artifacts"), "experiment": "lift-test"}}))
+        (out / "training.yaml").write_text(
+            yaml.safe_dump(
+                {
+                    "tracking": {
+                        "uri": f"sqlite:///{root / 'mlflow' / 'mlflow.db'}",
+                        "artifact_location": str(root / "mlflow" / "artifacts"),
+                        "experiment": "lift-test",
+                    }
+                }
+            )
+        )
         (out / "serving.yaml").write_text(yaml.safe_dump({"data_dir": summary["data_dir"], "audit_url": summary["audit_url"]}))
-        (out / "experiments.yaml").write_text(yaml.safe_dump({
-            "training_config": str(out / "training.yaml"), "serving_config": str(out / "serving.yaml"),
-            "monitor": {"out_dir": str(out / "monitor"), "html": False, "log_to_mlflow": False}}))
+        (out / "experiments.yaml").write_text(
+            yaml.safe_dump(
+                {
+                    "training_config": str(out / "training.yaml"),
+                    "serving_config": str(out / "serving.yaml"),
+                    "monitor": {"out_dir": str(out / "monitor"), "html": False, "log_to_mlflow": False},
+                }
+            )
+        )
         start = dt.date.fromisoformat(summary["first_week_start"])
-        week = lambda k: (start + dt.timedelta(weeks=k)).isoformat()  # noqa: E731
+        week = lambda k, start=start: (start + dt.timedelta(weeks=k)).isoformat()  # noqa: E731
         verdicts[name] = monitor_job(load_experiments_config(out / "experiments.yaml"), f"{week(0)}..{week(2)}", f"{week(2)}..{week(4)}", progress=False)
     calm, hit = verdicts["calm"]["catalogue"], verdicts["campaign"]["catalogue"]
     assert calm["model"] == hit["model"] == model.label

@@ -27,12 +27,14 @@ def test_mix_distances_by_hand() -> None:
 
 
 def test_sequence_summary_by_hand() -> None:
-    frame = pd.DataFrame({
-        "seq_channel": [[0, 0, 4, 2], [], None],
-        "seq_response": [[3, 1, 0, 2], [], None],  # codes: engaged, delivered only, undelivered, opened
-        "seq_gap_days": [[1.0, 2.0, 3.0, 6.0], [], None],
-        "seq_content_id": [["C1", "", "C2", "C1"], [], None],
-    })
+    frame = pd.DataFrame(
+        {
+            "seq_channel": [[0, 0, 4, 2], [], None],
+            "seq_response": [[3, 1, 0, 2], [], None],  # codes: engaged, delivered only, undelivered, opened
+            "seq_gap_days": [[1.0, 2.0, 3.0, 6.0], [], None],
+            "seq_content_id": [["C1", "", "C2", "C1"], [], None],
+        }
+    )
     s = ds.sequence_summary(frame)
     assert s["seq_len"].tolist() == [4.0, 0.0, 0.0]
     assert s.loc[0, f"seq_share_{CHANNELS[0]}"] == 0.5 and s.loc[0, f"seq_share_{CHANNELS[4]}"] == 0.25
@@ -42,13 +44,23 @@ def test_sequence_summary_by_hand() -> None:
 
 
 def test_served_features_one_row_per_slate_and_holdout_left_out_of_predictions() -> None:
-    docs = [json.dumps({"segment": 1, "email_open_rate_30d": 0.5, "seq_channel": [1, 2]}), json.dumps({"segment": 2, "email_open_rate_30d": None, "seq_channel": []})]
-    sugg = pd.DataFrame({
-        "request_id": ["r1", "r1", "r1", "r1"], "hcp_id": ["H1", "H1", "H2", "H2"], "as_of": pd.Timestamp("2026-01-05", tz="UTC"),
-        "rank": [0, 1, 0, 1], "channel": ["email", "visit", "visit", "phone"], "content_id": ["C1", None, "C2", None],
-        "expected_response": [0.3, 0.2, 0.1, 0.05], "policy": ["model", "model", "holdout", "holdout"],
-        "features_json": [docs[0], '{"same_as":"s1"}', docs[1], '{"same_as":"s3"}'],
-    })
+    docs = [
+        json.dumps({"segment": 1, "email_open_rate_30d": 0.5, "seq_channel": [1, 2]}),
+        json.dumps({"segment": 2, "email_open_rate_30d": None, "seq_channel": []}),
+    ]
+    sugg = pd.DataFrame(
+        {
+            "request_id": ["r1", "r1", "r1", "r1"],
+            "hcp_id": ["H1", "H1", "H2", "H2"],
+            "as_of": pd.Timestamp("2026-01-05", tz="UTC"),
+            "rank": [0, 1, 0, 1],
+            "channel": ["email", "visit", "visit", "phone"],
+            "content_id": ["C1", None, "C2", None],
+            "expected_response": [0.3, 0.2, 0.1, 0.05],
+            "policy": ["model", "model", "holdout", "holdout"],
+            "features_json": [docs[0], '{"same_as":"s1"}', docs[1], '{"same_as":"s3"}'],
+        }
+    )
     f = ds.served_features(sugg)
     assert f["hcp_id"].tolist() == ["H1", "H2"] and f["segment"].tolist() == [1, 2]
     assert list(f.loc[0, "seq_channel"]) == [1, 2] and np.isnan(f.loc[1, "email_open_rate_30d"])
@@ -126,12 +138,14 @@ def test_response_rates_flag_a_collapsed_channel_only() -> None:
 
 def _catalogue() -> pd.DataFrame:
     day = lambda d: pd.Timestamp(f"2026-01-{d:02d}", tz="UTC")  # noqa: E731
-    return pd.DataFrame({
-        "content_id": ["C1", "C2", "C3", "C4", "C5", "C6"],
-        "topic": ["guideline", "guideline", "clinical_data", "case_study", "case_study", "clinical_data"],
-        "approved_from": [day(1), day(1), day(1), day(20), day(20), day(1)],
-        "approved_until": [day(31), day(31), day(31), day(31), day(31), day(10)],  # C6 expires before the current window
-    })
+    return pd.DataFrame(
+        {
+            "content_id": ["C1", "C2", "C3", "C4", "C5", "C6"],
+            "topic": ["guideline", "guideline", "clinical_data", "case_study", "case_study", "clinical_data"],
+            "approved_from": [day(1), day(1), day(1), day(20), day(20), day(1)],
+            "approved_until": [day(31), day(31), day(31), day(31), day(31), day(10)],  # C6 expires before the current window
+        }
+    )
 
 
 def test_catalogue_coverage_by_hand() -> None:
@@ -180,8 +194,9 @@ def test_verdict_flags_content_the_model_cannot_score() -> None:
     assert "2 of 5 approved content items" in v["reasons"][0] and "case_study" in v["reasons"][0]
     assert any("content vocabulary" in s for s in ds.next_steps(v, quiet))
     # Below the threshold (a rise of 0.4 vs a bar of 0.5) and no new topic: quiet.
-    known_topic = ds.catalogue_shift(ds.catalogue_coverage(cat, ["C1", "C2", "C3", "C4", "C6"], *late),
-                                     ds.catalogue_coverage(cat, ["C1", "C2", "C3", "C4", "C6"], *early))
+    known_topic = ds.catalogue_shift(
+        ds.catalogue_coverage(cat, ["C1", "C2", "C3", "C4", "C6"], *late), ds.catalogue_coverage(cat, ["C1", "C2", "C3", "C4", "C6"], *early)
+    )
     assert not ds.verdict(quiet, seq, None, None, None, t.model_copy(update={"unknown_content_share": 0.5}), None, known_topic)["catalogue_drift"]
 
 

@@ -7,7 +7,7 @@ import os
 import subprocess
 import sys
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -15,10 +15,19 @@ import pandas as pd
 import pytest
 
 from experiments.lift import (
-    LiftError, acceptance_rates, assignments, bootstrap_diff, bootstrap_ratio_diff, contract_tiers, cuped_theta, hcp_table, lift_job, measure,
+    LiftError,
+    acceptance_rates,
+    assignments,
+    bootstrap_diff,
+    bootstrap_ratio_diff,
+    contract_tiers,
+    cuped_theta,
+    hcp_table,
+    lift_job,
+    measure,
 )
 
-MONDAY = datetime(2026, 1, 5, tzinfo=timezone.utc)
+MONDAY = datetime(2026, 1, 5, tzinfo=UTC)
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(Path(__file__).parent))
 
@@ -102,37 +111,58 @@ def test_cluster_bootstrap_resamples_hcps_not_rows() -> None:
 
 
 def _suggestion(hcp: str, week: int, policy: str, channel: str = "visit", seg: int = 0) -> dict:
-    return {"suggestion_id": uuid.uuid4().hex, "request_id": "r", "hcp_id": hcp, "rep_id": "rep1", "as_of": MONDAY + timedelta(weeks=week),
-            "rank": 1, "channel": channel, "content_id": None, "propensity": 1.0, "policy": policy, "degraded": False,
-            "features_json": json.dumps({"segment": seg}), "rules_json": "{}", "reasons_json": "[]"}
+    return {
+        "suggestion_id": uuid.uuid4().hex,
+        "request_id": "r",
+        "hcp_id": hcp,
+        "rep_id": "rep1",
+        "as_of": MONDAY + timedelta(weeks=week),
+        "rank": 1,
+        "channel": channel,
+        "content_id": None,
+        "propensity": 1.0,
+        "policy": policy,
+        "degraded": False,
+        "features_json": json.dumps({"segment": seg}),
+        "rules_json": "{}",
+        "reasons_json": "[]",
+    }
 
 
 def _frames():
-    s = pd.DataFrame([
-        _suggestion("h1", 0, "model"), _suggestion("h1", 1, "explore", "email"),
-        _suggestion("h2", 0, "holdout", seg=1), _suggestion("h2", 1, "holdout", seg=1),
-        _suggestion("h3", 1, "model", "phone", seg=1),
-    ])
+    s = pd.DataFrame(
+        [
+            _suggestion("h1", 0, "model"),
+            _suggestion("h1", 1, "explore", "email"),
+            _suggestion("h2", 0, "holdout", seg=1),
+            _suggestion("h2", 1, "holdout", seg=1),
+            _suggestion("h3", 1, "model", "phone", seg=1),
+        ]
+    )
     sid = s["suggestion_id"].tolist()
-    fb = pd.DataFrame([
-        {"feedback_id": "a", "suggestion_id": sid[0], "outcome": "accepted"},
-        {"feedback_id": "b", "suggestion_id": sid[0], "outcome": "done"},
-        {"feedback_id": "c", "suggestion_id": sid[0], "outcome": "opened"},
-        {"feedback_id": "c2", "suggestion_id": sid[1], "outcome": "opened"},
-        {"feedback_id": "d", "suggestion_id": sid[2], "outcome": "dismissed"},
-        {"feedback_id": "e", "suggestion_id": sid[3], "outcome": "attended"},
-        {"feedback_id": "f", "suggestion_id": sid[4], "outcome": "snoozed"},
-    ])
+    fb = pd.DataFrame(
+        [
+            {"feedback_id": "a", "suggestion_id": sid[0], "outcome": "accepted"},
+            {"feedback_id": "b", "suggestion_id": sid[0], "outcome": "done"},
+            {"feedback_id": "c", "suggestion_id": sid[0], "outcome": "opened"},
+            {"feedback_id": "c2", "suggestion_id": sid[1], "outcome": "opened"},
+            {"feedback_id": "d", "suggestion_id": sid[2], "outcome": "dismissed"},
+            {"feedback_id": "e", "suggestion_id": sid[3], "outcome": "attended"},
+            {"feedback_id": "f", "suggestion_id": sid[4], "outcome": "snoozed"},
+        ]
+    )
     return s, fb
 
 
 def test_per_hcp_table_counts_from_each_hcps_first_suggestion_by_recorded_arm() -> None:
     s, fb = _frames()
-    outcomes = pd.DataFrame({
-        "hcp_id": ["h1", "h1", "h1", "h2", "h2", "h3", "h3"],
-        "week_start": pd.to_datetime(["2025-12-29", "2026-01-05", "2026-01-12", "2026-01-05", "2026-01-12", "2026-01-05", "2026-01-12"]).date,
-        "prescriptions": [3, 5, 7, 1, 2, 8, 4],
-    })
+    outcomes = pd.DataFrame(
+        {
+            "hcp_id": ["h1", "h1", "h1", "h2", "h2", "h3", "h3"],
+            "week_start": pd.to_datetime(["2025-12-29", "2026-01-05", "2026-01-12", "2026-01-05", "2026-01-12", "2026-01-05", "2026-01-12"]).date,
+            "prescriptions": [3, 5, 7, 1, 2, 8, 4],
+        }
+    )
     t = hcp_table(s, fb, outcomes, tiers=None, baseline_weeks=4)
     assert t.attrs["weeks"] == ["2026-01-05", "2026-01-12"]
     # h3's first suggestion is in week 2: one week of exposure, and week 1 is part of its baseline.
@@ -157,8 +187,13 @@ def test_four_hcps_give_the_hand_computed_lifts_and_theta() -> None:
         for w in range(2):
             rows.append(_suggestion(h, w, "holdout" if h in ("h3", "h4") else "model", "email"))
     s = pd.DataFrame(rows)
-    fb = pd.DataFrame([{"feedback_id": f"f{i}", "suggestion_id": r["suggestion_id"], "outcome": "opened"}
-                       for i, r in enumerate(rows) if int(r["as_of"] > MONDAY) < opened[r["hcp_id"]]])
+    fb = pd.DataFrame(
+        [
+            {"feedback_id": f"f{i}", "suggestion_id": r["suggestion_id"], "outcome": "opened"}
+            for i, r in enumerate(rows)
+            if int(r["as_of"] > MONDAY) < opened[r["hcp_id"]]
+        ]
+    )
     rx = {"h1": ([4, 6], [8, 10]), "h2": ([3, 3], [3, 3]), "h3": ([6, 4], [6, 6]), "h4": ([2, 0], [2, 0])}  # (baseline weeks, window weeks)
     weeks = pd.date_range("2025-12-22", periods=4, freq="7D").date
     outcomes = pd.DataFrame([{"hcp_id": h, "week_start": wk, "prescriptions": v} for h, (b, w) in rx.items() for wk, v in zip(weeks, b + w)])
@@ -187,8 +222,9 @@ def test_mixed_assignment_is_refused_naming_the_hcp() -> None:
 def test_tiers_come_from_the_contract_as_of_the_first_suggestion() -> None:
     at = pd.Series(pd.to_datetime(["2026-01-05", "2026-01-05", "2026-01-05", "2026-01-05"], utc=True), index=["h1", "h2", "h3", "h4"])
     hcps = pd.DataFrame({"hcp_id": ["h1", "h2", "h3", "h4"], "segment": ["A", "B", None, "Z"]})
-    history = pd.DataFrame({"hcp_id": ["h1", "h1", "h2"], "segment": ["C", "A", "D"],
-                            "valid_from": pd.to_datetime(["2025-06-01", "2026-02-01", "2026-03-01"], utc=True)})
+    history = pd.DataFrame(
+        {"hcp_id": ["h1", "h1", "h2"], "segment": ["C", "A", "D"], "valid_from": pd.to_datetime(["2025-06-01", "2026-02-01", "2026-03-01"], utc=True)}
+    )
     tiers = contract_tiers(hcps, history, at)
     # h1 was C when first served (A only later, perhaps because of it); h2's history starts later: the hcps table.
     assert tiers.to_dict() == {"h1": "C", "h2": "B", "h3": None, "h4": None}
@@ -197,10 +233,16 @@ def test_tiers_come_from_the_contract_as_of_the_first_suggestion() -> None:
 def test_measure_gives_every_metric_overall_and_per_tier() -> None:
     rng = np.random.default_rng(6)
     n = 400
-    t = pd.DataFrame({
-        "holdout": _arms(n, 0.3, rng), "segment": rng.choice(list("ABCD"), n), "responses_per_week": rng.poisson(1.0, n) / 4,
-        "suggestions": np.full(n, 8.0), "prescriptions_per_week": rng.gamma(3, 2, n), "prescriptions_baseline": rng.gamma(3, 2, n),
-    })
+    t = pd.DataFrame(
+        {
+            "holdout": _arms(n, 0.3, rng),
+            "segment": rng.choice(list("ABCD"), n),
+            "responses_per_week": rng.poisson(1.0, n) / 4,
+            "suggestions": np.full(n, 8.0),
+            "prescriptions_per_week": rng.gamma(3, 2, n),
+            "prescriptions_baseline": rng.gamma(3, 2, n),
+        }
+    )
     t.loc[:9, "prescriptions_baseline"] = np.nan
     t["responses"] = t["responses_per_week"] * 4
     est = measure(t, n_boot=200)
@@ -225,10 +267,12 @@ def _run_cli(*args: str) -> subprocess.CompletedProcess:
 
     (The CLI's composition root registers every stage's commands, `nba simulate` too, before any runs.)
     """
-    code = ("import sys\nfrom nba.cli import main\nsys.argv = ['nba', *sys.argv[1:]]\nbefore = set(sys.modules)\n"
-            "try:\n    main()\nfinally:\n"
-            "    sim = sorted(m for m in set(sys.modules) - before if m.split('.')[0] == 'simulator' or m == 'experiments.sim_judge')\n"
-            "    print('SIMULATOR_MODULES=' + ','.join(sim), file=sys.stderr)\n")
+    code = (
+        "import sys\nfrom nba.cli import main\nsys.argv = ['nba', *sys.argv[1:]]\nbefore = set(sys.modules)\n"
+        "try:\n    main()\nfinally:\n"
+        "    sim = sorted(m for m in set(sys.modules) - before if m.split('.')[0] == 'simulator' or m == 'experiments.sim_judge')\n"
+        "    print('SIMULATOR_MODULES=' + ','.join(sim), file=sys.stderr)\n"
+    )
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MPLBACKEND": "Agg"}
     return subprocess.run([sys.executable, "-c", code, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
 

@@ -46,8 +46,12 @@ def test_drifted_window_is_flagged_with_the_features_that_moved(audit) -> None:
     assert s["top_features"][0]["column"].startswith("email_")
     assert s["predictions"]["channel_mix_tvd"] > 0.2
     assert any("retrain" in step and "email_" in step for step in s["next_steps"])
-    assert s["rows"] == {"reference_features": ROWS, "current_features": ROWS, "reference_predictions": s["rows"]["reference_predictions"],
-                         "current_predictions": s["rows"]["current_predictions"]}
+    assert s["rows"] == {
+        "reference_features": ROWS,
+        "current_features": ROWS,
+        "reference_predictions": s["rows"]["reference_predictions"],
+        "current_predictions": s["rows"]["current_predictions"],
+    }
     for key in ("summary_json", "features_html", "predictions_html"):
         assert Path(s["outputs"][key]).stat().st_size > 1000
     assert json.loads(Path(s["outputs"]["summary_json"]).read_text())["drift_detected"] is True
@@ -61,8 +65,12 @@ def test_drifted_window_is_flagged_with_the_features_that_moved(audit) -> None:
 
 def test_same_distribution_window_stays_quiet(audit) -> None:
     _, cfg_path = audit
-    s = monitor_job(load_experiments_config(cfg_path, overrides={"monitor.log_to_mlflow": False, "monitor.html": False}),
-                    "2026-01-05..2026-01-12", "2026-01-12..2026-01-19", progress=False)
+    s = monitor_job(
+        load_experiments_config(cfg_path, overrides={"monitor.log_to_mlflow": False, "monitor.html": False}),
+        "2026-01-05..2026-01-12",
+        "2026-01-12..2026-01-19",
+        progress=False,
+    )
     assert not s["drift_detected"], s["reasons"]
     # 800 rows per side: sampling noise alone moves some of ~220 features past 0.1, none near 0.3.
     t = load_experiments_config(cfg_path).monitor.thresholds
@@ -158,8 +166,8 @@ def test_html_report_opens_with_the_cli_verdict_and_tests_columns_by_its_bars(au
     s = monitor_job(cfg, "2026-01-05..2026-01-12", current, progress=False)
     assert s["drift_detected"] is drift
     page = Path(s["outputs"]["features_html"]).read_text(encoding="utf-8")
-    body = page[page.index("<body"):]
-    assert body[body.index(">") + 1:].lstrip().startswith(f'<div id="{BLOCK_ID}"')  # the verdict comes first
+    body = page[page.index("<body") :]
+    assert body[body.index(">") + 1 :].lstrip().startswith(f'<div id="{BLOCK_ID}"')  # the verdict comes first
     headline, reasons = verdict_lines(s)
     assert f"Verdict: {headline}" in page and headline.startswith("DRIFT" if drift else "no drift")
     assert all(r.replace("'", "&#x27;") in page for r in reasons)
@@ -184,5 +192,6 @@ def test_column_bar_is_the_group_bar_or_the_noise_floor_multiple() -> None:
     assert column_bar("touches_total", 0.0, t, sequence=True) == t.activity_score  # activity: Evidently's fixed 0.1 flagged it
     assert column_bar("email_open_rate_90d", 0.0, t) == t.feature_score
     assert column_bar("email_open_rate_90d", 0.5, t) == pytest.approx(t.noise_multiple * 0.5)
-    assert with_verdict("<html><body class='x'><div id='root'></div></body></html>", "<div id='v'></div>").index("<div id='v'>") < \
-        with_verdict("<html><body class='x'><div id='root'></div></body></html>", "<div id='v'></div>").index("<div id='root'>")
+    assert with_verdict("<html><body class='x'><div id='root'></div></body></html>", "<div id='v'></div>").index("<div id='v'>") < with_verdict(
+        "<html><body class='x'><div id='root'></div></body></html>", "<div id='v'></div>"
+    ).index("<div id='root'>")

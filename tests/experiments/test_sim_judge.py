@@ -31,8 +31,20 @@ def world(tmp_path_factory):
     _ok(runner.invoke(app, ["simulate", "--hcps", "80", "--days", "70", "--out", str(root / "data")]))
     assert runner.invoke(app, ["features", "build", "--data-dir", str(root / "data")]).exit_code == 0
     assert runner.invoke(app, ["features", "apply"]).exit_code == 0
-    sets = ["--set", f"tracking.uri=sqlite:///{root}/mlflow.db", "--set", f"tracking.artifact_location={root}/artifacts", "--set", f"output_dir={root}/models", "--set", "val_weeks=3",
-            "--set", "test_weeks=2", "--set", "ope.n_boot=100"]
+    sets = [
+        "--set",
+        f"tracking.uri=sqlite:///{root}/mlflow.db",
+        "--set",
+        f"tracking.artifact_location={root}/artifacts",
+        "--set",
+        f"output_dir={root}/models",
+        "--set",
+        "val_weeks=3",
+        "--set",
+        "test_weeks=2",
+        "--set",
+        "ope.n_boot=100",
+    ]
     small = ["--set", "model.d_model=16", "--set", "model.n_heads=2", "--set", "model.n_layers=1", "--set", "batch_size=256"]
     trained = _ok(runner.invoke(app, ["train", "--data-dir", str(root / "data"), "--epochs", "1", *sets, *small]))
     yield root, sets, trained
@@ -50,7 +62,14 @@ def test_evaluate_measures_model_and_every_baseline(world) -> None:
     assert figures["sim_oracle_responses_per_hcp_week"] > figures["sim_logged_responses_per_hcp_week"]
     assert figures["sim_model_violations"] == 0 == figures["sim_imitation_violations"]  # guardrails: consent, approved content, working hours, capacity
     assert figures["sim_aggregate_violations"] == 0 and figures["sim_popularity_violations"] == 0
-    for key in ("offline_model_content_ndcg_at_10", "offline_aggregate_response_auc", "offline_popularity_channel_accuracy", "ope_dr_value", "ope_logged_value", "ope_dm_value"):
+    for key in (
+        "offline_model_content_ndcg_at_10",
+        "offline_aggregate_response_auc",
+        "offline_popularity_channel_accuracy",
+        "ope_dr_value",
+        "ope_logged_value",
+        "ope_dm_value",
+    ):
         assert figures[key] is None or 0.0 <= figures[key] <= 1.0, key
     assert figures["ope_vs_logged_ci_low"] <= figures["ope_vs_logged"] <= figures["ope_vs_logged_ci_high"]
     # Reported on the test weeks, which nothing selected on.
@@ -68,11 +87,15 @@ def test_evaluate_measures_model_and_every_baseline(world) -> None:
     # posterior from its logs (the ceiling of learning from them) is measured beside the others.
     assert figures["sim_start_week"] == 10
     assert figures["sim_oracle_from_logs_share_of_oracle_gain"] < 1.05 and figures["sim_oracle_timing_from_logs_share_of_oracle_gain"] < 1.05
-    assert figures["gap_model_minus_oracle_from_logs_share"] == pytest.approx(figures["sim_model_share_of_oracle_gain"] - figures["sim_oracle_from_logs_share_of_oracle_gain"])
+    assert figures["gap_model_minus_oracle_from_logs_share"] == pytest.approx(
+        figures["sim_model_share_of_oracle_gain"] - figures["sim_oracle_from_logs_share_of_oracle_gain"]
+    )
     assert 0.0 <= figures["offline_model_response_ece_calibrated"] <= 1.0
     # The policy as served (the serving engine's guardrails and window rules) and the per-world checks.
     assert figures["served_checks_total"] == 4 and 0 <= figures["served_checks_passed"] <= 4
-    assert figures["served_checks_passed"] == sum(figures[f"served_check_{c}"] for c in ("repeat_le_logged", "override_le_2pct", "calibration_gap_le_0_03", "rules_ge_logged"))
+    assert figures["served_checks_passed"] == sum(
+        figures[f"served_check_{c}"] for c in ("repeat_le_logged", "override_le_2pct", "calibration_gap_le_0_03", "rules_ge_logged")
+    )
     assert figures["served_check_override_le_2pct"] == (figures["served_model_override_share"] <= 0.02)
     assert 0.0 <= figures["served_model_repeat_share_30d"] <= 1.0 and figures["served_model_touches"] > 0
     client = MlflowClient(tracking_uri=f"sqlite:///{root}/mlflow.db")
@@ -88,7 +111,6 @@ def test_evaluate_measures_model_and_every_baseline(world) -> None:
     assert promoted["promoted"] and promoted["champion_version"] == int(trained["model_version"])
 
 
-
 @pytest.mark.slow
 def test_evaluate_can_replay_from_the_first_week(world) -> None:
     root, sets, _ = world
@@ -101,10 +123,10 @@ def test_evaluate_can_replay_from_the_first_week(world) -> None:
 
 def test_feature_policies_see_the_logged_history_after_the_logs(world) -> None:
     """Continuing after the logs, a policy's features count the HCP's logged touches; without them it would start blind."""
+    from experiments.sim_judge import _FeaturePolicy, logged_history
     from features.config import load_features_config
     from simulator.environment import Environment
     from training.dataset import ContentVocab
-    from experiments.sim_judge import _FeaturePolicy, logged_history
 
     root, _, _ = world
     data = str(root / "data")

@@ -31,9 +31,18 @@ def test_the_shipped_config_loads_and_rejects_bad_keys(tmp_path) -> None:
 
 
 def _row(world: str, seed: int, model: float, rules: float, **kw) -> dict:
-    return {"world": world, "seed": seed, "model_share_of_oracle_gain": model, "rules_share_of_oracle_gain": rules,
-            "model_repeat_share_30d": kw.get("rep", 0.1), "logged_repeat_share_30d": 0.2, "model_override_share": kw.get("ovr", 0.0),
-            "model_calibration_gap": kw.get("gap", 0.01), "rules_value": kw.get("rv", 10.0), "logged_value": 9.0}
+    return {
+        "world": world,
+        "seed": seed,
+        "model_share_of_oracle_gain": model,
+        "rules_share_of_oracle_gain": rules,
+        "model_repeat_share_30d": kw.get("rep", 0.1),
+        "logged_repeat_share_30d": 0.2,
+        "model_override_share": kw.get("ovr", 0.0),
+        "model_calibration_gap": kw.get("gap", 0.01),
+        "rules_value": kw.get("rv", 10.0),
+        "logged_value": 9.0,
+    }
 
 
 def test_summary_by_hand() -> None:

@@ -23,8 +23,9 @@ def _with_sslmode(url: str) -> str:
 def test_redis_online_store_with_postgres_registry(tmp_path, dataset, tables, redis_url, postgres_db):
     import redis
 
-    cfg = features_config(dataset, tmp_path / "ws", online_store={"type": "redis", "url": redis_url},
-                          registry={"type": "sql", "url": _with_sslmode(postgres_db)})
+    cfg = features_config(
+        dataset, tmp_path / "ws", online_store={"type": "redis", "url": redis_url}, registry={"type": "sql", "url": _with_sslmode(postgres_db)}
+    )
     build_sources(cfg, progress=False)
     apply(cfg)
     store = open_store(cfg)

@@ -14,31 +14,52 @@ from contract.schema import CHANNELS
 from features.config import FeaturesConfig
 from features.snapshots import compute_features_asof
 
-CFG = FeaturesConfig(sequence_length=4, engagement_windows_days=[3, 10], visits_window_days=10, outcome_windows_weeks=[1, 2],
-                     contact_windows_days=[3, 10], item_history_items=2, item_history_days=30)
+CFG = FeaturesConfig(
+    sequence_length=4,
+    engagement_windows_days=[3, 10],
+    visits_window_days=10,
+    outcome_windows_weeks=[1, 2],
+    contact_windows_days=[3, 10],
+    item_history_items=2,
+    item_history_days=30,
+)
 
-event = st.fixed_dictionaries({
-    "hcp": st.sampled_from(["h1", "h2", "h3"]),
-    "days": st.floats(0, 40, allow_nan=False),
-    "channel": st.sampled_from(CHANNELS),
-    "opened": st.booleans(),
-    "read": st.floats(0, 300, allow_nan=False),
-    "inbound": st.booleans(),
-    "content": st.sampled_from(["c1", "c2", None]),
-})
+event = st.fixed_dictionaries(
+    {
+        "hcp": st.sampled_from(["h1", "h2", "h3"]),
+        "days": st.floats(0, 40, allow_nan=False),
+        "channel": st.sampled_from(CHANNELS),
+        "opened": st.booleans(),
+        "read": st.floats(0, 300, allow_nan=False),
+        "inbound": st.booleans(),
+        "content": st.sampled_from(["c1", "c2", None]),
+    }
+)
 
 
 def _with_events(tables, events, prefix):
     rows = []
     for i, e in enumerate(events):
-        rows.append({
-            "event_id": f"{prefix}{i}", "hcp_id": e["hcp"], "rep_id": "r1", "ts": T0 + timedelta(days=e["days"]),
-            "channel": e["channel"], "content_id": e.get("content", "c1"), "direction": "inbound" if e["inbound"] else "outbound",
-            "delivered": True, "opened": e["opened"], "read_seconds": e["read"] if e["opened"] else 0.0,
-            "forwarded": False, "favourited": e["opened"], "replied": False,
-            "attended": e["opened"] if e["channel"] in ("department_meeting", "webinar", "conference") else None,
-            "propensity": 0.5, "suggestion_id": None,
-        })
+        rows.append(
+            {
+                "event_id": f"{prefix}{i}",
+                "hcp_id": e["hcp"],
+                "rep_id": "r1",
+                "ts": T0 + timedelta(days=e["days"]),
+                "channel": e["channel"],
+                "content_id": e.get("content", "c1"),
+                "direction": "inbound" if e["inbound"] else "outbound",
+                "delivered": True,
+                "opened": e["opened"],
+                "read_seconds": e["read"] if e["opened"] else 0.0,
+                "forwarded": False,
+                "favourited": e["opened"],
+                "replied": False,
+                "attended": e["opened"] if e["channel"] in ("department_meeting", "webinar", "conference") else None,
+                "propensity": 0.5,
+                "suggestion_id": None,
+            }
+        )
     out = dict(tables)
     out["touchpoints"] = pd.concat([tables["touchpoints"], pd.DataFrame(rows)], ignore_index=True)
     return out
@@ -85,8 +106,15 @@ def test_an_event_just_before_t_does_change_features(base, cut_days):
     cut = (T0 + timedelta(days=cut_days)).replace(microsecond=0)
     tables = _with_events(make_tables(), base, "b")
     before = compute_features_asof(tables, cut, CFG)
-    just_before = {"hcp": "h3", "days": (cut - T0).total_seconds() / 86400 - 1 / 86400, "channel": "email",
-                   "opened": False, "read": 0.0, "inbound": False, "content": "c1"}
+    just_before = {
+        "hcp": "h3",
+        "days": (cut - T0).total_seconds() / 86400 - 1 / 86400,
+        "channel": "email",
+        "opened": False,
+        "read": 0.0,
+        "inbound": False,
+        "content": "c1",
+    }
     after = compute_features_asof(_with_events(tables, [just_before], "x"), cut, CFG)
     h3_before = before.set_index("hcp_id").loc["h3"]
     h3_after = after.set_index("hcp_id").loc["h3"]
@@ -99,35 +127,49 @@ def test_an_event_just_before_t_does_change_features(base, cut_days):
     assert h3_after["cr_topic_guideline_days_since"] < 1e-4 and h3_after["cr_type_article_days_since"] < 1e-4
 
 
-dated = st.fixed_dictionaries({
-    "hcp": st.sampled_from(["h1", "h2", "h3"]),
-    "days": st.floats(-20, 40, allow_nan=False),
-    "segment": st.sampled_from(["A", "B", "C", "D", None]),
-    "completeness": st.floats(0, 1, allow_nan=False),
-    "email": st.booleans(),
-})
+dated = st.fixed_dictionaries(
+    {
+        "hcp": st.sampled_from(["h1", "h2", "h3"]),
+        "days": st.floats(-20, 40, allow_nan=False),
+        "segment": st.sampled_from(["A", "B", "C", "D", None]),
+        "completeness": st.floats(0, 1, allow_nan=False),
+        "email": st.booleans(),
+    }
+)
 
 
 def _with_history(tables, rows):
     if not rows:
         return tables
-    hist = pd.DataFrame([{
-        "hcp_id": r["hcp"], "valid_from": T0 + timedelta(days=r["days"]), "potential_boxes_month": 10.0, "support_share": 0.5,
-        "segment": r["segment"], "profile_completeness": r["completeness"],
-        **{f"consent_{c}": r["email"] if c == "email" else True for c in CHANNELS},
-    } for r in rows]).drop_duplicates(["hcp_id", "valid_from"])
+    hist = pd.DataFrame(
+        [
+            {
+                "hcp_id": r["hcp"],
+                "valid_from": T0 + timedelta(days=r["days"]),
+                "potential_boxes_month": 10.0,
+                "support_share": 0.5,
+                "segment": r["segment"],
+                "profile_completeness": r["completeness"],
+                **{f"consent_{c}": r["email"] if c == "email" else True for c in CHANNELS},
+            }
+            for r in rows
+        ]
+    ).drop_duplicates(["hcp_id", "valid_from"])
     out = dict(tables)
     out["hcp_profile_history"] = pd.concat([tables["hcp_profile_history"], hist]) if "hcp_profile_history" in tables else hist
     return out
 
 
-DATED = ["segment", "potential_boxes_month", "support_share", "profile_completeness", "profile_qualified",
-         *[f"consent_{c}" for c in CHANNELS], "profile_known"]
+DATED = ["segment", "potential_boxes_month", "support_share", "profile_completeness", "profile_qualified", *[f"consent_{c}" for c in CHANNELS], "profile_known"]
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(base=st.lists(dated, max_size=6), later=st.lists(dated, min_size=1, max_size=4), cut_days=st.floats(5, 35, allow_nan=False),
-       export_after=st.floats(0, 30, allow_nan=False))
+@given(
+    base=st.lists(dated, max_size=6),
+    later=st.lists(dated, min_size=1, max_size=4),
+    cut_days=st.floats(5, 35, allow_nan=False),
+    export_after=st.floats(0, 30, allow_nan=False),
+)
 def test_profile_values_dated_after_t_never_change_features_at_t(base, later, cut_days, export_after):
     # The export's (hcps) segment/consent and history rows valid after t are unknown at t.
     cut = (T0 + timedelta(days=cut_days)).replace(microsecond=0)

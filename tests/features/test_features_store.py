@@ -27,11 +27,13 @@ def _assert_frames_equal(a: pd.DataFrame, b: pd.DataFrame, cols) -> None:
 
 def test_builder_returns_every_entity_row_in_order(built_store):
     cfg, store, _ = built_store
-    entity = pd.DataFrame({
-        "hcp_id": ["ghost", "h1", "h3", "h1"],
-        "event_timestamp": pd.to_datetime([T0 + timedelta(days=7), T0 + timedelta(days=14), T0 + timedelta(days=7), T0 - timedelta(days=30)], utc=True),
-        "label_response": [0, 1, 0, 1],
-    })
+    entity = pd.DataFrame(
+        {
+            "hcp_id": ["ghost", "h1", "h3", "h1"],
+            "event_timestamp": pd.to_datetime([T0 + timedelta(days=7), T0 + timedelta(days=14), T0 + timedelta(days=7), T0 - timedelta(days=30)], utc=True),
+            "label_response": [0, 1, 0, 1],
+        }
+    )
     out = build_training_set(cfg, entity, store=store, progress=False)
     assert len(out) == 4
     assert out["hcp_id"].tolist() == ["ghost", "h1", "h3", "h1"]
@@ -116,8 +118,17 @@ def test_push_makes_fresh_events_visible_online(built_store):
     again = get_online_features(store, ["h3"]).iloc[0]
     assert again["seq_len"] == after["seq_len"]
     # Rep feedback goes through the same path.
-    fb = pd.DataFrame({"feedback_id": ["f-new"], "suggestion_id": ["s9"], "hcp_id": ["h3"], "rep_id": ["r1"],
-                       "ts": [pd.Timestamp(T0 + timedelta(days=30, hours=4))], "decision": ["accepted"], "reason": [None]})
+    fb = pd.DataFrame(
+        {
+            "feedback_id": ["f-new"],
+            "suggestion_id": ["s9"],
+            "hcp_id": ["h3"],
+            "rep_id": ["r1"],
+            "ts": [pd.Timestamp(T0 + timedelta(days=30, hours=4))],
+            "decision": ["accepted"],
+            "reason": [None],
+        }
+    )
     push_events(cfg, fb, store=store)
     assert get_online_features(store, ["h3"]).iloc[0]["suggestions_accepted_90d"] == 1
 
@@ -195,11 +206,13 @@ def test_training_set_streams_to_parquet_in_input_order(built_store, tmp_path):
 
     cfg, store, _ = built_store
     small = cfg.model_copy(update={"training_chunk_rows": 2})  # several chunks
-    entity = pd.DataFrame({
-        "hcp_id": ["h2", "h1", "ghost", "h3", "h1"],
-        "event_timestamp": pd.to_datetime([T0 + timedelta(days=d) for d in (14, 7, 7, 14, 14)], utc=True),
-        "label_channel": [4, 2, 0, 1, 5],
-    })
+    entity = pd.DataFrame(
+        {
+            "hcp_id": ["h2", "h1", "ghost", "h3", "h1"],
+            "event_timestamp": pd.to_datetime([T0 + timedelta(days=d) for d in (14, 7, 7, 14, 14)], utc=True),
+            "label_channel": [4, 2, 0, 1, 5],
+        }
+    )
     in_memory = build_training_set(small, entity, store=store, progress=False)
     path = tmp_path / "ts.parquet"
     assert build_training_set(small, entity, store=store, progress=False, out_path=path) == 5
@@ -215,11 +228,17 @@ def test_profile_history_reaches_the_training_set_point_in_time(tmp_path):
     from features import apply, build_sources, open_store
 
     tables = make_tables()
-    tables["hcp_profile_history"] = pd.DataFrame({
-        "hcp_id": ["h1", "h1", "h2"], "valid_from": [T0 - timedelta(days=3), T0 + timedelta(days=8), T0 + timedelta(days=1)],
-        "potential_boxes_month": [100.0, 200.0, None], "support_share": [0.1, 0.2, None], "segment": ["D", "B", None],
-        "profile_completeness": [0.3, 0.9, 0.5], **{f"consent_{c}": [True, c != "email", True] for c in CHANNELS},
-    })
+    tables["hcp_profile_history"] = pd.DataFrame(
+        {
+            "hcp_id": ["h1", "h1", "h2"],
+            "valid_from": [T0 - timedelta(days=3), T0 + timedelta(days=8), T0 + timedelta(days=1)],
+            "potential_boxes_month": [100.0, 200.0, None],
+            "support_share": [0.1, 0.2, None],
+            "segment": ["D", "B", None],
+            "profile_completeness": [0.3, 0.9, 0.5],
+            **{f"consent_{c}": [True, c != "email", True] for c in CHANNELS},
+        }
+    )
     write_tables(tmp_path / "data", tables, source="test")
     cfg = features_config(tmp_path / "data", tmp_path / "ws")
     build_sources(cfg, progress=False)
@@ -231,8 +250,12 @@ def test_profile_history_reaches_the_training_set_point_in_time(tmp_path):
         pure = compute_features_asof(tables, pd.Timestamp(t, unit="s", tz="UTC"), cfg, profile_as_of=export)
         offline = build_training_set(cfg, pure[["hcp_id", "event_timestamp"]], store=store, progress=False)
         _assert_frames_equal(pure, offline, [c for c in pure.columns if c != "event_timestamp"])
-    week2 = build_training_set(cfg, pd.DataFrame({"hcp_id": ["h1", "h2", "h3"], "event_timestamp": pd.to_datetime([T0 + timedelta(days=9)] * 3, utc=True)}),
-                               store=store, progress=False).set_index("hcp_id")
+    week2 = build_training_set(
+        cfg,
+        pd.DataFrame({"hcp_id": ["h1", "h2", "h3"], "event_timestamp": pd.to_datetime([T0 + timedelta(days=9)] * 3, utc=True)}),
+        store=store,
+        progress=False,
+    ).set_index("hcp_id")
     assert week2.loc["h1", "segment"] == 1 and not week2.loc["h1", "consent_email"]  # the row valid from day 8
     assert week2.loc["h2", "profile_known"] and week2.loc["h2", "segment"] == -1
     assert not week2.loc["h3", "profile_known"]  # no history: export values not known yet

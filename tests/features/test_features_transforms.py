@@ -7,12 +7,11 @@ from datetime import timedelta
 import numpy as np
 import pandas as pd
 import pytest
+from tiny_contract import T0
 
 from features.config import FeaturesConfig
 from features.events import prepare, run_lengths
 from features.snapshots import compute_features_asof, content_table, weekly_times
-
-from tiny_contract import T0
 
 
 def _row(df: pd.DataFrame, hcp: str) -> pd.Series:

@@ -65,8 +65,21 @@ def _random_frame(seed: int, n: int) -> pd.DataFrame:
     for i in range(n):
         m = int(rng.integers(0, 20))
         if m:
-            _touches(f, i, [(CHANNELS[rng.integers(len(CHANNELS))], f"c{rng.integers(8)}", int(rng.integers(0, 4)), int(rng.integers(7)),
-                             int(rng.integers(4)), float(a)) for a in np.sort(rng.random(m) * 200)[::-1]])
+            _touches(
+                f,
+                i,
+                [
+                    (
+                        CHANNELS[rng.integers(len(CHANNELS))],
+                        f"c{rng.integers(8)}",
+                        int(rng.integers(0, 4)),
+                        int(rng.integers(7)),
+                        int(rng.integers(4)),
+                        float(a),
+                    )
+                    for a in np.sort(rng.random(m) * 200)[::-1]
+                ],
+            )
     return f
 
 
@@ -105,8 +118,17 @@ def test_in_person_channels_are_never_scheduled_outside_working_hours(seed: int,
 def test_each_channel_takes_its_slot_from_its_own_history() -> None:
     f = _frame(2)
     # Pushes answered on Saturday evenings, visits on Wednesday afternoons.
-    _touches(f, 0, [("wechat_push", "c1", 2, 5, 3, 40.0), ("visit", None, 2, 2, 2, 30.0), ("wechat_push", "c2", 3, 5, 3, 20.0),
-                    ("visit", None, 2, 2, 2, 10.0), ("wechat_push", "c3", 2, 5, 3, 5.0)])
+    _touches(
+        f,
+        0,
+        [
+            ("wechat_push", "c1", 2, 5, 3, 40.0),
+            ("visit", None, 2, 2, 2, 30.0),
+            ("wechat_push", "c2", 3, 5, 3, 20.0),
+            ("visit", None, 2, 2, 2, 10.0),
+            ("wechat_push", "c3", 2, 5, 3, 5.0),
+        ],
+    )
     # Row 1: one evening visit (logged, so it happened) and answered emails on Thursday mornings.
     _touches(f, 1, [("visit", None, 2, 0, 3, 30.0), ("email", "c1", 2, 3, 0, 20.0), ("email", "c2", 2, 3, 0, 10.0)])
     out = rule_based_actions(f)
@@ -136,8 +158,9 @@ def test_content_is_not_repeated_within_the_window() -> None:
     _touches(f, 1, [*engaged, ("wechat_push", "c1", 1, 1, 0, 10.0)])  # c1 sent 10 days ago: the other clinical-data item
     _touches(f, 2, [*engaged, ("wechat_push", "c1", 1, 1, 0, 10.0), ("email", "c2", 1, 1, 0, 5.0)])  # both sent: another topic
     _touches(f, 3, [*engaged, ("wechat_push", "c1", 1, 1, 0, 40.0)])  # outside the window again
-    _touches(f, 4, [*engaged, ("visit", "c1", 1, 1, 0, 12.0), ("visit", "c2", 1, 1, 0, 8.0), ("email", "c3", 1, 1, 0, 6.0),
-                    ("email", "c4", 1, 1, 0, 3.0)])  # everything sent within 30 days
+    _touches(
+        f, 4, [*engaged, ("visit", "c1", 1, 1, 0, 12.0), ("visit", "c2", 1, 1, 0, 8.0), ("email", "c3", 1, 1, 0, 6.0), ("email", "c4", 1, 1, 0, 3.0)]
+    )  # everything sent within 30 days
     out = rule_based_actions(f, topics, items=items, product_ids=np.full(5, "P1", dtype=object))
     assert out.content[:, P].tolist() == ["c1", "c2", "c3", "c1", "c1"]  # row 4: the least recently sent
     assert (out.content == out.content[:, [P]]).all()  # one item per HCP on every channel
@@ -156,8 +179,7 @@ def test_other_topics_follow_the_hcps_engagement_then_the_product() -> None:
     items, topics = _items()
     f = _frame(2)
     # Preferred clinical data (both items sent recently), then case study over guideline.
-    _touches(f, 0, [("email", "c4", 2, 1, 0, 100.0), ("email", "c1", 2, 1, 0, 9.0), ("email", "c2", 3, 1, 0, 8.0),
-                    ("email", "c1", 3, 1, 0, 2.0)])
+    _touches(f, 0, [("email", "c4", 2, 1, 0, 100.0), ("email", "c1", 2, 1, 0, 9.0), ("email", "c2", 3, 1, 0, 8.0), ("email", "c1", 3, 1, 0, 2.0)])
     out = rule_based_actions(f, topics, items=items, product_ids=np.array(["P1", "P2"], dtype=object))
     assert out.topic[0] == TOPICS.index("clinical_data") and out.content[0, P] == "c4"
     # No engagement at all: every topic ties, so the HCP's own product's newest item.

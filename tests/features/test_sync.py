@@ -15,9 +15,24 @@ WEDNESDAY = T0 + timedelta(days=9, hours=3)  # 2026-01-14, mid-week of the data'
 
 
 def _touch(event_id: str, hcp: str, when, channel: str = "wechat_push", content: str | None = "c1", opened: bool = True) -> dict:
-    return {"event_id": event_id, "hcp_id": hcp, "rep_id": "r1", "ts": when, "channel": channel, "content_id": content,
-            "direction": "outbound", "delivered": True, "opened": opened, "read_seconds": 30.0, "forwarded": False,
-            "favourited": False, "replied": False, "attended": None, "propensity": 0.5, "suggestion_id": None}
+    return {
+        "event_id": event_id,
+        "hcp_id": hcp,
+        "rep_id": "r1",
+        "ts": when,
+        "channel": channel,
+        "content_id": content,
+        "direction": "outbound",
+        "delivered": True,
+        "opened": opened,
+        "read_seconds": 30.0,
+        "forwarded": False,
+        "favourited": False,
+        "replied": False,
+        "attended": None,
+        "propensity": 0.5,
+        "suggestion_id": None,
+    }
 
 
 def _export(path: Path, tables: dict[str, pd.DataFrame]) -> Path:
@@ -220,7 +235,6 @@ def test_on_redis_a_rebuilt_snapshot_and_a_sync_replace_rows_with_the_same_stamp
     assert _online(cfg).loc["h3", "touches_total"] == 2
 
 
-
 def test_a_day_import_links_unchanged_tables_and_still_checks_known_events(tmp_path):
     """Stored events are matched by key without re-reading them into pandas; unchanged tables are not rewritten."""
     from contract.importer import ImportRejected, import_export
@@ -237,7 +251,9 @@ def test_a_day_import_links_unchanged_tables_and_still_checks_known_events(tmp_p
     # A known outcome (three-column key) with another value is refused, naming the key.
     tables = make_tables()
     changed = tables["outcomes"].iloc[:1].assign(prescriptions=99)
-    export = _export(tmp_path / "bad", {**{n: tables[n] for n in ("products", "reps", "hcps", "content")},
-                                       "touchpoints": tables["touchpoints"].iloc[:0], "outcomes": changed})
+    export = _export(
+        tmp_path / "bad",
+        {**{n: tables[n] for n in ("products", "reps", "hcps", "content")}, "touchpoints": tables["touchpoints"].iloc[:0], "outcomes": changed},
+    )
     with pytest.raises(ImportRejected, match="prescriptions"):
         import_export(export, data)

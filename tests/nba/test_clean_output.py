@@ -18,14 +18,17 @@ def _run(code: str, *args: str, cwd: Path | None = None) -> subprocess.Completed
     return subprocess.run([sys.executable, "-c", textwrap.dedent(code), *args], capture_output=True, text=True, cwd=cwd, timeout=300)
 
 
-@pytest.mark.parametrize(("category", "filename", "noise"), [
-    (DeprecationWarning, f"{SITE}/ibis/backends/duckdb/__init__.py", True),
-    (FutureWarning, f"{SITE}/mlflow/store/tracking/sqlalchemy_store.py", True),
-    (UserWarning, f"{SITE}/sqlalchemy/orm/mapper.py", True),
-    (UserWarning, f"{SITE}/somepkg/x.py", False),  # an unknown package's UserWarning may matter
-    (DeprecationWarning, "/work/main/training/jobs.py", False),  # our own deprecations stay visible
-    (RuntimeWarning, f"{SITE}/feast/x.py", False),
-])
+@pytest.mark.parametrize(
+    ("category", "filename", "noise"),
+    [
+        (DeprecationWarning, f"{SITE}/ibis/backends/duckdb/__init__.py", True),
+        (FutureWarning, f"{SITE}/mlflow/store/tracking/sqlalchemy_store.py", True),
+        (UserWarning, f"{SITE}/sqlalchemy/orm/mapper.py", True),
+        (UserWarning, f"{SITE}/somepkg/x.py", False),  # an unknown package's UserWarning may matter
+        (DeprecationWarning, "/work/main/training/jobs.py", False),  # our own deprecations stay visible
+        (RuntimeWarning, f"{SITE}/feast/x.py", False),
+    ],
+)
 def test_known_noise(category, filename, noise) -> None:
     assert known_noise(category, filename) is noise
 
@@ -55,9 +58,11 @@ def test_third_party_warnings_and_ansi_codes_stay_off_the_output() -> None:
 def test_expected_conditions_print_one_line_without_traceback(tmp_path: Path) -> None:
     """Steps run out of order (no challenger to evaluate, no dataset to train on): one `error:` line, exit 1."""
     main = "import sys; from nba.cli import main; sys.argv[0] = 'nba'; main()"
-    for args, words in ((["evaluate", "--set", f"tracking.uri=sqlite:///{tmp_path}/mlflow.db"], "nba train"),
-                        (["train", "--data-dir", str(tmp_path / "nowhere")], "nowhere"),
-                        (["promote", "--set", f"tracking.uri=sqlite:///{tmp_path}/none.db"], "no MLflow store")):
+    for args, words in (
+        (["evaluate", "--set", f"tracking.uri=sqlite:///{tmp_path}/mlflow.db"], "nba train"),
+        (["train", "--data-dir", str(tmp_path / "nowhere")], "nowhere"),
+        (["promote", "--set", f"tracking.uri=sqlite:///{tmp_path}/none.db"], "no MLflow store"),
+    ):
         out = subprocess.run([sys.executable, "-c", main, *args], capture_output=True, text=True, cwd=tmp_path, timeout=300)
         lines = [line for line in out.stderr.splitlines() if line.strip()]
         assert out.returncode == 1, (args, out.stderr[-2000:])

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
 import time
@@ -23,8 +22,19 @@ import pytest
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 
 NBA = Path(sys.executable).with_name("nba")
-STEP_KEYS = ("simulate_s", "validate_s", "features_build_s", "feast_apply_s", "materialize_s", "online_read_s", "train_s", "evaluate_s", "promote_s",
-             "serve_ready_s", "recommend_s")
+STEP_KEYS = (
+    "simulate_s",
+    "validate_s",
+    "features_build_s",
+    "feast_apply_s",
+    "materialize_s",
+    "online_read_s",
+    "train_s",
+    "evaluate_s",
+    "promote_s",
+    "serve_ready_s",
+    "recommend_s",
+)
 
 
 def _env() -> dict[str, str]:
@@ -81,7 +91,7 @@ def test_printed_next_steps_work_as_printed(tmp_path: Path) -> None:
     assert (workdir / "api_key").stat().st_mode & 0o077 == 0
 
     lines = out.stdout.splitlines()
-    table = lines[next(i for i, line in enumerate(lines) if line.startswith("Judged by the simulator")):]
+    table = lines[next(i for i, line in enumerate(lines) if line.startswith("Judged by the simulator")) :]
     for policy in ("oracle", "model", "aggregate", "popularity", "rules", "logged"):
         assert any(line.startswith(policy) for line in table[:10]), policy
     start = next(i for i, line in enumerate(lines) if line.startswith("# Next steps"))

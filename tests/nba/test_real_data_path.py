@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 from pathlib import Path
 
 import pytest
@@ -22,7 +21,7 @@ KEY = "nba_real_data_key_2c9d"
 
 def _last_json(result) -> dict:
     # Third-party progress bars (MLflow's downloads) write to the same captured stream without a newline.
-    lines = [ln[ln.index('{"'):] for ln in result.output.strip().splitlines() if '{"' in ln and ln.rstrip().endswith("}")]
+    lines = [ln[ln.index('{"') :] for ln in result.output.strip().splitlines() if '{"' in ln and ln.rstrip().endswith("}")]
     assert lines, f"exit {result.exit_code}: {result.output[-2000:]}"
     return json.loads(lines[-1])
 
@@ -62,9 +61,26 @@ def test_import_train_evaluate_promote_serve_without_ground_truth(tmp_path, monk
         res = runner.invoke(app, args)
         assert res.exit_code == 0, f"{args}: {res.output[-2000:]}"
 
-    sets = ["--set", f"tracking.uri=sqlite:///{tmp_path}/mlflow.db", "--set", f"tracking.artifact_location={tmp_path}/artifacts",
-            "--set", f"output_dir={tmp_path}/models", "--set", "val_weeks=3", "--set", "test_weeks=3", "--set", "ope.n_boot=200",
-            "--set", "model.d_model=16", "--set", "model.n_heads=2", "--set", "batch_size=256"]
+    sets = [
+        "--set",
+        f"tracking.uri=sqlite:///{tmp_path}/mlflow.db",
+        "--set",
+        f"tracking.artifact_location={tmp_path}/artifacts",
+        "--set",
+        f"output_dir={tmp_path}/models",
+        "--set",
+        "val_weeks=3",
+        "--set",
+        "test_weeks=3",
+        "--set",
+        "ope.n_boot=200",
+        "--set",
+        "model.d_model=16",
+        "--set",
+        "model.n_heads=2",
+        "--set",
+        "batch_size=256",
+    ]
     trained = _last_json(runner.invoke(app, ["train", "--data-dir", str(data), "--epochs", "2", *sets]))
     evaluated = runner.invoke(app, ["evaluate", "--data-dir", str(data), *sets])
     figures = _last_json(evaluated)
@@ -86,8 +102,16 @@ def test_import_train_evaluate_promote_serve_without_ground_truth(tmp_path, monk
 
     # Serve whatever the registry now says: the champion, or (not promoted) the rule policy, flagged.
     serving_yaml = tmp_path / "serving.yaml"
-    serving_yaml.write_text(json.dumps({"audit_url": f"sqlite:///{tmp_path / 'audit.db'}", "tracking_uri": f"sqlite:///{tmp_path}/mlflow.db",
-                                        "require_auth": True, "require_model": bool(decision["promoted"])}))
+    serving_yaml.write_text(
+        json.dumps(
+            {
+                "audit_url": f"sqlite:///{tmp_path / 'audit.db'}",
+                "tracking_uri": f"sqlite:///{tmp_path}/mlflow.db",
+                "require_auth": True,
+                "require_model": bool(decision["promoted"]),
+            }
+        )
+    )
     os.environ["NBA_API_KEYS"] = f"e2e:{KEY}"
     port = free_port()
     proc = serve_process(serving_yaml, {}, "127.0.0.1", port, quiet=True)

@@ -97,3 +97,29 @@ def test_exit_code_is_the_childs_when_no_signal(tmp_path: Path) -> None:
         proc.wait()
     assert guard.signum is None and guard.exit_code == 3
     assert signal.getsignal(signal.SIGTERM) is before, "the parent's own handlers come back on leaving"
+
+
+def test_stop_group_reaches_workers_in_sessions_of_their_own(tmp_path) -> None:
+    """BentoML's arbiter (circus) starts each worker with setsid: signals to the server's group miss them, stop_group must not."""
+    from nba.servers import kill_tree
+
+    server = (
+        "import subprocess, sys, time\n"
+        "w = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)'], start_new_session=True)\n"
+        "open(sys.argv[1], 'w').write(f'{w.pid}\\n')\n"
+        "time.sleep(600)\n"
+    )
+    for stop in (stop_group, kill_tree):
+        pidfile = tmp_path / f"{stop.__name__}.worker"
+        proc = subprocess.Popen([sys.executable, "-c", server, str(pidfile)], start_new_session=True)
+        deadline = time.time() + 20
+        while not (pidfile.exists() and pidfile.read_text().endswith("\n")) and time.time() < deadline:
+            time.sleep(0.05)
+        worker = int(pidfile.read_text())
+        assert os.getpgid(worker) != os.getpgid(proc.pid)  # out of reach of killpg
+        stop(proc)
+        proc.wait(timeout=10)
+        deadline = time.time() + 10
+        while _alive(worker) and time.time() < deadline:
+            time.sleep(0.05)
+        assert not _alive(worker), f"{stop.__name__} left the worker running"

@@ -17,7 +17,7 @@ def test_simulated_data_source_writes_a_valid_contract_dataset(tmp_path) -> None
     issues, _ = validate_dataset(tmp_path / "d")
     assert not [i for i in issues if getattr(i, "severity", "error") == "error"]
     # start_date reaches the simulator (its default is 2025-01-06); local UTC+8 mornings may fall on the 2nd in UTC.
-    assert read_frame(tmp_path / "d", "touchpoints")["ts"].min() >= dt.datetime(2025, 3, 2, 12, tzinfo=dt.timezone.utc)
+    assert read_frame(tmp_path / "d", "touchpoints")["ts"].min() >= dt.datetime(2025, 3, 2, 12, tzinfo=dt.UTC)
 
 
 def test_each_stage_gets_what_it_may_not_import() -> None:

@@ -63,6 +63,5 @@ def test_redis_database_is_held_for_the_run(_redis_db: int) -> None:
 
     lock = Path(tempfile.gettempdir()) / f"nba-test-redis-6379-db{_redis_db}.lock"  # tests/conftest.py's lock for this database
     assert lock.exists()
-    code = ("import fcntl, sys\nh = open(sys.argv[1], 'w')\ntry:\n    fcntl.flock(h, fcntl.LOCK_EX | fcntl.LOCK_NB)\nexcept OSError:\n"
-            "    sys.exit(3)\n")
+    code = "import fcntl, sys\nh = open(sys.argv[1], 'w')\ntry:\n    fcntl.flock(h, fcntl.LOCK_EX | fcntl.LOCK_NB)\nexcept OSError:\n    sys.exit(3)\n"
     assert subprocess.run([sys.executable, "-c", code, str(lock)], timeout=30).returncode == 3

@@ -114,13 +114,28 @@ def test_column_wise_insert_reads_back_like_row_wise(trail: AuditTrail) -> None:
 
     start = T0 + timedelta(days=1)
     ns = np.array([int(start.timestamp()) * 10**9] * 2, dtype=np.int64)
-    n = trail.record_columns({
-        "suggestion_id": np.array(["C1", "C2"], dtype=object), "request_id": "R9", "hcp_id": ["H1", "H1"], "rep_id": None, "as_of": T0,
-        "rank": np.array([1, 2]), "channel": np.array(["visit", "email"], dtype=object), "content_id": [None, "C001"],
-        "window_start": ns, "window_end": ns + 4 * 3600 * 10**9, "expected_response": np.array([0.4, 0.2]), "propensity": np.array([1.0, 0.9]),
-        "policy": "model", "model_version": "m/1", "degraded": np.array([False, False]),
-        "features_json": ['{"seq_len":3}', shared_features("C1")], "rules_json": "[]", "reasons_json": ["[]", "[]"],
-    })
+    n = trail.record_columns(
+        {
+            "suggestion_id": np.array(["C1", "C2"], dtype=object),
+            "request_id": "R9",
+            "hcp_id": ["H1", "H1"],
+            "rep_id": None,
+            "as_of": T0,
+            "rank": np.array([1, 2]),
+            "channel": np.array(["visit", "email"], dtype=object),
+            "content_id": [None, "C001"],
+            "window_start": ns,
+            "window_end": ns + 4 * 3600 * 10**9,
+            "expected_response": np.array([0.4, 0.2]),
+            "propensity": np.array([1.0, 0.9]),
+            "policy": "model",
+            "model_version": "m/1",
+            "degraded": np.array([False, False]),
+            "features_json": ['{"seq_len":3}', shared_features("C1")],
+            "rules_json": "[]",
+            "reasons_json": ["[]", "[]"],
+        }
+    )
     trail.record_suggestions([_suggestion(1)])  # the row-wise path, same window
     df = trail.read("suggestions").set_index("suggestion_id")
     assert n == 2 and len(df) == 3
@@ -131,9 +146,22 @@ def test_column_wise_insert_reads_back_like_row_wise(trail: AuditTrail) -> None:
     assert df.loc["C2", "features_json"] == '{"seq_len":3}'
     assert trail.suggestion("C2")["features"] == {"seq_len": 3}
     with pytest.raises(ValueError, match="propensity"):
-        trail.record_columns({**{c: None for c in ("rep_id",)}, "suggestion_id": ["C3"], "request_id": "R9", "hcp_id": ["H1"], "as_of": T0,
-                              "rank": [1], "channel": ["visit"], "policy": "model", "degraded": [False], "features_json": ["{}"],
-                              "rules_json": "[]", "reasons_json": "[]"})
+        trail.record_columns(
+            {
+                **{c: None for c in ("rep_id",)},
+                "suggestion_id": ["C3"],
+                "request_id": "R9",
+                "hcp_id": ["H1"],
+                "as_of": T0,
+                "rank": [1],
+                "channel": ["visit"],
+                "policy": "model",
+                "degraded": [False],
+                "features_json": ["{}"],
+                "rules_json": "[]",
+                "reasons_json": "[]",
+            }
+        )
 
 
 def pd_ts(v):
@@ -218,15 +246,21 @@ def test_a_trail_of_the_previous_version_is_upgraded_in_place(tmp_path: Path) ->
     url = f"sqlite:///{tmp_path / 'audit.db'}"
     engine = sa.create_engine(url)
     with engine.begin() as conn:
-        conn.exec_driver_sql("CREATE TABLE suggestions (suggestion_id VARCHAR(64) PRIMARY KEY, request_id VARCHAR(64) NOT NULL, hcp_id VARCHAR(64) NOT NULL, "
-                             "rep_id VARCHAR(64), created_at DATETIME NOT NULL, as_of DATETIME NOT NULL, rank INTEGER NOT NULL, channel VARCHAR(32) NOT NULL, "
-                             "content_id VARCHAR(64), window_start DATETIME, window_end DATETIME, expected_response FLOAT, propensity FLOAT NOT NULL, "
-                             "policy VARCHAR(16) NOT NULL, model_version VARCHAR(64), degraded BOOLEAN NOT NULL, features_json TEXT NOT NULL, "
-                             "rules_json TEXT NOT NULL, reasons_json TEXT NOT NULL)")
-        conn.exec_driver_sql("CREATE TABLE feedback (feedback_id VARCHAR(64) PRIMARY KEY, suggestion_id VARCHAR(64) NOT NULL, hcp_id VARCHAR(64) NOT NULL, "
-                             "rep_id VARCHAR(64), ts DATETIME NOT NULL, received_at DATETIME NOT NULL, outcome VARCHAR(32) NOT NULL, reason VARCHAR(32))")
-        conn.exec_driver_sql("INSERT INTO suggestions VALUES ('OLD', 'R0', 'H1', NULL, '2026-03-01 09:00:00.000000', '2026-03-01 09:00:00.000000', 1, "
-                             "'visit', NULL, NULL, NULL, NULL, 1.0, 'model', NULL, 0, '{}', '[]', '[]')")
+        conn.exec_driver_sql(
+            "CREATE TABLE suggestions (suggestion_id VARCHAR(64) PRIMARY KEY, request_id VARCHAR(64) NOT NULL, hcp_id VARCHAR(64) NOT NULL, "
+            "rep_id VARCHAR(64), created_at DATETIME NOT NULL, as_of DATETIME NOT NULL, rank INTEGER NOT NULL, channel VARCHAR(32) NOT NULL, "
+            "content_id VARCHAR(64), window_start DATETIME, window_end DATETIME, expected_response FLOAT, propensity FLOAT NOT NULL, "
+            "policy VARCHAR(16) NOT NULL, model_version VARCHAR(64), degraded BOOLEAN NOT NULL, features_json TEXT NOT NULL, "
+            "rules_json TEXT NOT NULL, reasons_json TEXT NOT NULL)"
+        )
+        conn.exec_driver_sql(
+            "CREATE TABLE feedback (feedback_id VARCHAR(64) PRIMARY KEY, suggestion_id VARCHAR(64) NOT NULL, hcp_id VARCHAR(64) NOT NULL, "
+            "rep_id VARCHAR(64), ts DATETIME NOT NULL, received_at DATETIME NOT NULL, outcome VARCHAR(32) NOT NULL, reason VARCHAR(32))"
+        )
+        conn.exec_driver_sql(
+            "INSERT INTO suggestions VALUES ('OLD', 'R0', 'H1', NULL, '2026-03-01 09:00:00.000000', '2026-03-01 09:00:00.000000', 1, "
+            "'visit', NULL, NULL, NULL, NULL, 1.0, 'model', NULL, 0, '{}', '[]', '[]')"
+        )
     engine.dispose()
     from serving.audit import AuditTrailMissing
 
@@ -269,9 +303,11 @@ def test_workers_starting_together_create_one_trail(backend: str, tmp_path: Path
     import time
 
     # Each process imports first, then waits for one shared instant, so the schema creations overlap.
-    code = ("import sys, time; from serving.audit import AuditTrail\n"
-            "while time.time() < float(sys.argv[3]): pass\n"
-            "t = AuditTrail(sys.argv[1]); t.mark_undelivered(sys.argv[2]); t.close()")
+    code = (
+        "import sys, time; from serving.audit import AuditTrail\n"
+        "while time.time() < float(sys.argv[3]): pass\n"
+        "t = AuditTrail(sys.argv[1]); t.mark_undelivered(sys.argv[2]); t.close()"
+    )
     root = Path(__file__).resolve().parents[2]
     start = str(time.time() + 4)
     procs = [subprocess.Popen([sys.executable, "-c", code, url, f"R{i}", start], cwd=root, stderr=subprocess.PIPE) for i in range(4)]

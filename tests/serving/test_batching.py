@@ -59,8 +59,16 @@ class FakeEngine:
             raise RequestError("decision_date: past this HCP's week")
         time.sleep(self.delay_s)
         hcp = np.repeat(np.asarray(ids, dtype=object), 2)
-        return FakeSuggestions({"hcp_id": hcp, "rank": np.tile([1, 2], len(ids)), "request_id": np.repeat(np.asarray(rids, dtype=object), 2),
-                                "reasons": [[f"why {h}"] for h in hcp]}, "batch", no_suggestion=[h for h in ids if h.endswith("9")])
+        return FakeSuggestions(
+            {
+                "hcp_id": hcp,
+                "rank": np.tile([1, 2], len(ids)),
+                "request_id": np.repeat(np.asarray(rids, dtype=object), 2),
+                "reasons": [[f"why {h}"] for h in hcp],
+            },
+            "batch",
+            no_suggestion=[h for h in ids if h.endswith("9")],
+        )
 
 
 def _batcher(engine, **kw):
@@ -112,8 +120,9 @@ def test_a_callers_mistake_fails_only_that_caller() -> None:
     async def go():
         blocker = asyncio.ensure_future(batcher.submit("k", ["h0"], "r0"))
         await asyncio.sleep(0.005)
-        return await asyncio.gather(blocker, batcher.submit("k", ["h1"], "r1"), batcher.submit("k", ["bad"], "r2"),
-                                    batcher.submit("k", ["h3"], "r3"), return_exceptions=True)
+        return await asyncio.gather(
+            blocker, batcher.submit("k", ["h1"], "r1"), batcher.submit("k", ["bad"], "r2"), batcher.submit("k", ["h3"], "r3"), return_exceptions=True
+        )
 
     results = asyncio.run(go())
     assert isinstance(results[2], RequestError)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +21,7 @@ from serving.crm_formats import (
 )
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "crm"
-AS_OF = datetime(2026, 5, 1, 2, 0, tzinfo=timezone.utc)
+AS_OF = datetime(2026, 5, 1, 2, 0, tzinfo=UTC)
 POLICY = ExpiryPolicy(ttl_days=7, grace_days=2)
 CHANNELS = ["visit", "email", "wechat_push", "phone", "conference", "webinar", "wecom_1to1", "department_meeting"]
 
@@ -32,21 +32,38 @@ def table(n: int = 40, seed: int = 0) -> pd.DataFrame:
     start = pd.Series(pd.Timestamp(AS_OF) + pd.to_timedelta(rng.integers(1, 7 * 24, n), unit="h")).dt.floor("h")
     ev = rng.choice([0.12, 0.3, 0.3, 0.3, 0.55], n)  # ties, as the rule policy produces
     content = np.where(np.arange(n) % 3 == 0, None, [f"CNT-{i:03d}" for i in range(n)]).astype(object)
-    return pd.DataFrame({
-        "suggestion_id": [f"S{i:04d}" for i in range(n)], "hcp_id": [f"H{i // 2:03d}" for i in range(n)], "rep_id": "R01",
-        "rank": np.arange(n) % 2 + 1, "channel": [CHANNELS[i % len(CHANNELS)] for i in range(n)], "content_id": content,
-        "product_id": np.where(np.arange(n) % 5 == 0, None, "PRD-01").astype(object),
-        "title": [("Visit with a very long title " * 6)[: 30 + i * 3] for i in range(n)], "reason": ["model: likely to respond; " * 20] * n,
-        "expected_response": ev, "expected_value": ev * 2.5, "window_start_utc": start, "window_end_utc": start + pd.Timedelta(hours=4),
-        "timezone": np.where(np.arange(n) % 2 == 0, "Asia/Shanghai", "Asia/Urumqi"), "degraded": False, "model_version": "nba/3",
-    })[list(SUGGESTION_TABLE)]
+    return pd.DataFrame(
+        {
+            "suggestion_id": [f"S{i:04d}" for i in range(n)],
+            "hcp_id": [f"H{i // 2:03d}" for i in range(n)],
+            "rep_id": "R01",
+            "rank": np.arange(n) % 2 + 1,
+            "channel": [CHANNELS[i % len(CHANNELS)] for i in range(n)],
+            "content_id": content,
+            "product_id": np.where(np.arange(n) % 5 == 0, None, "PRD-01").astype(object),
+            "title": [("Visit with a very long title " * 6)[: 30 + i * 3] for i in range(n)],
+            "reason": ["model: likely to respond; " * 20] * n,
+            "expected_response": ev,
+            "expected_value": ev * 2.5,
+            "window_start_utc": start,
+            "window_end_utc": start + pd.Timedelta(hours=4),
+            "timezone": np.where(np.arange(n) % 2 == 0, "Asia/Shanghai", "Asia/Urumqi"),
+            "degraded": False,
+            "model_version": "nba/3",
+        }
+    )[list(SUGGESTION_TABLE)]
 
 
 def kind(value: str) -> str:
     """The kind of a CSV cell as a CRM loader reads it."""
-    patterns = [("date", r"\d{4}-\d{2}-\d{2}"), ("datetime_utc", r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?Z"),
-                ("datetime_offset", r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}[+-]\d{2}:\d{2}"), ("boolean", r"true|false"),
-                ("integer", r"-?\d+"), ("decimal", r"-?\d+\.\d+")]
+    patterns = [
+        ("date", r"\d{4}-\d{2}-\d{2}"),
+        ("datetime_utc", r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?Z"),
+        ("datetime_offset", r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}[+-]\d{2}:\d{2}"),
+        ("boolean", r"true|false"),
+        ("integer", r"-?\d+"),
+        ("decimal", r"-?\d+\.\d+"),
+    ]
     return next((k for k, p in patterns if re.fullmatch(p, value)), "text")
 
 
@@ -92,10 +109,13 @@ def test_generic_file_has_local_and_utc_windows_with_the_zone() -> None:
     assert out["window_start_local"].str.endswith("+08:00").any() and out["window_start_local"].str.endswith("+06:00").any()
 
 
-@pytest.mark.parametrize("fmt, files", [
-    ("veeva", {"": "veeva_suggestion__v.csv", "suggestion_tag__v": "veeva_suggestion_tag__v.csv"}),
-    ("salesforce", {"": "salesforce_Recommendation.csv", "TerritoryAcctRcmdAction": "salesforce_TerritoryAcctRcmdAction.csv"}),
-])
+@pytest.mark.parametrize(
+    "fmt, files",
+    [
+        ("veeva", {"": "veeva_suggestion__v.csv", "suggestion_tag__v": "veeva_suggestion_tag__v.csv"}),
+        ("salesforce", {"": "salesforce_Recommendation.csv", "TerritoryAcctRcmdAction": "salesforce_TerritoryAcctRcmdAction.csv"}),
+    ],
+)
 def test_exports_match_the_vendor_fixtures(fmt: str, files: dict[str, str], tmp_path: Path) -> None:
     from serving.batch import write_tables
 

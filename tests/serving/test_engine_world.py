@@ -36,7 +36,9 @@ def test_champion_scores_and_every_suggestion_is_audited(engine, world) -> None:
     from serving.messages import channel_name, with_article
 
     # The first reason is the likelihood band of a response to the suggested channel, never a percentage.
-    assert all(rs[0].endswith(f"likelihood of a response to {with_article(channel_name(ch, 'en'))}.") for ch, rs in zip(model_rows["channel"], model_rows["reasons"]))
+    assert all(
+        rs[0].endswith(f"likelihood of a response to {with_article(channel_name(ch, 'en'))}.") for ch, rs in zip(model_rows["channel"], model_rows["reasons"])
+    )
     # Only approved, unexpired content is suggested.
     approved = set(engine.reference.approved_content(AS_OF, engine.cfg.content_valid_days))
     assert set(f["content_id"].dropna()) <= approved
@@ -82,7 +84,11 @@ def test_lifecycle_block_and_request_channels(engine, world) -> None:
 
     no_conf = {lc: {"conference": 0.0} for lc in LIFECYCLES}
     cfg = engine.cfg.model_copy(update={"guardrails": engine.cfg.guardrails.model_copy(update={"lifecycle_weights": no_conf})})
-    f = Recommender(cfg, features_cfg=engine.features_cfg, store=engine.store, model=engine.model, reference=engine.reference).recommend(world.hcp_ids, k=3, as_of=AS_OF, record=False).frame
+    f = (
+        Recommender(cfg, features_cfg=engine.features_cfg, store=engine.store, model=engine.model, reference=engine.reference)
+        .recommend(world.hcp_ids, k=3, as_of=AS_OF, record=False)
+        .frame
+    )
     assert "conference" not in set(f["channel"])
     g = engine.recommend(world.hcp_ids[:10], k=2, channels=["email", "visit"], as_of=AS_OF, record=False).frame
     assert set(g["channel"]) <= {"email", "visit"}
@@ -100,7 +106,9 @@ def test_holdout_and_missing_model_use_the_rules(engine, world) -> None:
     f = rec.recommend(world.hcp_ids, as_of=AS_OF, record=False).frame
     held = f["policy"] == "holdout"
     assert held.mean() > 0.9 and np.allclose(f.loc[held, "propensity"], 1.0) and not f.loc[held, "degraded"].any()
-    no_model = Recommender(engine.cfg, features_cfg=engine.features_cfg, store=engine.store, model=None, model_error="none registered", reference=engine.reference)
+    no_model = Recommender(
+        engine.cfg, features_cfg=engine.features_cfg, store=engine.store, model=None, model_error="none registered", reference=engine.reference
+    )
     res = no_model.recommend(world.hcp_ids[:10], as_of=AS_OF, record=False)
     assert not no_model.ready and res.model_version is None
     assert set(res.frame["policy"]) <= {"fallback", "holdout"} and res.frame.loc[res.frame["policy"] == "fallback", "degraded"].all()
@@ -145,7 +153,9 @@ def test_feedback_is_idempotent_and_reaches_the_online_store(engine, world) -> N
     opened_before = int(get_online_features(engine.store, [hcp])["email_opened_90d"].iloc[0])
     email = engine.recommend([hcp], k=1, channels=["email"], as_of=AS_OF + timedelta(hours=5)).frame
     if len(email):
-        out = engine.feedback({"feedback_id": "fb-3", "suggestion_id": email["suggestion_id"].iloc[0], "outcome": "opened", "reason": None, "ts": AS_OF + timedelta(hours=6)})
+        out = engine.feedback(
+            {"feedback_id": "fb-3", "suggestion_id": email["suggestion_id"].iloc[0], "outcome": "opened", "reason": None, "ts": AS_OF + timedelta(hours=6)}
+        )
         assert out["pushed_online"], out
         after = get_online_features(engine.store, [hcp])
         assert int(after["email_opened_90d"].iloc[0]) == opened_before + 1

@@ -7,7 +7,7 @@ hours), independently of the masks the engine builds.
 
 from __future__ import annotations
 
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 
 import numpy as np
 import pandas as pd
@@ -19,7 +19,7 @@ from serving.engine import CONTENT_CHANNELS, Recommender, RequestError
 from serving.reference import ReferenceData
 
 C = len(CHANNELS)
-AS_OF = datetime(2026, 11, 23, 0, 0, tzinfo=timezone.utc)  # Monday 08:00 in Shanghai
+AS_OF = datetime(2026, 11, 23, 0, 0, tzinfo=UTC)  # Monday 08:00 in Shanghai
 ITEMS = [f"C{i:02d}" for i in range(12)]
 TOPICS = ["guideline", "clinical_data", "case_study"]
 WORK_DAYPARTS = {"07": "morning", "11": "midday", "14": "afternoon"}
@@ -27,16 +27,28 @@ WORK_DAYPARTS = {"07": "morning", "11": "midday", "14": "afternoon"}
 
 def reference(n: int, zones: tuple[str, ...] = ("Asia/Shanghai", "Asia/Urumqi")) -> ReferenceData:
     """HCPs in two time zones; content C00-C09 approved, C10-C11 expired (but still in HCPs' histories)."""
-    hcps = pd.DataFrame({
-        "hcp_id": [f"h{i}" for i in range(n)], "rep_id": "r1", "region": "east", "timezone": [zones[i % len(zones)] for i in range(n)],
-        "main_product_id": "P1", "segment": "A", "lifecycle": "growth",
-    }).set_index("hcp_id")
+    hcps = pd.DataFrame(
+        {
+            "hcp_id": [f"h{i}" for i in range(n)],
+            "rep_id": "r1",
+            "region": "east",
+            "timezone": [zones[i % len(zones)] for i in range(n)],
+            "main_product_id": "P1",
+            "segment": "A",
+            "lifecycle": "growth",
+        }
+    ).set_index("hcp_id")
     reps = pd.DataFrame({"rep_id": ["r1"], "visit_capacity_per_day": [6], "message_capacity_per_day": [30]}).set_index("rep_id")
     until = [AS_OF + timedelta(days=365)] * 10 + [AS_OF - timedelta(days=1)] * 2
-    content = pd.DataFrame({
-        "content_id": ITEMS, "product_id": "P1", "topic": [TOPICS[i % 3] for i in range(12)],
-        "approved_from": [AS_OF - timedelta(days=100 + i) for i in range(12)], "approved_until": until,
-    }).set_index("content_id")
+    content = pd.DataFrame(
+        {
+            "content_id": ITEMS,
+            "product_id": "P1",
+            "topic": [TOPICS[i % 3] for i in range(12)],
+            "approved_from": [AS_OF - timedelta(days=100 + i) for i in range(12)],
+            "approved_until": until,
+        }
+    ).set_index("content_id")
     return ReferenceData(hcps, reps, content)
 
 
@@ -270,9 +282,17 @@ def test_no_infeasible_action_ranks_first_with_the_champion(serving_cfg, world) 
         frame["lifecycle"] = rng.integers(0, len(LIFECYCLES), n)
         # Recent touches carry approved items the model likes, so the item rule has something to block.
         frame["seq_content_id"] = [np.where(rng.random(len(c)) < 0.7, rng.choice(approved, len(c)), c).astype(object) for c in frame["seq_content_id"]]
-        rec = Recommender(serving_cfg.model_copy(update={"guardrails": serving_cfg.guardrails.model_copy(update={
-            "lifecycle_weights": {"post_vbp": {"conference": 0.0}, "launch": {"email": 0.0}}})}),
-            features_cfg=base.features_cfg, store=base.store, model=base.model, reference=base.reference)
+        rec = Recommender(
+            serving_cfg.model_copy(
+                update={
+                    "guardrails": serving_cfg.guardrails.model_copy(update={"lifecycle_weights": {"post_vbp": {"conference": 0.0}, "launch": {"email": 0.0}}})
+                }
+            ),
+            features_cfg=base.features_cfg,
+            store=base.store,
+            model=base.model,
+            reference=base.reference,
+        )
         res = rec.recommend(world.hcp_ids, k=3, as_of=WORLD_AS_OF, record=False, features=frame)
         f = res.frame
         assert {"model", "holdout"} <= set(f["policy"])

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -12,13 +12,29 @@ from serving.audit import AuditTrail
 from serving.feedback_import import import_feedback
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "crm"
-T0 = datetime(2026, 5, 1, 2, 0, tzinfo=timezone.utc)
+T0 = datetime(2026, 5, 1, 2, 0, tzinfo=UTC)
 
 
 def served(i: int, hcp: str) -> dict:
-    return {"suggestion_id": f"NBA-S{i:04d}", "request_id": "nightly", "hcp_id": hcp, "rep_id": "R01", "as_of": T0, "rank": 1, "channel": "visit",
-            "content_id": None, "window_start": T0 + timedelta(days=1), "window_end": T0 + timedelta(days=1, hours=4), "expected_response": 0.4,
-            "propensity": 0.95, "policy": "model", "model_version": "nba/3", "features": {}, "rules": [], "reasons": ["model: likely"]}
+    return {
+        "suggestion_id": f"NBA-S{i:04d}",
+        "request_id": "nightly",
+        "hcp_id": hcp,
+        "rep_id": "R01",
+        "as_of": T0,
+        "rank": 1,
+        "channel": "visit",
+        "content_id": None,
+        "window_start": T0 + timedelta(days=1),
+        "window_end": T0 + timedelta(days=1, hours=4),
+        "expected_response": 0.4,
+        "propensity": 0.95,
+        "policy": "model",
+        "model_version": "nba/3",
+        "features": {},
+        "rules": [],
+        "reasons": ["model: likely"],
+    }
 
 
 @pytest.fixture()
@@ -29,8 +45,9 @@ def trail(tmp_path: Path):
     t.close()
 
 
-@pytest.mark.parametrize("source, name, created", [("veeva", "veeva_suggestion_feedback__v.csv", 4),
-                                                    ("salesforce", "salesforce_TerritoryAcctRcmdAction_export.csv", 3)])
+@pytest.mark.parametrize(
+    "source, name, created", [("veeva", "veeva_suggestion_feedback__v.csv", 4), ("salesforce", "salesforce_TerritoryAcctRcmdAction_export.csv", 3)]
+)
 def test_import_stores_once_and_pushes_each_hcp_once(trail: AuditTrail, source: str, name: str, created: int) -> None:
     pushed: list[str] = []
     parsed = parse_feedback(FIXTURES / name, source)
@@ -119,12 +136,16 @@ def test_round_trip_vault_export_feedback_reaches_the_online_store(world, servin
         rec.audit.close()
     vault = pd.read_csv(tmp_path / "nightly.csv", dtype=str).set_index("account__v")
     kinds = {hcps[0]: ("dismiss__v", "Bad timing"), hcps[1]: ("mark_as_complete__v", "")}
-    rows = [f"V7X00000000{i},{vault.loc[h, 'suggestion_external_id__v']},{kinds[h][0]},{(AS_OF + timedelta(hours=3 + i)).strftime('%Y-%m-%dT%H:%M:%S.000Z')},"
-            f"{kinds[h][1]}" for i, h in enumerate(hcps)]
+    rows = [
+        f"V7X00000000{i},{vault.loc[h, 'suggestion_external_id__v']},{kinds[h][0]},{(AS_OF + timedelta(hours=3 + i)).strftime('%Y-%m-%dT%H:%M:%S.000Z')},"
+        f"{kinds[h][1]}"
+        for i, h in enumerate(hcps)
+    ]
     export = tmp_path / "suggestion_feedback__v.csv"
     export.write_text("id,suggestion__vr.suggestion_external_id__v,object_type__vr.api_name__v,created_date__v,dismiss_reason__c\n" + "\n".join(rows) + "\n")
-    res = CliRunner().invoke(app, ["feedback", "import", str(export), "--source", "veeva", "--config", str(world.serving_yaml),
-                                   "--set", f"audit_url={serving_cfg.audit_url}"])
+    res = CliRunner().invoke(
+        app, ["feedback", "import", str(export), "--source", "veeva", "--config", str(world.serving_yaml), "--set", f"audit_url={serving_cfg.audit_url}"]
+    )
     assert res.exit_code == 0, res.output
     summary = json.loads(res.stdout.strip().splitlines()[-1])
     assert summary["created"] == 2 and summary["pushed_hcps"] == 2, summary

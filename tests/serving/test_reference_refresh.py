@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pandas as pd
@@ -14,26 +14,47 @@ from serving.config import ServingConfig
 from serving.engine import Recommender
 from serving.reference import LiveReference, ReferenceData
 
-NOW = datetime.now(timezone.utc).replace(microsecond=0)
+NOW = datetime.now(UTC).replace(microsecond=0)
 REFRESH_S = 0.2
 HCPS = [f"h{i}" for i in range(6)]
 
 
 def _tables(until_c1: datetime, owner_h0: str = "r1") -> dict[str, pd.DataFrame]:
-    hcps = pd.DataFrame({
-        "hcp_id": HCPS, "hospital_id": "x1", "hospital_tier": "tertiary_a", "department": "cardiology", "title": "resident",
-        "is_kol": False, "rep_id": [owner_h0, *["r1"] * (len(HCPS) - 1)], "region": "east", "timezone": "Asia/Shanghai",
-        "main_product_id": "p1", "beds": 10, "potential_boxes_month": 50.0, "support_share": 0.2, "segment": "A",
-        "profile_completeness": 0.9, **{f"consent_{c}": True for c in CHANNELS},
-    })
+    hcps = pd.DataFrame(
+        {
+            "hcp_id": HCPS,
+            "hospital_id": "x1",
+            "hospital_tier": "tertiary_a",
+            "department": "cardiology",
+            "title": "resident",
+            "is_kol": False,
+            "rep_id": [owner_h0, *["r1"] * (len(HCPS) - 1)],
+            "region": "east",
+            "timezone": "Asia/Shanghai",
+            "main_product_id": "p1",
+            "beds": 10,
+            "potential_boxes_month": 50.0,
+            "support_share": 0.2,
+            "segment": "A",
+            "profile_completeness": 0.9,
+            **{f"consent_{c}": True for c in CHANNELS},
+        }
+    )
     products = pd.DataFrame({"product_id": ["p1"], "therapeutic_area": ["cardiology"], "lifecycle": ["growth"]})
     reps = pd.DataFrame({"rep_id": ["r1", "r2"], "region": "east", "rep_type": "chronic", "visit_capacity_per_day": 8, "message_capacity_per_day": 50})
-    content = pd.DataFrame({
-        "content_id": ["c1", "c2"], "product_id": "p1", "topic": ["guideline", "case_study"], "content_type": "article",
-        "form": "long_read", "approval_code": ["MLR-1", "MLR-2"],
-        # c1 is the newest approval, so the rules pick it first while it is approved.
-        "approved_from": [NOW - timedelta(days=10), NOW - timedelta(days=40)], "approved_until": [until_c1, NOW + timedelta(days=200)],
-    })
+    content = pd.DataFrame(
+        {
+            "content_id": ["c1", "c2"],
+            "product_id": "p1",
+            "topic": ["guideline", "case_study"],
+            "content_type": "article",
+            "form": "long_read",
+            "approval_code": ["MLR-1", "MLR-2"],
+            # c1 is the newest approval, so the rules pick it first while it is approved.
+            "approved_from": [NOW - timedelta(days=10), NOW - timedelta(days=40)],
+            "approved_until": [until_c1, NOW + timedelta(days=200)],
+        }
+    )
     return {"products": products, "reps": reps, "hcps": hcps, "content": content}
 
 
@@ -47,9 +68,17 @@ def _write(data_dir: Path, tables: dict[str, pd.DataFrame]) -> None:
 
 def _features() -> pd.DataFrame:
     """Online features of HCPs with every consent and no recent contact."""
-    cols = {"hcp_id": HCPS, **{f"consent_{ch}": True for ch in CHANNELS}, **{f"days_since_last_{ch}": 365.0 for ch in CHANNELS},
-            **{f"{ch}_{kind}_{w}": 0 for ch in CHANNELS for kind in ("sent", "opened", "forwarded") for w in ("7d", "30d", "90d")},
-            "favourited_30d": 0, "wecom_1to1_replied_30d": 0, "consecutive_unopened_pushes": 0, "lifecycle": 1, "potential_boxes_month": 50.0}
+    cols = {
+        "hcp_id": HCPS,
+        **{f"consent_{ch}": True for ch in CHANNELS},
+        **{f"days_since_last_{ch}": 365.0 for ch in CHANNELS},
+        **{f"{ch}_{kind}_{w}": 0 for ch in CHANNELS for kind in ("sent", "opened", "forwarded") for w in ("7d", "30d", "90d")},
+        "favourited_30d": 0,
+        "wecom_1to1_replied_30d": 0,
+        "consecutive_unopened_pushes": 0,
+        "lifecycle": 1,
+        "potential_boxes_month": 50.0,
+    }
     return pd.DataFrame(cols)
 
 

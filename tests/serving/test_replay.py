@@ -146,10 +146,16 @@ def test_suggestions_never_break_the_changed_rules_checked_independently(setup) 
     from serving.replay import decision_state, replay_config, suggestion_rules
 
     cfg, model, reference, logs = setup
-    strict = _with(cfg, weekly_caps={**cfg.guardrails.weekly_caps, "wecom_1to1": 1, "visit": 1},
-                   lifecycle_weights={stage: {"webinar": 0.0, "email": 0.5} for stage in LIFECYCLES},
-                   window_rules=[WindowRuleConfig(channel="visit", days=21, max=1), WindowRuleConfig(channel="phone", days=14, max=1),
-                                 WindowRuleConfig(scope="item", days=90, max=1)])
+    strict = _with(
+        cfg,
+        weekly_caps={**cfg.guardrails.weekly_caps, "wecom_1to1": 1, "visit": 1},
+        lifecycle_weights={stage: {"webinar": 0.0, "email": 0.5} for stage in LIFECYCLES},
+        window_rules=[
+            WindowRuleConfig(channel="visit", days=21, max=1),
+            WindowRuleConfig(channel="phone", days=14, max=1),
+            WindowRuleConfig(scope="item", days=90, max=1),
+        ],
+    )
     channels = [ch for ch in CHANNELS if ch != "conference"]
     out = replay_config(strict, model, reference, logs, channels=channels)
     s = out.suggestions
@@ -191,16 +197,24 @@ def test_cli_prints_a_table_and_one_json_line_and_fails_in_one_line(world, full_
     from nba.cli import app
 
     runner = CliRunner()
-    res = runner.invoke(app, ["replay", "--config", str(full_yaml), "--set", "guardrails.weekly_caps.visit=0", "--weeks", "3", "--n-boot", "50",
-                              "--data-dir", str(world.data_dir)])
+    res = runner.invoke(
+        app,
+        ["replay", "--config", str(full_yaml), "--set", "guardrails.weekly_caps.visit=0", "--weeks", "3", "--n-boot", "50", "--data-dir", str(world.data_dir)],
+    )
     assert res.exit_code == 0, res.output
     lines = res.stdout.strip().splitlines()
     figures = json.loads(lines[-1])
     assert any(line.startswith("suggestions per rep per day, mean") for line in lines[:-1])
     assert figures["weeks_count"] == 3 and figures["changes"] == ["guardrails.weekly_caps.visit=0"]
     assert figures["changed_channel_share_visit"] == 0.0 < figures["baseline_channel_share_visit"]
-    for key in ("baseline_suggestions_per_rep_day_mean", "changed_ope_dr_value", "delta_ope_dr_value", "changed_logged_touches_blocked_share",
-                "changed_suggestion_violations_count", "baseline_ope_verdict"):
+    for key in (
+        "baseline_suggestions_per_rep_day_mean",
+        "changed_ope_dr_value",
+        "delta_ope_dr_value",
+        "changed_logged_touches_blocked_share",
+        "changed_suggestion_violations_count",
+        "baseline_ope_verdict",
+    ):
         assert key in figures
     assert figures["changed_suggestion_violations_count"] == 0 and figures["missing_rule_columns"] == []
     assert figures["changed_logged_touches_blocked_frequency_count"] >= figures["baseline_logged_touches_blocked_frequency_count"]

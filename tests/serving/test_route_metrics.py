@@ -54,8 +54,16 @@ def _count(route: str, status: str) -> float:
 
 def test_each_request_counts_once_under_its_route_and_status() -> None:
     app = RouteMetrics(StatusApp())
-    calls = [("/recommend", "200")] * 3 + [("/recommend", "422")] * 2 + [("/plan", "200")] * 2 + [("/feedback", "409")] + \
-            [("/feedback", "200")] + [("/nope", "401")] * 4 + [("/recommend", "raise")] + [("/recommend", "none")]
+    calls = (
+        [("/recommend", "200")] * 3
+        + [("/recommend", "422")] * 2
+        + [("/plan", "200")] * 2
+        + [("/feedback", "409")]
+        + [("/feedback", "200")]
+        + [("/nope", "401")] * 4
+        + [("/recommend", "raise")]
+        + [("/recommend", "none")]
+    )
     expected: dict[tuple[str, str], int] = {}
     for path, status in calls:
         code = {"raise": "500", "none": "499"}.get(status, status)

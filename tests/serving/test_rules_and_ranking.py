@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import numpy as np
 import pandas as pd
@@ -108,7 +108,7 @@ def test_contact_state_reads_streaks_and_caps_from_features() -> None:
 
 
 def test_windows_are_the_next_local_slot_not_yet_over() -> None:
-    monday_noon_utc = datetime(2026, 11, 23, 4, 0, tzinfo=timezone.utc)  # 12:00 in Shanghai
+    monday_noon_utc = datetime(2026, 11, 23, 4, 0, tzinfo=UTC)  # 12:00 in Shanghai
     start, end, s_iso, e_iso = next_windows(monday_noon_utc, np.array(["Asia/Shanghai"] * 3 + ["Asia/Urumqi"]), np.array([0, 0, 2, 0]), np.array([0, 1, 2, 0]))
     assert s_iso[0] == "2026-11-30T07:00:00+08:00"  # Monday morning is over: next week
     assert s_iso[1] == "2026-11-23T11:00:00+08:00" and e_iso[1] == "2026-11-23T14:00:00+08:00"  # midday still running
@@ -141,12 +141,20 @@ def _engine_world(n: int, seed: int):
     for c, v in seq.items():
         f[c] = pd.Series(v, index=f.index, dtype=object)
     f["seq_len"], f["days_since_last_touch"] = lengths, rng.random(n) * 3
-    hcps = pd.DataFrame({"hcp_id": f["hcp_id"], "rep_id": "r1", "region": "east", "timezone": "Asia/Shanghai", "main_product_id": "P1",
-                         "segment": "A", "lifecycle": "growth"}).set_index("hcp_id")
+    hcps = pd.DataFrame(
+        {"hcp_id": f["hcp_id"], "rep_id": "r1", "region": "east", "timezone": "Asia/Shanghai", "main_product_id": "P1", "segment": "A", "lifecycle": "growth"}
+    ).set_index("hcp_id")
     reps = pd.DataFrame({"rep_id": ["r1"], "visit_capacity_per_day": [8], "message_capacity_per_day": [30]}).set_index("rep_id")
     topics = ["clinical_data", "guideline", "case_study", "disease_info"] * 2
-    content = pd.DataFrame({"content_id": [f"c{i}" for i in range(8)], "product_id": ["P1"] * 4 + ["P2"] * 4, "topic": topics,
-                            "approved_from": pd.Timestamp("2026-01-01", tz="UTC"), "approved_until": pd.Timestamp("2027-01-01", tz="UTC")}).set_index("content_id")
+    content = pd.DataFrame(
+        {
+            "content_id": [f"c{i}" for i in range(8)],
+            "product_id": ["P1"] * 4 + ["P2"] * 4,
+            "topic": topics,
+            "approved_from": pd.Timestamp("2026-01-01", tz="UTC"),
+            "approved_until": pd.Timestamp("2027-01-01", tz="UTC"),
+        }
+    ).set_index("content_id")
     cfg = ServingConfig(require_model=False)
     cfg = cfg.model_copy(update={"exploration": cfg.exploration.model_copy(update={"holdout_share": 0.5})})
     return Recommender(cfg, reference=ReferenceData(hcps, reps, content)), f
@@ -158,7 +166,7 @@ def test_served_rule_suggestions_keep_working_hours_fresh_content_and_their_reas
     from features.rules import CHANNEL_LABELS
 
     rec, f = _engine_world(60, seed=4)
-    res = rec.recommend(list(f["hcp_id"]), k=3, as_of=datetime(2026, 11, 23, 4, tzinfo=timezone.utc), features=f, record=False)
+    res = rec.recommend(list(f["hcp_id"]), k=3, as_of=datetime(2026, 11, 23, 4, tzinfo=UTC), features=f, record=False)
     fr = res.frame
     assert set(fr["policy"]) == {"holdout", "fallback"}
     start = pd.to_datetime(fr["window_start_local"].str.slice(0, 19))

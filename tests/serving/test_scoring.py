@@ -37,8 +37,14 @@ def test_serving_scores_follow_the_training_decision_rule(serving_cfg, world) ->
     mask = bundle_item_mask(bundle, torch.from_numpy(bundle.vocab.mask(approved)))
     assert mask.dim() == 3 and not mask.all(), "the simulator's catalogue does not suit every type to every channel"
     # Evaluation's rule: visits and calls only in working-hour slots.
-    ref = recommend(bundle.model, batch, content_mask=mask, slot_allowed=torch.from_numpy(working_hours_slots()),
-                    contentless=torch.from_numpy(bundle.contentless), calibrator=bundle.calibrator)
+    ref = recommend(
+        bundle.model,
+        batch,
+        content_mask=mask,
+        slot_allowed=torch.from_numpy(working_hours_slots()),
+        contentless=torch.from_numpy(bundle.contentless),
+        calibrator=bundle.calibrator,
+    )
     best = got.prob.argmax(1)
     rows = np.arange(40)
     # The greedy channel, its content and slot, and its calibrated expected response are training's.

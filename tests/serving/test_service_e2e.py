@@ -156,7 +156,13 @@ def test_openapi_documents_the_planning_horizon(server) -> None:
 def test_feedback_twice_is_idempotent(server, world) -> None:
     _, body = call(server, "/recommend", {"hcp_ids": [world.hcp_ids[3]], "k": 1, "as_of": AS_OF.isoformat()})
     sid = body["results"][0]["suggestions"][0]["suggestion_id"]
-    item = {"feedback_id": "e2e-fb-1", "suggestion_id": sid, "outcome": "dismissed", "reason": "wrong_time", "ts": (AS_OF + timedelta(minutes=1)).isoformat()}  # within the clock skew of the sandbox clock
+    item = {
+        "feedback_id": "e2e-fb-1",
+        "suggestion_id": sid,
+        "outcome": "dismissed",
+        "reason": "wrong_time",
+        "ts": (AS_OF + timedelta(minutes=1)).isoformat(),
+    }  # within the clock skew of the sandbox clock
     s1, b1 = call(server, "/feedback", item)
     s2, b2 = call(server, "/feedback", item)
     assert (s1, b1["created"], b1["pushed_online"]) == (200, True, True), b1

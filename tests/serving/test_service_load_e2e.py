@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import signal
 import socket
 import sqlite3
 import string
@@ -32,8 +31,11 @@ def server(world, tmp_path_factory):
     root = tmp_path_factory.mktemp("load-e2e")
     os.environ["NBA_API_KEYS"] = f"load:{KEY}"
     port = free_port()
-    overrides = {"audit_url": f"sqlite:///{root / 'audit.db'}", "workers": 2,
-                 "admission": {"max_in_flight": 1, "max_queue": 0, "queue_timeout_ms": 0, "retry_after_s": 2}}
+    overrides = {
+        "audit_url": f"sqlite:///{root / 'audit.db'}",
+        "workers": 2,
+        "admission": {"max_in_flight": 1, "max_queue": 0, "queue_timeout_ms": 0, "retry_after_s": 2},
+    }
     proc = serve_process(world.serving_yaml, overrides, "127.0.0.1", port, quiet=True)
     base = f"http://127.0.0.1:{port}"
     try:
@@ -100,8 +102,7 @@ def test_counts_per_route_and_status_are_exact_across_workers(server, world, bus
     note("/recommend", request(base, "/recommend", {"hcp_ids": world.hcp_ids[:1]}, key=None)[0])
     for _ in range(2):
         note("/plan", request(base, "/plan", {"rep_id": busy_rep, "date": AS_OF.date().isoformat()})[0])
-    item = {"feedback_id": "load-e2e-fb", "suggestion_id": sid, "outcome": "accepted", "reason": None,
-            "ts": (AS_OF - timedelta(minutes=1)).isoformat()}
+    item = {"feedback_id": "load-e2e-fb", "suggestion_id": sid, "outcome": "accepted", "reason": None, "ts": (AS_OF - timedelta(minutes=1)).isoformat()}
     note("/feedback", request(base, "/feedback", item)[0])
     note("/feedback", request(base, "/feedback", {**item, "feedback_id": "load-e2e-fb-2", "suggestion_id": "never-served"})[0])
     for path in ("/nope", "/recommend/extra", "/admin/x"):
@@ -152,8 +153,9 @@ def test_audit_rows_equal_delivered_suggestions_when_callers_hang_up(server, wor
     port = server["port"]
     start_rows, start_delivered = audit_rows(server["audit"]), len(server["delivered"])
     body = json.dumps({"hcp_ids": world.hcp_ids[5:8], "as_of": AS_OF.isoformat()}).encode()
-    head = (f"POST /recommend HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nX-API-Key: {KEY}\r\n"
-            f"Content-Length: {len(body)}\r\n\r\n").encode()
+    head = (
+        f"POST /recommend HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nX-API-Key: {KEY}\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode()
     for delay in (0.0, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1):
         socks = []
         for _ in range(3):
@@ -195,7 +197,7 @@ def _read_response(sock) -> tuple[int, dict, dict | None]:
     f = sock.makefile("rb")
     status = int(f.readline().split()[1])
     headers = {}
-    while (line := f.readline().strip()):
+    while line := f.readline().strip():
         k, v = line.decode().split(":", 1)
         headers[k.lower()] = v.strip()
     raw = f.read(int(headers.get("content-length", 0)))

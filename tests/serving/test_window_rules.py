@@ -33,26 +33,42 @@ def _history(rows: list[list[tuple[str, str, float]]], last: list[float] | None 
         seq_content.append(np.array([cid for _, cid, _ in touches], dtype=object))
         seq_gap.append(np.array([g for *_, g in touches], dtype=np.float32))
         seq_resp.append(np.zeros(len(touches), dtype=np.int64))
-    return pd.DataFrame({"hcp_id": [f"h{i}" for i in range(len(rows))], "seq_channel": seq_channel, "seq_content_id": seq_content,
-                         "seq_gap_days": seq_gap, "seq_response": seq_resp,
-                         "days_since_last_touch": np.asarray(last if last is not None else [0.0] * len(rows), dtype=np.float32)})
+    return pd.DataFrame(
+        {
+            "hcp_id": [f"h{i}" for i in range(len(rows))],
+            "seq_channel": seq_channel,
+            "seq_content_id": seq_content,
+            "seq_gap_days": seq_gap,
+            "seq_response": seq_resp,
+            "days_since_last_touch": np.asarray(last if last is not None else [0.0] * len(rows), dtype=np.float32),
+        }
+    )
 
 
 def _state(frame: pd.DataFrame, **kw) -> ContactState:
     n = len(frame)
     w = window_state(recent_contacts(frame), POLICY, **kw)
-    return ContactState(consent=np.ones((n, C), bool), sent_7d=np.zeros((n, C), np.int64), unanswered_streak=np.zeros((n, C), np.int64),
-                        days_since_last=np.full((n, C), np.inf), lifecycle=np.array(["growth"] * n, dtype=object), window=w)
+    return ContactState(
+        consent=np.ones((n, C), bool),
+        sent_7d=np.zeros((n, C), np.int64),
+        unanswered_streak=np.zeros((n, C), np.int64),
+        days_since_last=np.full((n, C), np.inf),
+        lifecycle=np.array(["growth"] * n, dtype=object),
+        window=w,
+    )
 
 
 def test_channel_window_blocks_and_explains_with_the_days() -> None:
     # Ages: the last touch is 2 days old, earlier ones add the gaps after them.
-    frame = _history([
-        [("conference", "", 0.0), ("email", "C1", 21.0)],  # conference 23 days ago
-        [("conference", "", 0.0), ("email", "C1", 70.0)],  # conference 72 days ago: allowed again
-        [("department_meeting", "", 0.0), ("email", "C2", 23.0)],  # meeting 25 days ago: the 21-day rule passes
-        [("department_meeting", "", 0.0), ("email", "C2", 10.0)],  # meeting 12 days ago
-    ], last=[2.0, 2.0, 2.0, 2.0])
+    frame = _history(
+        [
+            [("conference", "", 0.0), ("email", "C1", 21.0)],  # conference 23 days ago
+            [("conference", "", 0.0), ("email", "C1", 70.0)],  # conference 72 days ago: allowed again
+            [("department_meeting", "", 0.0), ("email", "C2", 23.0)],  # meeting 25 days ago: the 21-day rule passes
+            [("department_meeting", "", 0.0), ("email", "C2", 10.0)],  # meeting 12 days ago
+        ],
+        last=[2.0, 2.0, 2.0, 2.0],
+    )
     state = _state(frame)
     r = apply_guardrails(state, np.arange(C), np.ones(C, bool), POLICY)
     assert r.blocked_by["window"][:, CONF].tolist() == [True, False, False, False]
@@ -79,10 +95,13 @@ def test_counting_rules_use_aggregates_the_short_sequence_dropped() -> None:
 
 
 def test_item_window_blocks_the_item_on_any_channel_and_explains() -> None:
-    frame = _history([
-        [("wechat_push", "C1", 0.0), ("email", "C2", 5.0)],  # C1 pushed 17 days ago, C2 emailed 12 days ago
-        [("wechat_push", "C1", 0.0), ("email", "C2", 40.0)],  # C1 41 days ago: allowed
-    ], last=[12.0, 1.0])
+    frame = _history(
+        [
+            [("wechat_push", "C1", 0.0), ("email", "C2", 5.0)],  # C1 pushed 17 days ago, C2 emailed 12 days ago
+            [("wechat_push", "C1", 0.0), ("email", "C2", 40.0)],  # C1 41 days ago: allowed
+        ],
+        last=[12.0, 1.0],
+    )
     state = _state(frame)
     w = state.window
     assert set(zip(w.item_row.tolist(), w.item_id.tolist())) == {(0, "C1"), (0, "C2"), (1, "C2")}

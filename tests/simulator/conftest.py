@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from sim_fixtures import build
 
 
@@ -31,10 +30,10 @@ def policy_runs(small_world: Path) -> dict:
     for name in ("logged", "rule", "random", "oracle"):
         env = Environment.from_data_dir(small_world)
         policy = {
-            "logged": lambda: BehaviourPolicy(env.cfg),
-            "rule": lambda: RuleBasedPolicy(env.cfg),
+            "logged": lambda env=env: BehaviourPolicy(env.cfg),
+            "rule": lambda env=env: RuleBasedPolicy(env.cfg),
             "random": lambda: RandomEligiblePolicy(),
-            "oracle": lambda: OraclePolicy(env),
+            "oracle": lambda env=env: OraclePolicy(env),
         }[name]()
         runs[name] = env.run(policy)
     return runs

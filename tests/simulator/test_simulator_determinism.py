@@ -6,12 +6,11 @@ import hashlib
 from pathlib import Path
 
 import pyarrow as pa
+from sim_fixtures import build
 
 from contract.io import read_manifest, read_table
 from simulator.environment import Environment
 from simulator.policies import BehaviourPolicy
-
-from sim_fixtures import build
 
 
 def _digests(root: Path) -> dict[str, str]:

@@ -104,9 +104,13 @@ def test_inject_drift_into_a_world_continued_after_its_logs(tmp_path: Path) -> N
     data = build(tmp_path / "d", hcps=150, days=42, seed=6)
     env = Environment.from_data_dir(data, start="end")
     start, n0 = env.week, len(env.public.content_ids)
-    env.inject_drift({"events": [{"week": 1, "channel": "email", "delta_logit": -3.0}],
-                      "content": [{"week": 2, "topic": "guideline", "items_per_product": 3}],
-                      "population": [{"week": 2, "share": 0.2, "tier_weights": [0, 0, 1, 1]}]})
+    env.inject_drift(
+        {
+            "events": [{"week": 1, "channel": "email", "delta_logit": -3.0}],
+            "content": [{"week": 2, "topic": "guideline", "items_per_product": 3}],
+            "population": [{"week": 2, "share": 0.2, "tier_weights": [0, 0, 1, 1]}],
+        }
+    )
     assert env.cfg.drift.events[0].week == start + 1
     assert len(env.public.content_ids) == n0 + 3 * 6 == env.tables["content"].num_rows == len(env.hidden.content_quality)
     cohort = env.onboarded_from == start + 2
@@ -118,4 +122,3 @@ def test_inject_drift_into_a_world_continued_after_its_logs(tmp_path: Path) -> N
     new_used = c["content"] >= n0
     assert new_used.any() and (c["week"][new_used] >= start + 2).all()
     assert sum(result.value["violations"].values()) == 0
-

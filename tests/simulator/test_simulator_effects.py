@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from sim_fixtures import build_world, make_config
 
 from contract.schema import CHANNELS
 from simulator.actions import Actions
@@ -14,8 +15,6 @@ from simulator.metrics import repeat_share
 from simulator.oracle import NEVER_DAY, WorldState, sigmoid
 from simulator.policies import BehaviourPolicy, OraclePolicy, best_actions, best_per_channel
 from simulator.worlds import world_config
-
-from sim_fixtures import build_world, make_config
 
 CH = {c: i for i, c in enumerate(CHANNELS)}
 TINY = {"hcps": 60, "days": 28, "seed": 5}
@@ -26,8 +25,10 @@ def _env(**overrides) -> Environment:
 
 
 def _touch(hcp: int, channel: str, content: int = -1, weekday: int = 0, delivered: bool = True, opened: bool = False) -> dict:
-    return {k: np.array([v]) for k, v in
-            {"hcp": hcp, "channel": CH[channel], "content": content, "weekday": weekday, "delivered": delivered, "opened": opened}.items()}
+    return {
+        k: np.array([v])
+        for k, v in {"hcp": hcp, "channel": CH[channel], "content": content, "weekday": weekday, "delivered": delivered, "opened": opened}.items()
+    }
 
 
 def _advance(env: Environment, state: WorldState, week: int, executed: dict | None = None) -> WorldState:
@@ -115,7 +116,10 @@ def test_saturating_link_stays_within_delivery_and_keeps_rates_realistic() -> No
         # The default offset makes the links agree at logit 0; the saturating one is higher above it.
         assert p[300] == pytest.approx(env.oracle.delivery[c] * sigmoid(0.0), abs=1e-4)
         assert p[320] > env.oracle.delivery[c] * sigmoid(2.0)
-    base, sat = Environment.from_config(make_config(hcps=300, days=56, seed=2)), Environment.from_config(world_config("warmup_saturating", hcps=300, days=56, seed=2))
+    base, sat = (
+        Environment.from_config(make_config(hcps=300, days=56, seed=2)),
+        Environment.from_config(world_config("warmup_saturating", hcps=300, days=56, seed=2)),
+    )
     rates = [e.run(BehaviourPolicy(e.cfg)).p_response for e in (base, sat)]
     means = [float(np.nanmean(r)) for r in rates]
     assert 0.15 < means[1] < 0.5 and abs(means[1] - means[0]) < 0.1, means
@@ -246,7 +250,7 @@ def test_touch_memory_is_saved_and_a_world_continues_from_its_end(tmp_path: Path
     a = end.run(OraclePolicy(end), weeks=2)
     b = live.run(OraclePolicy(live), weeks=2)
     assert a.value == b.value
-    np.testing.assert_array_equal(a.p_response, b.p_response[-len(a.p_response):])
+    np.testing.assert_array_equal(a.p_response, b.p_response[-len(a.p_response) :])
 
 
 def test_catalogue_growth_extends_the_exposure_memory() -> None:

@@ -224,7 +224,13 @@ def test_history_tables_follow_the_logged_ones(small_world: Path) -> None:
 def test_actions_from_frame_names_the_bad_row(small_world: Path) -> None:
     env = Environment.from_data_dir(small_world)
     frame = pd.DataFrame(
-        {"hcp_id": [env.public.hcp_ids[0], "H9999999"], "channel": ["email", "email"], "content_id": [None, None], "weekday": [0, 0], "daypart": ["morning", "morning"]}
+        {
+            "hcp_id": [env.public.hcp_ids[0], "H9999999"],
+            "channel": ["email", "email"],
+            "content_id": [None, None],
+            "weekday": [0, 0],
+            "daypart": ["morning", "morning"],
+        }
     )
     with pytest.raises(ValueError, match="row 1: unknown hcp_id 'H9999999'"):
         Actions.from_frame(frame, env.public.hcp_ids, env.public.content_ids)

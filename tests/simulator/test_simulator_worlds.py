@@ -8,6 +8,7 @@ import re
 from pathlib import Path
 
 import pytest
+from sim_fixtures import build, build_world
 from typer.testing import CliRunner
 
 from contract.io import read_manifest
@@ -15,8 +16,6 @@ from nba.cli import app
 from nba.configuration import ConfigError, load_config
 from simulator.config import SimulatorConfig
 from simulator.worlds import WORLD_NAMES, deep_merge, world_config, world_names
-
-from sim_fixtures import build, build_world
 
 runner = CliRunner()
 TINY = {"hcps": 60, "days": 28}
@@ -33,7 +32,9 @@ def test_shipped_presets_are_the_listed_ones() -> None:
 def test_presets_have_distinct_structure() -> None:
     def structure(cfg: SimulatorConfig) -> str:
         d = cfg.model_dump(mode="json")
-        return json.dumps({k: d[k] for k in ("response", "repetition", "wearout", "warmup", "behaviour", "contentless_channels", "constraints")}, sort_keys=True)
+        return json.dumps(
+            {k: d[k] for k in ("response", "repetition", "wearout", "warmup", "behaviour", "contentless_channels", "constraints")}, sort_keys=True
+        )
 
     cfgs = {name: world_config(name) for name in WORLD_NAMES}
     assert len({structure(c) for c in cfgs.values()}) == len(WORLD_NAMES)

@@ -14,7 +14,27 @@ runner = CliRunner()
 
 
 def test_bench_train_reports_figures() -> None:
-    result = runner.invoke(app, ["bench", "train", "--hcps", "40", "--weeks", "5", "--rows-per-hcp-week", "1", "--set", "model.d_model=16", "--set", "model.n_heads=2", "--set", "batch_size=32", "--max-batches", "4"])
+    result = runner.invoke(
+        app,
+        [
+            "bench",
+            "train",
+            "--hcps",
+            "40",
+            "--weeks",
+            "5",
+            "--rows-per-hcp-week",
+            "1",
+            "--set",
+            "model.d_model=16",
+            "--set",
+            "model.n_heads=2",
+            "--set",
+            "batch_size=32",
+            "--max-batches",
+            "4",
+        ],
+    )
     assert result.exit_code == 0, result.output[-2000:]
     figures = json.loads(result.stdout.strip().splitlines()[-1])
     assert figures["rows"] == 200 and figures["epoch_extrapolated_from_batches"] == 4
@@ -34,7 +54,9 @@ def test_bench_train_rejects_an_unknown_encoder() -> None:
 
 
 def test_bench_train_default_rows_follow_the_simulator() -> None:
-    result = runner.invoke(app, ["bench", "train", "--hcps", "20", "--weeks", "4", "--encoders", "gru", "--set", "model.d_model=8", "--set", "batch_size=16", "--max-batches", "2"])
+    result = runner.invoke(
+        app, ["bench", "train", "--hcps", "20", "--weeks", "4", "--encoders", "gru", "--set", "model.d_model=8", "--set", "batch_size=16", "--max-batches", "2"]
+    )
     assert result.exit_code == 0, result.output[-2000:]
     figures = json.loads(result.stdout.strip().splitlines()[-1])
     assert figures["rows"] == round(20 * 4 * figures["rows_per_hcp_week"]) and 1.0 < figures["rows_per_hcp_week"] < 1.2

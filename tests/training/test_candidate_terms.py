@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
 from model_fixtures import GRID_CH, GRID_CT, GRID_SL, LONG, B, L, S, V, assert_fused_grids_exact, token_batch
 
 from training.model import ModelConfig, NextBestActionModel
@@ -16,8 +15,22 @@ W, M = 4, 5  # contact windows, item slots
 
 def _model(history: bool = True, seed: int = 0) -> NextBestActionModel:
     torch.manual_seed(seed)
-    model = NextBestActionModel(ModelConfig(n_channels=8, n_content=V, n_static=S, d_model=16, n_layers=1, n_heads=2, dropout=0.0, max_seq_len=L,
-                                            history=history, content_attributes=(6, 5), long_history=LONG if history else (), candidates=(W, M)))
+    model = NextBestActionModel(
+        ModelConfig(
+            n_channels=8,
+            n_content=V,
+            n_static=S,
+            d_model=16,
+            n_layers=1,
+            n_heads=2,
+            dropout=0.0,
+            max_seq_len=L,
+            history=history,
+            content_attributes=(6, 5),
+            long_history=LONG if history else (),
+            candidates=(W, M),
+        )
+    )
     codes = torch.zeros(V, 2, dtype=torch.long)
     codes[2:, 0] = torch.tensor([1, 1, 2, 2, 3, 3, 4, 0])
     codes[2:, 1] = torch.tensor([1, 2, 1, 2, 1, 2, 1, 0])
@@ -111,11 +124,25 @@ def test_a_trained_model_learns_that_a_repeated_item_lands_worse() -> None:
     scaler = StaticScaler.fit(frame, static_feature_columns(frame))
     data = encode_frame(frame, vocab, scaler, 16)
     torch.manual_seed(0)
-    model = NextBestActionModel(ModelConfig(8, len(vocab), len(scaler.columns), d_model=16, n_layers=1, n_heads=2, dropout=0.0, max_seq_len=16,
-                                            history=True, candidates=(4, 12)))
+    model = NextBestActionModel(
+        ModelConfig(8, len(vocab), len(scaler.columns), d_model=16, n_layers=1, n_heads=2, dropout=0.0, max_seq_len=16, history=True, candidates=(4, 12))
+    )
     weights = {"channel": 0.0, "content": 0.0, "slot": 0.0, "response": 1.0}
-    fit(model, data, None, objective="naive", ips_clip=20.0, loss_weights=weights, lr=0.01, weight_decay=0.0, epochs=8, batch_size=256,
-        seed=0, workers=1, progress=False)
+    fit(
+        model,
+        data,
+        None,
+        objective="naive",
+        ips_clip=20.0,
+        loss_weights=weights,
+        lr=0.01,
+        weight_decay=0.0,
+        epochs=8,
+        batch_size=256,
+        seed=0,
+        workers=1,
+        progress=False,
+    )
     model.eval()
     rows = np.flatnonzero(data.arrays["item_ids"][:, 0] > 0)[:200]
     batch = {k: torch.as_tensor(v[rows]).float() if v.dtype.kind == "f" else torch.as_tensor(v[rows].astype(np.int64)) for k, v in data.arrays.items()}
@@ -128,7 +155,9 @@ def test_a_trained_model_learns_that_a_repeated_item_lands_worse() -> None:
     for slot in range(12):
         ids = torch.as_tensor(data.arrays["item_ids"][rows, slot].astype(np.int64))
         days = torch.as_tensor(data.arrays["item_feats"][rows, slot, 0].astype(np.int64))
-        fresh_mask[torch.arange(len(rows))[(ids > 0) & (days < days_code(np.array([40.0]))[0])], ids[(ids > 0) & (days < days_code(np.array([40.0]))[0])]] = False
+        fresh_mask[torch.arange(len(rows))[(ids > 0) & (days < days_code(np.array([40.0]))[0])], ids[(ids > 0) & (days < days_code(np.array([40.0]))[0])]] = (
+            False
+        )
     has_fresh = fresh_mask.any(1)
     repeated = scores.gather(1, recent.unsqueeze(1)).squeeze(1)[has_fresh]
     fresh = scores.masked_fill(~fresh_mask, float("nan")).nanmean(1)[has_fresh]

@@ -14,7 +14,12 @@ def test_stock_yaml_matches_the_defaults() -> None:
 
 @pytest.mark.parametrize(
     ("key", "value", "named"),
-    [("model.encoder", "lstm", "model.encoder"), ("loss.objective", "magic", "loss.objective"), ("loss.ips_clip", 0.5, "loss.ips_clip"), ("modle.d_model", 8, "modle")],
+    [
+        ("model.encoder", "lstm", "model.encoder"),
+        ("loss.objective", "magic", "loss.objective"),
+        ("loss.ips_clip", 0.5, "loss.ips_clip"),
+        ("modle.d_model", 8, "modle"),
+    ],
 )
 def test_bad_values_name_the_key(key, value, named) -> None:
     with pytest.raises(ConfigError, match=named):

@@ -44,8 +44,14 @@ def test_content_tag_codes_follow_the_vocabulary() -> None:
 
     from training.data import content_tag_codes
 
-    tags = pd.DataFrame({"content_id": ["a", "b", "c"], "topic": ["guideline", "disease_info", "not_a_topic"],
-                         "content_type": ["video", "article", "video"], "form": ["live", "long_read", "slides"]})
+    tags = pd.DataFrame(
+        {
+            "content_id": ["a", "b", "c"],
+            "topic": ["guideline", "disease_info", "not_a_topic"],
+            "content_type": ["video", "article", "video"],
+            "form": ["live", "long_read", "slides"],
+        }
+    )
     codes = content_tag_codes(("b", "x", "a", "c"), tags)
     # Rows: pad, none, then the vocabulary; codes are 1-based (0 = untagged or unknown value).
     assert codes.tolist() == [[0, 0, 0], [0, 0, 0], [1, 1, 1], [0, 0, 0], [4, 2, 7], [0, 2, 6]]
@@ -115,7 +121,14 @@ def test_only_opened_or_engaged_touches_count_as_responses(frame) -> None:
     """seq_response is the feature stage's code (0 not delivered, 1 delivered, 2 opened, 3 engaged): >= 2 is a response."""
     f = frame.head(1).copy()
     f.at[f.index[0], "seq_response"] = np.array([0, 1, 2, 3])
-    for col, value in (("seq_channel", [0, 1, 2, 3]), ("seq_content_id", [""] * 4), ("seq_read_seconds", [0.0] * 4), ("seq_gap_days", [1.0] * 4), ("seq_weekday", [0, 1, 2, 3]), ("seq_daypart", [0, 1, 2, 3])):
+    for col, value in (
+        ("seq_channel", [0, 1, 2, 3]),
+        ("seq_content_id", [""] * 4),
+        ("seq_read_seconds", [0.0] * 4),
+        ("seq_gap_days", [1.0] * 4),
+        ("seq_weekday", [0, 1, 2, 3]),
+        ("seq_daypart", [0, 1, 2, 3]),
+    ):
         f.at[f.index[0], col] = np.array(value)
     vocab = ContentVocab.from_ids(frame["label_content_id"])
     enc = encode_frame(f, vocab, StaticScaler.fit(f, static_feature_columns(f)), max_seq_len=4)

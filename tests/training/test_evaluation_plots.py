@@ -12,8 +12,22 @@ from matplotlib.container import BarContainer, ErrorbarContainer
 from training.evaluation_plots import calibration_plot, channel_mix_plot, policy_colours, policy_value_plot, value_by_tier_plot
 
 # The simulator judge's policies: 14 of them, two oracles among them (the orange pair).
-POLICIES = ["logged", "model", "model_imitation", "popularity", "aggregate", "rules", "population", "population_timing", "oracle",
-            "oracle_no_fatigue", "oracle_no_timing", "oracle_no_content", "oracle_from_logs", "champion"]
+POLICIES = [
+    "logged",
+    "model",
+    "model_imitation",
+    "popularity",
+    "aggregate",
+    "rules",
+    "population",
+    "population_timing",
+    "oracle",
+    "oracle_no_fatigue",
+    "oracle_no_timing",
+    "oracle_no_content",
+    "oracle_from_logs",
+    "champion",
+]
 TIERS = ["A", "B", "C", "D"]
 
 
@@ -55,8 +69,13 @@ def test_value_by_tier_gives_each_of_14_policies_its_colour_and_keeps_the_legend
 
 
 def test_policy_value_has_error_bars_for_known_intervals_only() -> None:
-    values = {"model": (0.542, 0.414, 0.679), "champion": (0.50, 0.40, 0.61), "logged": (0.475, 0.46, 0.49), "rules": (0.44, 0.40, 0.48),
-              "oracle": (0.70, math.nan, math.nan)}
+    values = {
+        "model": (0.542, 0.414, 0.679),
+        "champion": (0.50, 0.40, 0.61),
+        "logged": (0.475, 0.46, 0.49),
+        "rules": (0.44, 0.40, 0.48),
+        "oracle": (0.70, math.nan, math.nan),
+    }
     fig = _drawn(policy_value_plot(values, "policy value on weeks 2025-10-06..2025-12-01 (dr)"))
     ax = fig.axes[0]
     bars = [c for c in ax.containers if isinstance(c, ErrorbarContainer)]

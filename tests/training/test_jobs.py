@@ -24,10 +24,29 @@ def workdir(tmp_path, monkeypatch):
 
 def _args(tmp_path, *extra: str) -> list[str]:
     return [
-        "--training-set", str(tmp_path / "ts.parquet"), "--epochs", "2",
-        "--set", "val_weeks=3", "--set", "test_weeks=2", "--set", "model.d_model=16", "--set", "model.n_heads=2", "--set", "model.n_layers=1",
-        "--set", "batch_size=128", "--set", f"tracking.uri=sqlite:///{tmp_path}/mlflow.db",
-        "--set", f"tracking.artifact_location={tmp_path}/artifacts", "--set", f"output_dir={tmp_path}/models", *extra,
+        "--training-set",
+        str(tmp_path / "ts.parquet"),
+        "--epochs",
+        "2",
+        "--set",
+        "val_weeks=3",
+        "--set",
+        "test_weeks=2",
+        "--set",
+        "model.d_model=16",
+        "--set",
+        "model.n_heads=2",
+        "--set",
+        "model.n_layers=1",
+        "--set",
+        "batch_size=128",
+        "--set",
+        f"tracking.uri=sqlite:///{tmp_path}/mlflow.db",
+        "--set",
+        f"tracking.artifact_location={tmp_path}/artifacts",
+        "--set",
+        f"output_dir={tmp_path}/models",
+        *extra,
     ]
 
 
@@ -61,7 +80,23 @@ def test_train_logs_everything_and_registers_challenger(workdir) -> None:
     assert model.metadata.signature is not None
     # The training set carries the response-history counts, so the network reads them.
     assert model.unwrap_python_model().bundle.model.config.long_history == (8, 7, 4, 6)
-    rows = pd.read_parquet(workdir / "ts.parquet").tail(5).drop(columns=["label_channel", "label_content_id", "label_day_offset", "label_daypart", "label_response", "label_propensity", "label_ts", "event_timestamp", "seq_len"])
+    rows = (
+        pd.read_parquet(workdir / "ts.parquet")
+        .tail(5)
+        .drop(
+            columns=[
+                "label_channel",
+                "label_content_id",
+                "label_day_offset",
+                "label_daypart",
+                "label_response",
+                "label_propensity",
+                "label_ts",
+                "event_timestamp",
+                "seq_len",
+            ]
+        )
+    )
     for ch in ("visit", "department_meeting", "wechat_push", "wecom_1to1", "email", "webinar", "conference", "phone"):
         rows[f"consent_{ch}"] = ch == "email"  # consent only to email: the guardrail must hold
     rows["is_kol"] = rows["is_kol"].astype(float)

@@ -66,13 +66,30 @@ def test_ips_undoes_the_logging_bias_that_naive_imitation_learns() -> None:
 
 def test_unknown_objective_is_named() -> None:
     with pytest.raises(ValueError, match="loss.objective"):
-        losses.training_loss(lambda b: {"response": torch.zeros(1)}, {"label_response": torch.zeros(1), "label_channel": torch.zeros(1, dtype=torch.long), "label_content": torch.zeros(1, dtype=torch.long), "label_slot": torch.zeros(1, dtype=torch.long), "propensity": torch.ones(1)}, "bogus", 10.0, {})
+        losses.training_loss(
+            lambda b: {"response": torch.zeros(1)},
+            {
+                "label_response": torch.zeros(1),
+                "label_channel": torch.zeros(1, dtype=torch.long),
+                "label_content": torch.zeros(1, dtype=torch.long),
+                "label_slot": torch.zeros(1, dtype=torch.long),
+                "propensity": torch.ones(1),
+            },
+            "bogus",
+            10.0,
+            {},
+        )
 
 
 def test_response_weighting_is_separate_from_the_policy_objective() -> None:
     logit = torch.tensor([0.0, 0.0, 2.0])
-    batch = {"label_response": torch.tensor([1.0, 0.0, 1.0]), "label_channel": torch.zeros(3, dtype=torch.long),
-             "label_content": torch.zeros(3, dtype=torch.long), "label_slot": torch.zeros(3, dtype=torch.long), "propensity": torch.tensor([0.5, 0.1, 0.25])}
+    batch = {
+        "label_response": torch.tensor([1.0, 0.0, 1.0]),
+        "label_channel": torch.zeros(3, dtype=torch.long),
+        "label_content": torch.zeros(3, dtype=torch.long),
+        "label_slot": torch.zeros(3, dtype=torch.long),
+        "propensity": torch.tensor([0.5, 0.1, 0.25]),
+    }
     model = lambda b: {"response": logit, "channel": torch.zeros(3, 2), "content": torch.zeros(3, 2), "slot": torch.zeros(3, 2)}  # noqa: E731
     bce = torch.nn.functional.binary_cross_entropy_with_logits(logit, batch["label_response"], reduction="none")
     _, none = losses.training_loss(model, batch, "ips", 20.0, {}, response_weighting="none")

@@ -71,10 +71,20 @@ def test_offline_metric_set_reports_content_rows() -> None:
     from training.train import metrics_from_predictions
 
     n = 4
-    data = SimpleNamespace(arrays={"label_channel": np.array([0, 7, 0, 1]), "label_content": np.array([4, 1, 2, 9]),
-                                   "label_slot": np.zeros(n, dtype=np.int64), "label_response": np.array([1, 0, 1, 0])})
-    pred = {"channel_probs": np.full((n, 8), 1 / 8), "slot_probs": np.full((n, 28), 1 / 28), "response_prob": np.array([0.9, 0.2, 0.6, 0.4]),
-            "content_rank": np.array([3, 1, 12, 1])}  # the phone touch (label NONE) ranks first: not counted
+    data = SimpleNamespace(
+        arrays={
+            "label_channel": np.array([0, 7, 0, 1]),
+            "label_content": np.array([4, 1, 2, 9]),
+            "label_slot": np.zeros(n, dtype=np.int64),
+            "label_response": np.array([1, 0, 1, 0]),
+        }
+    )
+    pred = {
+        "channel_probs": np.full((n, 8), 1 / 8),
+        "slot_probs": np.full((n, 28), 1 / 28),
+        "response_prob": np.array([0.9, 0.2, 0.6, 0.4]),
+        "content_rank": np.array([3, 1, 12, 1]),
+    }  # the phone touch (label NONE) ranks first: not counted
     m = metrics_from_predictions(pred, data)
     assert m["content_rows"] == 3
     assert m["content_recall_at_10"] == pytest.approx(2 / 3)

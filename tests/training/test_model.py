@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from model_fixtures import LONG, B, L, S, V, assert_fused_grids_exact
 from model_fixtures import token_batch as _batch
 
@@ -13,7 +12,9 @@ from training.model import N_SLOTS, ModelConfig, NextBestActionModel
 
 def _model(encoder: str, seed: int = 0) -> NextBestActionModel:
     torch.manual_seed(seed)
-    return NextBestActionModel(ModelConfig(n_channels=8, n_content=V, n_static=S, encoder=encoder, d_model=16, n_layers=2, n_heads=2, dropout=0.0, max_seq_len=L)).eval()
+    return NextBestActionModel(
+        ModelConfig(n_channels=8, n_content=V, n_static=S, encoder=encoder, d_model=16, n_layers=2, n_heads=2, dropout=0.0, max_seq_len=L)
+    ).eval()
 
 
 @pytest.mark.parametrize("encoder", ["transformer", "gru"])
@@ -116,7 +117,9 @@ def test_all_content_scores_match_one_by_one() -> None:
 @pytest.mark.parametrize("history", [False, True])
 def test_all_slot_scores_match_one_by_one(history: bool) -> None:
     torch.manual_seed(1)
-    model = NextBestActionModel(ModelConfig(n_channels=8, n_content=V, n_static=S, d_model=16, n_layers=1, n_heads=2, dropout=0.0, max_seq_len=L, history=history)).eval()
+    model = NextBestActionModel(
+        ModelConfig(n_channels=8, n_content=V, n_static=S, d_model=16, n_layers=1, n_heads=2, dropout=0.0, max_seq_len=L, history=history)
+    ).eval()
     batch = _batch()
     z = model.state(batch)
     ch, ct = torch.tensor([0, 3, 7, 2]), torch.tensor([2, 1, 5, V - 1])
@@ -128,7 +131,11 @@ def test_all_slot_scores_match_one_by_one(history: bool) -> None:
 
 def _tagged(seed: int = 0) -> NextBestActionModel:
     torch.manual_seed(seed)
-    model = NextBestActionModel(ModelConfig(n_channels=8, n_content=V, n_static=S, d_model=16, n_layers=1, n_heads=2, dropout=0.0, max_seq_len=L, history=True, content_attributes=(3, 2)))
+    model = NextBestActionModel(
+        ModelConfig(
+            n_channels=8, n_content=V, n_static=S, d_model=16, n_layers=1, n_heads=2, dropout=0.0, max_seq_len=L, history=True, content_attributes=(3, 2)
+        )
+    )
     codes = torch.zeros(V, 2, dtype=torch.long)
     codes[2:, 0] = torch.tensor([1, 1, 2, 2, 3, 3, 1, 0])  # items 2 and 3 share topic 1; item 9 is untagged
     codes[2:, 1] = torch.tensor([1, 2, 1, 2, 1, 2, 1, 2])
@@ -164,12 +171,23 @@ def test_content_tag_codes_are_validated() -> None:
     assert cfg == model.config
 
 
-
-
 def _long_model(seed: int = 0) -> NextBestActionModel:
     torch.manual_seed(seed)
-    model = NextBestActionModel(ModelConfig(n_channels=8, n_content=V, n_static=S, d_model=16, n_layers=1, n_heads=2, dropout=0.0, max_seq_len=L,
-                                            history=True, content_attributes=(6, 2), long_history=LONG))
+    model = NextBestActionModel(
+        ModelConfig(
+            n_channels=8,
+            n_content=V,
+            n_static=S,
+            d_model=16,
+            n_layers=1,
+            n_heads=2,
+            dropout=0.0,
+            max_seq_len=L,
+            history=True,
+            content_attributes=(6, 2),
+            long_history=LONG,
+        )
+    )
     codes = torch.zeros(V, 2, dtype=torch.long)
     codes[2:, 0] = torch.tensor([1, 1, 2, 2, 3, 3, 4, 0])
     model.set_content_attributes(codes)
@@ -216,15 +234,34 @@ def test_long_history_config_is_validated() -> None:
     assert ModelConfig.from_dict(cfg.to_dict()) == cfg
 
 
-@pytest.mark.parametrize("history,long_history,tags,candidates", [
-    (False, False, False, False), (True, False, False, False), (True, True, False, False),
-    (False, False, True, False), (False, False, False, True), (True, True, True, True),
-])
+@pytest.mark.parametrize(
+    "history,long_history,tags,candidates",
+    [
+        (False, False, False, False),
+        (True, False, False, False),
+        (True, True, False, False),
+        (False, False, True, False),
+        (False, False, False, True),
+        (True, True, True, True),
+    ],
+)
 def test_a_model_holds_only_the_modules_its_config_asks_for(history: bool, long_history: bool, tags: bool, candidates: bool) -> None:
     from training.model import N_HISTORY_FEATURES, N_LONG_HISTORY_FEATURES, CandidateTerms, ContentTable, HistoryTerms, PolicyHeads, ResponseHead, StateEncoder
 
-    cfg = ModelConfig(n_channels=8, n_content=V, n_static=S, d_model=16, n_layers=1, n_heads=2, dropout=0.0, max_seq_len=L, history=history,
-                      content_attributes=(6, 5) if tags else (), long_history=LONG if long_history else (), candidates=(4, 5) if candidates else ())
+    cfg = ModelConfig(
+        n_channels=8,
+        n_content=V,
+        n_static=S,
+        d_model=16,
+        n_layers=1,
+        n_heads=2,
+        dropout=0.0,
+        max_seq_len=L,
+        history=history,
+        content_attributes=(6, 5) if tags else (),
+        long_history=LONG if long_history else (),
+        candidates=(4, 5) if candidates else (),
+    )
     model = NextBestActionModel(cfg)
     present = {name: type(module) for name, module in model.named_children()}
     expected = {"content": ContentTable, "encoder": StateEncoder, "policy": PolicyHeads, "response": ResponseHead}
@@ -250,7 +287,10 @@ def test_a_model_holds_only_the_modules_its_config_asks_for(history: bool, long_
     if candidates:
         from training.model.candidates import N_ITEM_FEATURES, contact_width
 
-        batch |= {"contact": torch.zeros(B, contact_width(4, 8), dtype=torch.long), "item_ids": torch.zeros(B, 5, dtype=torch.long),
-                  "item_feats": torch.zeros(B, 5, N_ITEM_FEATURES, dtype=torch.long)}
+        batch |= {
+            "contact": torch.zeros(B, contact_width(4, 8), dtype=torch.long),
+            "item_ids": torch.zeros(B, 5, dtype=torch.long),
+            "item_feats": torch.zeros(B, 5, N_ITEM_FEATURES, dtype=torch.long),
+        }
     assert model.state(batch).shape == (B, width)
     assert (model.item_logits(model.state(batch)) is None) is not candidates

@@ -113,8 +113,14 @@ def test_estimate_all_gives_the_single_estimators_on_shared_resamples() -> None:
     every = ope.estimate_all(rows, tau=3.0, lam=9.0, **kw)
     assert set(every) == {"ips", "snips", "dm", "dr", "switch_dr", "dr_os"}
     args = (b["r"], b["p"], b["pi"], rows["q_logged"], rows["q_target"])
-    singles = {"ips": ope.ips(*args[:3], **kw), "snips": ope.snips(*args[:3], **kw), "dm": ope.direct_method(rows["q_target"], **kw),
-               "dr": ope.doubly_robust(*args, **kw), "switch_dr": ope.switch_dr(*args, tau=3.0, **kw), "dr_os": ope.dr_shrinkage(*args, lam=9.0, **kw)}
+    singles = {
+        "ips": ope.ips(*args[:3], **kw),
+        "snips": ope.snips(*args[:3], **kw),
+        "dm": ope.direct_method(rows["q_target"], **kw),
+        "dr": ope.doubly_robust(*args, **kw),
+        "switch_dr": ope.switch_dr(*args, tau=3.0, **kw),
+        "dr_os": ope.dr_shrinkage(*args, lam=9.0, **kw),
+    }
     for name, est in singles.items():
         got = every[name]
         assert (got.value, got.ci_low, got.ci_high, got.ess) == pytest.approx((est.value, est.ci_low, est.ci_high, est.ess), rel=1e-12), name
@@ -148,14 +154,20 @@ def test_matches_open_bandit_pipeline_reference_formulas() -> None:
         "dr_os": (dm_rounds + (lam * iw) / (iw**2 + lam) * (reward - q_factual)).mean(),
     }
     assert (iw > tau).any() and (iw <= tau).any()  # tau splits the rows
-    rows = {"reward": reward, "propensity": pscore, "pi_logged": action_dist[idx, action, 0], "q_logged": q_factual,
-            "q_target": (action_dist[:, :, 0] * q_hat[:, :, 0]).sum(1)}
+    rows = {
+        "reward": reward,
+        "propensity": pscore,
+        "pi_logged": action_dist[idx, action, 0],
+        "q_logged": q_factual,
+        "q_target": (action_dist[:, :, 0] * q_hat[:, :, 0]).sum(1),
+    }
     ours = ope.estimate_all(rows, n_boot=2, tau=tau, lam=lam)
     for name, ref in reference.items():
         assert abs(ours[name].value - ref) < 1e-12, (name, ours[name].value, ref)
 
 
 # --- the clustered bootstrap ----------------------------------------------------------------------
+
 
 def _naive_row_bootstrap(terms: np.ndarray, n_boot: int, seed: int) -> np.ndarray:
     rng = np.random.default_rng(seed)
@@ -184,8 +196,10 @@ def test_perfectly_correlated_clusters_widen_the_interval() -> None:
     ql, qt = rng.random(50), rng.random(50)
     rep = lambda x: np.repeat(x, 20)  # noqa: E731
     hcp = rep(np.array([f"hcp{i:03d}" for i in range(50)]))
-    for name, f in (("snips", lambda g, x, **kw: ope.snips(x(b["r"]), x(b["p"]), x(b["pi"]), groups=g, **kw)),
-                    ("dr", lambda g, x, **kw: ope.doubly_robust(x(b["r"]), x(b["p"]), x(b["pi"]), x(ql), x(qt), groups=g, **kw))):
+    for name, f in (
+        ("snips", lambda g, x, **kw: ope.snips(x(b["r"]), x(b["p"]), x(b["pi"]), groups=g, **kw)),
+        ("dr", lambda g, x, **kw: ope.doubly_robust(x(b["r"]), x(b["p"]), x(b["pi"]), x(ql), x(qt), groups=g, **kw)),
+    ):
         rows_only = f(None, rep, n_boot=1000, seed=5)
         clustered = f(hcp, rep, n_boot=1000, seed=5)
         assert clustered.ci_high - clustered.ci_low > 3 * (rows_only.ci_high - rows_only.ci_low), name
@@ -220,6 +234,7 @@ def test_bad_groups_and_parameters_are_named() -> None:
 
 
 # --- paired differences ---------------------------------------------------------------------------
+
 
 def test_paired_difference_of_a_policy_with_itself_is_exactly_zero() -> None:
     b = _bandit(800, 4)
@@ -259,6 +274,7 @@ def test_paired_difference_against_the_logged_policy() -> None:
 
 # --- diagnostics and verdict ----------------------------------------------------------------------
 
+
 def test_diagnostics_hand_computed() -> None:
     d = ope.diagnostics(P, PI, groups=np.array(["a", "a", "b", "c"]), support_mass=np.array([1.0, 0.5, 1.0, 0.8]))
     ess = 4.5**2 / 8.25
@@ -288,8 +304,12 @@ def test_verdict_thresholds_both_ways() -> None:
     ok, msg = ope.verdict(good)
     assert ok and msg.startswith("enough overlap to trust") and ">= 100" in msg and ">= 0.9" in msg and "[0.8, 1.2]" in msg
     assert ope.verdict(good | {"ess": 100.0})[0]  # the thresholds themselves pass
-    for bad, words in (({"ess": 99.0}, "ESS 99.0 < 100"), ({"support_mass": 0.054}, "support mass 0.054 < 0.9"),
-                       ({"mean_weight": 0.05}, "mean weight 0.050 outside [0.8, 1.2]"), ({"mean_weight": 1.3}, "outside")):
+    for bad, words in (
+        ({"ess": 99.0}, "ESS 99.0 < 100"),
+        ({"support_mass": 0.054}, "support mass 0.054 < 0.9"),
+        ({"mean_weight": 0.05}, "mean weight 0.050 outside [0.8, 1.2]"),
+        ({"mean_weight": 1.3}, "outside"),
+    ):
         ok, msg = ope.verdict(good | bad)
         assert not ok and msg.startswith("not enough overlap to trust") and words in msg, msg
     # the caller's config moves the thresholds

@@ -28,8 +28,21 @@ def data():
 
 
 def _fit(model, data, workers: int, objective: str = "naive", epochs: int = 2):
-    return fit(model, data, None, objective=objective, ips_clip=20.0, loss_weights=WEIGHTS, lr=3e-3, weight_decay=1e-4, epochs=epochs,
-               batch_size=64, seed=1, progress=False, workers=workers)
+    return fit(
+        model,
+        data,
+        None,
+        objective=objective,
+        ips_clip=20.0,
+        loss_weights=WEIGHTS,
+        lr=3e-3,
+        weight_decay=1e-4,
+        epochs=epochs,
+        batch_size=64,
+        seed=1,
+        progress=False,
+        workers=workers,
+    )
 
 
 @pytest.mark.parametrize("objective", ["naive", "dr"])
@@ -119,7 +132,21 @@ def test_exchange_averages_by_rows() -> None:
 def test_compiled_loss_trains_with_workers(data) -> None:
     """torch.compile'd loss (compiled once before the workers fork): same figures reported, loss falls."""
     model = _model()
-    r = fit(model, data, None, objective="dr", ips_clip=20.0, loss_weights=WEIGHTS, lr=3e-3, weight_decay=1e-4, epochs=2,
-            batch_size=64, seed=1, progress=False, workers=2, compile=True)
+    r = fit(
+        model,
+        data,
+        None,
+        objective="dr",
+        ips_clip=20.0,
+        loss_weights=WEIGHTS,
+        lr=3e-3,
+        weight_decay=1e-4,
+        epochs=2,
+        batch_size=64,
+        seed=1,
+        progress=False,
+        workers=2,
+        compile=True,
+    )
     assert len(r.history) == 2 and r.history[1]["train/loss"] < r.history[0]["train/loss"]
     assert set(r.history[0]) == {"train/loss", "train/response_loss", "train/channel_loss", "train/content_loss", "train/slot_loss"}

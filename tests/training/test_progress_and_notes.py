@@ -17,8 +17,9 @@ runner = CliRunner()
 
 
 def test_notes_explain_what_alarms_and_stay_quiet_otherwise() -> None:
-    notes = metric_notes({"val/channel_accuracy": 0.02, "val/slot_accuracy": 0.0, "train/channel_loss": -0.31, "train/response_loss": 0.52,
-                          "val/response_auc": 0.71})
+    notes = metric_notes(
+        {"val/channel_accuracy": 0.02, "val/slot_accuracy": 0.0, "train/channel_loss": -0.31, "train/response_loss": 0.52, "val/response_auc": 0.71}
+    )
     assert len(notes) == 3
     acc, slot, loss = notes
     assert "val/channel_accuracy 0.020" in acc and "response head" in acc and "not a fault" in acc
@@ -29,9 +30,22 @@ def test_notes_explain_what_alarms_and_stay_quiet_otherwise() -> None:
 
 
 def _sets(tmp_path) -> list[str]:
-    return ["--set", "epochs=2", "--set", "val_weeks=2", "--set", "test_weeks=2", "--set", "batch_size=128",
-            "--set", f"tracking.uri=sqlite:///{tmp_path}/mlflow.db", "--set", f"tracking.artifact_location={tmp_path}/artifacts",
-            "--set", f"output_dir={tmp_path}/models"]
+    return [
+        "--set",
+        "epochs=2",
+        "--set",
+        "val_weeks=2",
+        "--set",
+        "test_weeks=2",
+        "--set",
+        "batch_size=128",
+        "--set",
+        f"tracking.uri=sqlite:///{tmp_path}/mlflow.db",
+        "--set",
+        f"tracking.artifact_location={tmp_path}/artifacts",
+        "--set",
+        f"output_dir={tmp_path}/models",
+    ]
 
 
 @pytest.mark.slow
@@ -50,8 +64,21 @@ def test_train_then_tune_then_promote_talks_to_a_person(tmp_path, monkeypatch) -
     note = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db").get_run(run_id).data.tags["mlflow.note.content"]
     assert "channel_accuracy" in note and "response head" in note
 
-    tuned = runner.invoke(app, ["tune", "--trials", "2", "--storage", f"sqlite:///{tmp_path}/optuna.db", "--training-set", str(tmp_path / "ts.parquet"),
-                                "--set", "tune.startup_trials=1", *_sets(tmp_path)])
+    tuned = runner.invoke(
+        app,
+        [
+            "tune",
+            "--trials",
+            "2",
+            "--storage",
+            f"sqlite:///{tmp_path}/optuna.db",
+            "--training-set",
+            str(tmp_path / "ts.parquet"),
+            "--set",
+            "tune.startup_trials=1",
+            *_sets(tmp_path),
+        ],
+    )
     assert tuned.exit_code == 0, tuned.output[-3000:]
     lines = [line for line in tuned.stderr.splitlines() if line.startswith("[tune] ")]
     assert lines[0].startswith("[tune] 2 trials")

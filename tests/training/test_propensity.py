@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -11,8 +11,17 @@ import pytest
 
 from contract.schema import CHANNELS
 from training.dataset import NONE, EncodedData
-from training.propensity import (ESTIMATED, LOGGED, PROPENSITY_FLOOR, PROPENSITY_SOURCES, SERVED, behaviour_diagnostics, fill_propensities,
-                                 fit_behaviour, source_summary)
+from training.propensity import (
+    ESTIMATED,
+    LOGGED,
+    PROPENSITY_FLOOR,
+    PROPENSITY_SOURCES,
+    SERVED,
+    behaviour_diagnostics,
+    fill_propensities,
+    fit_behaviour,
+    source_summary,
+)
 from training.served_propensity import served_for_rows, served_propensities, served_suggestions
 
 C = len(CHANNELS)
@@ -193,14 +202,29 @@ def test_fill_prefers_served_then_logged_then_estimated() -> None:
         fill_propensities(logged[:2], np.array([0.5, 0.0]))
 
 
-T0 = datetime(2026, 3, 2, 9, 0, tzinfo=timezone.utc)
+T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 
 
 def _served(i: int, propensity: float) -> dict:
-    return {"suggestion_id": f"S{i}", "request_id": "R1", "hcp_id": f"H{i:04d}", "rep_id": "REP001", "as_of": T0, "rank": 1,
-            "channel": CHANNELS[i % C], "content_id": None, "window_start": T0 + timedelta(days=1), "window_end": T0 + timedelta(days=1, hours=4),
-            "expected_response": 0.3, "propensity": propensity, "policy": "explore" if propensity < 0.5 else "model",
-            "model_version": "nba/1", "features": {}, "rules": [], "reasons": []}
+    return {
+        "suggestion_id": f"S{i}",
+        "request_id": "R1",
+        "hcp_id": f"H{i:04d}",
+        "rep_id": "REP001",
+        "as_of": T0,
+        "rank": 1,
+        "channel": CHANNELS[i % C],
+        "content_id": None,
+        "window_start": T0 + timedelta(days=1),
+        "window_end": T0 + timedelta(days=1, hours=4),
+        "expected_response": 0.3,
+        "propensity": propensity,
+        "policy": "explore" if propensity < 0.5 else "model",
+        "model_version": "nba/1",
+        "features": {},
+        "rules": [],
+        "reasons": [],
+    }
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])

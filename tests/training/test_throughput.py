@@ -92,7 +92,9 @@ def test_batches_gather_every_row_once_in_seeded_order(data) -> None:
 
 
 def _fit(model: NextBestActionModel, data, epochs: int = 2) -> list[dict[str, float]]:
-    return fit(model, data, data, objective="dr", ips_clip=20.0, loss_weights=WEIGHTS, lr=0.01, weight_decay=1e-4, epochs=epochs, batch_size=32, seed=5, progress=False).history
+    return fit(
+        model, data, data, objective="dr", ips_clip=20.0, loss_weights=WEIGHTS, lr=0.01, weight_decay=1e-4, epochs=epochs, batch_size=32, seed=5, progress=False
+    ).history
 
 
 @pytest.mark.parametrize("encoder", ["transformer", "gru"])
@@ -109,7 +111,20 @@ def test_same_seed_same_metrics_with_dropout(data) -> None:
     first = _fit(_model("transformer", 2, dropout=0.2), data)
     second = _fit(_model("transformer", 2, dropout=0.2), data)
     assert first == second
-    other = fit(_model("transformer", 2, dropout=0.2), data, data, objective="dr", ips_clip=20.0, loss_weights=WEIGHTS, lr=0.01, weight_decay=1e-4, epochs=2, batch_size=32, seed=6, progress=False).history
+    other = fit(
+        _model("transformer", 2, dropout=0.2),
+        data,
+        data,
+        objective="dr",
+        ips_clip=20.0,
+        loss_weights=WEIGHTS,
+        lr=0.01,
+        weight_decay=1e-4,
+        epochs=2,
+        batch_size=32,
+        seed=6,
+        progress=False,
+    ).history
     assert other != first  # the seed does reach the shuffle and the dropout masks
 
 

@@ -11,8 +11,9 @@ from training.config import TrainingConfig
 
 
 def _cfg(tmp_path, experiment: str = "nba-training") -> TrainingConfig:
-    return TrainingConfig.model_validate({"tracking": {"uri": f"sqlite:///{tmp_path}/mlflow.db", "artifact_location": str(tmp_path / "artifacts"),
-                                                      "experiment": experiment}})
+    return TrainingConfig.model_validate(
+        {"tracking": {"uri": f"sqlite:///{tmp_path}/mlflow.db", "artifact_location": str(tmp_path / "artifacts"), "experiment": experiment}}
+    )
 
 
 def test_setup_tags_new_and_existing_experiments_once(tmp_path, monkeypatch) -> None:
@@ -52,9 +53,15 @@ def test_evaluation_runs_carry_params_names_and_the_review_columns(tmp_path, mon
     with mlflow.start_run() as run:
         with pytest.raises(ValueError, match="missing n_boot, test_window"):
             trk.log_evaluation_params(mlflow, model_version=3, evaluation_setting="s", data_fingerprint="ab12", estimator="dr")
-        logged = trk.log_evaluation_params(mlflow, model_version=3, evaluation_setting="data=ab12 test=2025-10-06..2025-12-01 dr n_boot=1000",
-                                           data_fingerprint="ab12", estimator="dr", n_boot=1000,
-                                           test_window=(dt.date(2025, 10, 6), dt.datetime(2025, 12, 1, 13, tzinfo=dt.timezone.utc)))
+        logged = trk.log_evaluation_params(
+            mlflow,
+            model_version=3,
+            evaluation_setting="data=ab12 test=2025-10-06..2025-12-01 dr n_boot=1000",
+            data_fingerprint="ab12",
+            estimator="dr",
+            n_boot=1000,
+            test_window=(dt.date(2025, 10, 6), dt.datetime(2025, 12, 1, 13, tzinfo=dt.UTC)),
+        )
         figures = trk.log_policy_value(mlflow, 0.54, 0.41, 0.68, vs_champion_ci_low=float("nan"), vs_logged_ci_low=0.012)
     got = MlflowClient().get_run(run.info.run_id)
     assert got.info.run_name == "evaluate v3 (dr, weeks 2025-10-06..2025-12-01)"
@@ -70,5 +77,10 @@ def test_evaluation_runs_carry_params_names_and_the_review_columns(tmp_path, mon
         if kind == "params":
             assert key in got.data.params, column
         elif kind == "metrics" and not key.endswith("response_auc"):
-            assert key in {trk.EVAL_VALUE_METRIC, trk.EVAL_CI_LOW_METRIC, trk.EVAL_CI_HIGH_METRIC, trk.EVAL_VS_CHAMPION_CI_LOW_METRIC,
-                           trk.EVAL_VS_LOGGED_CI_LOW_METRIC}, column
+            assert key in {
+                trk.EVAL_VALUE_METRIC,
+                trk.EVAL_CI_LOW_METRIC,
+                trk.EVAL_CI_HIGH_METRIC,
+                trk.EVAL_VS_CHAMPION_CI_LOW_METRIC,
+                trk.EVAL_VS_LOGGED_CI_LOW_METRIC,
+            }, column

@@ -15,12 +15,34 @@ runner = CliRunner()
 
 def _tune(tmp_path, storage: str, trials: int = 3) -> dict:
     synthetic_training_frame(n_hcps=32, n_weeks=8, n_content=6, max_hist=8, seed=4).to_parquet(tmp_path / "ts.parquet")
-    result = runner.invoke(app, [
-        "tune", "--trials", str(trials), "--storage", storage, "--training-set", str(tmp_path / "ts.parquet"),
-        "--set", "epochs=2", "--set", "val_weeks=2", "--set", "test_weeks=2", "--set", "batch_size=128", "--set", "tune.startup_trials=1",
-        "--set", f"tracking.uri=sqlite:///{tmp_path}/mlflow.db", "--set", f"tracking.artifact_location={tmp_path}/artifacts",
-        "--set", f"output_dir={tmp_path}/models",
-    ])
+    result = runner.invoke(
+        app,
+        [
+            "tune",
+            "--trials",
+            str(trials),
+            "--storage",
+            storage,
+            "--training-set",
+            str(tmp_path / "ts.parquet"),
+            "--set",
+            "epochs=2",
+            "--set",
+            "val_weeks=2",
+            "--set",
+            "test_weeks=2",
+            "--set",
+            "batch_size=128",
+            "--set",
+            "tune.startup_trials=1",
+            "--set",
+            f"tracking.uri=sqlite:///{tmp_path}/mlflow.db",
+            "--set",
+            f"tracking.artifact_location={tmp_path}/artifacts",
+            "--set",
+            f"output_dir={tmp_path}/models",
+        ],
+    )
     assert result.exit_code == 0, result.output[-3000:]
     return json.loads(result.stdout.strip().splitlines()[-1])
 

@@ -99,7 +99,9 @@ class CandidateTerms(nn.Module):
         any_days = contact[:, -1:] / 255.0  # [B, 1]
 
         def item_x(f: Tensor) -> Tensor:  # [..., 5] codes -> [..., 6] features with days since any touch
-            return torch.cat([f[..., :2] / 255.0, torch.log1p(f[..., 2:]) / math.log1p(255.0), any_days.reshape(b, *([1] * (f.dim() - 2)), 1).expand(*f.shape[:-1], 1)], -1)
+            return torch.cat(
+                [f[..., :2] / 255.0, torch.log1p(f[..., 2:]) / math.log1p(255.0), any_days.reshape(b, *([1] * (f.dim() - 2)), 1).expand(*f.shape[:-1], 1)], -1
+            )
 
         never = feats.new_tensor([255.0, 255.0, 0.0, 0.0, 0.0]).expand(b, 1, N_ITEM_FEATURES)
         delta = (self.item_mlp(item_x(feats)) - self.item_mlp(item_x(never))).squeeze(-1) * (ids > 0)  # [B, M]

@@ -60,7 +60,9 @@ class ModelConfig:
         if self.candidates and (len(self.candidates) != 2 or min(self.candidates) < 1):
             raise ValueError(f"ModelConfig.candidates must be (contact windows, item slots), both >= 1, got {self.candidates}")
         if self.long_history and (not self.history or len(self.long_history) != 4 or self.long_history[:3] != (self.n_channels, N_DAYS, N_DAYPARTS)):
-            raise ValueError(f"ModelConfig.long_history must be (n_channels, {N_DAYS}, {N_DAYPARTS}, n_topics) with history on, got {self.long_history} (history={self.history})")
+            raise ValueError(
+                f"ModelConfig.long_history must be (n_channels, {N_DAYS}, {N_DAYPARTS}, n_topics) with history on, got {self.long_history} (history={self.history})"
+            )
         if self.encoder not in ("transformer", "gru"):
             raise ValueError(f"ModelConfig.encoder must be 'transformer' or 'gru', got {self.encoder!r}")
         if self.n_content < 2:
@@ -73,7 +75,7 @@ class ModelConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "ModelConfig":
+    def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
         """Rebuild from ``to_dict`` output; unknown keys are an error naming them."""
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)

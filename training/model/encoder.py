@@ -105,7 +105,9 @@ def _layer_all_positions(layer: nn.TransformerEncoderLayer, x: Tensor) -> Tensor
     attn = layer.self_attn
     h = attn.num_heads
     q, k, v = F.linear(layer.norm1(x), attn.in_proj_weight, attn.in_proj_bias).chunk(3, -1)
-    a = F.scaled_dot_product_attention(_split_heads(q, h), _split_heads(k, h), _split_heads(v, h), dropout_p=attn.dropout if layer.training else 0.0, is_causal=True)
+    a = F.scaled_dot_product_attention(
+        _split_heads(q, h), _split_heads(k, h), _split_heads(v, h), dropout_p=attn.dropout if layer.training else 0.0, is_causal=True
+    )
     x = x + layer.dropout1(attn.out_proj(a.transpose(1, 2).reshape(x.shape)))
     return x + layer.dropout2(layer.linear2(layer.dropout(layer.activation(layer.linear1(layer.norm2(x))))))
 

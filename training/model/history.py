@@ -79,8 +79,12 @@ class HistoryTerms(nn.Module):
         wd, dp = slot // N_DAYPARTS, slot % N_DAYPARTS
         feats = []
         for (sent, opened), index in (
-            ((blocks[0], blocks[1]), channel), ((blocks[2], blocks[3]), wd), ((blocks[2], blocks[3]), (wd + 1) % N_DAYS),
-            ((blocks[2], blocks[3]), (wd - 1) % N_DAYS), ((blocks[4], blocks[5]), dp), ((blocks[6], blocks[7]), slot),
+            ((blocks[0], blocks[1]), channel),
+            ((blocks[2], blocks[3]), wd),
+            ((blocks[2], blocks[3]), (wd + 1) % N_DAYS),
+            ((blocks[2], blocks[3]), (wd - 1) % N_DAYS),
+            ((blocks[4], blocks[5]), dp),
+            ((blocks[6], blocks[7]), slot),
         ):
             feats += _rates(pick(sent, index), pick(opened, index))
         total_sent, total_open = blocks[0].sum(-1), blocks[1].sum(-1)  # [B]

@@ -50,7 +50,9 @@ class ResponseHead(nn.Module):
         d = self.d
         first, w = self.mlp[0], self.mlp[0].weight  # Linear(3D, D): [D, 3D]
         ch_table, sl_table = self.action_channel_emb.weight, self.action_slot_emb.weight  # [C, D], [28, D]
-        hidden = per_row(F.linear(z, w[:, :d], first.bias), channel) + F.linear(ch_table, w[:, d : 2 * d])[channel] + F.linear(sl_table, w[:, 2 * d :])[slot]  # [B, ..., D]
+        hidden = (
+            per_row(F.linear(z, w[:, :d], first.bias), channel) + F.linear(ch_table, w[:, d : 2 * d])[channel] + F.linear(sl_table, w[:, 2 * d :])[slot]
+        )  # [B, ..., D]
         ch = ch_table[channel]  # [B, ..., D]
         base = self.mlp[1:](hidden).squeeze(-1) + (per_row(self.channel_bilinear(z), channel) * ch).sum(-1) / d**0.5  # [B, ...]
         query = (per_row(self.state_query(z), channel) + self.channel_query(ch_table)[channel]) / d**0.5 if with_query else None
