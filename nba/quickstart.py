@@ -368,7 +368,7 @@ def _serve_and_ask(console: Console, serving_yaml: Path, key: str, ids: list[str
         for sug in item.get("suggestions", []):
             console.print(
                 f"[bold]{item['hcp_id']}[/bold] #{sug.get('rank')} {sug.get('channel')} {sug.get('content_id') or ''} "
-                f"p={sug.get('expected_response', float('nan')):.2f} policy={sug.get('policy')} - {'; '.join(sug.get('reasons', [])[:2])}"
+                f"p={sug.get('expected_response', float('nan')):.2f} policy={sug.get('policy')} - {' '.join(sug.get('reasons', [])[:2])}"
             )
     n = sum(len(item.get("suggestions", [])) for item in body.get("results", []))
     return {"served_model_version": body.get("model_version"), "suggestions": n}
@@ -414,6 +414,8 @@ def policy_shares(figures: dict[str, Any]) -> dict[str, float]:
         share = {"oracle": 1.0, "logged": 0.0}.get(who, figures.get(f"sim_{who}_share_of_oracle_gain"))
         if share is not None:
             out[f"{who}_share_of_oracle_gain"] = float(share)
+    if figures.get("served_model_share_of_oracle_gain") is not None:
+        out["served_share_of_oracle_gain"] = float(figures["served_model_share_of_oracle_gain"])
     return out
 
 
@@ -427,6 +429,10 @@ def results_table(figures: dict[str, Any]) -> str:
         if value is None:
             continue
         rows.append((label, f"{float(value):.3f}", f"{shares.get(f'{who}_share_of_oracle_gain', float('nan')):.3f}"))
+        served = figures.get("served_model_share_of_oracle_gain")
+        if who == "model" and served is not None:
+            # What the service actually does with it: guardrails, window rules and calibration on top.
+            rows.append(("model as served: through the serving engine's guardrails and window rules", "-", f"{float(served):.3f}"))
     if not rows:
         return "(no simulated policy values: the evaluation had no ground truth)"
     heads = ("policy", "responses per HCP-week", "share of the oracle's gain")

@@ -87,3 +87,8 @@ def test_results_table_shows_model_baselines_and_oracle() -> None:
         assert row.rstrip().endswith(share), row
     assert policy_shares(FIGURES)["model_share_of_oracle_gain"] == 0.45
     assert "no simulated policy values" in results_table({})
+    # The policy as served (guardrails, window rules) beside the trained rule, when the evaluation measured it.
+    served = results_table({**FIGURES, "served_model_share_of_oracle_gain": 0.38}).splitlines()
+    assert next(line for line in served if line.startswith("model as served")).rstrip().endswith("0.380")
+    assert not any(line.startswith("model as served") for line in lines)
+    assert policy_shares({**FIGURES, "served_model_share_of_oracle_gain": 0.38})["served_share_of_oracle_gain"] == 0.38
