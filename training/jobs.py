@@ -348,14 +348,15 @@ def _log_pyfunc(bundle: Any, bundle_dir: Path, prep: Prepared) -> str:
     import mlflow
     from mlflow.models import infer_signature
 
-    from training.pyfunc import PIP_REQUIREMENTS, NextBestActionPyfunc, recommend_frame
+    from training.pyfunc import PIP_REQUIREMENTS, recommend_frame
 
     example = _input_example(prep)
     output = recommend_frame(bundle, example)
     signature = infer_signature(example, output, params={"approved_content": list(bundle.vocab.ids[:1]) or ["none"]})
     info = mlflow.pyfunc.log_model(
         name="model",
-        python_model=NextBestActionPyfunc(),
+        # Models from code: MLflow runs training/pyfunc_model.py at load time rather than unpickling an object.
+        python_model=str(Path(__file__).with_name("pyfunc_model.py")),
         artifacts={"bundle": str(bundle_dir)},
         signature=signature,
         input_example=example,
