@@ -167,6 +167,10 @@ class OnlineReadConfig(StageConfig):
     read_timeout_ms: float = Field(80.0, gt=0, le=10_000)
     # After a failure, requests skip the store (degraded at once) for this long, then one probes it.
     cooloff_s: float = Field(1.0, gt=0, le=300)
+    # Feedback whose push failed is pushed again every this many seconds (0: only when it is replayed),
+    # at most push_retry_hcps HCPs a round so a backlog never stalls scoring.
+    push_retry_s: float = Field(30.0, ge=0, le=3600)
+    push_retry_hcps: int = Field(5, ge=1, le=1000)
 
 
 class ServingConfig(StageConfig):

@@ -138,6 +138,10 @@ class NextBestAction:
         self.side = ThreadPoolExecutor(1, thread_name_prefix="nba-audit-marks")
         b = self.cfg.batching
         self.batcher = MicroBatcher(self._score, self.executor, max_hcps=b.max_hcps, max_wait_ms=b.max_wait_ms, on_batch=_batch_observed) if b.enabled else None
+        from serving.catchup import PushCatchUp
+
+        o = self.cfg.online_read
+        self.catch_up = PushCatchUp(lambda: self.engine.retry_pushes(limit=o.push_retry_hcps), self.executor.submit, o.push_retry_s).start()
         if self.engine.model is None:
             log.error("no champion model loaded: %s", self.engine.model_error)
         from serving.engine import freeze_heap
