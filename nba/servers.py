@@ -44,14 +44,20 @@ class Signalled(Exception):
         self.signum = signum
 
 
-def descendants(pid: int) -> list[Any]:
-    """Every live process below ``pid`` (psutil handles), found before anything is signalled."""
+def process_tree(pid: int) -> list[Any]:
+    """``pid`` and every live process below it (psutil handles); empty when ``pid`` is gone."""
     import psutil
 
     try:
-        return psutil.Process(pid).children(recursive=True)
+        root = psutil.Process(pid)
+        return [root, *root.children(recursive=True)]
     except psutil.Error:
         return []
+
+
+def descendants(pid: int) -> list[Any]:
+    """Every live process below ``pid`` (psutil handles), found before anything is signalled."""
+    return process_tree(pid)[1:]
 
 
 def kill_tree(proc: Any) -> None:

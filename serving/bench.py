@@ -123,13 +123,10 @@ def tree_rss_bytes(pid: int) -> int:
     """Resident memory of a process and all its descendants (``bentoml serve`` and its workers)."""
     import psutil
 
+    from nba.servers import process_tree
+
     total = 0
-    try:
-        root = psutil.Process(pid)
-        procs = [root, *root.children(recursive=True)]
-    except psutil.Error:
-        return 0
-    for p in procs:
+    for p in process_tree(pid):
         try:
             total += p.memory_info().rss
         except psutil.Error:
@@ -185,13 +182,10 @@ def tree_cpu_seconds(pid: int) -> float:
     """CPU seconds (user + system) used so far by a process and all its descendants."""
     import psutil
 
+    from nba.servers import process_tree
+
     total = 0.0
-    try:
-        root = psutil.Process(pid)
-        procs = [root, *root.children(recursive=True)]
-    except psutil.Error:
-        return 0.0
-    for p in procs:
+    for p in process_tree(pid):
         try:
             t = p.cpu_times()
             total += t.user + t.system

@@ -72,12 +72,8 @@ def _caller(ctx: bentoml.Context) -> str | None:
 
 
 def _new_request_id() -> str:
-    try:
-        from serving.ids import uuid7_hex  # time-ordered, as the audit trail's other ids
-    except ImportError:  # pragma: no cover - older checkouts
-        import uuid
+    from serving.ids import uuid7_hex  # time-ordered, as the audit trail's other ids
 
-        return uuid.uuid4().hex
     return str(uuid7_hex(1)[0])
 
 
