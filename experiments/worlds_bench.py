@@ -64,6 +64,7 @@ class ServedPolicy:
         self.overridden: list[float] = []
         self.raw_infeasible: list[float] = []
         self.next_number = 0
+        self.shift_from = 0  # first suggestion number served under the current outcome shift
         self.counts: dict[str, int] = {}  # what became of the suggestions (experiments.closed_loop.plan_week)
 
     def __call__(self, obs: Any) -> Any:
@@ -71,6 +72,7 @@ class ServedPolicy:
         from experiments.closed_loop import plan_week, week_as_of
 
         as_of = week_as_of(obs.public, obs.week)
+        self.refit_outcome_shift(obs)
         frame = self.features(obs)
         ids = frame["hcp_id"].astype(str).tolist()
         result = self.rec.recommend(ids, k=self.k, as_of=as_of, record=False, explore=False, features=frame)
@@ -94,6 +96,28 @@ class ServedPolicy:
         keep = np.zeros(len(acts), dtype=bool)
         keep[order[nth < self.touches]] = True
         return acts.select(keep)
+
+    def refit_outcome_shift(self, obs: Any) -> None:
+        """The weekly outcome refit a service does from its audit trail (``serving.outcome_calibration``), from the outcomes observed so far."""
+        oc = self.rec.cfg.outcome_calibration
+        if not oc.enabled or self.rec.model is None or not obs.history.weeks:
+            return
+        from serving.outcome_calibration import OutcomeShift
+
+        cols = obs.history.touches().cols
+        sug = np.asarray(cols["suggestion"], dtype=np.int64)
+        pick = np.flatnonzero((sug >= self.shift_from) & ~np.asarray(cols["inbound"], dtype=bool))
+        pick = np.array([i for i in pick if self.policy_of.get(int(sug[i])) == "model"], dtype=np.int64)
+        current = self.rec.outcome_shift
+        if current.model_version != self.rec.model_version:
+            current = OutcomeShift(self.rec.model_version)
+        expected = np.array([self.expected[int(sug[i])] for i in pick])
+        realised = np.asarray(cols["opened"], dtype=np.float64)[pick] if len(pick) else np.zeros(0)
+        now = dt.datetime.combine(obs.week_start, dt.time(), tzinfo=dt.UTC)
+        nxt = current.update(expected, realised, prior_rows=oc.prior_rows, min_rows=oc.min_rows, max_abs_shift=oc.max_abs_shift, now=now)
+        if nxt is not current:
+            self.shift_from = self.next_number
+        self.rec.outcome_shift = nxt
 
 
 def _first_ts_us(env: Any) -> int:

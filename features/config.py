@@ -40,6 +40,17 @@ class RegistryConfig(StageConfig):
         return self
 
 
+class ExamplesConfig(StageConfig):
+    """How training examples are cut: the decision grain and the bounds of a day-grain build."""
+
+    # week: one state per HCP and Monday, the Feast sources' snapshot (point-in-time join); day:
+    # one per HCP and UTC day with a logged touch, the state as of that midnight (every event
+    # before it), computed from the contract tables by the same transforms as the online pushes.
+    grain: Literal["week", "day"] = "week"
+    # HCP x distinct-time cells computed at once by a day-grain build: bounds its peak memory.
+    chunk_cells: int = Field(1_000_000, ge=1)
+
+
 class FeaturesConfig(StageConfig):
     """Feature store settings: where data comes from, windows, and which backends to use."""
 
@@ -70,6 +81,7 @@ class FeaturesConfig(StageConfig):
     build_chunk_hcps: int = Field(20_000, ge=1)
     online_store: OnlineStoreConfig = Field(default_factory=OnlineStoreConfig)
     registry: RegistryConfig = Field(default_factory=RegistryConfig)
+    examples: ExamplesConfig = Field(default_factory=ExamplesConfig)
 
     @field_validator("engagement_windows_days", "outcome_windows_weeks", "contact_windows_days")
     @classmethod

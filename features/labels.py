@@ -1,4 +1,4 @@
-"""Decision labels: one row per logged touchpoint, keyed to the week its features are as of."""
+"""Decision labels: one row per logged touchpoint, keyed to the decision time (its week or its day) its features are as of."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from features.events import TOUCH_COLUMNS, epoch_seconds, local_weekday_daypart
-from features.snapshots import to_epoch_seconds, week_start
+from features.snapshots import decision_times, to_epoch_seconds
 
 LABEL_COLUMNS = [
     "hcp_id",
@@ -42,12 +42,18 @@ def _load(data: str | Path | Mapping[str, Any]) -> tuple[Any, Any]:
 
 
 def decision_labels(
-    data: str | Path | Mapping[str, Any], start: datetime | str | None = None, end: datetime | str | None = None, *, outbound_only: bool = True
+    data: str | Path | Mapping[str, Any],
+    start: datetime | str | None = None,
+    end: datetime | str | None = None,
+    *,
+    outbound_only: bool = True,
+    grain: str = "week",
 ):
     """Labels for touchpoints with ``start <= ts < end``: what was done, when, and the response.
 
-    ``event_timestamp`` is the Monday 00:00 UTC starting the touch's week: features are read
-    as of then, so they never see the touch itself. ``label_day_offset`` and ``label_daypart``
+    ``event_timestamp`` is the decision time: 00:00 UTC of the Monday starting the touch's week
+    (``grain="week"``) or of the touch's day (``grain="day"``). Features are read as of then, so
+    they never see the touch itself, nor anything after it. ``label_day_offset`` and ``label_daypart``
     are the touch's local weekday (0 = Monday) and daypart (HCP timezone), the slot a
     suggestion names. ``label_response`` is 1 if opened, attended or replied.
     """
@@ -57,6 +63,7 @@ def decision_labels(
 
     from contract.schema import CHANNELS
 
+    decision_times(np.zeros(0), grain)  # an unknown grain fails before any reading
     tp, hcps = _load(data)
     t = epoch_seconds(tp.column("ts"))
     mask = np.ones(len(t), dtype=bool)
@@ -83,7 +90,7 @@ def decision_labels(
         return pc.fill_null(tp.column(name), False).to_numpy(zero_copy_only=False).astype(bool)
 
     response = flag("opened") | flag("attended") | flag("replied")
-    ws = week_start(t)
+    ws = decision_times(t, grain)
     out = pd.DataFrame(
         {
             "hcp_id": tp.column("hcp_id").to_numpy(zero_copy_only=False),

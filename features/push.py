@@ -37,21 +37,132 @@ def _stamps_after(df, stored_ns: np.ndarray, hcp_ids: list[str], t: int):
 
 
 def history_for(cfg: FeaturesConfig, hcp_ids: list[str]) -> dict[str, Any]:
-    """The stored contract tables restricted to ``hcp_ids`` (dimension tables whole)."""
+    """The stored contract tables restricted to ``hcp_ids`` (dimension tables whole), read through the per-HCP index (``contract.by_hcp``), not a scan."""
+    from contract.by_hcp import rows_of, whole_table
+    from contract.io import read_manifest, table_path
+
+    manifest = read_manifest(cfg.data_dir)
+    out: dict[str, Any] = rows_of(cfg.data_dir, list(hcp_ids), manifest=manifest)
+    for name in ("hcps", "touchpoints", "outcomes"):
+        if out.get(name) is None:
+            raise FileNotFoundError(f"contract dataset {cfg.data_dir} has no table {name!r} ({name}.parquet), which features need")
+    if out.get("hcp_profile_history") is None:
+        out.pop("hcp_profile_history", None)
+    for name in ("products", "content"):
+        out[name] = whole_table(cfg.data_dir, name, manifest)
+        if out[name] is None:
+            raise FileNotFoundError(f"contract dataset {cfg.data_dir} has no table {name!r} ({name}.parquet), which features need")
+    if out.get("feedback") is None and not table_path(cfg.data_dir, "feedback").exists():
+        out["feedback"] = None
+    return out
+
+
+# store id -> (monotonic time resolved, push source name -> its feature views, or None: use store.push).
+_PUSH_TARGETS: dict[int, tuple[float, Any, dict[str, Any] | None]] = {}
+
+
+def _push_targets(store) -> dict[str, Any] | None:
+    """Push source -> the plain feature views it feeds, resolved once per registry cache period (None when a view or service needs Feast's own push).
+
+    ``FeatureStore.push`` deserialises every view and service of the registry on each call (20 ms
+    a push of one HCP, most of the time a feedback item takes); the views change only on ``nba
+    features apply``, which the registry cache period already lets a running store miss.
+    """
+    import time
+
+    from feast import FeatureView
+    from feast.data_source import PushSource
+
+    now = time.monotonic()
+    hit = _PUSH_TARGETS.get(id(store))
+    ttl = float(getattr(store.config.registry, "cache_ttl_seconds", 60) or 60)
+    if hit is not None and hit[1] is store and now - hit[0] < ttl:
+        return hit[2]
+    targets: dict[str, Any] | None = {}
+    fvs = list(store.list_feature_views(allow_cache=True))
+    plain = all(type(fv) is FeatureView for fv in fvs) and not store.list_stream_feature_views(allow_cache=True)
+    odfv_writes = any(getattr(v, "write_to_online_store", False) for v in store.list_on_demand_feature_views(allow_cache=True))
+    precompute = any(getattr(svc, "precompute_online", False) for svc in store.list_feature_services())
+    if not plain or odfv_writes or precompute:
+        targets = None
+    else:
+        for fv in fvs:
+            if isinstance(fv.stream_source, PushSource):
+                targets.setdefault(fv.stream_source.name, []).append(fv)
+    _PUSH_TARGETS[id(store)] = (now, store, targets)
+    return targets
+
+
+_RELAXED: set[int] = set()
+
+
+def _relax_sqlite(provider, store) -> None:
+    """SQLite online store: write-ahead log, no fsync per commit (a push writes one commit per view; each fsync cost 2-3 ms).
+
+    The online store is derived state: the audit trail (fsync'd at commit) holds every outcome,
+    and a machine crash that lost a push is repaired by the next push of the HCP or the nightly
+    build. Redis, the production store, does not fsync a write either.
+    """
+    if store.config.online_store.type != "sqlite":
+        return
+    conn = provider.online_store._get_conn(store.config)
+    if id(conn) in _RELAXED:
+        return
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    _RELAXED.add(id(conn))
+
+
+def write_arrow(store, fvs: list, table) -> None:
+    """Write an Arrow table of feature rows to the online rows of ``fvs`` (plain views): what ``provider.ingest_df`` does after its pandas -> Arrow step."""
+    from feast.utils import _convert_arrow_to_proto, _run_pyarrow_field_mapping
+
+    if not table.num_rows:
+        return
+    provider = store._get_provider()
+    _relax_sqlite(provider, store)
+    for fv in fvs:
+        t = table
+        if fv.batch_source is not None and fv.batch_source.field_mapping:
+            t = _run_pyarrow_field_mapping(t, fv.batch_source.field_mapping)
+        join_keys = {e.name: e.dtype.to_value_type() for e in fv.entity_columns}
+        provider.online_write_batch(provider.repo_config, fv, _convert_arrow_to_proto(t, fv, join_keys), progress=None)
+
+
+def push_online(store, push_name: str, df) -> None:
+    """Write ``df`` to the online rows of every view push source ``push_name`` feeds: ``store.push(..., to=ONLINE)`` without its per-call registry reads."""
+    from feast.data_source import PushMode
+
+    targets = _push_targets(store)
+    if targets is None or push_name not in targets:
+        store.push(push_name, df, to=PushMode.ONLINE)  # anything but plain views, or an unknown source (Feast names it)
+        return
+    if df.empty:
+        return
+    provider = store._get_provider()  # what write_to_online_store hands each view to
+    _relax_sqlite(provider, store)
+    for fv in targets[push_name]:
+        provider.ingest_df(fv, df)
+
+
+def _already_stored(kind: str, new, old):
+    """Rows of ``new`` the history ``old`` holds already under another id: the same suggestion's touch, or the same decision on a suggestion.
+
+    A CRM export's touch that carries the suggestion_id of a fed-back outcome is that outcome's
+    touch; a rep's decision counts once per suggestion. None when either side lacks suggestion ids.
+    """
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    from contract.io import table_path
-    from features.build import read_contract
+    if "suggestion_id" not in new.column_names or "suggestion_id" not in old.column_names:
+        return None
 
-    tables = read_contract(cfg.data_dir, with_ids=True)
-    ids = pa.array(hcp_ids, pa.string())
-    out = {}
-    for name, t in tables.items():
-        out[name] = t.filter(pc.is_in(t.column("hcp_id"), value_set=ids)) if "hcp_id" in t.column_names else t
-    if "feedback" not in out and not table_path(cfg.data_dir, "feedback").exists():
-        out["feedback"] = None
-    return out
+    def keys(t):
+        sid = t.column("suggestion_id").cast(pa.string())
+        return sid if kind == "touchpoints" else pc.binary_join_element_wise(sid, t.column("decision").cast(pa.string()), "\x1f")
+
+    stored = keys(old).combine_chunks().drop_null()
+    return pc.fill_null(pc.is_in(keys(new), value_set=stored), False)
 
 
 def push_events(cfg: FeaturesConfig, events, *, store=None, history: dict[str, Any] | None = None, as_of=None, dry_run: bool = False) -> dict[str, Any]:
@@ -64,7 +175,6 @@ def push_events(cfg: FeaturesConfig, events, *, store=None, history: dict[str, A
     import pandas as pd
     import pyarrow as pa
     import pyarrow.compute as pc
-    from feast.data_source import PushMode
 
     from contract.io import to_arrow
     from contract.schema import TABLES
@@ -92,9 +202,12 @@ def push_events(cfg: FeaturesConfig, events, *, store=None, history: dict[str, A
             missing = [c for c in cols if c not in old.column_names]
             if missing:
                 raise ValueError(f"push_events: history table {kind!r} lacks columns {missing}")
+            same = _already_stored(kind, new, old)
             old = old.select(cols).cast(new_sel.schema)
-            # Idempotent: an event already in history is not counted twice.
+            # Idempotent: an event already in history is not counted twice, by its id or its suggestion.
             seen = pc.is_in(new_sel.column(key), value_set=old.column(key).combine_chunks())
+            if same is not None:
+                seen = pc.or_(seen, same)
             new_sel = pa.concat_tables([old, new_sel.filter(pc.invert(seen))])
         hist[kind] = new_sel
     t_new = max(int(epoch_seconds(new.column("ts")).max()) for _, new in batches) + 1
@@ -112,7 +225,18 @@ def push_events(cfg: FeaturesConfig, events, *, store=None, history: dict[str, A
     pushed = 0
     tables = hcp_tables(prep, cfg, np.array([t]), as_source=False)
     rows: dict[str, Any] = {}
+    targets = None if dry_run else _push_targets(store)
     for v in views:
+        if targets is not None and v.push_name in targets:
+            # Straight from Arrow, as materialisation writes: no DataFrame round trip (half of a one-HCP push).
+            table = tables[v.name]
+            if stored is not None:
+                stamps = _stamps_after(table.select(["hcp_id"]).to_pandas(), stored[v.name], hcp_ids, t)
+                i = table.schema.get_field_index("event_timestamp")
+                table = table.set_column(i, "event_timestamp", pa.array(stamps, type=table.schema.field(i).type))
+            write_arrow(store, targets[v.push_name], table)
+            pushed += table.num_rows
+            continue
         df = tables[v.name].to_pandas()
         for c in array_feature_names(v):
             if c in df.columns:
@@ -122,7 +246,7 @@ def push_events(cfg: FeaturesConfig, events, *, store=None, history: dict[str, A
         if dry_run:
             rows[v.name] = df
             continue
-        store.push(v.push_name, df, to=PushMode.ONLINE)
+        push_online(store, v.push_name, df)
         pushed += len(df)
     return {
         "hcps": len(hcp_ids),

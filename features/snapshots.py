@@ -1,8 +1,9 @@
-"""Feature rows as Arrow tables: weekly snapshots for the sources, or one as-of snapshot.
+"""Feature rows as Arrow tables: weekly snapshots for the sources, one as-of snapshot, or (HCP, time) pairs.
 
 Pure: prepared events in, Arrow tables out. A row stamped T holds aggregates of events strictly
 before T. Time-varying views get a row for every entity at every weekly snapshot (see
-catalog.View.dense for why dense rows plus a TTL beat change-only rows here).
+catalog.View.dense for why dense rows plus a TTL beat change-only rows here); training examples
+at the decision grain (``hcp_tables_at``) get one row per (HCP, decision time) instead.
 """
 
 from __future__ import annotations
@@ -28,6 +29,25 @@ _MONDAY0 = 4 * DAY_S
 def week_start(t: np.ndarray) -> np.ndarray:
     """Monday 00:00 UTC at or before each epoch-second ``t``."""
     return (np.floor_divide(np.asarray(t, dtype=np.int64) - _MONDAY0, WEEK_S)) * WEEK_S + _MONDAY0
+
+
+def day_start(t: np.ndarray) -> np.ndarray:
+    """00:00 UTC at or before each epoch-second ``t``."""
+    return np.floor_divide(np.asarray(t, dtype=np.int64), DAY_S) * DAY_S
+
+
+# Training-example grains: a touch is labelled at the start of its UTC week (the feature sources'
+# snapshot) or of its UTC day (the nightly decision: every event before that midnight counts).
+GRAINS = ("week", "day")
+
+
+def decision_times(t: np.ndarray, grain: str) -> np.ndarray:
+    """The decision time (epoch s) whose state a touch at ``t`` is labelled with: its week's or its day's start."""
+    if grain == "week":
+        return week_start(t)
+    if grain == "day":
+        return day_start(t)
+    raise ValueError(f"grain must be one of {', '.join(GRAINS)}; got {grain!r}")
 
 
 def weekly_times(prep: Prepared) -> np.ndarray:
@@ -121,6 +141,85 @@ def dated_profile_asof(prep: Prepared, t: int, export_t: int) -> dict[str, np.nd
         col[hcp[last]] = cols[f.name][last]
         out[f.name] = col
     return out
+
+
+def dated_profile_at(prep: Prepared, hcp: np.ndarray, t: np.ndarray, export_t: int) -> dict[str, np.ndarray]:
+    """The dated profile of each (HCP index, time) pair: that HCP's latest row stamped at or before the time, else defaults.
+
+    Equal to ``dated_profile_asof`` row by row, for any number of distinct times.
+    """
+    rows_hcp, when, cols = dated_profile_rows(prep, export_t)
+    hcp = np.asarray(hcp, dtype=np.int64)
+    t = np.asarray(t, dtype=np.int64)
+    lo = min(int(when.min()) if len(when) else 0, int(t.min()) if len(t) else 0)
+    span = max(int(when.max()) if len(when) else 0, int(t.max()) if len(t) else 0) - lo + 1
+    # (hcp, time) as one sortable key: the rows are sorted by it already.
+    pos = np.searchsorted(rows_hcp.astype(np.int64) * span + (when - lo), hcp * span + (t - lo), side="right") - 1
+    found = (pos >= 0) & (rows_hcp[np.maximum(pos, 0)] == hcp) if len(rows_hcp) else np.zeros(len(hcp), dtype=bool)
+    out = {}
+    for f in dated_profile_view().features:
+        col = np.full(len(hcp), f.default, dtype=cols[f.name].dtype)
+        col[found] = cols[f.name][pos[found]]
+        out[f.name] = col
+    return out
+
+
+def hcp_tables_at(prep: Prepared, cfg, hcp: np.ndarray, t: np.ndarray, *, profile_as_of: int) -> dict[str, pa.Table]:
+    """Every HCP view's rows for (HCP index, time) pairs: row i holds HCP ``hcp[i]``'s features as of ``t[i]``.
+
+    The same transforms as the snapshots, evaluated on the distinct times and picked per pair
+    (profile, dated profile and sequence rows directly per pair); one column per logical
+    feature (unpacked). ``profile_as_of``: since when the ``hcps`` table's changing attributes
+    hold (the build's last snapshot, as in Feast's sources).
+    """
+    hcp = np.asarray(hcp, dtype=np.int64)
+    t = np.asarray(t, dtype=np.int64)
+    times, ti = np.unique(t, return_inverse=True)
+    ids = prep.hcp_ids[hcp]
+    out = {}
+    for view in hcp_views(cfg):
+        if view.name == DATED_PROFILE:
+            cols = dated_profile_at(prep, hcp, t, int(profile_as_of))
+        elif not view.dense:
+            cols = {f.name: prep.profile[f.name][hcp] for f in view.features}
+        elif view.name == "hcp_touch_sequence":
+            hi, length = sequence_bounds(prep, times, cfg.sequence_length)
+            cols = sequence_arrays(prep, hi[hcp, ti], length[hcp, ti])
+        elif view.name.startswith("hcp_item_history_"):
+            cols = _item_history_at(prep, cfg, hcp, ti, times)
+        else:
+            mats = view_matrices(prep, cfg, view, times)
+            cols = {f.name: mats[f.name][hcp, ti] for f in view.features}
+        out[view.name] = _table("hcp_id", ids, t, view, cols)
+    return out
+
+
+def _item_history_at(prep: Prepared, cfg, hcp: np.ndarray, ti: np.ndarray, times: np.ndarray) -> dict[str, pa.Array]:
+    """The item-history columns of (HCP, ``times[ti]``) pairs: per distinct time, only the HCPs asked at it.
+
+    The dense HCP x time grid would sort a year of every HCP's events once per day, most of it
+    for cells no example asks for (six in seven at the day grain).
+    """
+    from dataclasses import replace
+
+    from features.item_history import item_history_arrays
+
+    ev = prep.events
+    parts, where = [], []
+    for j in range(len(times)):
+        rows = np.flatnonzero(ti == j)
+        hs, local = np.unique(hcp[rows], return_inverse=True)
+        lo, hi = np.searchsorted(ev.hcp, hs, side="left"), np.searchsorted(ev.hcp, hs, side="right")
+        n = hi - lo
+        idx = np.repeat(lo, n) + (np.arange(int(n.sum())) - np.repeat(np.cumsum(n) - n, n))
+        sub = ev.take(idx)
+        sub = replace(sub, hcp=np.repeat(np.arange(len(hs), dtype=np.int32), n))
+        got = item_history_arrays(replace(prep, hcp_ids=prep.hcp_ids[hs], events=sub), times[j : j + 1], cfg.item_history_items, cfg.item_history_days)
+        take = pa.array(local)
+        parts.append({k: v.take(take) for k, v in got.items()})
+        where.append(rows)
+    back = pa.array(np.argsort(np.concatenate(where), kind="stable"))
+    return {k: pa.concat_arrays([p[k] for p in parts]).take(back) for k in parts[0]}
 
 
 def view_table(prep: Prepared, cfg, view: View, times: np.ndarray, *, as_source: bool, packed: bool = True, profile_as_of: int | None = None) -> pa.Table:

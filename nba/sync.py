@@ -58,9 +58,17 @@ def affected(touched: dict[str, Any], tables: dict[str, Any]) -> tuple[set[str],
 
 
 def run_sync(
-    src_dir: str | Path, features_cfg: Any, *, now: dt.datetime | None = None, cap: int | None = None, say: Callable[[str], None] = _say
+    src_dir: str | Path,
+    features_cfg: Any,
+    *,
+    now: dt.datetime | None = None,
+    cap: int | None = None,
+    say: Callable[[str], None] = _say,
+    written: list[str] | None = None,
 ) -> dict[str, Any]:
     """Import ``src_dir`` into ``features_cfg.data_dir`` and bring the online store up to date; a summary dict.
+
+    ``written``, when given, receives the HCP ids whose online rows were rewritten (for ``after_sync``).
 
     Idempotent: a second run with the same export changes nothing and reports ``no_change``.
     Crash-safe: the HCPs still to write are recorded before writing and retried by the next run;
@@ -123,6 +131,8 @@ def run_sync(
     say(f"features for {len(hcps):,} HCP(s){' and the content catalogue' if content else ''}")
     out = materialize_hcps(cfg, sorted(hcps), tables=tables, content=content, store=store)
     write_online_state(cfg, pending=None, dataset_fingerprint=fingerprint, synced_as_of=out["as_of"])
+    if written is not None:
+        written.extend(sorted(hcps))
     total = time.perf_counter() - t0
     say(f"done: {out['rows_written']:,} online rows written as of {out['as_of']} ({total:.1f} s)")
     return {
@@ -142,6 +152,53 @@ def run_sync(
     }
 
 
+def after_sync(features_cfg: Any, written: list[str], serving_config: Path | None, say: Callable[[str], None] = _say) -> dict[str, Any]:
+    """What follows a sync: the per-HCP index of the new dataset (so the first /feedback push does not build it), then the feedback re-push.
+
+    The sync rewrote ``written``'s online rows from the contract alone, dropping outcomes that
+    came in through /feedback after the CRM export was cut; those HCPs are pushed again with the
+    serving audit trail's outcomes, when that deployment serves from this dataset.
+    """
+    from contract.by_hcp import ensure_index
+
+    cfg = features_cfg.resolved()
+    t0 = time.perf_counter()
+    say("per-HCP index of the dataset (contract.by_hcp)")
+    ensure_index(cfg.data_dir)
+    out: dict[str, Any] = {"index_s": round(time.perf_counter() - t0, 3)}
+    if not written:
+        return out
+    t1 = time.perf_counter()
+    out["feedback_repush"] = _repush(cfg, written, serving_config, say)
+    out["feedback_repush_s"] = round(time.perf_counter() - t1, 3)
+    return out
+
+
+def _repush(cfg: Any, written: list[str], serving_config: Path | None, say: Callable[[str], None]) -> dict[str, Any]:
+    from features import load_features_config, open_store
+    from nba.configuration import load_config
+    from serving.audit import AuditTrail, AuditTrailMissing
+    from serving.config import ServingConfig
+    from serving.feedback import repush_not_imported
+
+    scfg = load_config(ServingConfig, "serving", serving_config, {})
+    served_from = Path(scfg.data_dir) if scfg.data_dir else Path(load_features_config(scfg.features_config).data_dir)
+    if served_from.resolve() != Path(cfg.data_dir).resolve():
+        say(f"feedback re-push skipped: serving reads {served_from}, not this dataset")
+        return {"skipped": f"serving data_dir {served_from} is not {cfg.data_dir}"}
+    try:
+        audit = AuditTrail(scfg.audit_url, create="never")
+    except AuditTrailMissing:
+        return {"skipped": "no audit trail yet"}
+    try:
+        say(f"feedback not in the export yet: checking {len(written):,} HCP(s) against the audit trail")
+        res = repush_not_imported(cfg, open_store(cfg), audit, written)
+    finally:
+        audit.close()
+    say(f"pushed {res['hcps_repushed']:,} HCP(s) again with their fed-back outcomes ({res['failed_count']} failed)")
+    return res
+
+
 def sync_command(
     src_dir: Path = typer.Argument(..., help="CRM export: one <table>.csv or <table>.parquet per contract table."),
     config: Optional[Path] = typer.Option(None, "--config", help="Features config YAML (default configs/features.yaml)."),
@@ -150,6 +207,9 @@ def sync_command(
     now: Optional[str] = typer.Option(None, "--now", help="Reference time for the no-future rule, ISO 8601 with offset (default: now)."),
     errors_out: Optional[Path] = typer.Option(None, "--errors-out", help="Write every import issue found to this CSV file."),
     sets: Optional[list[str]] = typer.Option(None, "--set", help="Override a features config key, e.g. --set online_store.type=redis."),
+    serving_config: Optional[Path] = typer.Option(
+        None, "--serving-config", help="Serving YAML whose audit trail's fed-back outcomes are pushed again after the sync (default configs/serving.yaml)."
+    ),
 ) -> None:
     """Import a CRM export and update the online store for what it changed, any day of the week (JSON summary last)."""
     from contract.cli import EXIT_INVALID, parse_now, report_import_issues
@@ -159,7 +219,10 @@ def sync_command(
 
     cfg = features_cfg(config, data_dir, workspace, sets)
     try:
-        summary = run_sync(src_dir, cfg, now=parse_now(now))
+        written: list[str] = []
+        summary = run_sync(src_dir, cfg, now=parse_now(now), written=written)
+        # After the online store is current (total_s): the index and the feedback re-push.
+        summary.update(after_sync(cfg, written, serving_config))
     except ImportRejected as exc:
         report_import_issues(exc.issues, errors_out)
         typer.echo(f"import rejected: nothing written to {cfg.data_dir}, online store unchanged")

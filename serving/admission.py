@@ -26,7 +26,7 @@ from typing import Any
 
 log = logging.getLogger("nba.serving.admission")
 
-ADMITTED_PATHS = ("/recommend", "/plan", "/feedback")
+ADMITTED_PATHS = ("/recommend", "/plan", "/feedback", "/feedback/batch")
 
 
 # Not an HTTP status anyone receives (nginx's "client closed request"): what a request whose caller

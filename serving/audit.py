@@ -22,6 +22,7 @@ SQLite by default (a file URL), PostgreSQL in production (``postgresql+psycopg:/
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import re
@@ -560,43 +561,105 @@ class AuditTrail:
 
     def record_feedback(self, item: Mapping[str, Any]) -> FeedbackResult:
         """Store feedback once per feedback id; a replay is a no-op, a changed replay an error."""
-        row = {
-            "feedback_id": item["feedback_id"],
-            "suggestion_id": item["suggestion_id"],
-            # UTC: SQLite keeps a datetime's wall time and drops its offset (a +08:00 ts stored 8 h late).
-            "ts": _as_utc(item["ts"]),
-            "outcome": item["outcome"],
-            "reason": item.get("reason"),
-        }
+        return self.record_feedback_many([item])[0]
+
+    def record_feedback_many(self, items: list[Mapping[str, Any]]) -> list[FeedbackResult]:
+        """Store a batch of feedback in one transaction, all or nothing: one result per item (created, or a replay of a stored one).
+
+        Raises ``UnknownSuggestion`` or ``FeedbackConflict`` (with ``index``, the item at fault)
+        and stores nothing when any item names a suggestion never served or reuses a feedback id
+        with other content. Two writers storing the same new id at once: the loser retries and
+        finds it stored.
+        """
+        rows = [
+            {
+                "feedback_id": item["feedback_id"],
+                "suggestion_id": item["suggestion_id"],
+                # UTC: SQLite keeps a datetime's wall time and drops its offset (a +08:00 ts stored 8 h late).
+                "ts": _as_utc(item["ts"]),
+                "outcome": item["outcome"],
+                "reason": item.get("reason"),
+                "rep_id": item.get("rep_id"),
+                "caller": item.get("caller"),
+            }
+            for item in items
+        ]
+        for attempt in range(3):
+            try:
+                return self._record_feedback_rows(rows)
+            except sa.exc.IntegrityError:
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _record_feedback_rows(self, rows: list[dict[str, Any]]) -> list[FeedbackResult]:
+        chunk = 500  # ids per IN (...): well under SQLite's bound-parameter limit
         with self.engine.begin() as conn:
-            served = conn.execute(sa.select(suggestions.c.hcp_id, suggestions.c.rep_id).where(suggestions.c.suggestion_id == row["suggestion_id"])).first()
-            if served is None:
-                raise UnknownSuggestion(row["suggestion_id"])
-            existing = conn.execute(sa.select(feedback).where(feedback.c.feedback_id == row["feedback_id"])).mappings().first()
-            if existing is not None:
-                differing = [k for k in ("suggestion_id", "outcome", "reason") if existing[k] != row[k]]
-                if _as_utc(existing["ts"]) != _as_utc(row["ts"]):
-                    differing.append("ts")
-                if differing:
-                    raise FeedbackConflict(f"feedback {row['feedback_id']!r} already stored with different {', '.join(differing)}")
-                return FeedbackResult(row["feedback_id"], created=False)
-            conn.execute(
-                feedback.insert().values(**row, hcp_id=served.hcp_id, rep_id=item.get("rep_id") or served.rep_id, received_at=_now(), caller=item.get("caller"))
-            )
-        return FeedbackResult(row["feedback_id"], created=True)
+            sids = sorted({r["suggestion_id"] for r in rows})
+            served: dict[str, Any] = {}
+            for a in range(0, len(sids), chunk):
+                q = sa.select(suggestions.c.suggestion_id, suggestions.c.hcp_id, suggestions.c.rep_id).where(
+                    suggestions.c.suggestion_id.in_(sids[a : a + chunk])
+                )
+                served.update({r.suggestion_id: r for r in conn.execute(q)})
+            fids = sorted({r["feedback_id"] for r in rows})
+            stored: dict[str, Any] = {}
+            for a in range(0, len(fids), chunk):
+                q = sa.select(feedback).where(feedback.c.feedback_id.in_(fids[a : a + chunk]))
+                stored.update({r["feedback_id"]: dict(r) for r in conn.execute(q).mappings()})
+            now = _now()
+            results, new = [], []
+            for i, row in enumerate(rows):
+                if row["suggestion_id"] not in served:
+                    exc = UnknownSuggestion(row["suggestion_id"])
+                    exc.index = i
+                    raise exc
+                existing = stored.get(row["feedback_id"])
+                if existing is not None:
+                    differing = [k for k in ("suggestion_id", "outcome", "reason") if existing[k] != row[k]]
+                    if _as_utc(existing["ts"]) != _as_utc(row["ts"]):
+                        differing.append("ts")
+                    if differing:
+                        exc = FeedbackConflict(f"feedback {row['feedback_id']!r} already stored with different {', '.join(differing)}")
+                        exc.index = i
+                        raise exc
+                    results.append(FeedbackResult(row["feedback_id"], created=False))
+                    continue
+                s = served[row["suggestion_id"]]
+                full = {**row, "hcp_id": s.hcp_id, "rep_id": row["rep_id"] or s.rep_id, "received_at": now}
+                stored[row["feedback_id"]] = full  # the same id again in this batch is a replay of this one
+                new.append(full)
+                results.append(FeedbackResult(row["feedback_id"], created=True))
+            if new:
+                conn.execute(feedback.insert(), new)
+        return results
 
     def feedback_of(self, hcp_id: str):
         """Every feedback row on ``hcp_id``'s suggestions with the served channel, content and propensity (oldest first)."""
+        return self.feedback_of_many([hcp_id])
+
+    def feedback_of_many(self, hcp_ids: list[str], conn: Any = None):
+        """Every feedback row on these HCPs' suggestions with the served channel, content and propensity (by HCP, oldest first), from the hcp index."""
         import pandas as pd
 
-        stmt = (
-            sa.select(feedback, suggestions.c.channel, suggestions.c.content_id, suggestions.c.propensity)
-            .join(suggestions, suggestions.c.suggestion_id == feedback.c.suggestion_id)
-            .where(feedback.c.hcp_id == hcp_id)
-            .order_by(feedback.c.ts, feedback.c.feedback_id)
-        )
-        with self.engine.connect() as conn:
-            return pd.read_sql(stmt, conn)
+        ids = sorted(set(hcp_ids))
+        cols = [*feedback.columns, suggestions.c.channel, suggestions.c.content_id, suggestions.c.propensity]
+        frames = []
+        with contextlib.ExitStack() as stack:
+            c = conn if conn is not None else stack.enter_context(self.engine.connect())
+            for a in range(0, max(len(ids), 1), 500):
+                stmt = (
+                    sa.select(*cols)
+                    .join(suggestions, suggestions.c.suggestion_id == feedback.c.suggestion_id)
+                    .where(feedback.c.hcp_id.in_(ids[a : a + 500]))
+                    .order_by(feedback.c.hcp_id, feedback.c.ts, feedback.c.feedback_id)
+                )
+                res = c.execute(stmt)
+                frames.append(pd.DataFrame(res.all(), columns=list(res.keys())))
+        out = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+        for col in ("ts", "received_at"):
+            out[col] = pd.to_datetime(out[col], utc=True)
+        return out
 
     def suggestion(self, suggestion_id: str) -> dict[str, Any] | None:
         """One served suggestion with its decoded features (shared documents resolved), rules and reasons."""

@@ -261,6 +261,26 @@ def register(app: typer.Typer, bench_app: typer.Typer, simulate: Optional[Callab
         )
         typer.echo(json.dumps(figures, sort_keys=True))
 
+    @bench_app.command("feedback")
+    def bench_feedback(
+        workdir: Optional[Path] = typer.Option(None, "--workdir", help="where the world is built and kept (default .nba/bench/feedback-<hcps>x<days>)"),
+        hcps: int = typer.Option(20_000, "--hcps", min=10, help="HCPs in the simulated world (the target: 100,000)"),
+        days: int = typer.Option(365, "--days", min=8, help="simulated days of history"),
+        batch: int = typer.Option(1000, "--batch", min=1, help="items per timed batch"),
+        batches: int = typer.Option(5, "--batches", min=1, help="timed batches (median reported)"),
+        singles: int = typer.Option(200, "--singles", min=1, help="single-item calls timed (p50/p99)"),
+        seed: int = typer.Option(0, "--seed"),
+        rebuild: bool = typer.Option(False, "--rebuild", help="rebuild the world even if one exists"),
+    ) -> None:
+        """Event-sourced feedback in-process: per-HCP index build, a batch of 1,000 items (median) and one item p50/p99 (JSON last line)."""
+        from serving.feedback_bench import run_feedback_bench
+
+        if simulate is None:
+            raise typer.BadParameter("needs the simulator (run through `nba`)")
+        where = workdir or Path(f".nba/bench/feedback-{hcps}x{days}")
+        figures = run_feedback_bench(where, hcps=hcps, days=days, seed=seed, simulate=simulate, batch=batch, batches=batches, singles=singles, rebuild=rebuild)
+        typer.echo(json.dumps(figures, sort_keys=True))
+
     @bench_app.command("serve")
     def bench_serve(
         workdir: Path = typer.Option(Path(".nba/bench/serve"), "--workdir", help="where the benchmark world is built"),

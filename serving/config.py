@@ -173,6 +173,33 @@ class OnlineReadConfig(StageConfig):
     push_retry_hcps: int = Field(5, ge=1, le=1000)
 
 
+class CapacityConfig(StageConfig):
+    """A rep's visit and 1:1 message capacity shared across the HCPs of a request (``serving.capacity``)."""
+
+    # Mask the rep-time (visit, department meeting, phone) and 1:1 entries a rep cannot make in the
+    # horizon before the slate is drawn, so their HCPs get their next-best channel instead.
+    enabled: bool = True
+    # How many of each HCP's suggestions a rep is expected to act on: those count against capacity.
+    ranks: int = Field(2, ge=1, le=20)
+    # Share of the contract's capacity (reps.visit_capacity_per_day, message_capacity_per_day) suggestions may fill.
+    utilisation: float = Field(1.0, gt=0, le=1)
+    # Working days in a week-long horizon (a one-day horizon counts one).
+    working_days: int = Field(5, ge=1, le=7)
+
+
+class OutcomeCalibrationConfig(StageConfig):
+    """Expected responses corrected by the outcomes of served suggestions (``serving.outcome_calibration``)."""
+
+    enabled: bool = True
+    # How often the service refits the shift from the audit trail's outcomes (0: never; the stored shift is still applied).
+    refresh_s: float = Field(3600.0, ge=0)
+    # Outcomes served under the current shift needed before it moves, and the shrinkage prior (rows).
+    min_rows: int = Field(200, ge=1)
+    prior_rows: float = Field(200.0, ge=0)
+    # The shift never exceeds this on the logit scale (about a factor of e^2 on the odds).
+    max_abs_shift: float = Field(2.0, gt=0, le=10)
+
+
 class ServingConfig(StageConfig):
     """Where the service listens, what it loads, and the limits it enforces."""
 
@@ -188,6 +215,8 @@ class ServingConfig(StageConfig):
     require_auth: bool = True
     max_batch: int = Field(1000, ge=1, le=100_000)
     max_body_bytes: int = Field(2_000_000, ge=1024)
+    # Items per POST /feedback/batch (422 past it; the body's byte limit answers 413 first).
+    feedback_max_items: int = Field(1000, ge=1, le=100_000)
     default_k: int = Field(3, ge=1, le=20)
     # Language of the texts a rep reads (reasons, rule names, plan explanations; serving.messages);
     # a request may ask for another with its own ``locale``.
@@ -195,6 +224,8 @@ class ServingConfig(StageConfig):
     guardrails: GuardrailConfig = GuardrailConfig()
     exploration: ExplorationConfig = ExplorationConfig()
     rules: RulesConfig = RulesConfig()
+    capacity: CapacityConfig = CapacityConfig()
+    outcome_calibration: OutcomeCalibrationConfig = OutcomeCalibrationConfig()
     # Where the champion is registered (the training stage's tracking URI).
     tracking_uri: str = "sqlite:///.nba/mlflow/mlflow.db"
     # Feature stage YAML (default configs/features.yaml); its data_dir gives the reference

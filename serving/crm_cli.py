@@ -54,6 +54,8 @@ def register_feedback(app: typer.Typer) -> None:
 
             try:
                 features_cfg = load_features_config(cfg.features_config)
+                if cfg.data_dir:  # serving's own dataset, as the service's push reads it
+                    features_cfg = features_cfg.model_copy(update={"data_dir": Path(cfg.data_dir).resolve()})
                 store = open_store(features_cfg)
             except Exception as exc:  # the outcomes are still stored; the nightly feature build picks them up
                 typer.echo(f"note: online store unavailable, storing without the push ({type(exc).__name__}: {exc})", err=True)

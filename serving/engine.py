@@ -86,6 +86,8 @@ _CHANNEL_NAMES = np.asarray(CHANNELS, dtype=object)
 WINDOWS = ("week", "today")
 # How far ahead a decision_date may lie: the week the model plans over.
 MAX_DAYS_AHEAD = 6
+# Subtracted from an entry past its rep's capacity: below every allowed score (probabilities, rule scores), order kept.
+CAPACITY_DEMOTION = 1e9
 
 
 class FeatureMatrix:
@@ -367,6 +369,10 @@ class Recommender:
         self.breaker = CircuitBreaker(cfg.online_read.cooloff_s)
         self.data_span: tuple[int, int] | None = None
         self.thresholds = RuleThresholds(cfg.rules.unopened_pushes, cfg.rules.strong_interest)
+        from serving.outcome_calibration import OutcomeShift
+
+        # The champion's expected responses as its served outcomes corrected them (serving.outcome_calibration).
+        self.outcome_shift = OutcomeShift(None)
 
     @property
     def _topics(self) -> dict[str, str]:
@@ -383,6 +389,11 @@ class Recommender:
             from features import load_features_config
 
             features_cfg = load_features_config(cfg.features_config)
+        if cfg.data_dir:
+            # Serving's own dataset: the feedback push reads the HCP histories from it, as the reference data does.
+            from pathlib import Path
+
+            features_cfg = features_cfg.model_copy(update={"data_dir": Path(cfg.data_dir).resolve()})
         store = None
         try:
             from features import open_store
@@ -650,7 +661,8 @@ class Recommender:
                     slot_allowed=None if plan_days is None else slot_ok[rows],
                     products=(self.reference.content_products(self.model.bundle.vocab), products[rows]),
                 )
-                score[rows], expected[rows] = np.where(scores.allowed, scores.prob, -np.inf), scores.expected
+                shifted = self.outcome_shift.apply(scores.expected) if self.outcome_shift.model_version == model_version else scores.expected
+                score[rows], expected[rows] = np.where(scores.allowed, scores.prob, -np.inf), shifted
                 content[rows], weekday[rows], daypart[rows] = scores.content_id, scores.weekday, scores.daypart
                 raw_score[rows], raw_content[rows] = scores.raw_prob, scores.raw_content_id
                 policy[rows] = "model"
@@ -679,11 +691,18 @@ class Recommender:
         g_raw = self._check(state, raw_content, None)
         infeasible_raw = np.isfinite(raw[rows_n, top_raw]) & ~g_raw.allowed[rows_n, top_raw]
 
+        # Entries past the reps' capacity rank below every other allowed channel: their HCPs' acted-on
+        # suggestions go to channels the rep can make, and they stay as the slate's last resort.
+        capacity_blocked = self.capacity_mask(
+            final, ref["rep_id"] if rep_id is None else np.full(n, rep_id, dtype=object), one_day=plan_days is not None, groups=request_ids
+        )
+        ranking = np.where(capacity_blocked & np.isfinite(final), final - CAPACITY_DEMOTION, final) if capacity_blocked.any() else final
+
         eps = np.where(use_model & explore, cfg.exploration.epsilon, 0.0)
         day = as_of.date().isoformat()
         u = unit_hash([f"{h}|{day}" for h in ids], f"explore|{cfg.exploration.salt}")
-        slate, prop, valid = choose_slate(final, k, eps, cfg.exploration.top_m, u)
-        greedy = final.argmax(1)
+        slate, prop, valid = choose_slate(ranking, k, eps, cfg.exploration.top_m, u)
+        greedy = ranking.argmax(1)
         explored = use_model & (slate[:, 0] != greedy)
         # Invariant check: the served first choice passes every rule (0 overrides after masking).
         first = slate[:, 0]
@@ -793,6 +812,43 @@ class Recommender:
         result.timings_ms = {"features": t_features * 1e3, "model": t_model * 1e3, "audit": (t_end - t_audit) * 1e3, "total": (t_end - t_start) * 1e3}
         return result
 
+    def refresh_outcome_shift(self, now: datetime | None = None) -> dict[str, Any]:
+        """Adopt the newest stored outcome shift of the champion, or refit it from the audit trail's outcomes when it is due."""
+        cfg = self.cfg.outcome_calibration
+        if not cfg.enabled or self.audit is None or self.model_version is None:
+            return {}
+        from serving.outcome_calibration import load_shift, refit
+
+        now = now or datetime.now(UTC)
+        latest = load_shift(self.audit.engine, self.model_version)
+        # Another replica refitted lately: adopt its shift rather than adding a second update for the same outcomes.
+        fresh = latest.fitted_at is not None and (now - latest.fitted_at).total_seconds() < 0.5 * cfg.refresh_s
+        self.outcome_shift = (
+            latest if fresh else refit(self.audit.engine, latest, prior_rows=cfg.prior_rows, min_rows=cfg.min_rows, max_abs_shift=cfg.max_abs_shift, now=now)
+        )
+        s = self.outcome_shift
+        return {"shift": s.shift, "rows": s.rows, "mean_expected": s.mean_expected, "mean_realised": s.mean_realised}
+
+    def capacity_mask(self, score: np.ndarray, rep_of: np.ndarray, *, one_day: bool, groups: list[str] | None = None) -> np.ndarray:
+        """[N, C] rep-time and 1:1 entries past the reps' capacity in the horizon (``serving.capacity``).
+
+        ``groups`` (a request id per row, for micro-batched callers): each caller's HCPs share capacity
+        only among themselves, so a caller gets what it would have got alone.
+        """
+        cap = self.cfg.capacity
+        out = np.zeros(score.shape, dtype=bool)
+        if not cap.enabled or not len(self.reference.reps):
+            return out
+        from serving.capacity import fit_budget, request_budget
+
+        days = 1 if one_day else cap.working_days
+        rep_of = np.asarray(rep_of, dtype=object)
+        parts = [np.arange(len(rep_of))] if groups is None else [np.flatnonzero(np.asarray(groups, dtype=object) == g) for g in dict.fromkeys(groups)]
+        for rows in parts:
+            budget = request_budget(rep_of[rows], self.reference.capacities, self.reference.book_sizes, days, cap.utilisation, floor=cap.ranks)
+            out[rows] = fit_budget(score[rows], rep_of[rows], budget, cap.ranks)
+        return out
+
     def _check(self, state: ContactState, content: np.ndarray, approved: list[str] | None) -> GuardrailResult:
         """Every rule on each (HCP, channel) with its content: content channels need an item (approved, when ``approved`` is given)."""
         has = pd.notna(content)
@@ -850,43 +906,74 @@ class Recommender:
         )
 
     def feedback(self, item: dict[str, Any]) -> dict[str, Any]:
-        """Store one outcome durably (idempotent by feedback id), then push it to the online store.
+        """Store one outcome durably (idempotent by feedback id), then push it to the online store (``feedback_batch`` of one)."""
+        return self.feedback_batch([item])["results"][0]
+
+    def feedback_batch(self, items: list[dict[str, Any]]) -> dict[str, Any]:
+        """Store a batch of outcomes in one audit transaction (all or nothing, idempotent by feedback id), then one push for all affected HCPs.
 
         A replay of a feedback no successful push has read yet (the push failed, or the process
-        died between the audit commit and the push) pushes it again.
+        died between the audit commit and the push) pushes it again. Per item: created,
+        pushed_online, push_error.
         """
-        from serving.feedback import push_log, stored_feedback
+        from serving.feedback import push_log, stored_feedback_many
 
-        stored = self.audit.record_feedback(item)
-        pushed, push_error = False, None
-        if self.features_cfg is not None:
-            hcp_id, received_at = stored_feedback(self.audit, stored.feedback_id)
-            if not stored.created and push_log(self.audit).is_pushed(hcp_id, received_at):
-                pushed = True
-            else:
-                try:
-                    pushed = self._push(hcp_id)
-                except Exception as exc:  # stored already: a replay or the nightly build catches up
-                    log.error("feedback %s stored but not pushed online: %s", item["feedback_id"], exc)
-                    push_error = f"{type(exc).__name__}: {exc}"
-        return {"feedback_id": stored.feedback_id, "created": stored.created, "pushed_online": pushed, "push_error": push_error}
+        stored = self.audit.record_feedback_many(items)
+        results = [{"feedback_id": r.feedback_id, "created": r.created, "pushed_online": False, "push_error": None} for r in stored]
+        pushed_hcps = 0
+        if self.features_cfg is not None and results:
+            info = stored_feedback_many(self.audit, [r["feedback_id"] for r in results])
+            replays = [info[r["feedback_id"]][0] for r in results if not r["created"]]
+            through = push_log(self.audit).pushed_through(replays) if replays else {}
+            from serving.feedback import _utc
+
+            done, need = set(), set()
+            for r in results:
+                hcp, received_at = info[r["feedback_id"]]
+                if not r["created"] and hcp in through and through[hcp] >= _utc(received_at):
+                    done.add(r["feedback_id"])
+                else:
+                    need.add(hcp)
+            errors = self._push_many(sorted(need))
+            pushed_hcps = sum(e is None for e in errors.values())
+            for r in results:
+                hcp = info[r["feedback_id"]][0]
+                if r["feedback_id"] in done:
+                    r["pushed_online"] = True
+                else:
+                    r["push_error"] = errors.get(hcp)
+                    r["pushed_online"] = r["push_error"] is None
+                    if r["push_error"] is not None:
+                        log.error("feedback %s stored but not pushed online: %s", r["feedback_id"], r["push_error"])
+        return {"results": results, "created": sum(r["created"] for r in results), "pushed_hcps": pushed_hcps}
 
     def _push(self, hcp_id: str) -> bool:
-        from serving.feedback import push_feedback, push_log
+        error = self._push_many([hcp_id])[hcp_id]
+        if error is not None:
+            raise RuntimeError(error)
+        return True
 
+    def _push_many(self, hcp_ids: list[str]) -> dict[str, str | None]:
+        """Push ``hcp_ids`` (grouped; each alone when the group fails for a bad row), behind the store's breaker: HCP -> error or None."""
+        from serving.feedback import push_grouped, push_log
+
+        if not hcp_ids:
+            return {}
         if self.store is not None and not self.breaker.allow():
             # The store is down: fail fast (logged, so a replay or the catch-up pushes it later).
-            push_log(self.audit).record(hcp_id, None, error=self.breaker.why_open())
-            raise ConnectionError(self.breaker.why_open())
-        try:
-            push_feedback(self.features_cfg, self.store, self.audit, hcp_id)
-        except Exception as exc:
+            push_log(self.audit).record_many(hcp_ids, {}, error=self.breaker.why_open())
+            return dict.fromkeys(hcp_ids, f"ConnectionError: {self.breaker.why_open()}")
+
+        def outage(exc: BaseException) -> bool:
             if self.store is not None and store_down(exc):  # a bad row is no outage: only the store's own errors trip the breaker
                 self.breaker.failure(f"{type(exc).__name__}: {exc}")
-            raise
-        if self.store is not None:
+                return True
+            return False
+
+        out = push_grouped(self.features_cfg, self.store, self.audit, hcp_ids, is_outage=outage)
+        if self.store is not None and any(e is None for e in out.values()):
             self.breaker.success()
-        return True
+        return out
 
     def retry_pushes(self, limit: int = 100) -> dict[str, Any]:
         """Push again the feedback no successful push has read (at most ``limit`` HCPs): the background catch-up."""

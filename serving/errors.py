@@ -33,7 +33,7 @@ CODES = {
 }
 _REASONS = {
     401: "unauthorized: send a valid API key in the X-API-Key header",
-    404: "not found: the API's routes are POST /recommend, /plan and /feedback",
+    404: "not found: the API's routes are POST /recommend, /plan, /feedback and /feedback/batch",
     405: "method not allowed: the API's routes take POST",
     500: "internal error: see the server log",
 }

@@ -1,11 +1,20 @@
-"""Feedback -> online features: every outcome recorded since the last feature build, for one HCP.
+"""Feedback -> online features: every outcome recorded since the last feature build, for the HCPs it names.
 
-``features.push_events`` recomputes an HCP's online rows from the stored contract history plus
-the events it is given. The contract dataset only holds what the last import brought in, so
-pushing the new event alone would drop every earlier feedback on the same HCP that has not
-been imported yet (the second "done" would overwrite the first). The audit trail has all of
-them: each push therefore replays the HCP's recorded outcomes (push_events ignores those the
-contract history already holds, by id) so the online row reflects all of them.
+The audit trail is the event log: a feedback item is stored there first (one transaction per
+batch, idempotent by feedback id), then the online rows of each affected HCP are recomputed from
+that HCP's stored contract history (read through the per-HCP index, ``contract.by_hcp``, not a
+scan) plus every outcome the trail holds for it, and pushed; a batch makes one push for all its
+HCPs. The contract dataset only holds what the last import brought in, so pushing the new event
+alone would drop every earlier feedback on the same HCP that has not been imported yet: each
+push therefore replays the HCP's recorded outcomes, and ``push_events`` ignores those the
+contract history already holds.
+
+No double counting: a channel outcome becomes the touch whose ``event_id`` is the feedback id
+(the first one on its suggestion: ``delivered`` then ``opened`` on one suggestion are one touch,
+opened); a touch of the CRM export with that event id, or carrying the same ``suggestion_id``,
+is the same touch and replaces it; a rep decision counts once per (suggestion, decision). The
+push of an HCP holds its lock (``serving.hcp_locks``) from reading the trail to logging the push,
+so workers and replicas never overwrite each other's newer rows.
 """
 
 from __future__ import annotations
@@ -13,15 +22,22 @@ from __future__ import annotations
 from datetime import UTC
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 # Rep decisions become contract ``feedback`` rows; channel outcomes become ``touchpoints``.
 DECISIONS = ("accepted", "dismissed", "done", "snoozed")
+# Channel outcomes: delivered (not opened, so far), opened, attended (meetings).
+CHANNEL_OUTCOMES = ("delivered", "opened", "attended")
 MEETINGS = ("department_meeting", "webinar", "conference")
 
 
 def outcome_events(rows: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Audit feedback rows joined with their suggestions -> (contract feedback rows, contract touchpoint rows)."""
+    """Audit feedback rows joined with their suggestions -> (contract feedback rows, contract touchpoint rows).
+
+    Channel outcomes on one suggestion are one touch (delivered, opened when any outcome says
+    opened or attended), with the first outcome's feedback id and time.
+    """
     ts = pd.to_datetime(rows["ts"], utc=True)
     dec = rows["outcome"].isin(DECISIONS).to_numpy()
     decisions = pd.DataFrame(
@@ -35,46 +51,67 @@ def outcome_events(rows: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
             "reason": rows["reason"],
         }
     )[dec]
-    t = rows[~dec]
-    attended = (t["outcome"] == "attended").to_numpy()
+    # One pass in Python: a push reads one HCP's few outcomes, where pandas' groupby costs milliseconds of overhead.
+    idx = np.flatnonzero(~dec)
+    ts_ns = ts.to_numpy(dtype="datetime64[ns]").astype(np.int64)
+    fids, sids, outs = rows["feedback_id"].to_numpy(), rows["suggestion_id"].to_numpy(), rows["outcome"].to_numpy()
+    first: dict[Any, list] = {}  # suggestion -> [row of its first outcome, opened, attended]
+    for i in sorted(idx.tolist(), key=lambda i: (ts_ns[i], fids[i])):
+        hit = first.get(sids[i])
+        if hit is None:
+            hit = first[sids[i]] = [i, False, False]
+        hit[1] |= outs[i] in ("opened", "attended")
+        hit[2] |= outs[i] == "attended"
+    pick = np.array([v[0] for v in first.values()], dtype=np.int64)
+    channel = rows["channel"].to_numpy()[pick]
     touches = pd.DataFrame(
         {
-            "event_id": t["feedback_id"],
-            "hcp_id": t["hcp_id"],
-            "rep_id": t["rep_id"],
-            "ts": ts[~dec],
-            "channel": t["channel"],
-            "content_id": t["content_id"],
+            "event_id": fids[pick],
+            "hcp_id": rows["hcp_id"].to_numpy()[pick],
+            "rep_id": rows["rep_id"].to_numpy()[pick],
+            "ts": ts.iloc[pick].to_numpy(),
+            "channel": channel,
+            "content_id": rows["content_id"].to_numpy()[pick],
             "direction": "outbound",
             "delivered": True,
-            "opened": True,
+            "opened": np.array([v[1] for v in first.values()], dtype=bool),
             "read_seconds": 0.0,
             "forwarded": False,
             "favourited": False,
             "replied": False,
-            "attended": pd.array([bool(a) if c in MEETINGS else None for a, c in zip(attended, t["channel"])], dtype="boolean"),
-            "propensity": t["propensity"],
-            "suggestion_id": t["suggestion_id"],
+            "attended": pd.array([v[2] if c in MEETINGS else None for v, c in zip(first.values(), channel)], dtype="boolean"),
+            "propensity": rows["propensity"].to_numpy()[pick],
+            "suggestion_id": sids[pick],
         }
     )
+    touches["ts"] = pd.to_datetime(touches["ts"], utc=True)
     return decisions.reset_index(drop=True), touches.reset_index(drop=True)
 
 
 def push_feedback(features_cfg: Any, store: Any, audit: Any, hcp_id: str) -> dict[str, Any]:
     """Recompute and push ``hcp_id``'s online features with every outcome the audit trail holds for it; the attempt is logged."""
-    from features import push_events
+    return push_feedback_many(features_cfg, store, audit, [hcp_id])
 
-    rows = audit.feedback_of(hcp_id)
-    through = pd.to_datetime(rows["received_at"], utc=True).max() if len(rows) else None
+
+def push_feedback_many(features_cfg: Any, store: Any, audit: Any, hcp_ids: list[str]) -> dict[str, Any]:
+    """One push for all of ``hcp_ids``, each with every outcome the trail holds for it, under their HCP locks; the attempt is logged per HCP."""
+    from features import push_events
+    from serving.hcp_locks import hcp_locks
+
+    hcps = sorted(set(hcp_ids))
     log = push_log(audit)
-    try:
-        decisions, touches = outcome_events(rows)
-        # Both kinds in one push: the rows are recomputed as of just after the newest outcome of either.
-        out = push_events(features_cfg, [decisions, touches], store=store)
-    except Exception as exc:
-        log.record(hcp_id, through, error=f"{type(exc).__name__}: {exc}")
-        raise
-    log.record(hcp_id, through, error=None)
+    with hcp_locks(audit.engine, hcps) as conn:
+        rows = audit.feedback_of_many(hcps, conn=conn)
+        through = pd.to_datetime(rows["received_at"], utc=True).groupby(rows["hcp_id"].to_numpy()).max().to_dict() if len(rows) else {}
+        try:
+            decisions, touches = outcome_events(rows)
+            # Both kinds in one push: the rows are recomputed as of just after the newest outcome of either.
+            out = push_events(features_cfg, [decisions, touches], store=store)
+        except Exception as exc:
+            log.record_many(hcps, through, error=f"{type(exc).__name__}: {exc}")
+            raise
+        # In the lock's transaction (PostgreSQL): the next writer of these HCPs sees this push logged.
+        log.record_many(hcps, through, error=None, conn=conn)
     return out
 
 
@@ -104,15 +141,25 @@ class PushLog:
 
     def record(self, hcp_id: str, through: Any, *, error: str | None) -> None:
         """Log one push attempt (``error`` None: it landed)."""
+        self.record_many([hcp_id], {hcp_id: through}, error=error)
+
+    def record_many(self, hcp_ids: list[str], through: dict[str, Any], *, error: str | None, conn: Any = None) -> None:
+        """Log one push attempt of several HCPs (``through``: HCP -> newest received_at it read; ``error`` None: it landed), in ``conn``'s transaction if given."""
+        from contextlib import nullcontext
         from datetime import datetime
 
-        through = None if through is None or pd.isna(through) else pd.Timestamp(through).to_pydatetime()
-        with self.engine.begin() as conn:
-            conn.execute(
-                self.table.insert().values(
-                    hcp_id=hcp_id, attempted_at=datetime.now(UTC), through=through, pushed=error is None, error=None if error is None else error[:500]
-                )
-            )
+        def when(t: Any) -> Any:
+            return None if t is None or pd.isna(t) else pd.Timestamp(t).to_pydatetime()
+
+        now = datetime.now(UTC)
+        rows = [
+            {"hcp_id": h, "attempted_at": now, "through": when(through.get(h)), "pushed": error is None, "error": None if error is None else error[:500]}
+            for h in hcp_ids
+        ]
+        if not rows:
+            return
+        with nullcontext(conn) if conn is not None else self.engine.begin() as c:
+            c.execute(self.table.insert(), rows)
 
     def is_pushed(self, hcp_id: str, received_at: Any) -> bool:
         """Whether a successful push of ``hcp_id`` read feedback received at ``received_at``."""
@@ -122,6 +169,17 @@ class PushLog:
         with self.engine.connect() as conn:
             newest = conn.execute(sa.select(sa.func.max(t.c.through)).where((t.c.hcp_id == hcp_id) & t.c.pushed)).scalar()
         return newest is not None and _utc(newest) >= _utc(received_at)
+
+    def pushed_through(self, hcp_ids: list[str]) -> dict[str, pd.Timestamp]:
+        """HCP -> the newest received_at a successful push of it read (HCPs never pushed absent)."""
+        import sqlalchemy as sa
+
+        t, ids, out = self.table, sorted(set(hcp_ids)), {}
+        with self.engine.connect() as conn:
+            for a in range(0, len(ids), 500):
+                q = sa.select(t.c.hcp_id, sa.func.max(t.c.through)).where(t.c.hcp_id.in_(ids[a : a + 500]) & t.c.pushed).group_by(t.c.hcp_id)
+                out.update({h: _utc(v) for h, v in conn.execute(q) if v is not None})
+        return out
 
     def unpushed_hcps(self, feedback_table: Any, limit: int = 100) -> list[str]:
         """HCPs with feedback no successful push has read yet (what a background retry pushes again)."""
@@ -158,13 +216,44 @@ def retry_unpushed(features_cfg: Any, store: Any, audit: Any, limit: int = 100) 
     from serving.audit import feedback as feedback_table
 
     hcps = push_log(audit).unpushed_hcps(feedback_table, limit)
-    failed = {}
+    failed = {h: e for h, e in push_grouped(features_cfg, store, audit, hcps).items() if e is not None}
+    return {"hcps": len(hcps), "pushed": len(hcps) - len(failed), "failed": failed}
+
+
+def push_grouped(features_cfg: Any, store: Any, audit: Any, hcp_ids: list[str], *, is_outage: Any = None) -> dict[str, str | None]:
+    """Push ``hcp_ids`` in one go; when that fails for a reason other than an outage (``is_outage(exc)``), each HCP alone, so one bad HCP holds up no other. HCP -> error or None."""
+    hcps = sorted(set(hcp_ids))
+    if not hcps:
+        return {}
+    try:
+        push_feedback_many(features_cfg, store, audit, hcps)
+        return dict.fromkeys(hcps)
+    except Exception as exc:  # logged in the push log; a replay or the catch-up tries again
+        if (is_outage is not None and is_outage(exc)) or len(hcps) == 1:
+            return dict.fromkeys(hcps, f"{type(exc).__name__}: {exc}")
+    out: dict[str, str | None] = {}
     for h in hcps:
         try:
-            push_feedback(features_cfg, store, audit, h)
-        except Exception as exc:  # logged in the push log; the next round tries again
-            failed[h] = f"{type(exc).__name__}: {exc}"
-    return {"hcps": len(hcps), "pushed": len(hcps) - len(failed), "failed": failed}
+            push_feedback_many(features_cfg, store, audit, [h])
+            out[h] = None
+        except Exception as exc:
+            out[h] = f"{type(exc).__name__}: {exc}"
+    return out
+
+
+def stored_feedback_many(audit: Any, feedback_ids: list[str]) -> dict[str, tuple[str, Any]]:
+    """feedback id -> (hcp_id, received_at) of stored feedback rows."""
+    import sqlalchemy as sa
+
+    from serving.audit import feedback as feedback_table
+
+    ids, out = sorted(set(feedback_ids)), {}
+    f = feedback_table
+    with audit.engine.connect() as conn:
+        for a in range(0, len(ids), 500):
+            q = sa.select(f.c.feedback_id, f.c.hcp_id, f.c.received_at).where(f.c.feedback_id.in_(ids[a : a + 500]))
+            out.update({r[0]: (r[1], r[2]) for r in conn.execute(q)})
+    return out
 
 
 def stored_feedback(audit: Any, feedback_id: str) -> tuple[str, Any]:
@@ -176,3 +265,49 @@ def stored_feedback(audit: Any, feedback_id: str) -> tuple[str, Any]:
     with audit.engine.connect() as conn:
         row = conn.execute(sa.select(feedback_table.c.hcp_id, feedback_table.c.received_at).where(feedback_table.c.feedback_id == feedback_id)).one()
     return row[0], row[1]
+
+
+def not_yet_imported(data_dir: Any, audit: Any, hcp_ids: list[str], chunk: int = 500) -> list[str]:
+    """HCPs among ``hcp_ids`` with audit feedback the contract dataset at ``data_dir`` does not hold yet (by feedback id, or suggestion and decision).
+
+    A channel outcome is in the contract when a touch carries its feedback id as ``event_id`` or
+    its ``suggestion_id``; a decision when a feedback row carries its id or the same (suggestion,
+    decision) pair: the rules by which ``push_events`` de-duplicates.
+    """
+    import sqlalchemy as sa
+
+    from contract.by_hcp import rows_of
+    from serving.audit import feedback as feedback_table
+
+    f, ids, out = feedback_table, sorted(set(hcp_ids)), []
+    for a in range(0, len(ids), chunk):
+        part = ids[a : a + chunk]
+        q = sa.select(f.c.hcp_id, f.c.feedback_id, f.c.suggestion_id, f.c.outcome).where(f.c.hcp_id.in_(part))
+        with audit.engine.connect() as conn:
+            rows = pd.DataFrame(conn.execute(q).all(), columns=["hcp_id", "feedback_id", "suggestion_id", "outcome"])
+        if rows.empty:
+            continue
+        stored = rows_of(data_dir, sorted(set(rows["hcp_id"])), tables=("touchpoints", "feedback"))
+        tp, fb = stored.get("touchpoints"), stored.get("feedback")
+        touch_ids: set[str] = set()
+        if tp is not None:
+            touch_ids = set(tp.column("event_id").drop_null().to_pylist()) | set(tp.column("suggestion_id").drop_null().to_pylist())
+        fb_ids: set[str] = set()
+        if fb is not None:
+            fb_ids = set(fb.column("feedback_id").drop_null().to_pylist())
+            fb_ids |= {f"{s}\x1f{d}" for s, d in zip(fb.column("suggestion_id").to_pylist(), fb.column("decision").to_pylist()) if s is not None}
+        dec = rows["outcome"].isin(DECISIONS).to_numpy()
+        in_touches = rows["feedback_id"].isin(touch_ids) | rows["suggestion_id"].isin(touch_ids)
+        in_feedback = rows["feedback_id"].isin(fb_ids) | (rows["suggestion_id"] + "\x1f" + rows["outcome"]).isin(fb_ids)
+        missing = rows[(dec & ~in_feedback.to_numpy()) | (~dec & ~in_touches.to_numpy())]
+        out.extend(sorted(set(missing["hcp_id"])))
+    return out
+
+
+def repush_not_imported(features_cfg: Any, store: Any, audit: Any, hcp_ids: list[str], chunk: int = 1000) -> dict[str, Any]:
+    """After a sync rewrote ``hcp_ids``' online rows from the contract alone: push again those with audit feedback the contract lacks; a summary."""
+    hcps = not_yet_imported(features_cfg.data_dir, audit, hcp_ids)
+    failed: dict[str, str] = {}
+    for a in range(0, len(hcps), chunk):
+        failed.update({h: e for h, e in push_grouped(features_cfg, store, audit, hcps[a : a + chunk]).items() if e is not None})
+    return {"hcps_checked": len(set(hcp_ids)), "hcps_repushed": len(hcps) - len(failed), "failed": dict(list(failed.items())[:20]), "failed_count": len(failed)}

@@ -2,9 +2,9 @@
 
 ``contract.crm_feedback`` maps the file; here the whole file is checked against the audit
 trail before anything is written (every suggestion id was served by us, no feedback id already
-stored with other content), so a bad row leaves nothing half imported. Each item is then stored
-with ``AuditTrail.record_feedback``, the call behind ``/feedback`` (idempotent by feedback id: a
-re-imported file stores nothing twice), and each HCP's online features are pushed once, with all
+stored with other content), so a bad row leaves nothing half imported. The items are then stored
+with ``AuditTrail.record_feedback_many``, the call behind ``/feedback/batch`` (one transaction,
+idempotent by feedback id: a re-imported file stores nothing twice), and each HCP's online features are pushed once, with all
 of its outcomes, as ``/feedback`` does per item. Should the process stop midway, running the
 same import again completes it.
 """
@@ -87,10 +87,10 @@ def import_feedback(audit: Any, parsed: ParsedFeedback, *, push: Any = None, dry
         return {**summary, "created": 0, "pushed_hcps": 0, "push_errors": []}
     created, hcps = 0, []
     caller = f"crm-import:{parsed.source}"
-    for item in parsed.items:
-        if item["feedback_id"] in same:
-            continue
-        if audit.record_feedback({**item, "caller": caller}).created:
+    new = [{**item, "caller": caller} for item in parsed.items if item["feedback_id"] not in same]
+    # One transaction for the file (checked whole above): a crash leaves all of it or none, and a rerun completes it.
+    for item, res in zip(new, audit.record_feedback_many(new) if new else []):
+        if res.created:
             created += 1
             hcps.append(served[item["suggestion_id"]])
     pushed, errors = 0, []

@@ -19,7 +19,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 MAX_ITEMS = 5  # arrays are kept short: the point is shapes and values, not load
-API_OPERATIONS = ("/recommend", "/plan", "/feedback")
+API_OPERATIONS = ("/recommend", "/plan", "/feedback", "/feedback/batch")
 
 
 def _resolve(schema: dict, defs: dict) -> dict:
@@ -270,6 +270,11 @@ def _fuzz_operation(
     return counts, statuses
 
 
+def _op(path: str) -> str:
+    """An operation's name in the figures: ``/feedback/batch`` -> ``feedback_batch``."""
+    return path.strip("/").replace("/", "_")
+
+
 def run_fuzz(
     base: str,
     key: str,
@@ -298,7 +303,7 @@ def run_fuzz(
     failures: list[dict[str, Any]] = []
     t0 = time.perf_counter()
     for path in paths:
-        op = path.strip("/")
+        op = _op(path)
         counts, statuses = _fuzz_operation(
             client,
             path,
@@ -312,9 +317,7 @@ def run_fuzz(
         )
         figures.update({f"{op}_{k}": v for k, v in counts.items()})
         figures[f"{op}_statuses"] = dict(sorted(statuses.items()))
-    total = {
-        k: sum(figures[f"{p.strip('/')}_{k}"] for p in paths) for k in ("cases", "server_errors", "undocumented_status", "nonconforming", "transport_errors")
-    }
+    total = {k: sum(figures[f"{_op(p)}_{k}"] for p in paths) for k in ("cases", "server_errors", "undocumented_status", "nonconforming", "transport_errors")}
     figures.update({f"total_{k}": v for k, v in total.items()})
     figures["elapsed_s"] = round(time.perf_counter() - t0, 1)
     figures["failures"] = failures

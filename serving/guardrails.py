@@ -14,7 +14,9 @@ frequency cap 2/week reached"). Rules, in the order they are checked:
                  days of the last", "the same item at most once in 30 days").
 6. lifecycle   — the product's lifecycle stage excludes the channel (e.g. no conferences
                  for a post-VBP product); softer preferences re-weight scores instead.
-7. capacity    — applied when planning a rep's day (see ``pack_capacity``), not per HCP.
+7. capacity    — not per HCP: across a request's HCPs, the rep-time and 1:1 entries past their
+                 rep's capacity rank last (``serving.capacity``), and a rep's day is packed
+                 into it (``pack_capacity``).
 
 The engine turns these masks into constraints before ranking (feasible first): the model's
 per-channel content is chosen among items no rule blocks, and only allowed channels are

@@ -18,7 +18,7 @@ import os
 import time
 from typing import Any
 
-ROUTES = ("/recommend", "/plan", "/feedback", "/readyz", "/livez", "/healthz", "/metrics", "/docs.json", "/schema.json", "/docs", "/")
+ROUTES = ("/recommend", "/plan", "/feedback", "/feedback/batch", "/readyz", "/livez", "/healthz", "/metrics", "/docs.json", "/schema.json", "/docs", "/")
 OTHER = "other"
 # Latency buckets (seconds) around the targets: 30 ms p99 sustained, 50 ms for a 503, 100 ms overloaded.
 BUCKETS = (0.002, 0.005, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)

@@ -20,7 +20,7 @@ from serving.errors import code_for, error_body, normalise
 PUBLIC_PATHS = ("/healthz", "/livez", "/readyz", "/metrics", "/docs.json", "/docs", "/schema.json", "/")
 # Where ApiGuard leaves the authenticated caller's name in the ASGI scope's state (request.state.nba_caller).
 CALLER_KEY = "nba_caller"
-API_PATHS = ("/recommend", "/plan", "/feedback")
+API_PATHS = ("/recommend", "/plan", "/feedback", "/feedback/batch")
 # application/json (any parameters) or a +json type; no Content-Type at all is read as JSON too.
 JSON_TYPES = ("application/json",)
 

@@ -1,7 +1,7 @@
 """The OpenAPI document the service publishes at ``/docs.json``: BentoML's, completed.
 
 BentoML lists 400/404/500 for every route, drops nullable types (``str | None`` shows as a plain
-string) and leaves out the id pattern, the real status codes and any examples. The three API
+string) and leaves out the id pattern, the real status codes and any examples. The API
 operations are therefore rebuilt here from the pydantic models (JSON Schema 2020-12, so OpenAPI
 3.1), with every status the service answers and the one error object of ``serving.errors``;
 BentoML's probe routes are kept as they are.
@@ -36,6 +36,7 @@ OPERATIONS = {
     "/recommend": ("recommend", "RecommendRequest", "RecommendResponse", (401, 413, 415, 422, 500, 503)),
     "/plan": ("plan", "PlanRequest", "PlanResponse", (401, 413, 415, 422, 500, 503)),
     "/feedback": ("feedback", "FeedbackItem", "FeedbackResponse", (401, 404, 409, 413, 415, 422, 500, 503)),
+    "/feedback/batch": ("feedback_batch", "FeedbackBatch", "FeedbackBatchResponse", (401, 404, 409, 413, 415, 422, 500, 503)),
 }
 EXAMPLES = {
     "/recommend": {
@@ -58,6 +59,16 @@ EXAMPLES = {
             "value": {"feedback_id": "wx-99812", "suggestion_id": "5f0c2d9e4b1a4c3e8a7d6b5c4f3e2d1a", "outcome": "opened", "ts": "2026-05-01T12:02:00+08:00"}
         },
     },
+    "/feedback/batch": {
+        "a push delivered and not opened, and a rep's snooze": {
+            "value": {
+                "items": [
+                    {"feedback_id": "wx-99813", "suggestion_id": "5f0c2d9e4b1a4c3e8a7d6b5c4f3e2d1a", "outcome": "delivered", "ts": "2026-05-01T12:00:00+08:00"},
+                    {"feedback_id": "crm-7782", "suggestion_id": "0a1b2c3d4e5f60718293a4b5c6d7e8f9", "outcome": "snoozed", "ts": "2026-05-01T12:05:00+08:00"},
+                ]
+            }
+        }
+    },
 }
 
 
@@ -76,6 +87,8 @@ def component_schemas() -> dict[str, Any]:
 
     from serving.schemas import (
         ErrorResponse,
+        FeedbackBatch,
+        FeedbackBatchResponse,
         FeedbackItem,
         FeedbackResponse,
         PlanRequest,
@@ -88,9 +101,11 @@ def component_schemas() -> dict[str, Any]:
         (RecommendRequest, "validation"),
         (PlanRequest, "validation"),
         (FeedbackItem, "validation"),
+        (FeedbackBatch, "validation"),
         (RecommendResponse, "serialization"),
         (PlanResponse, "serialization"),
         (FeedbackResponse, "serialization"),
+        (FeedbackBatchResponse, "serialization"),
         (ErrorResponse, "serialization"),
     ]
     _, top = models_json_schema(models, ref_template="#/components/schemas/{model}")

@@ -16,6 +16,7 @@ import threading
 import weakref
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -148,6 +149,19 @@ class ReferenceData:
         """HCPs in the regions of ``rep_id``'s HCPs (their own and others'), sorted."""
         regions = self.hcps.loc[self.hcps["rep_id"].to_numpy() == rep_id, "region"].unique()
         return sorted(self.hcps.index[self.hcps["region"].isin(regions).to_numpy()].astype(str))
+
+    @cached_property
+    def book_sizes(self) -> dict[str, int]:
+        """HCPs owned per rep."""
+        if "rep_id" not in self.hcps or not len(self.hcps):
+            return {}
+        return {str(k): int(v) for k, v in self.hcps["rep_id"].dropna().astype(str).value_counts().items()}
+
+    @cached_property
+    def capacities(self) -> dict[str, tuple[int, int]]:
+        """(visits, messages) per day of every rep with both figures."""
+        reps = self.reps.dropna(subset=["visit_capacity_per_day", "message_capacity_per_day"])
+        return {str(r): (int(v), int(m)) for r, v, m in zip(reps.index, reps["visit_capacity_per_day"], reps["message_capacity_per_day"])}
 
     def capacity(self, rep_id: str) -> tuple[int, int]:
         """(visits, messages) per day of ``rep_id``; KeyError when the rep is unknown."""

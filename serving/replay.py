@@ -721,7 +721,7 @@ def format_table(figures: dict[str, Any]) -> str:
         *[(f"  blocked by {r}", f"logged_touches_blocked_{r}_count") for r in LOGGED_RULES],
     ]
     est = figures.get("changed_ope_estimator") or figures.get("baseline_ope_estimator") or "dr"
-    for name in ("dr", "snips", "switch_dr", "dr_os"):
+    for name in dict.fromkeys(("dr", "snips", "switch_dr", "dr_os", "switch_dr_ba", est)):
         rows.append((f"OPE {name} value" + (" (chosen)" if name == est else ""), f"ope_{name}_value"))
     rows += [
         ("OPE logged policy value", "ope_logged_value"),

@@ -10,7 +10,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from contract.schema import CHANNELS, FEEDBACK_REASONS
 
 Channel = Literal[CHANNELS]  # type: ignore[valid-type]
-Outcome = Literal["accepted", "dismissed", "done", "snoozed", "opened", "attended"]
+# Rep decisions (accepted, dismissed, done, snoozed) and channel outcomes (delivered: reached the
+# HCP, not opened so far; opened; attended, for meetings).
+Outcome = Literal["accepted", "dismissed", "done", "snoozed", "delivered", "opened", "attended"]
 Reason = Literal[FEEDBACK_REASONS]  # type: ignore[valid-type]
 _ID = r"^[A-Za-z0-9_.:\-]{1,64}$"
 # The most ids a request can carry whatever the configured batch limit (the config's own upper bound).
@@ -200,7 +202,11 @@ class PlanResponse(BaseModel):
 
 
 class FeedbackItem(_Strict):
-    """The outcome of a suggestion, from the rep (decision) or the channel (opened, attended)."""
+    """The outcome of a suggestion, from the rep (decision) or the channel (delivered, opened, attended).
+
+    The feedback id of a channel outcome is the touch's event_id: a CRM export of that touch must
+    carry the same event_id (or the suggestion_id), or it counts twice.
+    """
 
     feedback_id: str = Field(..., pattern=_ID)
     suggestion_id: str = Field(..., pattern=_ID)
@@ -223,6 +229,20 @@ class FeedbackResponse(BaseModel):
     created: bool
     pushed_online: bool
     push_error: str | None = None
+
+
+class FeedbackBatch(_Strict):
+    """Several outcomes, stored in one transaction (all or nothing) and pushed online once per HCP."""
+
+    items: list[FeedbackItem] = Field(..., min_length=1, max_length=MAX_IDS, description="the outcomes; at most the configured feedback_max_items")
+
+
+class FeedbackBatchResponse(BaseModel):
+    """One result per item, in the items' order, and the counts."""
+
+    results: list[FeedbackResponse]
+    created: int = Field(description="items stored now (the others were stored before: replays)")
+    pushed_hcps: int = Field(description="HCPs whose online features were pushed by this call")
 
 
 class ErrorField(BaseModel):

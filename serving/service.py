@@ -26,6 +26,8 @@ from serving.config import ServingConfig  # noqa: E402
 from serving.metrics import RouteMetrics  # noqa: E402
 from serving.middleware import CALLER_KEY, ApiGuard  # noqa: E402
 from serving.schemas import (  # noqa: E402
+    FeedbackBatch,
+    FeedbackBatchResponse,
     FeedbackItem,
     FeedbackResponse,
     PlanRequest,
@@ -138,6 +140,14 @@ class NextBestAction:
 
         o = self.cfg.online_read
         self.catch_up = PushCatchUp(lambda: self.engine.retry_pushes(limit=o.push_retry_hcps), self.executor.submit, o.push_retry_s).start()
+        # The champion's outcome shift: read at start, refitted from the audit trail's outcomes every refresh_s.
+        oc = self.cfg.outcome_calibration
+        self.outcome_refit = PushCatchUp(self.engine.refresh_outcome_shift, self.executor.submit, oc.refresh_s if oc.enabled else 0.0)
+        try:
+            self.executor.submit(self.engine.refresh_outcome_shift).result()
+        except Exception as exc:  # the trail is down: served without the shift until the next round
+            log.warning("outcome calibration not read: %s: %s", type(exc).__name__, exc)
+        self.outcome_refit.start()
         if self.engine.model is None:
             log.error("no champion model loaded: %s", self.engine.model_error)
         from serving.engine import freeze_heap
@@ -291,25 +301,45 @@ class NextBestAction:
     @bentoml.api(route="/feedback", input_spec=FeedbackItem)
     async def feedback(self, ctx: bentoml.Context, **item) -> FeedbackResponse:
         """Record an outcome for a suggestion: idempotent by feedback id, stored before answering."""
+        req = FeedbackItem.model_validate(item)
+        out = await self._store_feedback(ctx, [req], prefix="")
+        return FeedbackResponse.model_validate(out["results"][0])
+
+    @bentoml.api(route="/feedback/batch", input_spec=FeedbackBatch)
+    async def feedback_batch(self, ctx: bentoml.Context, **body) -> FeedbackBatchResponse:
+        """Record many outcomes in one transaction (all or nothing; idempotent per feedback id), then push each affected HCP online once."""
+        req = FeedbackBatch.model_validate(body)
+        if len(req.items) > self.cfg.feedback_max_items:
+            raise _error(HTTPStatus.UNPROCESSABLE_ENTITY, f"items: {len(req.items)} items exceed the batch limit of {self.cfg.feedback_max_items}")
+        return FeedbackBatchResponse.model_validate(await self._store_feedback(ctx, req.items, prefix="items"))
+
+    async def _store_feedback(self, ctx: bentoml.Context, items: list, prefix: str) -> dict:
+        """Time rules, then the engine's batch call; errors name the item (``items[3]: ...``) in a batch."""
         from serving.audit import FeedbackConflict, UnknownSuggestion
         from serving.clock import feedback_time, server_now
         from serving.engine import RequestError
 
-        req = FeedbackItem.model_validate(item)
-        try:  # stored as UTC; a ts beyond the clock skew in the future would lift caps and cool-downs
-            ts = feedback_time(req.ts, server_now(self.cfg), skew_s=self.cfg.max_clock_skew_s)
-        except RequestError as exc:
-            raise _error(HTTPStatus.UNPROCESSABLE_ENTITY, str(exc)) from None
+        def where(i: int | None, field: str) -> str:
+            return f"{prefix}[{i}]: {field}" if prefix and i is not None else field
+
+        now, caller, rows = server_now(self.cfg), _caller(ctx), []
+        for i, req in enumerate(items):
+            try:  # stored as UTC; a ts beyond the clock skew in the future would lift caps and cool-downs
+                ts = feedback_time(req.ts, now, skew_s=self.cfg.max_clock_skew_s)
+            except RequestError as exc:
+                raise _error(HTTPStatus.UNPROCESSABLE_ENTITY, where(i, str(exc)) if prefix else str(exc)) from None
+            rows.append({**req.model_dump(), "ts": ts, "caller": caller})
         try:
-            out = await self._on_engine(self.engine.feedback, {**req.model_dump(), "ts": ts, "caller": _caller(ctx)})
-        except UnknownSuggestion:
-            raise _error(HTTPStatus.NOT_FOUND, f"suggestion_id: {req.suggestion_id!r} was never served") from None
+            return await self._on_engine(self.engine.feedback_batch, rows)
+        except UnknownSuggestion as exc:
+            i = getattr(exc, "index", None)
+            sid = rows[i]["suggestion_id"] if i is not None else exc.args[0]
+            raise _error(HTTPStatus.NOT_FOUND, where(i, f"suggestion_id: {sid!r} was never served")) from None
         except FeedbackConflict as exc:
-            raise _error(HTTPStatus.CONFLICT, f"feedback_id: {exc}") from None
+            raise _error(HTTPStatus.CONFLICT, where(getattr(exc, "index", None), f"feedback_id: {exc}")) from None
         except Exception as exc:
             log.exception("feedback failed")
             raise _error(HTTPStatus.SERVICE_UNAVAILABLE, f"audit trail unavailable: {type(exc).__name__}") from exc
-        return FeedbackResponse.model_validate(out)
 
 
 # Outermost first: count every answer (401, 413 and 503 included), then auth and size, then admission.

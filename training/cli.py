@@ -108,6 +108,7 @@ def register(app: typer.Typer, bench_app: typer.Typer, judge: Optional[Callable[
         config: Optional[Path] = typer.Option(None, "--config", "-c", help=CONFIG_HELP),
         training_set: Optional[Path] = typer.Option(None, "--training-set", help="Parquet training set instead of the feature store."),
         study: Optional[str] = typer.Option(None, "--study", help="Study name (workers sharing a storage and study cooperate)."),
+        workers: Optional[int] = typer.Option(None, "--workers", help="Processes running trials at once against the one study (use a PostgreSQL storage)."),
         set_: list[str] = typer.Option([], "--set", help="Any config key (repeatable)."),
     ) -> None:
         """Search hyper-parameters with Optuna TPE + median pruning; each trial is a nested MLflow run."""
@@ -117,7 +118,13 @@ def register(app: typer.Typer, bench_app: typer.Typer, judge: Optional[Callable[
 
         cfg = _load(
             config,
-            {"tune.trials": trials, "tune.storage": storage, "tune.study_name": study, "training_set": str(training_set) if training_set else None},
+            {
+                "tune.trials": trials,
+                "tune.storage": storage,
+                "tune.study_name": study,
+                "tune.workers": workers,
+                "training_set": str(training_set) if training_set else None,
+            },
             set_,
         )
         typer.echo(

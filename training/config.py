@@ -73,6 +73,8 @@ class TuneSection(StageConfig):
     trials: int = Field(20, ge=1)
     storage: str = "sqlite:///.nba/optuna/optuna.db"
     study_name: str = "nba-tune"
+    # Processes running trials of the one study at once (training/tuning.py): use a PostgreSQL storage.
+    workers: int = Field(1, ge=1, le=64)
     startup_trials: int = Field(3, ge=0)
     warmup_epochs: int = Field(1, ge=0)
     # What trials are ranked by (higher is better): "simulator" = the model policy's true share of
@@ -99,8 +101,8 @@ class TuneSection(StageConfig):
 class OpeSection(StageConfig):
     """Off-policy evaluation of the policy as served (training.served_policy), from the logs alone."""
 
-    # The estimate `nba evaluate` reports and `nba promote` gates on: dr | snips | switch_dr | dr_os | ips | dm.
-    estimator: Literal["dr", "snips", "switch_dr", "dr_os", "ips", "dm"] = "switch_dr"
+    # The estimate `nba evaluate` reports and `nba promote` gates on: dr | snips | switch_dr | dr_os | ips | dm | dm_rc | switch_dr_ba (training/ope.py).
+    estimator: Literal["dr", "snips", "switch_dr", "dr_os", "ips", "dm", "dm_rc", "switch_dr_ba"] = "switch_dr_ba"
     n_boot: int = Field(1000, ge=50, le=100_000)  # HCP-clustered bootstrap resamples (ends move ~7% of the width at 200)
     alpha: float = Field(0.05, gt=0.0, lt=0.5)
     # The served policy's exploration: must match serving's `exploration` block (configs/serving.yaml).
@@ -140,7 +142,7 @@ class TrainingConfig(StageConfig):
     test_weeks: int = Field(6, ge=0, description="last weeks of the log held out for reporting")
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    # CPU training is data-parallel: `workers` forked processes (training.parallel), each with
+    # CPU training is data-parallel: `workers` forked DDP ranks (training.parallel; under torchrun its world size counts instead), each with
     # `num_threads` torch threads. This network's ops are too small for a second intra-op thread
     # to help (measured on 2 cores: two threads, same wall time per row); a second process gave
     # 1.17x on the 100k bench (memory-bound; README "Performance notes").

@@ -41,7 +41,8 @@ def _file_fingerprint(path: Path) -> str:
 
 def load_training_set(training_set: str | None, data_dir: str, features_config: str | None = None) -> TrainingSet:
     """Read ``training_set`` (Parquet) if given, else build decision labels + point-in-time features
-    for the contract dataset in ``data_dir`` through the feature stage."""
+    for the contract dataset in ``data_dir`` through the feature stage, at its ``examples.grain``
+    (week: the Feast sources' weekly snapshots; day: each day's state, features.examples)."""
     if training_set:
         path = Path(training_set)
         if not path.exists():
@@ -57,8 +58,14 @@ def load_training_set(training_set: str | None, data_dir: str, features_config: 
         raise RuntimeError("features.build_training_set is not available; pass --training-set PATH (a Parquet training set)")
     from features.config import load_features_config
 
-    labels = features.decision_labels(data_dir)
-    frame = builder(load_features_config(features_config, overrides={"data_dir": data_dir}), labels)
+    fcfg = load_features_config(features_config, overrides={"data_dir": data_dir})
+    labels = features.decision_labels(data_dir, grain=fcfg.examples.grain)
+    if fcfg.examples.grain == "week":
+        frame = builder(fcfg, labels)
+    else:
+        from features.examples import build_examples
+
+        frame = build_examples(fcfg, labels)
     tags = read_frame(data_dir, "content", columns=["content_id", "product_id", *CONTENT_TAGS])
     hcps = read_frame(data_dir, "hcps", columns=["hcp_id", "main_product_id"])
     return TrainingSet(

@@ -432,8 +432,12 @@ def time_split(weeks: np.ndarray, val_weeks: int, test_weeks: int = 0) -> tuple[
     """Boolean masks (train, validation, test): the last ``test_weeks`` distinct weeks test, the ``val_weeks`` before them validate.
 
     Validation weeks select (early stopping, calibration, tuning); test weeks only report, so a
-    reported figure never comes from weeks that chose the model.
+    reported figure never comes from weeks that chose the model. Times are counted by the week
+    (Monday 00:00 UTC) they fall in, so day-grain examples split on the same weeks as week-grain ones.
     """
+    monday0 = np.datetime64("1970-01-05", "D")  # a Monday: weeks start on Monday 00:00 UTC
+    days = np.asarray(weeks).astype("datetime64[D]")
+    weeks = monday0 + np.floor_divide((days - monday0).astype(np.int64), 7) * 7
     distinct = np.unique(weeks)
     if len(distinct) <= val_weeks + test_weeks:
         raise ValueError(f"val_weeks={val_weeks} + test_weeks={test_weeks} leave no training weeks: the data spans {len(distinct)} weeks")

@@ -168,14 +168,21 @@ def train_job(
     log_model: bool = True,
     tags: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    """Train one model, record everything in MLflow, save the bundle, optionally register it as challenger."""
+    """Train one model, record everything in MLflow, save the bundle, optionally register it as challenger.
+
+    Under torchrun (``training.parallel``) every rank calls this; ranks other than 0 only train
+    their shards (``follow_train_job``) and rank 0 records, saves and registers as above.
+    """
+    from training import parallel
+
+    if parallel.launched_rank() != 0:
+        return follow_train_job(cfg, prep=prep, progress=progress)
     import mlflow
 
     from training import tracking
     from training.artifacts import ModelBundle, save_bundle
     from training.contentless import contentless_names, resolve_contentless
     from training.dataset import weeks_window
-    from training.train import fit
 
     tracking.setup(cfg.tracking)
     device = configure_torch(cfg)
@@ -183,15 +190,7 @@ def train_job(
     from training.train import seed_everything
 
     seed_everything(cfg.seed)
-    model = build_model(
-        cfg,
-        len(prep.vocab),
-        len(prep.scaler.columns),
-        prep.content_codes,
-        response_history="history_long" in prep.train.arrays,
-        contact_windows=int(prep.train.meta.get("contact_windows", 0)),
-    )
-    weights = {"channel": cfg.loss.channel_weight, "content": cfg.loss.content_weight, "slot": cfg.loss.slot_weight, "response": cfg.loss.response_weight}
+    model = _new_model(cfg, prep)
     with mlflow.start_run(nested=nested) as run:
         mlflow.log_params({k: str(v) for k, v in tracking.flatten(cfg.model_dump()).items()})
         mlflow.set_tags({"data_fingerprint": prep.fingerprint, "data_source": prep.source, "stage": "training", "device": str(device), **(tags or {})})
@@ -210,25 +209,7 @@ def train_job(
             if on_epoch is not None:
                 on_epoch(epoch, m)
 
-        result = fit(
-            model,
-            prep.train,
-            prep.val,
-            objective=cfg.loss.objective,
-            ips_clip=cfg.loss.ips_clip,
-            loss_weights=weights,
-            lr=cfg.lr,
-            weight_decay=cfg.weight_decay,
-            epochs=cfg.epochs,
-            batch_size=cfg.batch_size,
-            seed=cfg.seed,
-            device=device,
-            on_epoch=epoch_cb,
-            progress=progress,
-            workers=cfg.workers,
-            response_weighting=cfg.loss.response_weighting,
-            compile=cfg.compile,
-        )
+        result = _fit(cfg, model, prep, device, on_epoch=epoch_cb, progress=progress)
         final = dict(result.history[-1]) if result.history else {}
         contentless = resolve_contentless(cfg.contentless_channels, prep.train.arrays["label_channel"], prep.train.arrays["label_content"])
         calibrator, calib = _calibrate(model, prep, cfg.batch_size, device, contentless=contentless, clip=cfg.loss.ips_clip)
@@ -268,6 +249,63 @@ def train_job(
                     tags={"data_fingerprint": prep.fingerprint, "run_id": run.info.run_id, tracking.SELECTION_WINDOW_TAG: selection},
                 )
         return {"run_id": run.info.run_id, "model_version": version, "bundle": str(out_dir), "metrics": final, "seconds_per_epoch": result.seconds_per_epoch}
+
+
+def follow_train_job(cfg: TrainingConfig, *, prep: Prepared | None = None, progress: bool = False) -> dict[str, Any]:
+    """A torchrun rank other than 0: the same data, seed and network as rank 0, trained on this rank's shards; records nothing."""
+    from training import parallel
+    from training.train import seed_everything
+
+    device = configure_torch(cfg)
+    prep = prep or prepare_data(cfg)
+    seed_everything(cfg.seed)
+    result = _fit(cfg, _new_model(cfg, prep), prep, device, on_epoch=None, progress=progress)
+    return {
+        "run_id": None,
+        "model_version": None,
+        "bundle": None,
+        "metrics": {},
+        "seconds_per_epoch": result.seconds_per_epoch,
+        "rank": parallel.launched_rank(),
+    }
+
+
+def _new_model(cfg: TrainingConfig, prep: Prepared) -> Any:
+    """The network for ``prep``'s data (every torchrun rank builds the same one from the same seed)."""
+    return build_model(
+        cfg,
+        len(prep.vocab),
+        len(prep.scaler.columns),
+        prep.content_codes,
+        response_history="history_long" in prep.train.arrays,
+        contact_windows=int(prep.train.meta.get("contact_windows", 0)),
+    )
+
+
+def _fit(cfg: TrainingConfig, model: Any, prep: Prepared, device: Any, *, on_epoch: Any, progress: bool) -> Any:
+    """``training.train.fit`` with ``cfg``'s settings: data-parallel over ``cfg.workers`` forked ranks, or torchrun's ranks when launched."""
+    from training.train import fit
+
+    weights = {"channel": cfg.loss.channel_weight, "content": cfg.loss.content_weight, "slot": cfg.loss.slot_weight, "response": cfg.loss.response_weight}
+    return fit(
+        model,
+        prep.train,
+        prep.val,
+        objective=cfg.loss.objective,
+        ips_clip=cfg.loss.ips_clip,
+        loss_weights=weights,
+        lr=cfg.lr,
+        weight_decay=cfg.weight_decay,
+        epochs=cfg.epochs,
+        batch_size=cfg.batch_size,
+        seed=cfg.seed,
+        device=device,
+        on_epoch=on_epoch,
+        progress=progress,
+        workers=cfg.workers,
+        response_weighting=cfg.loss.response_weighting,
+        compile=cfg.compile,
+    )
 
 
 def _validation_policy_value(cfg: TrainingConfig, bundle: Any, prep: Prepared) -> dict[str, float]:

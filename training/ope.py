@@ -14,10 +14,26 @@ target policy. With w = pi/p:
 These are Open Bandit Pipeline's InverseProbabilityWeighting, SelfNormalizedInverseProbabilityWeighting,
 DirectMethod, DoublyRobust, SwitchDoublyRobust and DoublyRobustWithShrinkage for one position.
 
-Every estimator is a ratio of two row sums (a plain mean has a column of ones below), so a bootstrap
-replicate needs only per-cluster sums and how often each cluster was drawn: intervals resample
-whole clusters (HCPs, whose rows are correlated) with replacement, or rows when no clusters are
-given, in memory bounded by a fixed number of drawn indices per chunk.
+The reward model's own error. Where the target is nearly deterministic, few logged decisions match
+it and switch-DR is in effect the direct method: its bootstrap holds the reward model fixed, so the
+model's bias on the target's actions is in neither the estimate nor the interval. Two additions:
+
+- residual-corrected DM ("dm_rc") = mean(q_target) + sum(pi (r - q_logged)) / sum(pi): the reward
+  model's mean error on the logged actions the target would also take (weighted by the target's
+  probability, not divided by the logging propensity, so hundreds of matched rows count rather than
+  the handful that carry the importance weights), added to DM. It is a one-parameter residual
+  model refitted on every cluster resample, so its own sampling error is in the interval. It is
+  unbiased when the model's error on an action does not depend on how often the reps take it.
+- bias-aware switch-DR ("switch_dr_ba"): switch-DR's value, with the hull of switch-DR's and
+  dm_rc's percentile intervals (same resamples). Each is valid under a different assumption (the
+  reward model is right on the target's actions / its error there is the error on the matched
+  logged actions); the hull covers whenever either holds, which is what a reviewer needs when
+  neither can be checked from the logs.
+
+Every estimator is a sum of ratios of two row sums (a plain mean has a column of ones below), so a
+bootstrap replicate needs only per-cluster sums and how often each cluster was drawn: intervals
+resample whole clusters (HCPs, whose rows are correlated) with replacement, or rows when no
+clusters are given, in memory bounded by a fixed number of drawn indices per chunk.
 """
 
 from __future__ import annotations
@@ -27,7 +43,9 @@ from typing import Any
 
 import numpy as np
 
-ESTIMATORS = ("ips", "snips", "dm", "dr", "switch_dr", "dr_os")
+ESTIMATORS = ("ips", "snips", "dm", "dr", "switch_dr", "dr_os", "dm_rc", "switch_dr_ba")
+# Estimators whose interval is the hull of two others' (value: the first; interval: both): see switch_dr_ba.
+_HULLS = {"switch_dr_ba": ("switch_dr", "dm_rc")}
 ROW_KEYS = ("reward", "propensity", "pi_logged", "q_logged", "q_target")
 # 1000 resamples: at 200 the interval ends moved by ~7% of the width between seeds.
 DEFAULT_N_BOOT = 1000
@@ -171,28 +189,72 @@ def _shrink(w: np.ndarray, lam: float) -> np.ndarray:
     return lam * w / (w * w + lam)
 
 
+Parts = list[tuple[np.ndarray, np.ndarray]]
+
+
 def _terms(
     name: str, r: np.ndarray, p: np.ndarray, pi: np.ndarray, ql: np.ndarray | None, qt: np.ndarray | None, *, clip: float | None, tau: float, lam: float
-) -> tuple[np.ndarray, np.ndarray, float]:
-    """(numerator column, denominator column, ESS of the weights used) of one estimator."""
+) -> tuple[Parts, float]:
+    """(the estimator's (numerator, denominator) columns, whose ratios of sums add up to it; ESS of the weights used)."""
     ones = np.ones_like(r)
     w = pi / p
     if name == "dm":
-        return qt, ones, float(len(r))
+        return [(qt, ones)], float(len(r))
     if name == "snips":
-        return w * r, w, _ess(w)
+        return [(w * r, w)], _ess(w)
     if name in ("ips", "dr"):
         w = w if clip is None else np.minimum(w, clip)
-        return (w * r if name == "ips" else qt + w * (r - ql)), ones, _ess(w)
+        return [((w * r if name == "ips" else qt + w * (r - ql)), ones)], _ess(w)
     if name == "switch_dr":
         if np.isnan(tau) or tau < 0:
             raise ValueError(f"ope: tau must be >= 0 (inf for plain DR), got {tau}")
         used = np.where(w <= tau, w, 0.0)
-        return qt + used * (r - ql), ones, _ess(used)
+        return [(qt + used * (r - ql), ones)], _ess(used)
     if name == "dr_os":
         shrunk = _shrink(w, lam)
-        return qt + shrunk * (r - ql), ones, _ess(shrunk)
+        return [(qt + shrunk * (r - ql), ones)], _ess(shrunk)
+    if name == "dm_rc":
+        # Rows the target could not have taken (pi = 0) say nothing about its actions: 0/0 -> no correction.
+        return [(qt, ones), (pi * (r - ql), pi)], _ess(pi)
     raise ValueError(f"ope: unknown estimator {name!r}; known: {', '.join(ESTIMATORS)}")
+
+
+def _columns(parts: Parts) -> list[np.ndarray]:
+    return [c for num, den in parts for c in (num, den)]
+
+
+def _point(parts: Parts) -> float:
+    """The estimate: the first ratio (NaN/inf on a zero denominator, as a plain ratio) plus each correction whose denominator is not 0."""
+    num, den = parts[0]
+    return float(_ratio(num.sum(), den.sum()) + sum(_ratio(n.sum(), d.sum()) for n, d in parts[1:] if d.sum() != 0))
+
+
+def _replicates(parts: Parts, boot: np.ndarray) -> np.ndarray:
+    """Per replicate the estimator from its columns' resampled sums.
+
+    The first part's ratio is NaN where its denominator is 0 (that replicate is dropped, as a plain
+    ratio estimator's is); a correction part with denominator 0 adds nothing.
+    """
+    out = _ratio(boot[:, 0], boot[:, 1])
+    for j in range(1, len(parts)):
+        num, den = boot[:, 2 * j], boot[:, 2 * j + 1]
+        out = out + np.where(den != 0, _ratio(num, np.where(den != 0, den, 1.0)), 0.0)
+    return out
+
+
+def _expand(names: tuple[str, ...]) -> tuple[str, ...]:
+    """The plain estimators ``names`` need (a hull needs its two sides), in order, once each."""
+    out: list[str] = []
+    for name in names:
+        for plain in _HULLS.get(name, (name,)):
+            if plain not in out:
+                out.append(plain)
+    return tuple(out)
+
+
+def _hull(a: Estimate, b: Estimate) -> Estimate:
+    """``a``'s value and ESS with the union of both intervals."""
+    return Estimate(a.value, float(min(a.ci_low, b.ci_low)), float(max(a.ci_high, b.ci_high)), a.n, a.ess, a.n_clusters)
 
 
 def _arrays(*xs: Any) -> list[np.ndarray]:
@@ -218,14 +280,18 @@ def _run(
     """Estimates of the named estimators, all from the same cluster resamples."""
     _check_boot(n_boot, alpha)
     codes, n_units = _clusters(groups, len(r))
-    terms = [_terms(name, r, p, pi, ql, qt, clip=clip, tau=tau, lam=lam) for name in names]
-    columns = np.stack([c for num, den, _ in terms for c in (num, den)], 1)
+    plain = _expand(names)
+    terms = [_terms(name, r, p, pi, ql, qt, clip=clip, tau=tau, lam=lam) for name in plain]
+    columns = np.stack([c for parts, _ in terms for c in _columns(parts)], 1)
     boot = _resampled_sums(columns, codes, n_units, n_boot, seed)
-    out = {}
-    for i, (name, (num, den, ess)) in enumerate(zip(names, terms)):
-        point = _ratio(num.sum(), den.sum()) if den.sum() != 0 else np.nan
-        out[name] = _interval(point, _ratio(boot[:, 2 * i], boot[:, 2 * i + 1]), len(r), ess, alpha, n_units)
-    return out
+    est: dict[str, Estimate] = {}
+    at = 0
+    for name, (parts, ess) in zip(plain, terms):
+        k = 2 * len(parts)
+        point = _point(parts) if parts[0][1].sum() != 0 else np.nan
+        est[name] = _interval(point, _replicates(parts, boot[:, at : at + k]), len(r), ess, alpha, n_units)
+        at += k
+    return {name: (_hull(*(est[x] for x in _HULLS[name])) if name in _HULLS else est[name]) for name in names}
 
 
 # --- public estimators ----------------------------------------------------------------------------
@@ -392,12 +458,16 @@ def paired_difference(
             )
     codes, n_units = _clusters(groups, len(a[0]))
     kw = dict(clip=clip, tau=tau, lam=lam)
-    num_a, den_a, ess_a = _terms(estimator, *a, **kw)
-    num_b, den_b, ess_b = _terms(estimator, *b, **kw)
-    boot = _resampled_sums(np.stack([num_a, den_a, num_b, den_b], 1), codes, n_units, n_boot, seed)
-    point = _ratio(num_a.sum(), den_a.sum()) - _ratio(num_b.sum(), den_b.sum())
-    diff = _ratio(boot[:, 0], boot[:, 1]) - _ratio(boot[:, 2], boot[:, 3])
-    return _interval(point, diff, len(a[0]), min(ess_a, ess_b), alpha, n_units)
+    out: dict[str, Estimate] = {}
+    for name in _expand((estimator,)):
+        parts_a, ess_a = _terms(name, *a, **kw)
+        parts_b, ess_b = _terms(name, *b, **kw)
+        boot = _resampled_sums(np.stack(_columns(parts_a) + _columns(parts_b), 1), codes, n_units, n_boot, seed)
+        k = 2 * len(parts_a)
+        point = _point(parts_a) - _point(parts_b)
+        diff = _replicates(parts_a, boot[:, :k]) - _replicates(parts_b, boot[:, k:])
+        out[name] = _interval(point, diff, len(a[0]), min(ess_a, ess_b), alpha, n_units)
+    return _hull(*(out[x] for x in _HULLS[estimator])) if estimator in _HULLS else out[estimator]
 
 
 # --- overlap diagnostics and the verdict ----------------------------------------------------------

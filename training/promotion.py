@@ -191,7 +191,15 @@ def promote_job(cfg: Any) -> dict[str, Any]:
             f"'{trk.OPE_VALUE_TAG}' tags): run `nba evaluate --version {challenger.version}` first"
         )
     d = decide(ctags, str(champion.version) if champion is not None else None, dict(champion.tags or {}) if champion is not None else None, same)
+    bento_model = bento_note = None
     if d.promoted:
+        try:
+            bundle = trk.bundle_path(name, str(challenger.version))
+        except Exception as exc:  # a version registered without nba's pyfunc: nothing a Bento could serve
+            bento_note = f"not copied into the BentoML model store: version {challenger.version} has no bundle ({type(exc).__name__}: {str(exc)[:200]})"
+        else:
+            # Into the BentoML model store before the alias moves: a copy that fails leaves the champion where it was.
+            bento_model = copy_to_bento_store(name, str(challenger.version), bundle, ctags)
         client.set_registered_model_alias(name, trk.CHAMPION, challenger.version)
     previous = int(champion.version) if champion is not None else None
     return {
@@ -209,4 +217,42 @@ def promote_job(cfg: Any) -> dict[str, Any]:
         "ope_estimator": ctags.get(trk.OPE_ESTIMATOR_TAG) if d.evidence == OPE else None,
         "ope_setting": ctags.get(trk.OPE_SETTING_TAG) if d.evidence == OPE else None,
         "reason": d.reason,
+        "bento_model": bento_model,
+        "bento_model_note": bento_note,
     }
+
+
+def bento_home() -> Path:
+    """BentoML's home as BentoML resolves it (``$BENTOML_HOME``, else ~/bentoml), read at each call."""
+    import os
+
+    return Path(os.path.expandvars(os.environ.get("BENTOML_HOME") or str(Path.home() / "bentoml")))
+
+
+def copy_to_bento_store(name: str, version: str, bundle_dir: Path, tags: dict[str, Any] | None = None) -> str:
+    """Copy a registered version's bundle into the BentoML model store (``bento_home()/models``) as ``<name>:<version>``; return the tag.
+
+    ``bentofile.yaml`` packs it into a Bento, so a built Bento carries the exact model version it
+    serves. A copy already under the tag is replaced, so the store's ``latest`` is always the last
+    promoted champion (what ``bentofile.yaml`` packs).
+    """
+    import os
+    import shutil
+
+    os.environ.setdefault("BENTOML_DO_NOT_TRACK", "True")  # no usage report leaves the machine (as serving.service)
+    import bentoml
+    from bentoml._internal.models import ModelStore  # the store at $BENTOML_HOME now, not the one BentoML cached at first use
+    from bentoml.exceptions import NotFound
+
+    store = ModelStore(bento_home() / "models")
+    tag = f"{name.lower()}:{version}"
+    keep = ("run_id", "data_fingerprint", trk.SELECTION_WINDOW_TAG)
+    metadata = {"registered_model": name, "registry_version": version, **{k: str(v) for k, v in (tags or {}).items() if k in keep}}
+    try:
+        # Replaced even when it holds the same run: created anew, it becomes the store's "latest" (a rollback promotes an older version).
+        bentoml.models.delete(tag, _model_store=store)
+    except NotFound:
+        pass
+    with bentoml.models.create(tag, labels={"registry_version": version, "promoted_as": trk.CHAMPION}, metadata=metadata, _model_store=store) as model:
+        shutil.copytree(bundle_dir, model.path, dirs_exist_ok=True)
+    return str(model.tag)

@@ -143,6 +143,10 @@ def estimates(rows: dict[str, np.ndarray], ope_cfg: Any, seed: int) -> tuple[dic
     figures.update({"ope_verdict_trusted": bool(trusted), "ope_verdict": why})
     for name, e in est.items():
         figures.update({f"ope_{name}_value": e.value, f"ope_{name}_ci_low": e.ci_low, f"ope_{name}_ci_high": e.ci_high, f"ope_{name}_ess": e.ess})
+    # What the bias-aware interval rests on: how many logged decisions the target would also have
+    # taken, and the reward model's error on them (dm_rc - dm; positive: the model under-predicts).
+    figures["ope_matched_rows"] = int((r["pi_logged"] > 0).sum())
+    figures["ope_reward_model_error"] = est["dm_rc"].value - est["dm"].value
     chosen = est[ope_cfg.estimator]
     figures.update({"ope_estimator": ope_cfg.estimator, "ope_value": chosen.value, "ope_ci_low": chosen.ci_low, "ope_ci_high": chosen.ci_high})
     logged = r["reward"]

@@ -64,92 +64,149 @@ def fit(
     """Train ``model`` with AdamW; after each epoch score ``val`` and call ``on_epoch(epoch, metrics)``.
 
     ``on_epoch`` may raise (Optuna pruning) to stop early. ``max_batches`` caps batches per epoch
-    (benchmarks). ``workers`` > 1 on CPU trains data-parallel in that many forked processes
-    (``training.parallel``); elsewhere it is 1. ``response_weighting``: see ``training_loss``.
-    ``compile``: the loss graph through ``torch.compile`` (fused kernels; the last partial batch
-    of an epoch is dropped so shapes never change; eager if compiling fails).
+    (benchmarks). Data-parallel (``training.parallel``, DDP over gloo): under torchrun every
+    launched process calls ``fit`` and trains its shard (rank 0 scores ``val``, calls ``on_epoch``
+    and returns the history; the others return an empty one); otherwise ``workers`` > 1 on CPU
+    forks that many ranks here. ``response_weighting``: see ``training_loss``. ``compile``: the
+    loss graph through ``torch.compile`` (fused kernels; the last partial batch of an epoch is
+    dropped so shapes never change; eager if compiling fails).
     """
-    import time
-
     import torch
-    from tqdm.auto import tqdm
 
-    from training.losses import PART_NAMES
-    from training.parallel import GradientExchange, can_fork, run_workers
+    from training import parallel
 
     seed_everything(seed)
     model.to(device)
     opt = make_optimizer(model, lr, weight_decay, device)
-    result = FitResult(model)
     n_batches = -(-len(train) // batch_size)
     if max_batches is not None:
         n_batches = min(n_batches, max_batches)
-    workers = workers if torch.device(device).type == "cpu" and can_fork() else 1
     if compile and len(train) >= batch_size:
         n_batches = min(n_batches, len(train) // batch_size)  # full batches only: one shape, one graph
-    if compile and workers > 1:
-        # Inductor compiles in a pool of subprocesses by default; a forked worker that has to
-        # recompile (a guard the parent's warm-up did not cover) then waits forever on the
-        # parent's pool. Compiling in-process is as fast here and safe across fork.
+    loop = _Loop(model, opt, train, val, objective, ips_clip, loss_weights, epochs, batch_size, n_batches, seed, device, on_epoch, progress, response_weighting)
+    if parallel.launched():
+        rank, world, joined = parallel.join_launched_group()
+        try:
+            return loop.run(rank, world, loss_function(compile))
+        finally:
+            if joined:
+                parallel.leave_group()
+    workers = workers if torch.device(device).type == "cpu" and parallel.can_fork() else 1
+    if workers <= 1:
+        return loop.run(0, 1, loss_function(compile))
+    if compile:
+        # Inductor compiles in a pool of subprocesses by default, which a forked rank must not
+        # share with its parent; compiling in-process is as fast here.
         import torch._inductor.config as inductor_config
 
         inductor_config.compile_threads = 1
-    loss_fn = loss_function(compile)
-    names = ("loss", *PART_NAMES)
-    params = [p for p in model.parameters() if p.requires_grad]
+    # Each rank compiles its own graph (through its DDP wrapper; cached on disk after the first).
+    return parallel.run_forked(workers, lambda rank, world: loop.run(rank, world, loss_function(compile)))
 
-    def run_epoch(epoch: int, rank: int, exchange: GradientExchange | None) -> dict[str, float]:
-        """One pass over the batches (this rank's shard of each); rank 0 returns row-weighted loss totals."""
-        totals = dict.fromkeys(names, 0.0)
+
+class _Loop:
+    """``fit``'s epochs for one rank of ``world`` (world 1: a plain single-process loop)."""
+
+    def __init__(
+        self,
+        model: Any,
+        opt: Any,
+        train: EncodedData,
+        val: EncodedData | None,
+        objective: str,
+        ips_clip: float,
+        loss_weights: dict[str, float],
+        epochs: int,
+        batch_size: int,
+        n_batches: int,
+        seed: int,
+        device: Any,
+        on_epoch: EpochCallback | None,
+        progress: bool,
+        response_weighting: str | None,
+    ) -> None:
+        import time
+
+        self.model, self.opt, self.train, self.val = model, opt, train, val
+        self.objective, self.ips_clip, self.loss_weights, self.response_weighting = objective, ips_clip, loss_weights, response_weighting
+        self.epochs, self.batch_size, self.n_batches, self.seed, self.device = epochs, batch_size, n_batches, seed, device
+        self.on_epoch, self.progress = on_epoch, progress
+        # The first epoch's clock starts here, so its time includes forking the ranks, their rendezvous
+        # and DDP's set-up (perf_counter is the system's monotonic clock, the same in forked ranks).
+        self.started = time.perf_counter()
+
+    def run(self, rank: int, world: int, loss_fn: Callable[..., Any]) -> FitResult:
+        """All epochs on this rank; rank 0 scores ``val``, calls ``on_epoch`` and decides whether the others go on."""
+        import time
+
+        import torch
+
+        from training import parallel
+
+        result = FitResult(self.model)
+        net = parallel.wrap(self.model) if world > 1 else self.model
+        for epoch in range(self.epochs):
+            net.train()
+            if world > 1:
+                torch.manual_seed(parallel.rank_seed(self.seed, epoch, rank))
+            start = self.started if epoch == 0 else time.perf_counter()
+            means = self.epoch(epoch, rank, world, net, loss_fn)
+            result.seconds_per_epoch.append(time.perf_counter() - start)
+            go_on = epoch + 1 < self.epochs
+            if rank == 0:
+                epoch_metrics = {f"train/{k}_loss" if k != "loss" else "train/loss": v for k, v in means.items()}
+                try:
+                    if self.val is not None and len(self.val):
+                        epoch_metrics.update({f"val/{k}": v for k, v in offline_metrics(self.model, self.val, self.batch_size, self.device).items()})
+                    result.history.append(epoch_metrics)
+                    if self.on_epoch is not None:
+                        self.on_epoch(epoch, epoch_metrics)
+                except BaseException:
+                    if world > 1 and go_on:
+                        parallel.agree(False)  # the others stop instead of waiting for a next epoch
+                    raise
+            if world > 1 and go_on and not parallel.agree(True):
+                break
+        return result
+
+    def epoch(self, epoch: int, rank: int, world: int, net: Any, loss_fn: Callable[..., Any]) -> dict[str, float]:
+        """One pass over the batches (this rank's shard of each); the row-weighted mean loss parts over all ranks."""
+        import torch
+        from tqdm.auto import tqdm
+
+        from training import parallel
+        from training.losses import PART_NAMES
+
+        names = ("loss", *PART_NAMES)
+        totals = [0.0] * len(names)
         seen = 0
-        shard = (rank, workers) if exchange is not None else None
-        batches = train.batches(batch_size, device, shuffle=True, seed=seed * 1000 + epoch, shard=shard)
-        bar = tqdm(batches, total=n_batches, desc=f"epoch {epoch + 1}/{epochs}", disable=not progress or rank != 0, leave=False)
+        shard = (rank, world) if world > 1 else None
+        batches = self.train.batches(self.batch_size, self.device, shuffle=True, seed=self.seed * 1000 + epoch, shard=shard)
+        bar = tqdm(batches, total=self.n_batches, desc=f"epoch {epoch + 1}/{self.epochs}", disable=not self.progress or rank != 0, leave=False)
         for i, batch in enumerate(bar):
-            if i >= n_batches:
+            if i >= self.n_batches:
                 break
             n = len(batch["length"])
-            opt.zero_grad(set_to_none=True)
-            if n:
-                loss, parts = loss_fn(model, batch, objective, ips_clip, loss_weights, response_weighting)
+            self.opt.zero_grad(set_to_none=True)
+            if n == 0:  # a last batch smaller than the world: this rank still joins the all-reduce, with zero weight
+                batch = next(self.train.batches(1, self.device))
+            loss, parts = loss_fn(net, batch, self.objective, self.ips_clip, self.loss_weights, self.response_weighting)
+            if world > 1:
+                # DDP averages over ranks; scaling by rows x world / batch rows makes it the row-weighted mean.
+                rows = min(self.batch_size, len(self.train) - i * self.batch_size)
+                (loss * (n * world / rows)).backward()
+            else:
                 loss.backward()
+            if n:
                 values = [float(loss.detach()), *(float(parts[k].detach()) for k in names[1:])]
-            else:  # a last batch smaller than the worker count leaves some shards empty
-                values = [0.0] * len(names)
-            rows = n
-            if exchange is not None:
-                values, rows = exchange.average(rank, n, values)
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
-            opt.step()
-            seen += rows
-            for k, v in zip(names, values):
-                totals[k] += v * rows
-            bar.set_postfix(loss=f"{totals['loss'] / max(seen, 1):.4f}")
-        return {k: v / max(seen, 1) for k, v in totals.items()}
-
-    for epoch in range(epochs):
-        model.train()
-        start = time.perf_counter()
-        if workers > 1:
-            if compile and epoch == 0:
-                # Compile here, once, so the forked workers inherit the graph instead of each compiling it.
-                warm = next(train.batches(batch_size, device, shuffle=True, seed=seed * 1000, shard=(0, workers)))
-                loss_fn(model, warm, objective, ips_clip, loss_weights, response_weighting)[0].backward()
-                opt.zero_grad(set_to_none=True)
-            exchange = GradientExchange(params, workers, len(names))
-            out: dict[str, dict[str, float]] = {}
-            run_workers(workers, lambda rank, out=out, epoch=epoch, exchange=exchange: out.__setitem__(rank, run_epoch(epoch, rank, exchange)), exchange)
-            means = out[0]
-        else:
-            means = run_epoch(epoch, 0, None)
-        result.seconds_per_epoch.append(time.perf_counter() - start)
-        epoch_metrics = {f"train/{k}_loss" if k != "loss" else "train/loss": v for k, v in means.items()}
-        if val is not None and len(val):
-            epoch_metrics.update({f"val/{k}": v for k, v in offline_metrics(model, val, batch_size, device).items()})
-        result.history.append(epoch_metrics)
-        if on_epoch is not None:
-            on_epoch(epoch, epoch_metrics)
-    return result
+                totals = [t + v * n for t, v in zip(totals, values)]
+                seen += n
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), 5.0)
+            self.opt.step()
+            bar.set_postfix(loss=f"{totals[0] / max(seen, 1):.4f}")
+        if world > 1:
+            *totals, seen = parallel.all_sum([*totals, seen])
+        return {k: v / max(seen, 1) for k, v in zip(names, totals)}
 
 
 def predict(model: Any, data: EncodedData, batch_size: int, device: Any = "cpu", k: int = 10) -> dict[str, np.ndarray]:

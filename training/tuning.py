@@ -6,6 +6,7 @@ MLflow one, whose alembic_version table would break Optuna's schema check.
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -108,6 +109,12 @@ def tune_job(cfg: TrainingConfig, *, progress: bool = True, retrain_best: bool =
     ``judge`` (``training.evaluation.PolicyJudge``, handed in by the composition root) measures each
     trial's true policy value when the objective is ``simulator``.
 
+    ``tune.workers`` > 1: that many processes run the trials at once against the one study (this
+    one and ``tune.workers`` - 1 spawned ones, each reading the data itself); the trials are split
+    between them, every trial a child of this run's MLflow run, and ``workers`` (data-parallel
+    ranks) is shared out so the machine is not oversubscribed. Give them a PostgreSQL storage:
+    SQLite serialises every write.
+
     The best trial's own saved bundle is registered when it is on this machine (no second training:
     the ranked model is exactly the registered one); otherwise (a trial of another worker) its
     config is retrained with ``retrain_best``.
@@ -121,49 +128,153 @@ def tune_job(cfg: TrainingConfig, *, progress: bool = True, retrain_best: bool =
     tracking.setup(cfg.tracking)
     ranked_by = resolve_objective(cfg, judged=judge is not None)
     metric = OBJECTIVE_METRICS[ranked_by]
+    n_workers = cfg.tune.workers
+    if n_workers > 1 and cfg.tune.storage.startswith("sqlite"):
+        print(
+            f"[tune] warning: {n_workers} workers on a SQLite storage wait on each other's writes; use tune.storage=postgresql+psycopg://...", file=sys.stderr
+        )
     prep = prepare_data(cfg)
-    sampler = optuna.samplers.TPESampler(seed=cfg.seed, n_startup_trials=cfg.tune.startup_trials)
-    pruner = optuna.pruners.MedianPruner(n_startup_trials=cfg.tune.startup_trials, n_warmup_steps=cfg.tune.warmup_epochs)
-    study = optuna.create_study(
-        study_name=cfg.tune.study_name, storage=storage_url(cfg.tune.storage), sampler=sampler, pruner=pruner, direction="maximize", load_if_exists=True
-    )
     if not progress:
         optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = _study(cfg)
     if not study.trials:
         # A new study tries the configured model first: the tuned result then never ranks below the default.
         study.enqueue_trial(default_params(cfg))
-
     first = len(study.trials)
+    shares = [cfg.tune.trials // n_workers + (i < cfg.tune.trials % n_workers) for i in range(n_workers)]
+    # Data-parallel ranks shared out between the tuning workers: their sum stays cfg.workers.
+    trial_base = cfg.model_copy(update={"workers": max(1, cfg.workers // n_workers)})
+
+    with mlflow.start_run(run_name=f"tune-{cfg.tune.study_name}") as parent:
+        mlflow.set_tags(
+            {
+                "stage": "tuning",
+                "ranked_by": f"{ranked_by} ({metric})",
+                "optuna_storage": cfg.tune.storage.split("@")[-1],
+                "data_fingerprint": prep.fingerprint,
+                "optuna_workers": str(n_workers),
+            }
+        )
+        helpers = _start_workers(trial_base, shares[1:], first, parent.info.run_id, judge, progress)
+        try:
+            _optimize(trial_base, study, prep, shares[0], first, judge, progress, parent_run_id=None, label="")
+        except BaseException:
+            for p in helpers:
+                p.terminate()
+            raise
+        finally:
+            for p in helpers:
+                p.join()
+        failed = [i + 1 for i, p in enumerate(helpers) if p.exitcode != 0]
+        if failed:
+            raise RuntimeError(f"tuning worker(s) {failed} failed (their traceback is above); the study keeps the trials they finished")
+        trials = study.get_trials(deepcopy=False)
+        complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
+        pruned = [t for t in trials if t.state == optuna.trial.TrialState.PRUNED]
+        best = study.best_trial
+        mlflow.log_params({f"best.{k}": v for k, v in best.params.items()})
+        mlflow.log_metric("tune/best_value", best.value)
+        out: dict[str, Any] = {
+            "study": cfg.tune.study_name,
+            "trials_total": len(trials),
+            "trials_complete": len(complete),
+            "trials_pruned": len(pruned),
+            "best_trial": best.number,
+            "ranked_by": ranked_by,
+            f"best_{metric.replace('/', '_')}": best.value,
+            "tune_run_id": parent.info.run_id,
+            "workers": n_workers,
+        }
+    bundle_dir = best.user_attrs.get("bundle")
+    if bundle_dir and Path(bundle_dir).exists():
+        from training.jobs import register_bundle
+
+        version = register_bundle(cfg, best.user_attrs["run_id"], Path(bundle_dir), prep)
+        out.update({"final_run_id": best.user_attrs["run_id"], "model_version": version})
+    elif retrain_best:
+        final = train_job(suggest(optuna.trial.FixedTrial(best.params), cfg), prep=prep, progress=progress)
+        out.update({"final_run_id": final["run_id"], "model_version": final["model_version"]})
+    return out
+
+
+def _study(cfg: TrainingConfig) -> Any:
+    """The shared study (created on first use); every worker opens it the same way."""
+    import optuna
+
+    sampler = optuna.samplers.TPESampler(seed=cfg.seed, n_startup_trials=cfg.tune.startup_trials)
+    pruner = optuna.pruners.MedianPruner(n_startup_trials=cfg.tune.startup_trials, n_warmup_steps=cfg.tune.warmup_epochs)
+    return optuna.create_study(
+        study_name=cfg.tune.study_name, storage=storage_url(cfg.tune.storage), sampler=sampler, pruner=pruner, direction="maximize", load_if_exists=True
+    )
+
+
+def _start_workers(cfg: TrainingConfig, shares: list[int], first: int, parent_run_id: str, judge: Any, progress: bool) -> list[Any]:
+    """Spawn one process per share (fresh interpreters: no MLflow, Optuna or torch state inherited), each running ``tune_worker``."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    procs = []
+    for i, n in enumerate(shares, start=1):
+        if n <= 0:
+            continue
+        p = ctx.Process(target=tune_worker, args=(cfg.model_dump(mode="json"), n, first, parent_run_id, judge, progress, i), name=f"nba-tune-worker-{i}")
+        p.start()
+        procs.append(p)
+    return procs
+
+
+def tune_worker(cfg_dump: dict[str, Any], n_trials: int, first: int, parent_run_id: str, judge: Any, progress: bool, index: int) -> None:
+    """A spawned tuning worker: read the data, then run ``n_trials`` trials of the shared study under ``parent_run_id``."""
+    import optuna
+
+    from training import tracking
+    from training.jobs import configure_torch, prepare_data
+
+    cfg = TrainingConfig.model_validate(cfg_dump)
+    tracking.setup(cfg.tracking)
+    configure_torch(cfg)
+    if not progress:
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+    _optimize(cfg, _study(cfg), prepare_data(cfg), n_trials, first, judge, progress, parent_run_id=parent_run_id, label=f"worker {index}")
+
+
+def _optimize(
+    cfg: TrainingConfig, study: Any, prep: Any, n_trials: int, first: int, judge: Any, progress: bool, *, parent_run_id: str | None, label: str
+) -> None:
+    """Run ``n_trials`` trials of ``study`` in this process; each a nested MLflow run (under ``parent_run_id`` when not the active run)."""
+    import mlflow
+    import optuna
+
+    from training.jobs import train_job
+
+    ranked_by = resolve_objective(cfg, judged=judge is not None)
+    metric = OBJECTIVE_METRICS[ranked_by]
+
+    prefix = f"[tune {label}]" if label else "[tune]"
 
     def say(text: str) -> None:
         # Trials take minutes each: a line per trial and per epoch on stderr, kept when redirected.
         if progress:
-            print(f"[tune] {text}", file=sys.stderr, flush=True)
+            print(f"{prefix} {text}", file=sys.stderr, flush=True)
 
     def objective(trial: optuna.Trial) -> float:
         trial_cfg = suggest(trial, cfg)
-        label = f"trial {trial.number} ({trial.number - first + 1}/{cfg.tune.trials} of this run)"
+        name = f"trial {trial.number} ({trial.number - first + 1}/{cfg.tune.trials} of this run)"
         m = trial_cfg.model
-        say(f"{label}: {m.encoder} d{m.d_model} x {m.n_layers}, objective {trial_cfg.loss.objective}, lr {trial_cfg.lr:.2g}, {trial_cfg.epochs} epochs")
+        say(f"{name}: {m.encoder} d{m.d_model} x {m.n_layers}, objective {trial_cfg.loss.objective}, lr {trial_cfg.lr:.2g}, {trial_cfg.epochs} epochs")
 
         def report(epoch: int, metrics: dict[str, float]) -> None:
             value = metrics.get(PRUNE_METRIC, float("nan"))
-            say(f"{label} epoch {epoch + 1}/{trial_cfg.epochs}: {PRUNE_METRIC} {value:.4f}")
+            say(f"{name} epoch {epoch + 1}/{trial_cfg.epochs}: {PRUNE_METRIC} {value:.4f}")
             trial.report(value if np.isfinite(value) else 0.0, epoch)
             if trial.should_prune():
-                say(f"{label} pruned after epoch {epoch + 1}: {PRUNE_METRIC} below the median of earlier trials")
+                say(f"{name} pruned after epoch {epoch + 1}: {PRUNE_METRIC} below the median of earlier trials")
                 raise optuna.TrialPruned(f"epoch {epoch}: {PRUNE_METRIC}={value:.4f} below the median")
 
-        res = train_job(
-            trial_cfg,
-            prep=prep,
-            register=False,
-            nested=True,
-            on_epoch=report,
-            progress=False,
-            log_model=False,
-            tags={"optuna_trial": str(trial.number), "optuna_study": cfg.tune.study_name},
-        )
+        tags = {"optuna_trial": str(trial.number), "optuna_study": cfg.tune.study_name}
+        if parent_run_id is not None:  # a spawned worker has no active parent run: name it, as MLflow's nesting does
+            tags["mlflow.parentRunId"] = parent_run_id
+        res = train_job(trial_cfg, prep=prep, register=False, nested=True, on_epoch=report, progress=False, log_model=False, tags=tags)
         if ranked_by == "simulator" and judge is not None:  # resolve_objective ranks by the simulator only with a judge
             from training.artifacts import load_bundle
 
@@ -181,38 +292,12 @@ def tune_job(cfg: TrainingConfig, *, progress: bool = True, retrain_best: bool =
         value = float(res["metrics"].get(metric, float("nan")))
         trial.set_user_attr("run_id", res["run_id"])
         trial.set_user_attr("bundle", res["bundle"])
-        done = [t.value for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE and t.value is not None and np.isfinite(t.value)]
+        trial.set_user_attr("pid", os.getpid())
+        done = [
+            t.value for t in study.get_trials(deepcopy=False) if t.state == optuna.trial.TrialState.COMPLETE and t.value is not None and np.isfinite(t.value)
+        ]
         best = max([*done, value]) if np.isfinite(value) else (max(done) if done else float("nan"))
-        say(f"{label} done: {metric} {value:.4f} (best so far {best:.4f})")
+        say(f"{name} done: {metric} {value:.4f} (best so far {best:.4f})")
         return value if np.isfinite(value) else float("-inf")
 
-    with mlflow.start_run(run_name=f"tune-{cfg.tune.study_name}") as parent:
-        mlflow.set_tags(
-            {"stage": "tuning", "ranked_by": f"{ranked_by} ({metric})", "optuna_storage": cfg.tune.storage.split("@")[-1], "data_fingerprint": prep.fingerprint}
-        )
-        study.optimize(objective, n_trials=cfg.tune.trials, catch=())
-        complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
-        pruned = [t for t in study.trials if t.state == optuna.trial.TrialState.PRUNED]
-        best = study.best_trial
-        mlflow.log_params({f"best.{k}": v for k, v in best.params.items()})
-        mlflow.log_metric("tune/best_value", best.value)
-        out: dict[str, Any] = {
-            "study": cfg.tune.study_name,
-            "trials_total": len(study.trials),
-            "trials_complete": len(complete),
-            "trials_pruned": len(pruned),
-            "best_trial": best.number,
-            "ranked_by": ranked_by,
-            f"best_{metric.replace('/', '_')}": best.value,
-            "tune_run_id": parent.info.run_id,
-        }
-    bundle_dir = best.user_attrs.get("bundle")
-    if bundle_dir and Path(bundle_dir).exists():
-        from training.jobs import register_bundle
-
-        version = register_bundle(cfg, best.user_attrs["run_id"], Path(bundle_dir), prep)
-        out.update({"final_run_id": best.user_attrs["run_id"], "model_version": version})
-    elif retrain_best:
-        final = train_job(suggest(optuna.trial.FixedTrial(best.params), cfg), prep=prep, progress=progress)
-        out.update({"final_run_id": final["run_id"], "model_version": final["model_version"]})
-    return out
+    study.optimize(objective, n_trials=n_trials, catch=())

@@ -13,6 +13,7 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -39,7 +40,9 @@ STEP_KEYS = (
 
 def _env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in ("NBA_CONFIG_DIR", "NBA_API_KEYS", "NBA_API_KEY_HASHES", "PYTHONWARNINGS")}
-    return {**env, "MLFLOW_DISABLE_TELEMETRY": "true", "BENTOML_DO_NOT_TRACK": "True", "OMP_NUM_THREADS": "1"}
+    # nba promote copies the champion into BentoML's model store: this run's, not the user's ~/bentoml.
+    home = str(Path(tempfile.gettempdir()) / f"nba-test-bentoml-{os.getpid()}")
+    return {**env, "MLFLOW_DISABLE_TELEMETRY": "true", "BENTOML_DO_NOT_TRACK": "True", "OMP_NUM_THREADS": "1", "BENTOML_HOME": home}
 
 
 def _quickstart(workdir: Path, seed: int) -> subprocess.CompletedProcess:

@@ -20,3 +20,10 @@ def encoded(frame):
     vocab = ContentVocab.from_ids(frame["label_content_id"])
     scaler = StaticScaler.fit(frame, static_feature_columns(frame))
     return encode_frame(frame, vocab, scaler, max_seq_len=8), vocab, scaler
+
+
+@pytest.fixture(autouse=True)
+def _bento_home(tmp_path_factory, monkeypatch):
+    """`nba promote` copies champions into the BentoML model store: a scratch one per test, never ~/bentoml."""
+    monkeypatch.setenv("BENTOML_HOME", str(tmp_path_factory.mktemp("bentoml")))
+    monkeypatch.setenv("BENTOML_DO_NOT_TRACK", "True")
