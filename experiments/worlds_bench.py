@@ -207,7 +207,9 @@ def judge_world(
     e = env()
     base = load_config(ServingConfig, "serving")
     world_rules = [{"name": f"world_{ch}_{7 * w}d", "channel": ch, "days": 7 * w, "max": 1} for ch, w in e.cfg.constraints.min_weeks_between.items() if w > 0]
-    kept = [r.model_dump() for r in base.guardrails.window_rules if r.scope != "channel" or r.channel not in {x["channel"] for x in world_rules}]
+    # Added to the shipped rules, not in their place: where both bound a channel the stricter one holds
+    # (replacing conference_60d by a world's 4-week gap let a third of the conferences fall within 60 days).
+    kept = [r.model_dump() for r in base.guardrails.window_rules]
     overrides = {
         "exploration.holdout_share": 0.0,
         "exploration.epsilon": 0.0,

@@ -291,7 +291,15 @@ def _train_and_promote(
         lambda: evaluate_job(cfg, weeks=8, judge=simulator_judge()),
         timings,
     )
-    promoted = _step(console, "promote_s", "promote the challenger to champion", lambda: promote_job(cfg), timings)
+    # Promotion copies the champion into BentoML's model store: the sandbox's own, under the workdir,
+    # unless the user points BENTOML_HOME elsewhere (the quickstart leaves ~/bentoml alone).
+    before = os.environ.get("BENTOML_HOME")
+    os.environ["BENTOML_HOME"] = before or str(Path(workdir).resolve() / "bentoml")
+    try:
+        promoted = _step(console, "promote_s", "promote the challenger to champion", lambda: promote_job(cfg), timings)
+    finally:
+        if before is None:
+            os.environ.pop("BENTOML_HOME", None)
     console.print(f"model version {trained['model_version']}: {'promoted to champion' if promoted['promoted'] else 'not promoted'}: {promoted['reason']}")
     if not promoted["promoted"] and promoted["champion_version"] is None:
         raise RuntimeError(f"the quickstart's model was not promoted, so no champion can be served: {promoted['reason']}")
