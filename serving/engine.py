@@ -817,15 +817,20 @@ class Recommender:
         cfg = self.cfg.outcome_calibration
         if not cfg.enabled or self.audit is None or self.model_version is None:
             return {}
-        from serving.outcome_calibration import load_shift, refit
+        from serving.hcp_locks import hcp_locks
+        from serving.outcome_calibration import LOCK_ID, load_shift, refit
 
         now = now or datetime.now(UTC)
-        latest = load_shift(self.audit.engine, self.model_version)
-        # Another replica refitted lately: adopt its shift rather than adding a second update for the same outcomes.
-        fresh = latest.fitted_at is not None and (now - latest.fitted_at).total_seconds() < 0.5 * cfg.refresh_s
-        self.outcome_shift = (
-            latest if fresh else refit(self.audit.engine, latest, prior_rows=cfg.prior_rows, min_rows=cfg.min_rows, max_abs_shift=cfg.max_abs_shift, now=now)
-        )
+        # One refit at a time across workers and replicas (the audit database's lock): whoever comes
+        # second finds the first one's update fresh and adopts it instead of adding another for the same outcomes.
+        with hcp_locks(self.audit.engine, [LOCK_ID]):
+            latest = load_shift(self.audit.engine, self.model_version)
+            fresh = latest.fitted_at is not None and (now - latest.fitted_at).total_seconds() < 0.5 * cfg.refresh_s
+            self.outcome_shift = (
+                latest
+                if fresh
+                else refit(self.audit.engine, latest, prior_rows=cfg.prior_rows, min_rows=cfg.min_rows, max_abs_shift=cfg.max_abs_shift, now=now)
+            )
         s = self.outcome_shift
         return {"shift": s.shift, "rows": s.rows, "mean_expected": s.mean_expected, "mean_realised": s.mean_realised}
 

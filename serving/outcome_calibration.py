@@ -32,6 +32,8 @@ import numpy as np
 CHANNEL_OUTCOMES = ("delivered", "opened", "attended")
 POSITIVE_OUTCOMES = ("opened", "attended")
 KEY_PREFIX = "outcome_shift/"
+# The lock a refit holds (serving.hcp_locks, keyed like an HCP id no CRM issues).
+LOCK_ID = "__nba_outcome_shift_refit__"
 _EPS = 1e-6
 
 

@@ -203,3 +203,53 @@ def test_refresh_reads_the_stored_shift_and_refits_from_served_outcomes(serving_
     other.cfg = eng.cfg
     assert other.refresh_outcome_shift()["shift"] == out["shift"]
     assert other.outcome_shift == eng.outcome_shift
+
+
+def test_concurrent_refits_store_one_update(serving_cfg) -> None:
+    import threading
+
+    import sqlalchemy as sa
+
+    from serving.audit import feedback, nba_meta
+    from serving.engine import Recommender
+    from serving.outcome_calibration import KEY_PREFIX
+
+    engines = [Recommender.from_config(serving_cfg) for _ in range(3)]
+    first = engines[0]
+    ids = first.reference.hcps.index[:40].astype(str).tolist()
+    rows = first.recommend(ids, k=3, as_of=datetime.now(UTC), record=True, explore=False).frame
+    rows = rows[rows["policy"] == "model"]
+    with first.audit.engine.begin() as conn:
+        conn.execute(
+            sa.insert(feedback),
+            [
+                {
+                    "feedback_id": f"c{i}",
+                    "suggestion_id": sid,
+                    "hcp_id": h,
+                    "rep_id": None,
+                    "ts": NOW,
+                    "received_at": NOW,
+                    "outcome": "delivered",
+                    "reason": None,
+                }
+                for i, (sid, h) in enumerate(zip(rows["suggestion_id"], rows["hcp_id"]))
+            ],
+        )
+    cfg = first.cfg.model_copy(update={"outcome_calibration": first.cfg.outcome_calibration.model_copy(update={"min_rows": 10, "prior_rows": 10})})
+    barrier = threading.Barrier(len(engines))
+
+    def go(e) -> None:
+        e.cfg = cfg
+        barrier.wait()
+        e.refresh_outcome_shift()
+
+    threads = [threading.Thread(target=go, args=(e,)) for e in engines]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    with first.audit.engine.connect() as conn:
+        stored = conn.execute(sa.select(sa.func.count()).select_from(nba_meta).where(nba_meta.c.key.like(KEY_PREFIX + "%"))).scalar()
+    assert stored == 1
+    assert len({e.outcome_shift.shift for e in engines}) == 1 and engines[0].outcome_shift.shift < 0
