@@ -33,7 +33,22 @@ STAMP = "quickstart.json"
 KEY_FILE = "api_key"
 CONFIGS = "configs"
 # Everything a run writes under its workdir (the key file survives reruns: it names no world).
-OWNED = ("data", "features", "mlflow", "models", "monitor", CONFIGS, "features.yaml", "audit.db", "audit.db-wal", "audit.db-shm", KEY_FILE, STAMP)
+OWNED = (
+    "data",
+    "features",
+    "mlflow",
+    "models",
+    "monitor",
+    "bentoml",
+    CONFIGS,
+    "features.yaml",
+    "audit.db",
+    "audit.db-wal",
+    "audit.db-shm",
+    "audit.db.hcp-locks",
+    KEY_FILE,
+    STAMP,
+)
 DEFAULT_PORT, UI_PORT = 3000, 5000
 # Policies of the results table, best known first; ``logged`` is the reps as logged (share 0 by definition).
 POLICY_ROWS = (
