@@ -277,23 +277,18 @@ def train_world(data_dir: Path, workdir: Path, features_cfg: Any, epochs: int, s
 
     from features import apply, build_sources
     from nba.configuration import load_config
-    from training.config import TrainingConfig
+    from training.config import TrainingConfig, workdir_overrides
     from training.jobs import prepare_data, train_job
 
     build_sources(features_cfg)
     apply(features_cfg)
     feat_yaml = workdir / "features.yaml"
     feat_yaml.write_text(yaml.safe_dump(features_cfg.model_dump(mode="json"), sort_keys=False))
-    mlflow_dir = workdir / "mlflow"
     cfg = load_config(
         TrainingConfig,
         "training",
         overrides={
-            "data_dir": str(data_dir),
-            "features_config": str(feat_yaml),
-            "output_dir": str(workdir / "models"),
-            "tracking.uri": f"sqlite:///{mlflow_dir / 'mlflow.db'}",
-            "tracking.artifact_location": str(mlflow_dir / "artifacts"),
+            **workdir_overrides(workdir, data_dir, feat_yaml),
             "epochs": epochs,
             "seed": seed,
             **training,

@@ -273,23 +273,18 @@ def _train_and_promote(
     """Train a small model, evaluate it against ground truth and baselines, promote it to champion."""
     from nba.configuration import load_config
     from nba.wiring import simulator_judge
-    from training.config import TrainingConfig
+    from training.config import TrainingConfig, workdir_overrides
     from training.evaluation import evaluate_job
     from training.jobs import train_job
     from training.promotion import promote_job
 
-    mlflow_dir = workdir / "mlflow"
     # Six validation and six test weeks need a year; a short world keeps most weeks for training.
     held_out = min(6, max(1, (days // 7) // 5))
     cfg = load_config(
         TrainingConfig,
         "training",
         overrides={
-            "data_dir": str(data_dir),
-            "features_config": str(feat_yaml),
-            "output_dir": str(workdir / "models"),
-            "tracking.uri": f"sqlite:///{mlflow_dir / 'mlflow.db'}",
-            "tracking.artifact_location": str(mlflow_dir / "artifacts"),
+            **workdir_overrides(workdir, data_dir, feat_yaml),
             "epochs": 2,
             "seed": seed,
             "val_weeks": held_out,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
@@ -177,3 +178,15 @@ class TrainingConfig(StageConfig):
         if self.tune.storage == self.tracking.uri:
             raise ValueError("tune.storage must not be the MLflow tracking database (tracking.uri)")
         return self
+
+
+def workdir_overrides(workdir: str | Path, data_dir: str | Path, features_config: str | Path) -> dict[str, str]:
+    """Training-config overrides that keep a run's inputs, models and MLflow store under ``workdir`` (the quickstart, the world benches)."""
+    mlflow_dir = Path(workdir) / "mlflow"
+    return {
+        "data_dir": str(data_dir),
+        "features_config": str(features_config),
+        "output_dir": str(Path(workdir) / "models"),
+        "tracking.uri": f"sqlite:///{mlflow_dir / 'mlflow.db'}",
+        "tracking.artifact_location": str(mlflow_dir / "artifacts"),
+    }
