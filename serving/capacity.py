@@ -88,9 +88,13 @@ def fit_budget(score: np.ndarray, rep_of: np.ndarray, budget: Mapping[str, tuple
     allowed channel is over budget keeps them (the rep decides; nothing would replace them).
     """
     blocked = np.zeros(score.shape, dtype=bool)
+    rep_of = np.asarray(rep_of, dtype=object)
+    # Only reps with more acted-on entries possible than a budget can be over it: a request for one
+    # or a few HCPs (the floor) skips the ranking altogether.
+    reps, counts = np.unique(np.asarray([r for r in rep_of if isinstance(r, str)], dtype=object), return_counts=True)
+    budget = {r: budget[r] for r, n in zip(reps.tolist(), counts.tolist()) if r in budget and n * min(ranks, score.shape[1]) > min(budget[r])}
     if not budget:
         return blocked
-    rep_of = np.asarray(rep_of, dtype=object)
     for _ in range(rounds):
         s = np.where(blocked, -np.inf, score)
         over = _over_budget(s, rep_of, budget, ranks)
