@@ -18,10 +18,16 @@ log = logging.getLogger("nba.serving")
 
 
 class PushCatchUp:
-    """Every ``interval_s`` seconds, run ``retry`` through ``submit`` (the engine's executor) until stopped."""
+    """Every ``interval_s`` seconds, run ``retry`` through ``submit`` (the engine's executor) until stopped.
 
-    def __init__(self, retry: Callable[[], dict[str, Any]], submit: Callable[[Callable[[], Any]], Future], interval_s: float) -> None:
+    ``name`` labels the loop's thread and its log lines (the service also refits the outcome shift with it).
+    """
+
+    def __init__(
+        self, retry: Callable[[], dict[str, Any]], submit: Callable[[Callable[[], Any]], Future], interval_s: float, name: str = "feedback push catch-up"
+    ) -> None:
         self.retry = retry
+        self.name = name
         self.submit = submit
         self.interval_s = interval_s
         self._stop = threading.Event()
@@ -33,7 +39,7 @@ class PushCatchUp:
         out = self.submit(self.retry).result()
         self.rounds += 1
         if out.get("hcps"):
-            log.info("feedback push catch-up: %d HCP(s) pushed again, %d failed", out.get("pushed", 0), len(out.get("failed") or {}))
+            log.info("%s: %d HCP(s) pushed again, %d failed", self.name, out.get("pushed", 0), len(out.get("failed") or {}))
         return out
 
     def _loop(self) -> None:
@@ -41,12 +47,12 @@ class PushCatchUp:
             try:
                 self.run_once()
             except Exception as exc:  # the store or the trail is down: the next round tries again
-                log.warning("feedback push catch-up failed: %s: %s", type(exc).__name__, exc)
+                log.warning("%s failed: %s: %s", self.name, type(exc).__name__, exc)
 
     def start(self) -> PushCatchUp:
         """Start the loop on a daemon thread (nothing when ``interval_s`` is 0)."""
         if self.interval_s > 0 and self._thread is None:
-            self._thread = threading.Thread(target=self._loop, name="nba-push-catch-up", daemon=True)
+            self._thread = threading.Thread(target=self._loop, name=f"nba-{self.name.replace(' ', '-')}", daemon=True)
             self._thread.start()
         return self
 

@@ -142,7 +142,9 @@ class NextBestAction:
         self.catch_up = PushCatchUp(lambda: self.engine.retry_pushes(limit=o.push_retry_hcps), self.executor.submit, o.push_retry_s).start()
         # The champion's outcome shift: read at start, refitted from the audit trail's outcomes every refresh_s.
         oc = self.cfg.outcome_calibration
-        self.outcome_refit = PushCatchUp(self.engine.refresh_outcome_shift, self.executor.submit, oc.refresh_s if oc.enabled else 0.0)
+        self.outcome_refit = PushCatchUp(
+            self.engine.refresh_outcome_shift, self.executor.submit, oc.refresh_s if oc.enabled else 0.0, name="outcome shift refit"
+        )
         try:
             self.executor.submit(self.engine.refresh_outcome_shift).result()
         except Exception as exc:  # the trail is down: served without the shift until the next round
