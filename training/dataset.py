@@ -27,17 +27,10 @@ from features.catalog import (
     response_history_names,
 )
 from features.events import POSITIVE_RESPONSE_CODE  # seq_response >= 2: opened/attended or engaged
+from features.labels import LABEL_COLUMNS as FEATURE_LABEL_COLUMNS
 
-LABEL_COLUMNS: tuple[str, ...] = (
-    "hcp_id",
-    "event_timestamp",
-    "label_channel",
-    "label_content_id",
-    "label_day_offset",
-    "label_daypart",
-    "label_response",
-    "label_propensity",
-)
+# The feature stage's label columns, less the touch's own time (``label_ts``: for splits, never a label).
+LABEL_COLUMNS: tuple[str, ...] = tuple(c for c in FEATURE_LABEL_COLUMNS if c != "label_ts")
 SEQ_COLUMNS: tuple[str, ...] = (
     "seq_channel",
     "seq_content_id",
