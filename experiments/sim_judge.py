@@ -248,6 +248,14 @@ def simulated_policy_value(
     }
 
 
+def week_mondays(times: Any) -> list:
+    """Each decision time's week as the date of its Monday (UTC): the simulator's state is weekly, so a day-grain row (any weekday) is judged in its week's."""
+    import pandas as pd
+
+    when = pd.to_datetime(times)
+    return list((when - pd.to_timedelta(when.weekday, unit="D")).normalize().date)
+
+
 def ope_truth(data_dir: Any, rows: dict[str, np.ndarray], val: Any, vocab: Any, keep: np.ndarray) -> tuple[float, float]:
     """The simulator's true value of the stochastic target policy on the logged validation rows ``keep``.
 
@@ -263,8 +271,7 @@ def ope_truth(data_dir: Any, rows: dict[str, np.ndarray], val: Any, vocab: Any, 
     top_p = rows["top_prob"][idx]
     covered = top_p.sum(1)
     truth = np.full(len(idx), np.nan)
-    weeks = pd.to_datetime(val.week[idx]).normalize()
-    day = weeks.date if hasattr(weeks, "date") else weeks
+    day = week_mondays(val.week[idx])
     sim_of_vocab: np.ndarray | None = None
     hcp_pos: np.ndarray | None = None
     slot = val.arrays["label_slot"][idx].astype(np.int64)

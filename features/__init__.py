@@ -7,7 +7,7 @@ Public API (import from ``features``; nothing heavy is imported until used):
 - ``apply(cfg) -> dict``: render the Feast repo into the workspace and register it.
 - ``materialize(cfg, end=None, *, incremental=True, start=None, store=None) -> dict``
 - ``materialize_hcps(cfg, hcp_ids, *, tables=None, as_of=None, content=False, store=None) -> dict``: recompute
-  only these HCPs' views (as of the snapshot a rebuild would stamp) and write them online (``nba sync``).
+  only these HCPs' views (as of the end of the newest imported day) and write them online (``nba sync``).
 - ``open_store(cfg, *, check=True) -> feast.FeatureStore`` (raises ``FeatureRepoMismatch`` when
   the registry does not match the config).
 - ``build_training_set(cfg, entity_df, *, service="nba_model_v1", store=None, progress=True, output="pandas", out_path=None) -> DataFrame | pa.Table | int``:

@@ -4,7 +4,8 @@ The Feast path (``features.build_training_set``) joins label rows to the weekly 
 so a mid-week decision would read the Monday state. This builder computes each row's state as
 of its own ``event_timestamp`` with the transforms the online pushes run (``features.push``,
 ``materialize_hcps``), so a day-grain training row equals what serving reads at that midnight
-(tests/features/test_features_grain_equivalence.py). Work is cut into HCP chunks of at most
+(tests/features/test_features_grain_equivalence.py), and what ``nba sync`` writes online, stamped at the
+end of the imported day (tests/features/test_sync.py). Work is cut into HCP chunks of at most
 ``examples.chunk_cells`` HCP x distinct-time cells, which bounds the peak memory.
 """
 
@@ -31,7 +32,8 @@ def build_examples(cfg: FeaturesConfig, labels, *, tables: dict[str, Any] | None
 
     from features.build import read_contract
     from features.events import prepare
-    from features.snapshots import hcp_tables_at, weekly_times
+    from features.repo import day_after
+    from features.snapshots import hcp_tables_at
 
     for col in ("hcp_id", "event_timestamp"):
         if col not in labels.columns:
@@ -45,15 +47,19 @@ def build_examples(cfg: FeaturesConfig, labels, *, tables: dict[str, Any] | None
         raise ValueError(f"labels: columns {clash[:5]} clash with feature names; rename them")
     if len(labels) == 0:
         raise ValueError("labels is empty")
-    prep = prepare(tables if tables is not None else read_contract(cfg.data_dir), cfg.days_since_cap)
+    tables = tables if tables is not None else read_contract(cfg.data_dir)
+    prep = prepare(tables, cfg.days_since_cap)
     hcp = pd.Index(prep.hcp_ids).get_indexer(labels["hcp_id"].astype(str))
     if (hcp < 0).any():
         row = int(np.flatnonzero(hcp < 0)[0])
         raise ValueError(f"labels: row {row}: hcp_id {labels['hcp_id'].iloc[row]!r} is not in table 'hcps'")
-    t = ts.dt.tz_convert("UTC").astype("int64").to_numpy() // 1_000_000_000
-    # The hcps table's changing attributes hold from the last weekly snapshot, as in the Feast
-    # sources (features.build): the week and day grains see the same profile at the same time.
-    export_t = int(weekly_times(prep)[-1])
+    # Whole seconds whatever the unit (a frame built from datetime objects is in microseconds, not ns).
+    t = ts.dt.tz_convert("UTC").astype("datetime64[ns, UTC]").astype("int64").to_numpy() // 1_000_000_000
+    # The hcps table's changing attributes hold from the end of the newest imported day, the
+    # time `nba sync` stamps them online (features.repo.day_after), so a row at that midnight
+    # equals the sync's. Every label row is keyed before it (a touch's own day start), where
+    # only hcp_profile_history counts, as in the weekly sources (features.build).
+    export_t = day_after(tables)
     order = np.argsort(hcp, kind="stable")
     per_chunk = max(1, cfg.examples.chunk_cells // max(1, len(np.unique(t))))
     bounds = np.searchsorted(hcp[order], np.arange(0, prep.n_hcps + per_chunk, per_chunk))

@@ -17,7 +17,7 @@ from features.online import stored_event_times
 
 
 def _kind(df) -> str:
-    cols = set(df.columns)
+    cols = set(df.column_names if hasattr(df, "column_names") else df.columns)
     if {"channel", "ts", "delivered"} <= cols:
         return "touchpoints"
     if {"decision", "suggestion_id", "ts"} <= cols:
@@ -55,6 +55,19 @@ def history_for(cfg: FeaturesConfig, hcp_ids: list[str]) -> dict[str, Any]:
     if out.get("feedback") is None and not table_path(cfg.data_dir, "feedback").exists():
         out["feedback"] = None
     return out
+
+
+_VIEWS: dict[int, tuple[Any, list]] = {}  # id(cfg) -> (cfg, its pushable views)
+
+
+def pushable_views(cfg: FeaturesConfig) -> list:
+    """The HCP views a push writes (``View.pushable``), built once per config object: the catalog is rebuilt on every call otherwise."""
+    hit = _VIEWS.get(id(cfg))
+    if hit is not None and hit[0] is cfg:
+        return hit[1]
+    views = [v for v in hcp_views(cfg) if v.pushable]
+    _VIEWS[id(cfg)] = (cfg, views)
+    return views
 
 
 # store id -> (monotonic time resolved, push source name -> its feature views, or None: use store.push).
@@ -113,9 +126,43 @@ def _relax_sqlite(provider, store) -> None:
     _RELAXED.add(id(conn))
 
 
+def _naive_utc_times(batch, column: str) -> list:
+    """A timestamp column as naive UTC datetimes: what Feast's converter makes of it through ``pd.to_datetime``."""
+    import pyarrow as pa
+
+    col = batch.column(column)
+    if col.type.tz is not None:
+        col = col.cast(pa.timestamp(col.type.unit))  # the same instants, as UTC wall times
+    # Nanoseconds truncated to microseconds, as pandas' to_pydatetime does (datetime holds no finer).
+    return col.cast(pa.timestamp("us"), safe=False).to_pylist()
+
+
+def arrow_to_proto(table, fv, join_keys: dict[str, Any]) -> list:
+    """``feast.utils._convert_arrow_fv_to_proto`` (plain views, pinned Feast 0.67) with the event times read straight from Arrow.
+
+    Feast's converter turns each time column into pandas timestamps and back, a third of a
+    one-row view's write; the rows (entity keys, values, naive UTC times) are the same.
+    """
+    from feast.utils import _build_entity_keys, _columns_to_proto_values, _validate_vector_field_lengths
+
+    _validate_vector_field_lengths(table, fv)
+    batch = table.to_batches()[0] if hasattr(table, "to_batches") else table  # as Feast: one batch
+    if fv.batch_source is None:
+        raise ValueError(f"Feature view '{fv.name}' has no batch_source and cannot be converted to proto.")
+    columns = [(f.name, f.dtype.to_value_type()) for f in fv.features] + list(join_keys.items())
+    values = _columns_to_proto_values(batch, columns, allow_missing=False)
+    keys = _build_entity_keys(batch.num_rows, join_keys, values)
+    names = [f.name for f in fv.features]
+    features = [dict(zip(names, row)) for row in zip(*(values[n] for n in names))]
+    events = _naive_utc_times(batch, fv.batch_source.timestamp_field)
+    created_col = fv.batch_source.created_timestamp_column
+    created = _naive_utc_times(batch, created_col) if created_col else [None] * batch.num_rows
+    return list(zip(keys, features, events, created))
+
+
 def write_arrow(store, fvs: list, table) -> None:
     """Write an Arrow table of feature rows to the online rows of ``fvs`` (plain views): what ``provider.ingest_df`` does after its pandas -> Arrow step."""
-    from feast.utils import _convert_arrow_to_proto, _run_pyarrow_field_mapping
+    from feast.utils import _run_pyarrow_field_mapping
 
     if not table.num_rows:
         return
@@ -126,7 +173,7 @@ def write_arrow(store, fvs: list, table) -> None:
         if fv.batch_source is not None and fv.batch_source.field_mapping:
             t = _run_pyarrow_field_mapping(t, fv.batch_source.field_mapping)
         join_keys = {e.name: e.dtype.to_value_type() for e in fv.entity_columns}
-        provider.online_write_batch(provider.repo_config, fv, _convert_arrow_to_proto(t, fv, join_keys), progress=None)
+        provider.online_write_batch(provider.repo_config, fv, arrow_to_proto(t, fv, join_keys), progress=None)
 
 
 def push_online(store, push_name: str, df) -> None:
@@ -168,8 +215,10 @@ def _already_stored(kind: str, new, old):
 def push_events(cfg: FeaturesConfig, events, *, store=None, history: dict[str, Any] | None = None, as_of=None, dry_run: bool = False) -> dict[str, Any]:
     """Recompute and push the online features of the HCPs in ``events`` (touchpoints or feedback rows, or a list of both).
 
-    ``history`` (contract tables) defaults to the dataset at ``cfg.data_dir``; ``as_of`` defaults
-    to one second after the newest event, so the pushed rows include every event given.
+    Events are DataFrames or Arrow tables (cast to the contract schema). ``history`` (contract
+    tables) defaults to the dataset at ``cfg.data_dir``; ``as_of`` defaults to one second after
+    the newest event, so the pushed rows include every event given. Only the pushable views are
+    computed: the others (profile, outcomes) are never written by a push.
     ``dry_run``: compute the rows as a push would and return them (``"rows"``: view -> DataFrame) without pushing.
     """
     import pandas as pd
@@ -180,7 +229,7 @@ def push_events(cfg: FeaturesConfig, events, *, store=None, history: dict[str, A
     from contract.schema import TABLES
     from features.events import TOUCH_COLUMNS, as_arrow, epoch_seconds, prepare
     from features.repo import open_store
-    from features.snapshots import array_feature_names, hcp_tables, to_epoch_seconds
+    from features.snapshots import array_feature_names, to_epoch_seconds, view_table
 
     batches = [(kind, to_arrow(TABLES[kind], ev)) for ev in (events if isinstance(events, (list, tuple)) else [events]) for kind in [_kind(ev)]]
     batches = [(kind, new) for kind, new in batches if new.num_rows]
@@ -213,7 +262,7 @@ def push_events(cfg: FeaturesConfig, events, *, store=None, history: dict[str, A
     t_new = max(int(epoch_seconds(new.column("ts")).max()) for _, new in batches) + 1
     t = max(t_new, to_epoch_seconds(as_of)) if as_of is not None else t_new
     store = store or open_store(cfg)
-    views = [v for v in hcp_views(cfg) if v.pushable]
+    views = pushable_views(cfg)
     stored = stored_event_times(store, [v.name for v in views], "hcp_id", hcp_ids)
     if stored is not None:
         # Redis keeps a row only if it is stamped after the stored one, so an event older than the
@@ -223,7 +272,8 @@ def push_events(cfg: FeaturesConfig, events, *, store=None, history: dict[str, A
         t = max(t, newest_s // 1_000_000_000)
     prep = prepare(hist, cfg.days_since_cap)
     pushed = 0
-    tables = hcp_tables(prep, cfg, np.array([t]), as_source=False)
+    times = np.array([t])
+    tables = {v.name: view_table(prep, cfg, v, times, as_source=False) for v in views}
     rows: dict[str, Any] = {}
     targets = None if dry_run else _push_targets(store)
     for v in views:

@@ -229,7 +229,7 @@ def materialize(cfg: FeaturesConfig, end: datetime | None = None, *, incremental
     again, written last-writer-wins because their stamps did not move. We reload the newest
     snapshot rather than diffing: the old sources are gone once a build replaces them, and a
     snapshot load is what materialisation costs anyway. `nba sync` is the incremental path
-    (only the HCPs an import touched).
+    (only the HCPs an import touched, stamped at the end of the imported day: ``materialize_hcps``).
     """
     from datetime import timedelta
 
@@ -291,16 +291,43 @@ def snapshot_after(tables: dict[str, Any]) -> int:
     return int(week_start(np.array([max(newest)]))[0]) + WEEK_S
 
 
+def day_after(tables: dict[str, Any]) -> int:
+    """The sync's as-of (epoch s): 00:00 UTC after the newest touch or feedback, i.e. the end of the newest imported day.
+
+    Contract times are stored in UTC and the day grain keys decisions to 00:00 UTC
+    (``features.snapshots.decision_times``), so the online rows a sync writes are the state a
+    day-grain training row for the next day reads. Outcomes are weekly aggregates, known only
+    once their week is over (a week still running is not counted at any earlier time), so they
+    set the as-of only for a dataset without events.
+    """
+    import numpy as np
+
+    from features.events import DAY_S, as_arrow, epoch_seconds
+
+    newest = []
+    for name in ("touchpoints", "feedback"):
+        t = tables.get(name)
+        if t is not None:
+            t = as_arrow(t)
+            if t.num_rows:
+                newest.append(int(np.max(epoch_seconds(t.column("ts")))))
+    if not newest:
+        return snapshot_after(tables)
+    return (max(newest) // DAY_S + 1) * DAY_S
+
+
 def materialize_hcps(
     cfg: FeaturesConfig, hcp_ids: list[str], *, tables: dict[str, Any] | None = None, as_of: int | None = None, content: bool = False, store=None
 ) -> dict[str, Any]:
     """Recompute every HCP view of ``hcp_ids`` (and the content view if ``content``) and write them online.
 
-    The rows equal what a rebuild of the sources and a materialisation would load for these
-    HCPs: the same transforms over each HCP's whole history, as of the snapshot a rebuild would
-    stamp last (``snapshot_after``; default). Other HCPs' rows are left as they are, so the cost
-    follows the import's size, not the population's. Written last-writer-wins: a rebuilt
-    snapshot keeps its stamp.
+    The same transforms over each HCP's whole history, as of the end of the newest imported day
+    (``day_after``; default): the rows equal the day-grain training rows (``features.examples``)
+    of those HCPs at that midnight, which is what a decision taken the next day reads. (Before,
+    the sync stamped the coming Monday, the weekly snapshot, so mid-week serving read days-since
+    and window features as of next Monday.) Other HCPs' rows are left as they are, so the cost
+    follows the import's size, not the population's. Written last-writer-wins: the weekly
+    materialisation stamps a later Monday, which a day's rows must replace on Redis.
     """
     import numpy as np
     import pyarrow as pa
@@ -314,7 +341,7 @@ def materialize_hcps(
     cfg = cfg.resolved()
     t0 = time.perf_counter()
     full = tables if tables is not None else read_contract(cfg.data_dir)
-    t = int(as_of) if as_of is not None else snapshot_after(full)
+    t = int(as_of) if as_of is not None else day_after(full)
     ids = sorted(set(map(str, hcp_ids)))
     views = []
     if ids:

@@ -1,8 +1,9 @@
 """``nba sync SRC_DIR``: a CRM export into the online store any day of the week, only what changed.
 
 Import (validated, atomic, idempotent), then recompute the features of the HCPs the import
-touched and write them online (``features.repo.materialize_hcps``), then record what the online
-store reflects. The weekly ``nba features build`` stays the path for training sources; the sync
+touched and write them online (``features.repo.materialize_hcps``), stamped as of the end of the
+imported day (00:00 UTC after the dataset's newest touch or feedback: the state a day-grain
+training row of the next day reads), then record what the online store reflects. The weekly ``nba features build`` stays the path for training sources; the sync
 keeps serving current in between. ``nba bench sync`` times one simulated day's export.
 
 Only typer and the standard library at import time: ``nba --help`` stays instant.

@@ -177,3 +177,16 @@ def test_judge_gives_tuning_the_model_policy_true_value(world) -> None:
     value = SIMULATOR_JUDGE.policy_value(bundle, str(root / "data"), None, weeks=1, start="end")
     assert set(value) == {"responses_per_hcp_week", "share_of_oracle_gain"}
     assert value["responses_per_hcp_week"] >= 0 and math.isfinite(value["share_of_oracle_gain"])
+
+
+def test_day_grain_rows_are_judged_in_their_weeks_state() -> None:
+    """OPE truth matched Monday rows only: a day-grain row (any weekday, naive UTC as training stores it) maps to its week's Monday."""
+    import datetime as dt
+
+    import numpy as np
+
+    from experiments.sim_judge import week_mondays
+
+    times = np.array(["2025-03-03T00:00", "2025-03-05T00:00", "2025-03-09T00:00", "2025-03-10T00:00"], dtype="datetime64[ns]")
+    monday, next_monday = dt.date(2025, 3, 3), dt.date(2025, 3, 10)
+    assert week_mondays(times) == [monday, monday, monday, next_monday]

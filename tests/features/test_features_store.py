@@ -259,3 +259,32 @@ def test_profile_history_reaches_the_training_set_point_in_time(tmp_path):
     assert week2.loc["h1", "segment"] == 1 and not week2.loc["h1", "consent_email"]  # the row valid from day 8
     assert week2.loc["h2", "profile_known"] and week2.loc["h2", "segment"] == -1
     assert not week2.loc["h3", "profile_known"]  # no history: export values not known yet
+
+
+def test_the_push_converter_gives_feasts_rows_for_every_pushable_view(built_store):
+    """``features.push.arrow_to_proto`` (times read from Arrow) equals Feast's ``_convert_arrow_to_proto`` row for row."""
+    import pyarrow as pa
+    from feast.utils import _convert_arrow_to_proto
+
+    from features.events import prepare
+    from features.push import _push_targets, arrow_to_proto, pushable_views
+    from features.snapshots import to_epoch_seconds, view_table
+
+    cfg, store, tables = built_store
+    prep = prepare({n: t for n, t in tables.items()}, cfg.days_since_cap)
+    targets = _push_targets(store)
+    views = pushable_views(cfg)
+    assert pushable_views(cfg) is views and len(views) >= 5
+    t = np.array([to_epoch_seconds(T0 + timedelta(days=12, hours=5))])
+    for v in views:
+        table = view_table(prep, cfg, v, t, as_source=False)
+        # Stamps in nanoseconds too, as the Redis path sets them (one microsecond apart per HCP).
+        ns = pa.array(pd.to_datetime(t[0] * 10**9 + np.arange(table.num_rows) * 1000, utc=True)).cast(pa.timestamp("ns", tz="UTC"))
+        for tbl in (table, table.set_column(table.schema.get_field_index("event_timestamp"), "event_timestamp", ns)):
+            for fv in targets[v.push_name]:
+                keys = {e.name: e.dtype.to_value_type() for e in fv.entity_columns}
+                ours, feasts = arrow_to_proto(tbl, fv, keys), _convert_arrow_to_proto(tbl, fv, keys)
+                assert len(ours) == len(feasts) == 3
+                for a, b in zip(ours, feasts):
+                    assert a[0] == b[0] and a[1] == b[1] and a[3] == b[3]
+                    assert a[2] == b[2] and a[2].tzinfo is None and type(a[2]) is type(b[2]), (a[2], b[2])

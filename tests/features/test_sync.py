@@ -12,6 +12,8 @@ import pytest
 from tiny_contract import T0, features_config, make_tables
 
 WEDNESDAY = T0 + timedelta(days=9, hours=3)  # 2026-01-14, mid-week of the data's last week
+# The as-of of a sync: 00:00 UTC after the dataset's newest touch or feedback (the tiny contract's last is on Thursday).
+FRIDAY = T0 + timedelta(days=11)
 
 
 def _touch(event_id: str, hcp: str, when, channel: str = "wechat_push", content: str | None = "c1", opened: bool = True) -> dict:
@@ -116,7 +118,7 @@ def test_sync_on_a_wednesday_reaches_the_online_store_and_a_replay_is_a_no_op(sy
     first = run_sync(export, cfg, say=_quiet)
     assert first["status"] == "ok"
     assert first["rows_inserted"] == 2 and first["hcps_affected"] == 1 and not first["recomputed_all"]
-    assert first["as_of"] == (T0 + timedelta(days=14)).isoformat()  # the snapshot a rebuild would stamp
+    assert first["as_of"] == FRIDAY.isoformat()  # the end of the newest day, not the coming Monday
     after = _online(cfg)
     assert after.loc["h3", "touches_total"] == 2 and after.loc["h3", "seq_len"] == 2
     assert after.loc["h3", "wechat_push_opened_7d"] == 1
@@ -127,10 +129,67 @@ def test_sync_on_a_wednesday_reaches_the_online_store_and_a_replay_is_a_no_op(sy
     assert second["status"] == "no_change" and second["rows_written"] == 0 and second["rows_inserted"] == 0
     _assert_same_rows(after, _online(cfg))
 
-    # The sync wrote what a full rebuild + materialise of the same dataset loads.
+    # The weekly path still works after a day's sync: a rebuild + materialise loads the coming
+    # Monday's snapshot (a later stamp) with the same events, for every HCP.
     build_sources(cfg, progress=False)
     materialize(cfg, store=store)
-    _assert_same_rows(after, _online(cfg))
+    weekly = _online(cfg)
+    assert weekly.loc["h3", "touches_total"] == 2 and weekly.loc["h3", "seq_len"] == 2
+    _assert_same_rows(before.loc[["h1", "h2"]], weekly.loc[["h1", "h2"]])
+
+
+def _differences(training: pd.Series, online: pd.Series, columns) -> list[str]:
+    out = []
+    for c in columns:
+        a, b = training[c], online[c]
+        if isinstance(a, (np.ndarray, list)):
+            same = list(a) == list(b)
+        elif isinstance(a, (float, np.floating)):
+            same = a == pytest.approx(b, rel=1e-6, abs=1e-6)
+        else:
+            same = a == b
+        if not same:
+            out.append(f"{c}: training {a!r} != online {b!r}")
+    return out
+
+
+def test_a_midweek_sync_serves_the_day_grain_training_row_of_the_next_day(synced, tmp_path):
+    """After a Friday's sync, the online read of a synced HCP equals its day-grain training row at Saturday 00:00 (issue 16)."""
+    import pyarrow as pa
+
+    from contract.io import read_manifest, read_table, write_tables
+    from features.catalog import MISSING_FLAG, dated_profile_view
+    from features.examples import build_examples
+    from nba.sync import run_sync
+
+    cfg, _store = synced
+    day = FRIDAY + timedelta(hours=3)
+    end = FRIDAY + timedelta(days=1)
+    touches = [_touch("f1", "h3", day), _touch("f2", "h1", day + timedelta(hours=5), "email", "c2", False)]
+    out = run_sync(_day_export(tmp_path, "fri", touches), cfg, say=_quiet)
+    assert out["as_of"] == end.isoformat() and out["hcps_affected"] == 2
+    online = _online(cfg)
+
+    def rows_at(when, data_dir=cfg.data_dir):
+        labels = pd.DataFrame({"hcp_id": ["h1", "h3"], "event_timestamp": pd.Timestamp(when)})
+        return build_examples(cfg.model_copy(update={"data_dir": data_dir}), labels, progress=False).set_index("hcp_id")
+
+    training = rows_at(end)
+    features = [c for c in training.columns if c not in ("event_timestamp", MISSING_FLAG)]
+    assert "seq_channel" in features and "segment" in features and "days_since_last_email" in features
+    for hcp in ("h1", "h3"):
+        assert _differences(training.loc[hcp], online.loc[hcp], features) == [], hcp
+    # Not vacuous: the coming Monday's state (what the sync stamped before) reads other values.
+    assert _differences(rows_at(T0 + timedelta(days=14)).loc["h1"], online.loc["h1"], features)
+    # A training set built later (Saturday's touches imported too) reads the same events at Saturday
+    # 00:00; its profile before that export is the dated history's (none here), not the export's.
+    later = {n: read_table(cfg.data_dir, n) for n in read_manifest(cfg.data_dir)["tables"]}
+    extra = pa.Table.from_pylist([_touch("x1", "h3", end + timedelta(hours=9))], schema=later["touchpoints"].schema)
+    later["touchpoints"] = pa.concat_tables([later["touchpoints"], extra])
+    write_tables(tmp_path / "later", later, source="test")
+    dated = {f.name for f in dated_profile_view().features}
+    events_only = [c for c in features if c not in dated]
+    assert _differences(rows_at(end, tmp_path / "later").loc["h3"], online.loc["h3"], events_only) == []
 
 
 def test_sync_refreshes_consent_and_products_changes(synced, tmp_path):

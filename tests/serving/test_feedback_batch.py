@@ -58,6 +58,31 @@ def test_a_meeting_touch_is_attended_and_takes_its_earliest_outcomes_id():
     assert pd.isna(t.loc["S8", "attended"]) and not bool(t.loc["S8", "opened"])  # not a meeting: attended unknown
 
 
+def test_the_push_path_builds_the_same_contract_rows_without_pandas():
+    """``outcome_tables`` (the push's Arrow path over raw trail rows) equals ``outcome_events`` cast to the contract, on seeded mixes."""
+    import numpy as np
+
+    from contract.io import to_arrow
+    from contract.schema import TABLES
+    from serving.feedback import CHANNEL_OUTCOMES, DECISIONS, OUTCOME_COLUMNS, outcome_events, outcome_tables
+
+    rng = np.random.default_rng(16)
+    for _ in range(20):
+        n = int(rng.integers(0, 12))
+        rows = _rows([(f"f{rng.integers(100):02d}{i}", f"S{rng.integers(4)}", str(rng.choice([*DECISIONS, *CHANNEL_OUTCOMES]))) for i in range(n)])
+        rows["ts"] = [pd.Timestamp("2026-05-01T08:00:00Z") + pd.Timedelta(minutes=int(m)) for m in rng.integers(0, 5, n)]  # ties: ordered by id
+        rows["channel"] = rng.choice(["webinar", "wechat_push", "visit"], n)
+        rows["reason"] = [None if rng.random() < 0.5 else "wrong_time" for _ in range(n)]
+        # The trail hands back naive UTC times on SQLite.
+        records = [tuple(r[c].tz_convert(None).to_pydatetime() if c in ("ts", "received_at") else r[c] for c in OUTCOME_COLUMNS) for _, r in rows.iterrows()]
+        got = outcome_tables(records)
+        want = outcome_events(rows)
+        for kind, g, w in zip(("feedback", "touchpoints"), got, want):
+            w = to_arrow(TABLES[kind], w)
+            key = "feedback_id" if kind == "feedback" else "event_id"
+            assert g.sort_by(key).equals(w.sort_by(key)), (kind, g.to_pylist(), w.to_pylist())
+
+
 def _engine(world, tmp_path, **overrides):
     from nba.configuration import load_config
     from serving.config import ServingConfig
