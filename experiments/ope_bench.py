@@ -196,7 +196,7 @@ def run_world(world: str, seed: int, cfg: Any) -> dict[str, Any]:
 
 
 def summarise(rows: list[dict[str, Any]], chosen: str) -> dict[str, Any]:
-    """Coverage and median relative absolute error per estimator and propensity variant; the chosen estimator's against the targets."""
+    """Coverage, median relative absolute error and median interval width per estimator and propensity variant; the chosen estimator's against the targets."""
     out: dict[str, Any] = {"runs": len(rows)}
     for variant in ("logged", "estimated"):
         for est in ESTIMATORS:
@@ -208,6 +208,9 @@ def summarise(rows: list[dict[str, Any]], chosen: str) -> dict[str, Any]:
                 out[f"{variant}_{est}_coverage"] = float(np.mean(cov))
             if err:
                 out[f"{variant}_{est}_median_abs_error_rel"] = float(np.median(err))
+            width = [r[f"{variant}_{est}_ci_width"] for r in rows if np.isfinite(r.get(f"{variant}_{est}_ci_width", np.nan))]
+            if width:  # a narrow interval is the point: coverage alone is won by a blanket
+                out[f"{variant}_{est}_median_ci_width"] = float(np.median(width))
         trusted = [bool(r.get(f"{variant}_verdict_trusted")) for r in rows]
         out[f"{variant}_verdict_trusted_share"] = float(np.mean(trusted)) if trusted else float("nan")
         ess = [r[f"{variant}_diag_ess"] for r in rows if f"{variant}_diag_ess" in r]

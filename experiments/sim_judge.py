@@ -312,7 +312,7 @@ def judge_evaluation(run: Any) -> tuple[dict[str, Any], dict[str, dict[str, Any]
     truth, covered = ope_truth(cfg.data_dir, run.rows, data, bundle.vocab, run.known)
     figures["ope_true_response_rate"] = truth
     figures["ope_truth_probability_mass_covered"] = covered
-    for est_name in ("dm", "ips", "snips", "dr", "switch_dr", "dr_os", "dm_rc", "switch_dr_ba"):
+    for est_name in ("dm", "ips", "snips", "dr", "switch_dr", "dr_os", "dm_rc", "switch_dr_ba", "switch_dr_bb"):
         if f"ope_{est_name}_ci_low" in run.figures:
             figures[f"ope_{est_name}_error_vs_truth"] = run.figures[f"ope_{est_name}_value"] - truth
             figures[f"ope_{est_name}_ci_covers_truth"] = bool(run.figures[f"ope_{est_name}_ci_low"] <= truth <= run.figures[f"ope_{est_name}_ci_high"])

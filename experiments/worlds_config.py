@@ -82,7 +82,7 @@ class OpeBenchConfig(WorldsBenchConfig):
     hcps: int = Field(800, ge=50, le=100_000)
     epochs: int = Field(2, ge=1, le=50)
     n_boot: int = Field(1000, ge=50, le=100_000)
-    estimator: Literal["ips", "snips", "dm", "dr", "switch_dr", "dr_os", "dm_rc", "switch_dr_ba"] = "switch_dr_ba"
+    estimator: Literal["ips", "snips", "dm", "dr", "switch_dr", "dr_os", "dm_rc", "switch_dr_ba", "switch_dr_bb"] = "switch_dr_bb"
     workdir: Path = Path(".nba/bench-ope")
 
 

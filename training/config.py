@@ -102,8 +102,8 @@ class TuneSection(StageConfig):
 class OpeSection(StageConfig):
     """Off-policy evaluation of the policy as served (training.served_policy), from the logs alone."""
 
-    # The estimate `nba evaluate` reports and `nba promote` gates on: dr | snips | switch_dr | dr_os | ips | dm | dm_rc | switch_dr_ba (training/ope.py).
-    estimator: Literal["dr", "snips", "switch_dr", "dr_os", "ips", "dm", "dm_rc", "switch_dr_ba"] = "switch_dr_ba"
+    # The estimate `nba evaluate` reports and `nba promote` gates on: dr | snips | switch_dr | dr_os | ips | dm | dm_rc | switch_dr_ba | switch_dr_bb (training/ope.py).
+    estimator: Literal["dr", "snips", "switch_dr", "dr_os", "ips", "dm", "dm_rc", "switch_dr_ba", "switch_dr_bb"] = "switch_dr_bb"
     n_boot: int = Field(1000, ge=50, le=100_000)  # HCP-clustered bootstrap resamples (ends move ~7% of the width at 200)
     alpha: float = Field(0.05, gt=0.0, lt=0.5)
     # The served policy's exploration: must match serving's `exploration` block (configs/serving.yaml).

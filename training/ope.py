@@ -29,6 +29,15 @@ model's bias on the target's actions is in neither the estimate nor the interval
   reward model is right on the target's actions / its error there is the error on the matched
   logged actions); the hull covers whenever either holds, which is what a reviewer needs when
   neither can be checked from the logs.
+- bias-bounded switch-DR ("switch_dr_bb"): switch-DR's value with an honest bias-aware interval
+  (Armstrong & Kolesar 2020): value +- se cv(B / se), where se is switch-DR's bootstrap standard
+  error, cv(t) the 1 - alpha quantile of |N(t, 1)| (1.96 at t = 0, about t + 1.645 for large t) and
+  B a bound on the reward model's bias on the target's actions: the size of dm_rc's correction (the
+  model's mean error on the matched logged decisions), and never less than that correction's own
+  bootstrap standard error (a correction indistinguishable from 0 does not show the bias is 0). The
+  sign of the matched error is not trusted, only its size: the reps take those decisions where they
+  expect a response, so the error there is tilted (on the bench its sign was the served policy's in about half the runs),
+  while its size tracks how wrong the model is where it is checked.
 
 Every estimator is a sum of ratios of two row sums (a plain mean has a column of ones below), so a
 bootstrap replicate needs only per-cluster sums and how often each cluster was drawn: intervals
@@ -43,9 +52,12 @@ from typing import Any
 
 import numpy as np
 
-ESTIMATORS = ("ips", "snips", "dm", "dr", "switch_dr", "dr_os", "dm_rc", "switch_dr_ba")
+ESTIMATORS = ("ips", "snips", "dm", "dr", "switch_dr", "dr_os", "dm_rc", "switch_dr_ba", "switch_dr_bb")
 # Estimators whose interval is the hull of two others' (value: the first; interval: both): see switch_dr_ba.
 _HULLS = {"switch_dr_ba": ("switch_dr", "dm_rc")}
+# Estimators with the first's value and an interval widened by a bias bound from the second's correction term: see switch_dr_bb.
+_BOUNDED = {"switch_dr_bb": ("switch_dr", "dm_rc")}
+_COMPOUND = {**_HULLS, **_BOUNDED}
 ROW_KEYS = ("reward", "propensity", "pi_logged", "q_logged", "q_target")
 # 1000 resamples: at 200 the interval ends moved by ~7% of the width between seeds.
 DEFAULT_N_BOOT = 1000
@@ -170,6 +182,37 @@ def _interval(point: float, boot: np.ndarray, n: int, ess: float, alpha: float, 
     return Estimate(float(point), float(lo), float(hi), n, float(ess), n_units)
 
 
+def honest_cv(t: float, alpha: float = 0.05) -> float:
+    """The 1 - alpha quantile of |N(t, 1)|: the critical value of a bias-aware interval whose bias is at most t standard errors."""
+    from statistics import NormalDist
+
+    if not (t >= 0 and np.isfinite(t)):
+        raise ValueError(f"ope: the bias bound in standard errors must be finite and >= 0, got {t}")
+    _check_boot(0, alpha)
+    z = NormalDist()
+    # P(|N(t,1)| <= t) <= 1/2 < 1 - alpha for alpha < 1/2, and P(|N(t,1)| <= hi) > 1 - alpha: the root lies between.
+    lo, hi = (float(t) if alpha < 0.5 else 0.0), t + z.inv_cdf(1 - alpha / 2) + 1.0
+    for _ in range(80):  # bisection: the coverage P(|N(t,1)| <= c) increases in c
+        mid = (lo + hi) / 2
+        if z.cdf(mid - t) - z.cdf(-mid - t) < 1 - alpha:
+            lo = mid
+        else:
+            hi = mid
+    return hi
+
+
+def _bounded(point: float, reps: np.ndarray, corr: float, corr_reps: np.ndarray, n: int, ess: float, alpha: float, n_units: int) -> Estimate:
+    """``point`` +- se cv(B / se): se the replicates' sd, B = max(|corr|, sd of corr's replicates); see switch_dr_bb."""
+    finite = reps[np.isfinite(reps)]
+    if len(finite) < 2 or not np.isfinite(point):
+        return Estimate(float(point), np.nan, np.nan, n, float(ess), n_units)
+    se = float(np.std(finite, ddof=1))
+    cf = corr_reps[np.isfinite(corr_reps)]
+    bound = max(abs(float(corr)), float(np.std(cf, ddof=1)) if len(cf) > 1 else 0.0)
+    half = bound if se == 0 else se * honest_cv(bound / se, alpha)
+    return Estimate(float(point), float(point - half), float(point + half), n, float(ess), n_units)
+
+
 def _ess(w: np.ndarray) -> float:
     s2 = float(np.sum(w * w))
     return float(np.sum(w) ** 2 / s2) if s2 > 0 else 0.0
@@ -242,11 +285,20 @@ def _replicates(parts: Parts, boot: np.ndarray) -> np.ndarray:
     return out
 
 
+def _correction(parts: Parts, boot: np.ndarray | None = None) -> Any:
+    """A two-part estimator's second ratio (dm_rc's residual correction): the point, or per replicate from ``boot``; 0 where its denominator is 0."""
+    num, den = parts[1]
+    if boot is None:
+        return float(_ratio(num.sum(), den.sum())) if den.sum() != 0 else 0.0
+    n, d = boot[:, 2], boot[:, 3]
+    return np.where(d != 0, _ratio(n, np.where(d != 0, d, 1.0)), 0.0)
+
+
 def _expand(names: tuple[str, ...]) -> tuple[str, ...]:
-    """The plain estimators ``names`` need (a hull needs its two sides), in order, once each."""
+    """The plain estimators ``names`` need (a hull or a bounded estimator needs its two sides), in order, once each."""
     out: list[str] = []
     for name in names:
-        for plain in _HULLS.get(name, (name,)):
+        for plain in _COMPOUND.get(name, (name,)):
             if plain not in out:
                 out.append(plain)
     return tuple(out)
@@ -285,13 +337,29 @@ def _run(
     columns = np.stack([c for parts, _ in terms for c in _columns(parts)], 1)
     boot = _resampled_sums(columns, codes, n_units, n_boot, seed)
     est: dict[str, Estimate] = {}
+    reps: dict[str, np.ndarray] = {}
+    corr: dict[str, tuple[float, np.ndarray]] = {}
     at = 0
     for name, (parts, ess) in zip(plain, terms):
         k = 2 * len(parts)
         point = _point(parts) if parts[0][1].sum() != 0 else np.nan
-        est[name] = _interval(point, _replicates(parts, boot[:, at : at + k]), len(r), ess, alpha, n_units)
+        reps[name] = _replicates(parts, boot[:, at : at + k])
+        est[name] = _interval(point, reps[name], len(r), ess, alpha, n_units)
+        if len(parts) == 2:
+            corr[name] = (_correction(parts), _correction(parts, boot[:, at : at + k]))
         at += k
-    return {name: (_hull(*(est[x] for x in _HULLS[name])) if name in _HULLS else est[name]) for name in names}
+    return {name: _compound(name, est, reps, corr, alpha) for name in names}
+
+
+def _compound(name: str, est: dict[str, Estimate], reps: dict[str, np.ndarray], corr: dict[str, tuple[float, np.ndarray]], alpha: float) -> Estimate:
+    """``name``'s estimate from its plain sides' (a hull, a bias-bounded interval, or the plain estimate itself)."""
+    if name in _HULLS:
+        return _hull(*(est[x] for x in _HULLS[name]))
+    if name in _BOUNDED:
+        base, side = _BOUNDED[name]
+        e = est[base]
+        return _bounded(e.value, reps[base], *corr[side], e.n, e.ess, alpha, e.n_clusters)
+    return est[name]
 
 
 # --- public estimators ----------------------------------------------------------------------------
@@ -412,7 +480,7 @@ def estimate_all(
     lam: float = DEFAULT_LAM,
     clip: float | None = None,
 ) -> dict[str, Estimate]:
-    """IPS, SNIPS, DM, DR, switch-DR and DR-shrinkage ("dr_os") from the same cluster resamples; ``clip`` applies to IPS and DR."""
+    """Every estimator of ESTIMATORS (IPS, SNIPS, DM, DR, switch-DR, DR-shrinkage "dr_os", dm_rc and the bias-aware switch-DRs) from the same cluster resamples; ``clip`` applies to IPS and DR."""
     r, p, pi, ql, qt = _row_arrays(rows, "rows")
     return _run(ESTIMATORS, r, p, pi, ql, qt, groups=groups, n_boot=n_boot, alpha=alpha, seed=seed, clip=clip, tau=tau, lam=lam)
 
@@ -459,15 +527,20 @@ def paired_difference(
     codes, n_units = _clusters(groups, len(a[0]))
     kw = dict(clip=clip, tau=tau, lam=lam)
     out: dict[str, Estimate] = {}
+    reps: dict[str, np.ndarray] = {}
+    corr: dict[str, tuple[float, np.ndarray]] = {}
     for name in _expand((estimator,)):
         parts_a, ess_a = _terms(name, *a, **kw)
         parts_b, ess_b = _terms(name, *b, **kw)
         boot = _resampled_sums(np.stack(_columns(parts_a) + _columns(parts_b), 1), codes, n_units, n_boot, seed)
         k = 2 * len(parts_a)
         point = _point(parts_a) - _point(parts_b)
-        diff = _replicates(parts_a, boot[:, :k]) - _replicates(parts_b, boot[:, k:])
-        out[name] = _interval(point, diff, len(a[0]), min(ess_a, ess_b), alpha, n_units)
-    return _hull(*(out[x] for x in _HULLS[estimator])) if estimator in _HULLS else out[estimator]
+        reps[name] = _replicates(parts_a, boot[:, :k]) - _replicates(parts_b, boot[:, k:])
+        out[name] = _interval(point, reps[name], len(a[0]), min(ess_a, ess_b), alpha, n_units)
+        if len(parts_a) == 2:
+            # The difference's bias bound comes from the difference of the two sides' corrections (0 on the logged policy's side).
+            corr[name] = (_correction(parts_a) - _correction(parts_b), _correction(parts_a, boot[:, :k]) - _correction(parts_b, boot[:, k:]))
+    return _compound(estimator, out, reps, corr, alpha)
 
 
 # --- overlap diagnostics and the verdict ----------------------------------------------------------

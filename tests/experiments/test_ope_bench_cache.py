@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 
 from experiments import ope_bench
 from experiments.worlds_config import OpeBenchConfig
@@ -49,14 +50,17 @@ def test_cache_round_trip_and_rejudge(tmp_path) -> None:
         for est in ope_bench.ESTIMATORS:
             lo, hi = row[f"{variant}_{est}_ci_low"], row[f"{variant}_{est}_ci_high"]
             assert row[f"{variant}_{est}_covers"] == (lo <= 0.5 <= hi)
-        assert row[f"{variant}_switch_dr_ba_value"] == row[f"{variant}_switch_dr_value"]
+        assert row[f"{variant}_switch_dr_ba_value"] == row[f"{variant}_switch_dr_value"] == row[f"{variant}_switch_dr_bb_value"]
+        bb_lo, bb_hi, v = row[f"{variant}_switch_dr_bb_ci_low"], row[f"{variant}_switch_dr_bb_ci_high"], row[f"{variant}_switch_dr_bb_value"]
+        assert bb_hi - v == pytest.approx(v - bb_lo) and bb_hi - v >= abs(row[f"{variant}_reward_model_error"])  # symmetric, at least the bound
         assert row[f"{variant}_behaviour_ece"] == 0.01
         assert row[f"{variant}_matched_rows"] == int((variants[variant]["rows"]["pi_logged"] > 0).sum())
         assert row[f"{variant}_reward_model_error"] == row[f"{variant}_dm_rc_value"] - row[f"{variant}_dm_value"]
     again = ope_bench.run_world("default", 7, cfg)
     assert {k: v for k, v in again.items() if k != "seconds"} == {k: v for k, v in row.items() if k != "seconds"}
-    summary = ope_bench.summarise([row, again], "switch_dr_ba")
-    assert summary["runs"] == 2 and summary["chosen_estimator"] == "switch_dr_ba"
+    summary = ope_bench.summarise([row, again], "switch_dr_bb")
+    assert summary["runs"] == 2 and summary["chosen_estimator"] == "switch_dr_bb"
+    assert summary["logged_switch_dr_bb_median_ci_width"] == pytest.approx(row["logged_switch_dr_bb_ci_width"])
     json.dumps(summary)
     ope_bench.plot([row, again], tmp_path / "coverage.png", "switch_dr_ba")  # asymmetric interval ends, drawn as they are
     assert (tmp_path / "coverage.png").stat().st_size > 0

@@ -105,8 +105,8 @@ def test_evaluate_measures_model_and_every_baseline(world) -> None:
     assert float(mv.tags["policy_value"]) == pytest.approx(figures["sim_model_responses_per_hcp_week"])
     assert float(mv.tags["ope_value"]) == pytest.approx(figures["ope_value"]) and mv.tags["ope_verdict"] in ("trusted", "untrusted")
     run = client.get_run(figures["evaluation_run_id"])
-    assert run.data.params["model_version"] == str(trained["model_version"]) and run.data.params["estimator"] == "switch_dr_ba"
-    assert run.info.run_name.startswith(f"evaluate v{trained['model_version']} (switch_dr_ba, weeks ")
+    assert run.data.params["model_version"] == str(trained["model_version"]) and run.data.params["estimator"] == "switch_dr_bb"
+    assert run.info.run_name.startswith(f"evaluate v{trained['model_version']} (switch_dr_bb, weeks ")
     promoted = _ok(runner.invoke(app, ["promote", *sets]))
     assert promoted["promoted"] and promoted["champion_version"] == int(trained["model_version"])
 

@@ -111,7 +111,7 @@ def test_estimate_all_gives_the_single_estimators_on_shared_resamples() -> None:
     groups = rng.integers(0, 80, 600)
     kw = dict(groups=groups, n_boot=200, seed=4)
     every = ope.estimate_all(rows, tau=3.0, lam=9.0, **kw)
-    assert set(every) == {"ips", "snips", "dm", "dr", "switch_dr", "dr_os", "dm_rc", "switch_dr_ba"}
+    assert set(every) == {"ips", "snips", "dm", "dr", "switch_dr", "dr_os", "dm_rc", "switch_dr_ba", "switch_dr_bb"}
     args = (b["r"], b["p"], b["pi"], rows["q_logged"], rows["q_target"])
     singles = {
         "ips": ope.ips(*args[:3], **kw),
