@@ -14,7 +14,10 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
+import itertools
 import logging
+import time
 from collections.abc import Callable, Hashable
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
@@ -25,6 +28,39 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 
+class WaitClock:
+    """When each piece of work still waiting for the engine thread arrived: admission control reads the oldest one's wait.
+
+    Entered on the event loop, left on the engine thread as the work starts (or on the loop when a
+    caller goes first); single dict operations and a list copy of its values, atomic under the GIL.
+    """
+
+    def __init__(self) -> None:
+        self._since: dict[int, float] = {}
+        self._ids = itertools.count()
+
+    def enter(self) -> int:
+        """A token for work that starts waiting now."""
+        token = next(self._ids)
+        self._since[token] = time.perf_counter()
+        return token
+
+    def leave(self, *tokens: int) -> None:
+        """The work has started (or gone): it waits no longer. Idempotent."""
+        for token in tokens:
+            self._since.pop(token, None)
+
+    def oldest_s(self) -> float:
+        """Seconds the longest-waiting work has waited so far (0 when none waits)."""
+        since = list(self._since.values())
+        return time.perf_counter() - min(since) if since else 0.0
+
+    def run(self, token: int, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """``fn(*args, **kwargs)``, first marking ``token``'s wait over (call it on the engine thread)."""
+        self.leave(token)
+        return fn(*args, **kwargs)
+
+
 @dataclass
 class Pending:
     """One caller waiting for its suggestions."""
@@ -33,6 +69,7 @@ class Pending:
     hcp_ids: list[str]
     request_id: str
     future: asyncio.Future = field(repr=False)
+    token: int = -1  # its WaitClock entry (-1: none)
 
 
 def plan_groups(pending: list[Pending], max_hcps: int) -> tuple[list[list[Pending]], list[Pending]]:
@@ -104,9 +141,11 @@ class MicroBatcher:
         max_hcps: int = 1000,
         max_wait_ms: float = 0.0,
         on_batch: Callable[[int, int], None] | None = None,
+        clock: WaitClock | None = None,
     ) -> None:
         self.score = score
         self.executor = executor
+        self.clock = clock  # callers wait here from submit until their engine call starts
         self.max_hcps = max_hcps
         self.max_wait_s = max_wait_ms / 1000.0
         self.on_batch = on_batch  # (callers, HCPs) per engine call, for metrics
@@ -121,11 +160,15 @@ class MicroBatcher:
     async def submit(self, key: Hashable, hcp_ids: list[str], request_id: str) -> Any:
         """Suggestions for ``hcp_ids`` (scored with whoever else is waiting with the same ``key``)."""
         loop = asyncio.get_running_loop()
-        p = Pending(key, list(hcp_ids), request_id, loop.create_future())
+        p = Pending(key, list(hcp_ids), request_id, loop.create_future(), self.clock.enter() if self.clock is not None else -1)
         self._pending.append(p)
         if self._runner is None or self._runner.done():
             self._runner = loop.create_task(self._run())
-        return await p.future
+        try:
+            return await p.future
+        finally:
+            if self.clock is not None:
+                self.clock.leave(p.token)  # answered, failed or gone: no longer waiting
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -139,13 +182,19 @@ class MicroBatcher:
                 if group:
                     await self._score_group(loop, group)
 
+    def _started(self, group: list[Pending], key: Hashable, ids: list[str], rids: list[str]) -> Any:
+        """On the engine thread: the group's callers stop waiting, then their engine call runs."""
+        if self.clock is not None:
+            self.clock.leave(*(p.token for p in group))
+        return self.score(key, ids, rids)
+
     async def _score_group(self, loop: asyncio.AbstractEventLoop, group: list[Pending]) -> None:
         ids = [h for p in group for h in p.hcp_ids]
         rids = [p.request_id for p in group for _ in p.hcp_ids]
         if self.on_batch is not None:
             self.on_batch(len(group), len(ids))
         try:
-            result = await loop.run_in_executor(self.executor, self.score, group[0].key, ids, rids)
+            result = await loop.run_in_executor(self.executor, functools.partial(self._started, group, group[0].key, ids, rids))
         except Exception as exc:
             if len(group) > 1 and _callers_fault(exc):
                 # One caller's HCPs (a decision date past its time zone's week) must not fail the others.

@@ -147,6 +147,10 @@ class AdmissionConfig(StageConfig):
     # A queued request still without a slot after this long is refused (keeps 503s fast and accepted latency bounded).
     queue_timeout_ms: float = Field(20.0, ge=0, le=60_000)
     retry_after_s: int = Field(1, ge=1, le=3600)
+    # Refuse a /recommend on arrival when admitted work has already waited this long for the engine thread
+    # (or the event loop runs this late): slots alone let a saturated worker take on work it answers late.
+    # Feedback and plans only queue within the slots (0: off).
+    max_wait_ms: float = Field(60.0, ge=0, le=60_000)
 
 
 class BatchingConfig(StageConfig):

@@ -90,6 +90,36 @@ MAX_DAYS_AHEAD = 6
 CAPACITY_DEMOTION = 1e9
 
 
+def numeric_columns(frame: pd.DataFrame, names: list[str]) -> np.ndarray:
+    """float64 [N, len(names)] of ``frame``'s columns ``names``: ``frame[names].to_numpy(dtype=float64, na_value=nan)``, read from its blocks.
+
+    Selecting columns by name builds a new frame (~0.5 ms for a single-HCP online frame, whatever
+    its row count); the blocks give the same values with a few numpy copies. Columns of an
+    extension or non-numeric dtype, and frames with repeated column names, go through pandas.
+    """
+    n = len(frame)
+    if not names:
+        return np.zeros((n, 0))
+    mgr = getattr(frame, "_mgr", None)
+    blknos, blklocs = getattr(mgr, "blknos", None), getattr(mgr, "blklocs", None)
+    if blknos is None or blklocs is None or not frame.columns.is_unique:
+        return frame[list(names)].to_numpy(dtype=np.float64, na_value=np.nan)
+    pos = frame.columns.get_indexer(list(names))
+    if (pos < 0).any():
+        raise KeyError(f"{[c for c, p in zip(names, pos) if p < 0]} not in the frame's columns")
+    out = np.empty((n, len(names)))
+    nos, locs = blknos[pos], blklocs[pos]
+    for b in np.unique(nos).tolist():
+        j = np.flatnonzero(nos == b)
+        values = mgr.blocks[b].values
+        if isinstance(values, np.ndarray) and values.ndim == 2 and values.dtype.kind in "biuf":
+            out[:, j] = values[locs[j]].T
+        else:  # extension arrays, objects, datetimes: pandas' own conversion, column by column
+            for k in j.tolist():
+                out[:, k] = frame.iloc[:, int(pos[k])].to_numpy(dtype=np.float64, na_value=np.nan)
+    return out
+
+
 class FeatureMatrix:
     """The numeric feature columns of an online frame as one float64 matrix.
 
@@ -102,7 +132,7 @@ class FeatureMatrix:
         present = [c for c in names if c in have]
         self.n = len(frame)
         self.pos = {c: i for i, c in enumerate(present)}
-        self.m = frame[present].to_numpy(dtype=np.float64, na_value=np.nan) if present else np.zeros((self.n, 0))
+        self.m = numeric_columns(frame, present)
 
     def __contains__(self, name: str) -> bool:
         return name in self.pos
@@ -234,7 +264,7 @@ def window_inputs(frame: pd.DataFrame, policy: GuardrailPolicy) -> tuple[dict[in
     counts_cols, since_cols = _window_columns(tuple(map(str, frame.columns)), tuple(policy.window_rules))
     n = len(frame)
     names = [c for *_, c in counts_cols] + [c for _, c in since_cols]
-    values = frame[names].to_numpy(dtype=np.float64, na_value=np.nan) if names else np.zeros((n, 0))
+    values = numeric_columns(frame, names)
     counts: dict[int, np.ndarray] = {}
     for k, (w, j, _) in enumerate(counts_cols):
         counts.setdefault(w, np.zeros((n, C)))[:, j] = np.nan_to_num(values[:, k], nan=0.0)
@@ -858,7 +888,9 @@ class Recommender:
         """Every rule on each (HCP, channel) with its content: content channels need an item (approved, when ``approved`` is given)."""
         has = pd.notna(content)
         if approved is not None and has.any():
-            has = has & np.isin(content, np.asarray(approved, dtype=object))
+            # A set lookup per entry: np.isin over object arrays sorts both sides (~0.5 ms a request).
+            ok = frozenset(approved)
+            has = has & np.fromiter((x in ok for x in content.ravel().tolist()), dtype=bool, count=content.size).reshape(content.shape)
         return apply_guardrails(state, np.arange(C), ~CONTENT_CHANNELS[None, :] | has, self.policy, action_content=content)
 
     def record(self, result: Suggestions, frame: pd.DataFrame, row_idx: np.ndarray) -> int:

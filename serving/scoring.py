@@ -10,8 +10,10 @@ The expected response is the bundle's calibrated probability; channels rank by t
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -90,6 +92,48 @@ def _content_mask(bundle: Any, approved_content: list[str] | None) -> Any:
     return cache[key]
 
 
+def _item_codes(bundle: Any, values: np.ndarray) -> np.ndarray:
+    """``bundle.vocab.encode(values)`` for string ids through a dict cached on the bundle (the vocabulary's pandas Index cost ~2 ms a call)."""
+    from training.dataset import NONE
+
+    values = np.asarray(values, dtype=object)
+    if not all(isinstance(v, str) for v in values.tolist()):
+        return bundle.vocab.encode(values)  # nulls and non-strings: the vocabulary's own conversion
+    index = bundle.__dict__.get("_serving_item_index")
+    if index is None:
+        index = bundle.__dict__.setdefault("_serving_item_index", {v: i + 2 for i, v in enumerate(bundle.vocab.ids)})
+    return np.fromiter((index.get(v, NONE) for v in values.tolist()), dtype=np.int32, count=len(values))
+
+
+def _decode(bundle: Any, indices: np.ndarray) -> np.ndarray:
+    """``bundle.vocab.decode`` with its lookup table built once per bundle."""
+    table = bundle.__dict__.get("_serving_decode")
+    if table is None:
+        table = bundle.__dict__.setdefault("_serving_decode", np.array([None, None, *bundle.vocab.ids], dtype=object))
+    return table[np.asarray(indices)]
+
+
+@lru_cache(maxsize=1)
+def _working_hours_slots() -> np.ndarray:
+    from training.policy import working_hours_slots
+
+    out = working_hours_slots()[None]
+    out.flags.writeable = False  # shared by every request
+    return out
+
+
+def _slot_groups(slots: np.ndarray, n: int, n_ch: int) -> tuple[list[Any], np.ndarray]:
+    """The distinct [C, 28] slot masks as tensors and each row's group: one mask for the whole week (no unique pass), else by row."""
+    import torch
+
+    if slots.shape[0] == 1:
+        return [torch.from_numpy(slots[0].reshape(n_ch, -1).copy())], np.zeros(n, dtype=np.int64)
+    flat = slots.reshape(slots.shape[0], -1)
+    uniq, group = np.unique(flat, axis=0, return_inverse=True)
+    masks = [torch.from_numpy(u.reshape(n_ch, -1).copy()) for u in uniq]
+    return masks, (np.broadcast_to(group.reshape(-1), (n,)) if len(uniq) == 1 else group.reshape(-1))
+
+
 def contentless_channels(model: LoadedModel | None, default: list[str]) -> np.ndarray:
     """[C] channels served without content: the champion's (read from its training data), else ``default`` (ServingConfig.contentless_channels)."""
     if model is not None:
@@ -144,7 +188,7 @@ def score_channels(
     import torch
 
     from training.dataset import NONE, encode_frame
-    from training.policy import channel_scores, working_hours_slots
+    from training.policy import channel_scores
     from training.suitability import bundle_item_mask, own_product_items
 
     model = bundle.model
@@ -153,16 +197,13 @@ def score_channels(
     mask = _content_mask(bundle, approved_content)
     contentless = torch.from_numpy(bundle.contentless)  # as the training data showed (training.contentless)
     # The slots evaluation scores the model with: visits and calls only in working hours (and the day's, when asked).
-    slots = working_hours_slots()[None]
+    slots = _working_hours_slots()
     if slot_allowed is not None:
         slots = slots & np.asarray(slot_allowed, dtype=bool)
-    flat = slots.reshape(slots.shape[0], -1)
-    uniq, group = np.unique(flat, axis=0, return_inverse=True)
-    slot_masks = [torch.from_numpy(u.reshape(n_ch, -1).copy()) for u in uniq]
-    group = np.broadcast_to(group.reshape(-1), (n,)) if len(uniq) == 1 or slots.shape[0] == 1 else group.reshape(-1)
+    slot_masks, group = _slot_groups(slots, n, n_ch)
     b_rows = b_items = np.zeros(0, dtype=np.int64)
     if blocked_items is not None and len(blocked_items[0]):
-        b_items = bundle.vocab.encode(np.asarray(blocked_items[1], dtype=object)).astype(np.int64)
+        b_items = _item_codes(bundle, blocked_items[1]).astype(np.int64)
         known = b_items > NONE  # an item the model never saw cannot be suggested anyway
         b_rows, b_items = np.asarray(blocked_items[0], dtype=np.int64)[known], b_items[known]
     blocked_row = np.zeros(n, dtype=bool)
@@ -211,7 +252,7 @@ def score_channels(
     raw = cat["raw_score"].astype(np.float64)
     raw_ok = np.isfinite(raw)
     slot = cat["slot"].astype(np.int64)
-    decode = bundle.vocab.decode
+    decode = functools.partial(_decode, bundle)
     return ChannelScores(
         prob=prob,
         expected=np.where(allowed, np.asarray(bundle.expected_response(prob), dtype=np.float64), 0.0),

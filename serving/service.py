@@ -90,6 +90,11 @@ def _undelivered(scope: dict) -> None:
         _INSTANCE.mark_undelivered(request_id)
 
 
+def _engine_wait_s() -> float:
+    """How long the oldest work still waiting for this worker's engine thread has waited (admission control's wait probe)."""
+    return _INSTANCE.waits.oldest_s() if _INSTANCE is not None else 0.0
+
+
 def _shed(path: str, reason: str) -> None:
     from serving.metrics import metrics
 
@@ -122,7 +127,7 @@ class NextBestAction:
         # SQLAlchemy (inside MLflow) and pydantic (inside BentoML) deprecations would fill the service log.
         drop_known_warnings()
 
-        from serving.batching import MicroBatcher
+        from serving.batching import MicroBatcher, WaitClock
         from serving.engine import Recommender
 
         self.cfg = service_config()
@@ -134,8 +139,14 @@ class NextBestAction:
         self.executor = ThreadPoolExecutor(1, thread_name_prefix="nba-engine")
         # Marks of undelivered responses are audit writes only: off the engine's thread.
         self.side = ThreadPoolExecutor(1, thread_name_prefix="nba-audit-marks")
+        # Work waiting for the engine thread (micro-batch callers, plans, feedback): admission control reads its oldest wait.
+        self.waits = WaitClock()
         b = self.cfg.batching
-        self.batcher = MicroBatcher(self._score, self.executor, max_hcps=b.max_hcps, max_wait_ms=b.max_wait_ms, on_batch=_batch_observed) if b.enabled else None
+        self.batcher = (
+            MicroBatcher(self._score, self.executor, max_hcps=b.max_hcps, max_wait_ms=b.max_wait_ms, on_batch=_batch_observed, clock=self.waits)
+            if b.enabled
+            else None
+        )
         from serving.catchup import PushCatchUp
 
         o = self.cfg.online_read
@@ -200,7 +211,11 @@ class NextBestAction:
         import asyncio
         import functools
 
-        return await asyncio.get_running_loop().run_in_executor(self.executor, functools.partial(fn, *args, **kwargs))
+        token = self.waits.enter()
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self.executor, functools.partial(self.waits.run, token, fn, *args, **kwargs))
+        finally:
+            self.waits.leave(token)
 
     @bentoml.api(route="/recommend", input_spec=RecommendRequest, output_spec=RecommendResponse)
     async def recommend(self, ctx: bentoml.Context, **request) -> RecommendResponse:
@@ -358,6 +373,8 @@ NextBestAction.add_asgi_middleware(
     max_queue=_CFG.admission.max_queue,
     queue_timeout_ms=_CFG.admission.queue_timeout_ms,
     retry_after_s=_CFG.admission.retry_after_s,
+    max_wait_ms=_CFG.admission.max_wait_ms,
+    wait_probe=_engine_wait_s,
     on_undelivered=_undelivered,
     on_shed=_shed,
 )

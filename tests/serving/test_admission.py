@@ -224,3 +224,97 @@ def test_slots_are_all_returned(in_flight: int, queue: int) -> None:
     callers = run(go())
     assert adm.in_flight == 0 and adm.queued == 0
     assert {c.status for c in callers} <= {200, 503, 499}
+
+
+def test_past_the_wait_budget_a_request_is_refused_on_arrival_and_admitted_again_once_the_backlog_clears() -> None:
+    """Free slots are not enough: a request that would wait behind work older than max_wait_ms gets 503 at once."""
+    app = SlowApp(0.12)
+    adm = Admission(app, max_in_flight=100, max_queue=100, max_wait_ms=40)
+
+    async def go():
+        first, early, after = Caller(), Caller(), Caller()
+        t1 = asyncio.ensure_future(adm(scope(), first.receive, first.send))
+        await asyncio.sleep(0.01)
+        t2 = asyncio.ensure_future(adm(scope(), early.receive, early.send))  # the oldest has waited 10 ms: admitted
+        await asyncio.sleep(0.05)
+        late = Caller()
+        await adm(scope(), late.receive, late.send)  # the oldest has waited 60 ms > 40: refused now
+        await asyncio.gather(t1, t2)
+        await adm(scope(), after.receive, after.send)  # nothing in flight: admitted again
+        return first, early, late, after
+
+    first, early, late, after = run(go())
+    assert [first.status, early.status, late.status, after.status] == [200, 200, 503, 200]
+    assert late.answered_s < 0.03  # refused on arrival, not after the 0.12 s of work ahead
+    assert late.headers[b"retry-after"] == b"1" and "wait" in late.json["error"]["message"]
+    assert app.started == 3 and adm.in_flight == 0
+
+
+def test_a_late_event_loop_counts_as_wait() -> None:
+    """The loop's own lag is part of the wait: after a stall (the engine thread holding the GIL) new arrivals are refused while a backlog drains."""
+    app = SlowApp(0.0)
+    shed: list[str] = []
+    adm = Admission(app, max_in_flight=100, max_queue=100, max_wait_ms=40, lag_every_ms=2, on_shed=lambda path, why: shed.append(why))
+
+    async def go():
+        first, slow, blocked, later = Caller(), Caller(), Caller(), Caller()
+        await adm(scope(), first.receive, first.send)  # served at once; the lag sampler is running
+        time.sleep(0.06)  # the loop runs nothing for 60 ms
+        await asyncio.sleep(0.003)  # the lag sampler wakes first (its timer was due long ago)
+        assert adm.loop_lag_s > 0.04 and adm.expected_wait_s() == 0.0  # nothing of ours waits behind the stall
+        app.delay_s = 0.2
+        t_slow = asyncio.ensure_future(adm(scope(), slow.receive, slow.send))  # admitted: nothing in flight
+        await asyncio.sleep(0.001)
+        t0 = time.perf_counter()
+        await adm(scope(), blocked.receive, blocked.send)  # the slow one is 1 ms old, but the loop still runs ~50 ms late
+        waited = time.perf_counter() - t0
+        await t_slow
+        await asyncio.sleep(0.07)  # the estimate drains in real time
+        app.delay_s = 0.0
+        await adm(scope(), later.receive, later.send)  # admitted again
+        return [first.status, slow.status, blocked.status, later.status], waited
+
+    statuses, waited = run(go())
+    assert statuses == [200, 200, 503, 200] and waited < 0.03
+    assert shed == ["wait_budget"]
+
+
+def test_with_a_wait_probe_time_being_scored_is_not_waiting() -> None:
+    """A slow request alone sheds nothing; the probe's report of work waiting behind it past the budget does."""
+    app = SlowApp(0.1)
+    waiting = {"s": 0.0}
+    adm = Admission(app, max_in_flight=100, max_queue=100, max_wait_ms=40, wait_probe=lambda: waiting["s"])
+
+    async def go():
+        slow, beside, behind = Caller(), Caller(), Caller()
+        t1 = asyncio.ensure_future(adm(scope(), slow.receive, slow.send))
+        await asyncio.sleep(0.06)
+        await_beside = asyncio.ensure_future(adm(scope(), beside.receive, beside.send))  # the slow one is 60 ms in, nothing waits
+        await asyncio.sleep(0.001)
+        waiting["s"] = 0.05  # the engine's queue reports work waiting 50 ms
+        await adm(scope(), behind.receive, behind.send)
+        await asyncio.gather(t1, await_beside)
+        return slow, beside, behind
+
+    slow, beside, behind = run(go())
+    assert [slow.status, beside.status, behind.status] == [200, 200, 503]
+
+
+def test_the_wait_budget_refuses_recommend_only_feedback_and_plans_queue() -> None:
+    app = SlowApp(0.0)
+    adm = Admission(app, max_in_flight=100, max_queue=100, max_wait_ms=40, wait_probe=lambda: 0.5)
+
+    async def go():
+        busy = Caller()
+        app.delay_s = 0.05
+        t = asyncio.ensure_future(adm(scope("/feedback"), busy.receive, busy.send))  # something in flight
+        await asyncio.sleep(0.005)
+        out = {}
+        for path in ("/recommend", "/feedback", "/feedback/batch", "/plan"):
+            c = Caller()
+            await adm(scope(path), c.receive, c.send)
+            out[path] = c.status
+        await t
+        return out
+
+    assert run(go()) == {"/recommend": 503, "/feedback": 200, "/feedback/batch": 200, "/plan": 200}

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pytest
 
-from serving.batching import MicroBatcher, Pending, plan_groups, slice_result
+from serving.batching import MicroBatcher, Pending, WaitClock, plan_groups, slice_result
 
 
 def _p(key, ids, rid="r"):
@@ -144,6 +144,32 @@ def test_a_caller_gone_before_its_batch_starts_costs_no_work() -> None:
 
     asyncio.run(go())
     assert [c[1] for c in engine.calls] == [["h0"], ["h2"]]
+
+
+def test_the_wait_clock_counts_callers_behind_the_running_call_not_the_one_being_scored() -> None:
+    """Admission control's probe: time being scored is not waiting; callers queued behind a call are, until theirs starts."""
+    engine = FakeEngine(delay_s=0.1)
+    clock = WaitClock()
+    batcher = _batcher(engine, clock=clock)
+    seen: dict[str, float] = {}
+
+    async def go():
+        first = asyncio.ensure_future(batcher.submit("k", ["h0"], "r0"))
+        await asyncio.sleep(0.05)
+        seen["while_scored"] = clock.oldest_s()  # h0's call runs: nobody waits
+        later = asyncio.ensure_future(batcher.submit("k", ["h1"], "r1"))
+        await asyncio.sleep(0.03)
+        seen["behind"] = clock.oldest_s()  # h1 has waited ~30 ms behind h0's call
+        gone = asyncio.ensure_future(batcher.submit("k", ["h2"], "r2"))
+        await asyncio.sleep(0)
+        gone.cancel()
+        await asyncio.gather(first, later)
+        seen["after"] = clock.oldest_s()
+
+    asyncio.run(go())
+    assert seen["while_scored"] == 0.0
+    assert 0.02 <= seen["behind"] < 0.1
+    assert seen["after"] == 0.0  # answered and gone callers all left the clock
 
 
 @pytest.mark.slow
