@@ -31,6 +31,9 @@ class ModelSection(StageConfig):
     # repetition, wear-out) where the training set has the feature stage's contact-recency and
     # item-history views (training.model.candidates, ModelConfig.candidates).
     candidates: bool = True
+    # Per-HCP topic, weekday and daypart response relative to the HCP's own overall rate, shrunk where
+    # touches are few (training.model.history, ModelConfig.relative_rates); needs ``long_history``.
+    relative_rates: bool = True
 
     @model_validator(mode="after")
     def _heads_divide_width(self) -> ModelSection:

@@ -86,6 +86,7 @@ def build_model(
             content_attributes=sizes,
             long_history=long_history,
             candidates=(contact_windows, ITEM_SLOTS) if m.candidates and contact_windows else (),
+            relative_rates=m.relative_rates,
         )
     )
     if tags:

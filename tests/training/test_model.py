@@ -246,7 +246,17 @@ def test_long_history_config_is_validated() -> None:
     ],
 )
 def test_a_model_holds_only_the_modules_its_config_asks_for(history: bool, long_history: bool, tags: bool, candidates: bool) -> None:
-    from training.model import N_HISTORY_FEATURES, N_LONG_HISTORY_FEATURES, CandidateTerms, ContentTable, HistoryTerms, PolicyHeads, ResponseHead, StateEncoder
+    from training.model import (
+        N_HISTORY_FEATURES,
+        N_LONG_HISTORY_FEATURES,
+        N_RELATIVE_TIMING_FEATURES,
+        CandidateTerms,
+        ContentTable,
+        HistoryTerms,
+        PolicyHeads,
+        ResponseHead,
+        StateEncoder,
+    )
 
     cfg = ModelConfig(
         n_channels=8,
@@ -277,8 +287,10 @@ def test_a_model_holds_only_the_modules_its_config_asks_for(history: bool, long_
     assert ("history.topic_query.weight" in keys) is long_history
     assert all(k.split(".")[0] in expected for k in keys)
     assert sum(p.numel() for p in model.parameters()) == sum(p.numel() for m in model.children() for p in m.parameters())
-    if history:  # the history MLP reads the long-history triples only when they are there
-        assert model.history.mlp[0].in_features == 2 * 16 + N_HISTORY_FEATURES + (N_LONG_HISTORY_FEATURES if long_history else 0)
+    if history:  # the history MLP reads the long-history triples (and relative rates) only when they are there
+        relative = N_RELATIVE_TIMING_FEATURES if long_history and cfg.relative_rates else 0
+        assert model.history.mlp[0].in_features == 2 * 16 + N_HISTORY_FEATURES + (N_LONG_HISTORY_FEATURES if long_history else 0) + relative
+        assert (model.history.topic_mlp is not None) is bool(long_history and cfg.relative_rates)
     # The state carries exactly the blocks the modules read: [B, D + history record + candidate terms (C + V)].
     width = 16 + (model.history.width if history else 0) + (model.candidates.width(model.config.n_content) if candidates else 0)
     assert model.history_width == (model.history.width if history else 0)

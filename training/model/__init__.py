@@ -12,7 +12,7 @@ network     NextBestActionModel, composing them
 from __future__ import annotations
 
 from training.model.candidates import CandidateTerms
-from training.model.config import N_DAYPARTS, N_DAYS, N_HISTORY_FEATURES, N_LONG_HISTORY_FEATURES, N_SLOTS, ModelConfig
+from training.model.config import N_DAYPARTS, N_DAYS, N_HISTORY_FEATURES, N_LONG_HISTORY_FEATURES, N_RELATIVE_TIMING_FEATURES, N_SLOTS, ModelConfig
 from training.model.content import ContentTable, PolicyHeads
 from training.model.encoder import StateEncoder
 from training.model.history import HistoryTerms, history_summary
@@ -32,6 +32,7 @@ __all__ = [
     "N_DAYS",
     "N_HISTORY_FEATURES",
     "N_LONG_HISTORY_FEATURES",
+    "N_RELATIVE_TIMING_FEATURES",
     "N_SLOTS",
     "history_summary",
     "select_device",

@@ -18,6 +18,10 @@ N_HISTORY_FEATURES = 6 * 3 + 2  # per candidate: 6 (sent, opened, rate) triples 
 # With ModelConfig.long_history, per candidate 3 more triples (its channel, weekday, daypart over
 # the feature stage's window) join them, and the topic block steers the content query.
 N_LONG_HISTORY_FEATURES = 3 * 3
+# With ModelConfig.relative_rates, per candidate 2 more features for each of its weekday, the two
+# neighbouring days and its daypart: the year's opens there against what the HCP's overall rate
+# predicts (empirical-Bayes relative rates, training.model.history.relative_rate).
+N_RELATIVE_TIMING_FEATURES = 4 * 2
 
 
 @dataclass(frozen=True)
@@ -52,6 +56,12 @@ class ModelConfig:
     # stage's contact-recency and item-history views, read per candidate channel and item: how
     # recently and often this HCP got this channel / this item. Empty = off.
     candidates: tuple[int, ...] = ()
+    # Empirical-Bayes relative rates (training.model.history): the year's opens per topic, weekday
+    # and daypart against what the HCP's own overall rate predicts, shrunk where touches are few;
+    # per topic a direct additive term on every item of that topic, per weekday/daypart inputs to
+    # the timing term. Needs ``long_history`` (no effect without it). Bundles saved before the
+    # field existed load with it off (``from_dict``).
+    relative_rates: bool = True
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "content_attributes", tuple(int(x) for x in self.content_attributes))
@@ -81,4 +91,4 @@ class ModelConfig:
         unknown = sorted(set(data) - known)
         if unknown:
             raise ValueError(f"ModelConfig: unknown keys {unknown}")
-        return cls(**data)
+        return cls(**{"relative_rates": False, **data})  # saved before the field: its weights have no relative-rate terms

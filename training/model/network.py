@@ -36,7 +36,7 @@ class NextBestActionModel(nn.Module):
         self.encoder = StateEncoder(c)
         self.policy = PolicyHeads(c.n_channels, c.n_content, d)
         self.response = ResponseHead(c.n_channels, c.n_content, d)
-        self.history = HistoryTerms(c.n_channels, d, c.long_history) if c.history else None
+        self.history = HistoryTerms(c.n_channels, d, c.long_history, c.relative_rates) if c.history else None
         self.candidates = CandidateTerms(c.n_channels, c.candidates[0], c.candidates[1]) if c.candidates else None
 
     # -- state ---------------------------------------------------------------------------------
@@ -106,10 +106,13 @@ class NextBestActionModel(nn.Module):
     # -- response head -------------------------------------------------------------------------
 
     def item_logits(self, z: Tensor) -> Tensor | None:
-        """Per-item term of the response logit [B, V] (repetition, recency), or None without candidate terms."""
-        if self.candidates is None:
-            return None
-        return self._split_state(z)[2][..., self.config.n_channels :]
+        """Per-item term of the response logit [B, V] (repetition, recency; the HCP's topic taste), or None without either term."""
+        _, record, block = self._split_state(z)
+        out = block[..., self.config.n_channels :] if self.candidates is not None else None
+        topic = self.history.item_logits(record, self.content_attr) if self.history is not None else None  # [B, V] or None
+        if topic is None:
+            return out
+        return topic if out is None else out + topic
 
     def _response_parts(self, z: Tensor, channel: Tensor, slot: Tensor, with_query: bool = True) -> tuple[Tensor, Tensor | None]:
         """Base logit [B, ...] and content query [B, ..., D] (None unless ``with_query``) for candidates shaped like ``channel``."""
