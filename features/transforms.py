@@ -66,10 +66,112 @@ def _days_since(prep_t: np.ndarray, grid: Grid, cap: float) -> np.ndarray:
     return np.where(has, np.minimum(days, cap), cap).astype(np.float32)
 
 
-def _subset_grid(prep: Prepared, mask: np.ndarray, times: np.ndarray, max_w: int) -> tuple[Grid, np.ndarray]:
-    ev = prep.events
-    idx = np.flatnonzero(mask)
-    return Grid(ev.hcp[idx], ev.t[idx], prep.n_hcps, times, max_w), idx
+# Up to this many (subset x HCP x snapshot) cells, all subsets share one Grid (a push of a few
+# HCPs: ~70 tiny Grids cost more than their numbers); above it, one Grid per subset, as the batch
+# build has always done (bounded memory, no sort of the events). Both give the same numbers.
+STACK_MAX_CELLS = 1 << 16
+
+
+class Subsets:
+    """Windowed figures of many event subsets at once, as (subset, HCP, snapshot) arrays equal to one ``Grid`` per subset.
+
+    ``blocks``: (code per event, number of codes); subset ``offset + c`` holds the events whose
+    code is ``c`` (-1: none), the offset counting the codes of the blocks before. An event may
+    sit in one subset per block. Above ``STACK_MAX_CELLS`` the subsets are done one ``Grid`` at
+    a time, as the batch build always did (one Grid in memory, no sort of the events).
+    """
+
+    def __init__(self, hcp: np.ndarray, t: np.ndarray, n_hcps: int, blocks: list[tuple[np.ndarray, int]], times: np.ndarray, max_w: int):
+        self.hcp, self.t, self.n_hcps, self.times, self.max_w = hcp, t, n_hcps, times, max_w
+        self.blocks = [(code, c) for code, n in blocks for c in range(n)]
+        self.k = len(self.blocks)
+        self.shape = (self.k, n_hcps, len(times))
+        self.stacked = self.k * n_hcps * len(times) <= STACK_MAX_CELLS
+        self._sums: dict[int, tuple] = {}
+        if not self.stacked:
+            return
+        parts, offset = [], 0
+        for code, n in blocks:
+            keep = np.flatnonzero(code >= 0)
+            parts.append((keep, (code[keep].astype(np.int64) + offset) * n_hcps + hcp[keep]))
+            offset += n
+        keep = np.concatenate([p[0] for p in parts]) if len(parts) > 1 else parts[0][0]
+        group = np.concatenate([p[1] for p in parts]) if len(parts) > 1 else parts[0][1]
+        # Stable: events are sorted by (hcp, time), so each (subset, hcp) group stays in time order.
+        order = np.argsort(group, kind="stable")
+        self.idx, group = keep[order], group[order]
+        self.grid = Grid(group, t[self.idx], self.k * n_hcps, times, max_w)
+        self.bounds = np.searchsorted(group, np.arange(self.k + 1, dtype=np.int64) * n_hcps)
+
+    def _subset(self, i: int) -> tuple[Grid, np.ndarray]:
+        code, c = self.blocks[i]
+        idx = np.flatnonzero(code == c)
+        return Grid(self.hcp[idx], self.t[idx], self.n_hcps, self.times, self.max_w), idx
+
+    def figures(self, asks: list[tuple]) -> list[np.ndarray]:
+        """One (subset, HCP, T) array per ask: ("count", window_s), ("total", values per event, window_s, dtype) or ("days_since", cap).
+
+        A count is of events in [T - window, T); a total sums ``values`` over them; days since is
+        to each group's last event before T, capped (``cap`` when none).
+        """
+        if self.stacked:
+            return [self._stacked(a) for a in asks]
+        out: list = [None] * len(asks)
+        for i in range(self.k):
+            g, idx = self._subset(i)
+            for j, a in enumerate(asks):
+                if a[0] == "count":
+                    r = g.count(a[1])
+                elif a[0] == "total":
+                    r = g.total(a[1][idx], a[2]).astype(a[3])
+                else:
+                    r = _days_since(self.t[idx], g, a[1])
+                if out[j] is None:
+                    out[j] = np.empty(self.shape, dtype=r.dtype)
+                out[j][i] = r
+        return out
+
+    def _stacked(self, ask: tuple) -> np.ndarray:
+        g = self.grid
+        if ask[0] == "count":
+            return g.count(ask[1]).reshape(self.shape)
+        if ask[0] == "days_since":
+            return _days_since(self.t[self.idx], g, ask[1]).reshape(self.shape)
+        _, values, window_s, dtype = ask
+        hi, lo = g.hi, g.lo(window_s)
+        c, shift = self._running_sum(values)
+        if shift is None:
+            return (c[hi] - c[lo]).astype(dtype).reshape(self.shape)
+        return (c[hi + shift] - c[lo + shift]).astype(dtype).reshape(self.shape)
+
+    def _running_sum(self, values: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """Running sums of ``values`` in grid order (built once per values array, for every window), and each group's offset into them."""
+        hit = self._sums.get(id(values))
+        if hit is not None and hit[0] is values:
+            return hit[1], hit[2]
+        v = values[self.idx]
+        if v.dtype.kind in "biu":  # integer sums are exact: one running sum serves every subset
+            c, shift = np.concatenate([[0.0], np.cumsum(v, dtype=np.float64)]), None
+        else:
+            # Floats: one running sum per subset, as a Grid per subset adds them (the same rounding).
+            # Subset i's sum starts at position bounds[i] + i of ``c``.
+            b = self.bounds
+            c = np.concatenate([x for i in range(self.k) for x in ([0.0], np.cumsum(v[b[i] : b[i + 1]], dtype=np.float64))])
+            shift = np.repeat(np.arange(self.k, dtype=np.int64), self.n_hcps)[:, None]
+        self._sums[id(values)] = (values, c, shift)  # holds ``values``: its id cannot be reused meanwhile
+        return c, shift
+
+    def last_in(self, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Subset ``i``'s event indices (by HCP, time), the position among them of each (HCP, T)'s last event before T, and whether there is one."""
+        if not self.stacked:
+            g, idx = self._subset(i)
+            last, has = g.last_index()
+            return idx, last, has
+        last, has = self.grid.last_index()
+        h = self.n_hcps
+        last, has = last[i * h : (i + 1) * h], has[i * h : (i + 1) * h]
+        a = self.bounds[i]
+        return self.idx[a : self.bounds[i + 1]], np.where(has, last - a, 0), has
 
 
 def engagement(prep: Prepared, times: np.ndarray, windows_days: list[int]) -> dict[str, np.ndarray]:
@@ -77,20 +179,26 @@ def engagement(prep: Prepared, times: np.ndarray, windows_days: list[int]) -> di
     ev = prep.events
     max_w = max(windows_days) * DAY_S
     out: dict[str, np.ndarray] = {}
+    subs = Subsets(ev.hcp, ev.t, prep.n_hcps, [(np.where(ev.inbound, -1, ev.channel), len(_CH))], times, max_w)
+    names = ("sent", "opened", "read_seconds", "forwarded", "replied", "attended")
+    asks = []
+    for w in windows_days:
+        ws = w * DAY_S
+        asks += [("count", ws), ("total", ev.opened, ws, np.int32), ("total", ev.read_seconds, ws, np.float32)]
+        asks += [("total", ev.forwarded, ws, np.int32), ("total", ev.replied, ws, np.int32), ("total", ev.attended, ws, np.int32)]
+    got = iter(subs.figures(asks))
+    per_w = {w: dict(zip(names, [next(got) for _ in names])) for w in windows_days}
     for ch, ci in _CH.items():
-        grid, idx = _subset_grid(prep, (ev.channel == ci) & ~ev.inbound, times, max_w)
         for w in windows_days:
-            ws, sfx = w * DAY_S, f"{w}d"
-            sent = grid.count(ws)
-            opened = grid.total(ev.opened[idx], ws).astype(np.int32)
-            out[f"{ch}_sent_{sfx}"] = sent
-            out[f"{ch}_opened_{sfx}"] = opened
-            out[f"{ch}_open_rate_{sfx}"] = _rate(opened, sent)
-            out[f"{ch}_read_seconds_{sfx}"] = grid.total(ev.read_seconds[idx], ws).astype(np.float32)
-            out[f"{ch}_forwarded_{sfx}"] = grid.total(ev.forwarded[idx], ws).astype(np.int32)
-            out[f"{ch}_replied_{sfx}"] = grid.total(ev.replied[idx], ws).astype(np.int32)
+            m = per_w[w]
+            out[f"{ch}_sent_{w}d"] = m["sent"][ci]
+            out[f"{ch}_opened_{w}d"] = m["opened"][ci]
+            out[f"{ch}_open_rate_{w}d"] = _rate(m["opened"][ci], m["sent"][ci])
+            out[f"{ch}_read_seconds_{w}d"] = m["read_seconds"][ci]
+            out[f"{ch}_forwarded_{w}d"] = m["forwarded"][ci]
+            out[f"{ch}_replied_{w}d"] = m["replied"][ci]
             if ch in MEETING_CHANNELS:
-                out[f"{ch}_attended_{sfx}"] = grid.total(ev.attended[idx], ws).astype(np.int32)
+                out[f"{ch}_attended_{w}d"] = m["attended"][ci]
     grid_all = Grid(ev.hcp, ev.t, prep.n_hcps, times, max_w)
     for w in windows_days:
         ws, sfx = w * DAY_S, f"{w}d"
@@ -108,14 +216,15 @@ def recency(prep: Prepared, times: np.ndarray) -> dict[str, np.ndarray]:
     ev, cap = prep.events, prep.cap
     grid = Grid(ev.hcp, ev.t, prep.n_hcps, times)
     out = {"days_since_last_touch": _days_since(ev.t, grid, cap)}
+    push = (ev.channel == _CH["wechat_push"]) & ~ev.inbound
+    blocks = [(ev.channel, len(_CH)), (np.where(ev.opened, 0, -1), 1), (np.where(push, 0, -1), 1)]
+    subs = Subsets(ev.hcp, ev.t, prep.n_hcps, blocks, times, 0)
+    (days,) = subs.figures([("days_since", cap)])
     for ch, ci in _CH.items():
-        g, idx = _subset_grid(prep, ev.channel == ci, times, 0)
-        out[f"days_since_last_{ch}"] = _days_since(ev.t[idx], g, cap)
-    g, idx = _subset_grid(prep, ev.opened, times, 0)
-    out["days_since_last_open"] = _days_since(ev.t[idx], g, cap)
-    g, idx = _subset_grid(prep, (ev.channel == _CH["wechat_push"]) & ~ev.inbound, times, 0)
+        out[f"days_since_last_{ch}"] = days[ci]
+    out["days_since_last_open"] = days[len(_CH)]
+    idx, last, has = subs.last_in(len(_CH) + 1)
     runs = run_lengths(~ev.opened[idx], ev.hcp[idx])
-    last, has = g.last_index()
     out["consecutive_unopened_pushes"] = np.where(has, runs[last] if len(runs) else 0, 0).astype(np.int32)
     out["touches_total"] = grid.count(None)
     return out
@@ -127,17 +236,20 @@ def visits(prep: Prepared, times: np.ndarray, window_days: int) -> dict[str, np.
 
     ev, ws, sfx = prep.events, window_days * DAY_S, f"{window_days}d"
     out = {}
-    for name, ch in (("visits", "visit"), ("department_meetings", "department_meeting"), ("phone_calls", "phone")):
-        g, _ = _subset_grid(prep, ev.channel == _CH[ch], times, ws)
-        out[f"{name}_{sfx}"] = g.count(ws)
+    named = (("visits", "visit"), ("department_meetings", "department_meeting"), ("phone_calls", "phone"))
+    which = np.full(len(_CH), -1, dtype=np.int64)
+    which[[_CH[ch] for _, ch in named]] = np.arange(len(named))
     meeting = np.isin(ev.channel, [_CH[c] for c in MEETING_CHANNELS]) & ev.attended
-    g, _ = _subset_grid(prep, meeting, times, ws)
-    out[f"meetings_attended_{sfx}"] = g.count(ws)
+    code = np.where(ev.channel >= 0, which[np.maximum(ev.channel, 0)], -1)  # -1: a channel missing from the row
+    subs = Subsets(ev.hcp, ev.t, prep.n_hcps, [(code, len(named)), (np.where(meeting, 0, -1), 1)], times, ws)
+    (counts,) = subs.figures([("count", ws)])
+    for i, (name, _) in enumerate(named):
+        out[f"{name}_{sfx}"] = counts[i]
+    out[f"meetings_attended_{sfx}"] = counts[len(named)]
     total = np.zeros((prep.n_hcps, len(times)), dtype=np.int32)
+    (fb,) = Subsets(prep.feedback_hcp, prep.feedback_t, prep.n_hcps, [(prep.feedback_decision, len(FEEDBACK_DECISIONS))], times, ws).figures([("count", ws)])
     for di, d in enumerate(FEEDBACK_DECISIONS):
-        m = prep.feedback_decision == di
-        g = Grid(prep.feedback_hcp[m], prep.feedback_t[m], prep.n_hcps, times, ws)
-        out[f"suggestions_{d}_{sfx}"] = g.count(ws)
+        out[f"suggestions_{d}_{sfx}"] = fb[di]
         total += out[f"suggestions_{d}_{sfx}"]
     good = out[f"suggestions_accepted_{sfx}"] + out[f"suggestions_done_{sfx}"]
     out[f"suggestion_acceptance_rate_{sfx}"] = _rate(good, total)
@@ -199,13 +311,18 @@ def response_history(prep: Prepared, times: np.ndarray, days: int) -> dict[str, 
     topic_of = np.concatenate([[-1], np.asarray(prep.content_attrs["topic"], dtype=np.int64)])
     keys = {"channel": ev.channel, "weekday": ev.weekday, "daypart": ev.daypart, "topic": topic_of[ev.content]}
     delivered = ev.delivered & ~ev.inbound
-    positive = (ev.response >= POSITIVE_RESPONSE_CODE).astype(np.float64)
+    # 0/1 as bool: the same exact integer sums as float 0/1, and one running sum for every subset.
+    positive = ev.response >= POSITIVE_RESPONSE_CODE
+    blocks = [(np.where(delivered, keys[kind], -1), len(values)) for kind, values in RESPONSE_HISTORY_BLOCKS]
+    subs = Subsets(ev.hcp, ev.t, prep.n_hcps, blocks, times, ws)
+    sent, opened = subs.figures([("count", ws), ("total", positive, ws, np.int32)])
     out: dict[str, np.ndarray] = {}
+    i = 0
     for kind, values in RESPONSE_HISTORY_BLOCKS:
-        for vi, value in enumerate(values):
-            grid, idx = _subset_grid(prep, delivered & (keys[kind] == vi), times, ws)
-            out[response_history_name(kind, value, "sent", days)] = grid.count(ws)
-            out[response_history_name(kind, value, "opened", days)] = grid.total(positive[idx], ws).astype(np.int32)
+        for value in values:
+            out[response_history_name(kind, value, "sent", days)] = sent[i]
+            out[response_history_name(kind, value, "opened", days)] = opened[i]
+            i += 1
     return out
 
 
@@ -219,18 +336,25 @@ def contact_recency(prep: Prepared, times: np.ndarray, windows_days: list[int]) 
     max_w = max(windows_days) * DAY_S
     out: dict[str, np.ndarray] = {}
     outbound = ~ev.inbound
+    subs = Subsets(ev.hcp, ev.t, prep.n_hcps, [(np.where(outbound, ev.channel, -1), len(_CH))], times, max_w)
+    days, *counts = subs.figures([("days_since", cap), *[("count", w * DAY_S) for w in windows_days]])
+    sent = dict(zip(windows_days, counts))
     for ch, ci in _CH.items():
-        grid, _ = _subset_grid(prep, outbound & (ev.channel == ci), times, max_w)
-        out[f"{CONTACT_PREFIX}{ch}_days_since"] = _days_since(ev.t[outbound & (ev.channel == ci)], grid, cap)
+        out[f"{CONTACT_PREFIX}{ch}_days_since"] = days[ci]
         for w in windows_days:
-            out[f"{CONTACT_PREFIX}{ch}_sent_{w}d"] = grid.count(w * DAY_S)
+            out[f"{CONTACT_PREFIX}{ch}_sent_{w}d"] = sent[w][ci]
     delivered = outbound & ev.delivered & (ev.content > 0)
-    for attr, values, kind in (("topic", TOPICS, "topic"), ("content_type", CONTENT_TYPES, "type")):
+    attrs = (("topic", TOPICS, "topic"), ("content_type", CONTENT_TYPES, "type"))
+    blocks = []
+    for attr, values, _ in attrs:
         code_of = np.concatenate([[-1], np.asarray(prep.content_attrs[attr], dtype=np.int64)])[ev.content]
-        for vi, value in enumerate(values):
-            mask = delivered & (code_of == vi)
-            grid, _ = _subset_grid(prep, mask, times, 0)
-            out[f"{CONTACT_PREFIX}{kind}_{value}_days_since"] = _days_since(ev.t[mask], grid, cap)
+        blocks.append((np.where(delivered, code_of, -1), len(values)))
+    (days,) = Subsets(ev.hcp, ev.t, prep.n_hcps, blocks, times, 0).figures([("days_since", cap)])
+    i = 0
+    for _, values, kind in attrs:
+        for value in values:
+            out[f"{CONTACT_PREFIX}{kind}_{value}_days_since"] = days[i]
+            i += 1
     out[f"{CONTACT_PREFIX}days_since_any"] = _days_since(ev.t, Grid(ev.hcp, ev.t, prep.n_hcps, times), cap)
     return out
 

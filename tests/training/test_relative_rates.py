@@ -158,3 +158,16 @@ def test_a_tiny_trained_model_follows_each_hcps_relative_record() -> None:
 def test_config_round_trip(relative: bool) -> None:
     cfg = _model(relative).config
     assert ModelConfig.from_dict(cfg.to_dict()).relative_rates is relative
+
+
+@pytest.mark.parametrize("relative", [True, False])
+def test_the_training_config_key_reaches_the_model(relative: bool) -> None:
+    """``training.model.relative_rates`` (configs/training.yaml, --set) decides whether the built model has the terms."""
+    from nba.configuration import load_config
+    from training.config import TrainingConfig
+    from training.jobs import build_model
+
+    cfg = load_config(TrainingConfig, "training", overrides={"model": {"relative_rates": relative}})
+    model = build_model(cfg, n_content=12, n_static=4, response_history=True)
+    assert model.config.relative_rates is relative
+    assert model.history is not None and model.history.relative is relative
