@@ -37,6 +37,14 @@ class RecentContacts:
     age_days: np.ndarray  # float64 days before the row's feature time
     opened: np.ndarray  # bool positive response
 
+    def take(self, rows: np.ndarray) -> RecentContacts:
+        """The touches of frame rows ``rows`` (sorted, unique), renumbered 0..len(rows)-1 as in ``frame.iloc[rows]``."""
+        at = np.full(self.n, -1, dtype=np.int64)
+        at[rows] = np.arange(len(rows))
+        new = at[self.row]
+        sel = new >= 0
+        return RecentContacts(len(rows), new[sel], self.channel[sel], self.content_id[sel], self.age_days[sel], self.opened[sel])
+
 
 def list_values(frame: pd.DataFrame, name: str) -> tuple[np.ndarray, np.ndarray]:
     """Flattened values of a list column and each value's row index (empty when absent)."""

@@ -24,7 +24,7 @@ import pandas as pd
 
 from contract.schema import CHANNELS, REP_TIME_CHANNELS
 from features.contact_history import recent_contacts
-from features.rules import RuleThresholds, rule_based_actions
+from features.rules import RuleActions, RuleFacts, RuleSignals, RuleThresholds, rule_based_actions, rule_signals
 from serving.clock import approval_basis
 from serving.config import ServingConfig
 from serving.exploration import explore_slate, in_holdout, unit_hash
@@ -370,6 +370,16 @@ def choose_slate(score: np.ndarray, k: int, epsilon: np.ndarray, top_m: int, u: 
     return slate, prop, valid
 
 
+@dataclass(frozen=True)
+class RuleView:
+    """The rule policy as a request reads it: every HCP's rule and topic facts, and the full answer on the rule rows only."""
+
+    rule: np.ndarray  # [N] object, which rule fires (RULE_NAMES)
+    topic: np.ndarray  # [N] preferred topic index (-1 unknown)
+    facts: RuleFacts  # [N]; the content facts (talk_topic, repeated, other_topic) hold on the rule rows only
+    actions: RuleActions | None  # rule_based_actions over the rule rows, in their order (None: none)
+
+
 class Recommender:
     """Holds the loaded dependencies; ``recommend`` scores requests, ``feedback`` closes the loop."""
 
@@ -631,17 +641,9 @@ class Recommender:
         products = np.where(pd.isna(ref["main_product_id"]), "", ref["main_product_id"]).astype(object)
         contacts = recent_contacts(frame)  # once for the rules' content choice and the window rules
         contentless = contentless_channels(self.model, cfg.contentless_channels)
-        rules = rule_based_actions(
-            frame,
-            self._topics,
-            thresholds=self.thresholds,
-            items=self.reference.content_items(approved),
-            product_ids=products,
-            no_repeat_days=cfg.rules.no_repeat_days,
-            carries_content=~contentless,
-            contacts=contacts,
-            sentences=False,
-        )  # serving.reasons words the facts in the request's locale
+        # Which rule fires and the topic facts are read for every HCP (rule_fired, the engagement
+        # reason); the rules' ranking, slots and content only for the HCPs the model does not score.
+        signals = rule_signals(frame, self._topics, self.thresholds)
         state = contact_state(
             num,
             lifecycle,
@@ -659,12 +661,11 @@ class Recommender:
 
         holdout = in_holdout(ids, cfg.exploration.holdout_share, cfg.exploration.salt)
         policy = np.where(holdout, "holdout", "fallback").astype(object)
-        score = rules.score.copy()
-        expected = rules.expected.copy()
-        # The rules' own per-channel content and slots; the model overwrites its rows below.
-        content, weekday, daypart = rules.content.copy(), rules.weekday.copy(), rules.daypart.copy()
+        # The model's rows are written below, the rules' after it (``_rule_rows``).
+        score, expected = np.empty((n, C)), np.empty((n, C))
+        content, weekday, daypart = np.full((n, C), None, dtype=object), np.zeros((n, C), dtype=np.int64), np.zeros((n, C), dtype=np.int64)
         # The policy's unmasked view (what it would choose without the rules), for reasons and statistics.
-        raw_score, raw_content = score.copy(), content.copy()
+        raw_score, raw_content = np.empty((n, C)), np.full((n, C), None, dtype=object)
         model_version = self.model_version
         use_model = ~holdout & (self.model is not None) & ~row_degraded
         if self.model is None and not degraded_features:
@@ -703,7 +704,13 @@ class Recommender:
                 use_model[:] = False
 
         rule_rows = ~use_model
+        rules = self._rule_rows(frame, signals, rule_rows, approved, products, contentless, contacts)
         if rule_rows.any():
+            # The rules' own per-channel content and slots, and the same as the unmasked view.
+            part = rules.actions
+            score[rule_rows], expected[rule_rows] = part.score, part.expected
+            content[rule_rows], weekday[rule_rows], daypart[rule_rows] = part.content, part.weekday, part.daypart
+            raw_score[rule_rows], raw_content[rule_rows] = part.score, part.content
             # The rules' slots moved into the horizon (working hours, the planned day), and an item a
             # window rule blocks dropped where content is optional (elsewhere the channel is blocked).
             slots = slot_ok[rule_rows] if slot_ok.shape[0] > 1 else slot_ok
@@ -841,6 +848,54 @@ class Recommender:
         t_end = time.perf_counter()
         result.timings_ms = {"features": t_features * 1e3, "model": t_model * 1e3, "audit": (t_end - t_audit) * 1e3, "total": (t_end - t_start) * 1e3}
         return result
+
+    def _rule_rows(
+        self,
+        frame: pd.DataFrame,
+        signals: RuleSignals,
+        rule_rows: np.ndarray,
+        approved: list[str],
+        products: np.ndarray,
+        contentless: np.ndarray,
+        contacts: Any,
+    ) -> RuleView:
+        """The rule policy on the ``rule_rows`` of ``frame`` (holdout, degraded, no or failing model), with every row's rule and topic facts."""
+        rows = np.flatnonzero(rule_rows)
+        n = len(frame)
+        talk, repeated, other = signals.topic.copy(), np.zeros(n, dtype=bool), np.zeros(n, dtype=bool)
+        actions = None
+        if len(rows):
+            whole = len(rows) == n
+            # Every step of the rules is row-wise: the rows' answers equal those over the whole frame.
+            actions = rule_based_actions(
+                frame if whole else frame.iloc[rows].reset_index(drop=True),
+                self._topics,
+                thresholds=self.thresholds,
+                items=self.reference.content_items(approved),
+                product_ids=products if whole else products[rows],
+                no_repeat_days=self.cfg.rules.no_repeat_days,
+                carries_content=~contentless,
+                contacts=contacts if whole else contacts.take(rows),
+                sentences=False,
+                signals=signals if whole else None,
+            )  # serving.reasons words the facts in the request's locale
+            f = actions.facts
+            talk[rows], repeated[rows], other[rows] = f.talk_topic, f.repeated, f.other_topic
+        s = signals
+        facts = RuleFacts(
+            unopened=s.unopened,
+            forwards=s.forwards,
+            favourites=s.favourites,
+            replies=s.replies,
+            short_days=int(s.short[:-1]),
+            talk_topic=talk,
+            repeated=repeated,
+            other_topic=other,
+            topic_hits=s.topic_hits,
+            seq_len=s.seq_len,
+            no_repeat_days=self.cfg.rules.no_repeat_days,
+        )
+        return RuleView(s.rule, s.topic, facts, actions)
 
     def refresh_outcome_shift(self, now: datetime | None = None) -> dict[str, Any]:
         """Adopt the newest stored outcome shift of the champion, or refit it from the audit trail's outcomes when it is due."""

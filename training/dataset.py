@@ -10,6 +10,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -68,8 +69,27 @@ class ContentVocab:
     def __len__(self) -> int:
         return len(self.ids) + 2
 
+    def __getstate__(self) -> dict[str, Any]:
+        # The lookup table is derived: never pickled with a model bundle.
+        return {"ids": self.ids}
+
+    def _table(self) -> dict[str, int] | None:
+        """Content id -> model index, built once per vocabulary (None when ids repeat: the pandas path raises as before)."""
+        table = self.__dict__.get("_codes")
+        if table is None:
+            table = {c: i + 2 for i, c in enumerate(self.ids)}
+            table = table if len(table) == len(self.ids) and all(type(c) is str for c in self.ids) else {}
+            object.__setattr__(self, "_codes", table)  # frozen dataclass: a cache outside the fields
+        return table or None
+
     def encode(self, values: Any) -> np.ndarray:
         """Model indices for content ids (null or unseen -> NONE)."""
+        # Plain str / None values (what Arrow and the feature stage give): a dict lookup, not a pandas
+        # Index and a string Series per call (~1 ms of a single-HCP request).
+        seq = values.tolist() if isinstance(values, np.ndarray) and values.ndim == 1 else None
+        table = self._table() if seq is not None else None
+        if table is not None and all(v is None or type(v) is str for v in seq):
+            return np.fromiter((NONE if v is None else table.get(v, NONE) for v in seq), dtype=np.int32, count=len(seq))
         idx = pd.Index(self.ids).get_indexer(pd.Series(values, dtype=object).astype("string").to_numpy(dtype=object, na_value=None))
         return np.where(idx < 0, NONE, idx + 2).astype(np.int32)
 
@@ -121,7 +141,8 @@ class StaticScaler:
 
 
 def _static_matrix(frame: pd.DataFrame, columns: Sequence[str]) -> np.ndarray:
-    missing = [c for c in columns if c not in frame.columns]
+    present = set(frame.columns)  # one set, not a pandas Index lookup per column
+    missing = [c for c in columns if c not in present]
     if missing:
         raise ValueError(f"training set: static feature columns missing: {missing}")
     if not columns:
@@ -131,17 +152,25 @@ def _static_matrix(frame: pd.DataFrame, columns: Sequence[str]) -> np.ndarray:
 
 def response_history_columns(frame: pd.DataFrame) -> list[str] | None:
     """The feature stage's response-history columns in stored order, or None when the frame has none."""
-    present = [c for c in frame.columns if str(c).startswith(RESPONSE_HISTORY_PREFIX)]
+    names = _response_history_of(tuple(frame.columns))
+    return None if names is None else list(names)
+
+
+@lru_cache(maxsize=32)
+def _response_history_of(columns: tuple[Any, ...]) -> tuple[str, ...] | None:
+    # Per column set, not per call: a served request scans its ~300 column names once per schema.
+    present = [c for c in columns if str(c).startswith(RESPONSE_HISTORY_PREFIX)]
     if not present:
         return None
     windows = sorted({str(c).rsplit("_", 1)[-1] for c in present})
     if len(windows) != 1 or not windows[0].endswith("d") or not windows[0][:-1].isdigit():
         raise ValueError(f"training set: response-history columns ({RESPONSE_HISTORY_PREFIX}*) must share one '<days>d' window, got {windows}")
     names = response_history_names(int(windows[0][:-1]))
-    missing = [c for c in names if c not in frame.columns]
+    have = set(columns)
+    missing = [c for c in names if c not in have]
     if missing:
         raise ValueError(f"training set: response-history columns missing: {missing[:5]}{' ...' if len(missing) > 5 else ''}")
-    return names
+    return tuple(names)
 
 
 def float_blocks(frame: pd.DataFrame, names: Sequence[str], rows: int = 1 << 16) -> Iterator[tuple[slice, np.ndarray]]:
@@ -152,7 +181,7 @@ def float_blocks(frame: pd.DataFrame, names: Sequence[str], rows: int = 1 << 16)
     copy of the whole block.
     """
     for start in range(0, max(len(frame), 1), rows):
-        part = frame.iloc[start : start + rows]
+        part = frame if len(frame) <= rows else frame.iloc[start : start + rows]  # one block: no slice
         yield slice(start, start + len(part)), part[list(names)].to_numpy(dtype=np.float64, na_value=np.nan)
 
 
@@ -165,15 +194,22 @@ def _in_block(n: int, rows: slice, bad: np.ndarray) -> np.ndarray:
 
 def contact_columns(frame: pd.DataFrame) -> tuple[list[str], int] | None:
     """The contact-recency columns in stored order and the number of windows, or None when the frame has none."""
-    present = [str(c) for c in frame.columns if str(c).startswith(CONTACT_PREFIX)]
+    found = _contact_columns_of(tuple(frame.columns))
+    return None if found is None else (list(found[0]), found[1])
+
+
+@lru_cache(maxsize=32)
+def _contact_columns_of(columns: tuple[Any, ...]) -> tuple[tuple[str, ...], int] | None:
+    present = [str(c) for c in columns if str(c).startswith(CONTACT_PREFIX)]
     if not present:
         return None
     windows = sorted({int(c.rsplit("_", 1)[1][:-1]) for c in present if c.startswith(f"{CONTACT_PREFIX}{CHANNELS[0]}_sent_")})
     names = contact_recency_names(windows) if windows else []
-    missing = [c for c in names if c not in frame.columns]
+    have = set(columns)
+    missing = [c for c in names if c not in have]
     if not windows or missing:
         raise ValueError(f"training set: contact-recency columns ({CONTACT_PREFIX}*) incomplete: missing {missing[:5] or 'the per-window counts'}")
-    return names, len(windows)
+    return tuple(names), len(windows)
 
 
 def encode_candidates(frame: pd.DataFrame, vocab: ContentVocab, item_slots: int = ITEM_SLOTS) -> tuple[dict[str, np.ndarray], list[str], int] | None:
@@ -328,7 +364,9 @@ def encode_frame(
     missing = [c for c in required if c not in frame.columns]
     if missing:
         raise ValueError(f"training set: missing columns {missing}")
-    frame = frame.reset_index(drop=True)
+    idx = frame.index
+    if not (isinstance(idx, pd.RangeIndex) and idx.start == 0 and idx.step == 1):
+        frame = frame.reset_index(drop=True)  # positions are the rows; a copy only where the index differs
     n = len(frame)
     lists = {c: _list_array(frame, c) for c in SEQ_COLUMNS}
     lengths = np.diff(lists["seq_channel"].offsets.to_numpy())
