@@ -24,28 +24,15 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from contract.schema import TOUCH_STATE_COLUMNS
+
 INDEX_DIR = "_by_hcp"
 # Tables with an hcp_id column, and the columns the per-HCP readers (the feedback push) need;
 # None: every column.
 INDEXED: dict[str, list[str] | None] = {
     "hcps": None,
     # The feature transforms' columns plus the ids the push de-duplicates by (event, suggestion).
-    "touchpoints": [
-        "hcp_id",
-        "ts",
-        "channel",
-        "content_id",
-        "direction",
-        "delivered",
-        "opened",
-        "read_seconds",
-        "forwarded",
-        "favourited",
-        "replied",
-        "attended",
-        "event_id",
-        "suggestion_id",
-    ],
+    "touchpoints": [*TOUCH_STATE_COLUMNS, "event_id", "suggestion_id"],
     "outcomes": ["hcp_id", "week_start", "product_id", "prescriptions", "market_boxes"],
     "feedback": ["hcp_id", "ts", "decision", "feedback_id", "suggestion_id"],
     "hcp_profile_history": None,

@@ -327,6 +327,23 @@ TABLES: dict[str, Table] = {t.name: t for t in (PRODUCTS, REPS, HCPS, HCP_PROFIL
 REQUIRED_TABLES: tuple[str, ...] = ("products", "reps", "hcps", "content", "touchpoints", "outcomes")
 OPTIONAL_TABLES: tuple[str, ...] = ("hcp_profile_history", "feedback")
 
+# The touch columns every per-HCP state is computed from (the feature transforms; the per-HCP
+# index keeps these plus the ids it de-duplicates by): one list, so the two cannot drift apart.
+TOUCH_STATE_COLUMNS: tuple[str, ...] = (
+    "hcp_id",
+    "ts",
+    "channel",
+    "content_id",
+    "direction",
+    "delivered",
+    "opened",
+    "read_seconds",
+    "forwarded",
+    "favourited",
+    "replied",
+    "attended",
+)
+
 MANIFEST_NAME = "_manifest.json"
 # Where the simulator keeps ground truth, apart from the logs. Training never reads it.
 GROUND_TRUTH_DIR = "_ground_truth"

@@ -15,7 +15,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from contract.schema import CHANNELS, CONTENT_FORMS, CONTENT_TYPES, DAYPARTS, TOPICS, daypart_of_hour
+from contract.schema import CHANNELS, CONTENT_FORMS, CONTENT_TYPES, DAYPARTS, TOPICS, TOUCH_STATE_COLUMNS, daypart_of_hour
 
 # seq_response codes: 0 not delivered, 1 delivered, 2 opened/attended, 3 engaged; >= this is a positive response.
 POSITIVE_RESPONSE_CODE = 2
@@ -26,20 +26,7 @@ ENGAGED_READ_SECONDS = 60.0
 # Daypart index of each local hour 0..23, so the conversion is one array lookup.
 _DAYPART_OF_HOUR = np.array([DAYPARTS.index(daypart_of_hour(h)) for h in range(24)], dtype=np.int8)
 
-TOUCH_COLUMNS = [
-    "hcp_id",
-    "ts",
-    "channel",
-    "content_id",
-    "direction",
-    "delivered",
-    "opened",
-    "read_seconds",
-    "forwarded",
-    "favourited",
-    "replied",
-    "attended",
-]
+TOUCH_COLUMNS = list(TOUCH_STATE_COLUMNS)  # contract.schema: shared with the per-HCP index
 
 
 @dataclass(frozen=True)

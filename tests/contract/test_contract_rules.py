@@ -334,3 +334,14 @@ def test_padded_bom_header_is_read_and_repeated_column_is_an_error(csv_export: P
     path.write_text("\ufeff" + "\n".join([header, *body]) + "\n", encoding="utf-8")
     issues = rejected(csv_export, tmp_path / "data")
     assert [(i.file, i.column, i.rule) for i in errors(issues)] == [("products.csv", "lifecycle", "duplicate_column")]
+
+
+def test_the_touch_state_columns_are_touchpoint_columns_and_the_index_keeps_them() -> None:
+    """The one list of touch columns the features read exists in the contract and in the per-HCP index."""
+    from contract.by_hcp import INDEXED
+    from contract.schema import TOUCH_STATE_COLUMNS
+
+    names = [c.name for c in TABLES["touchpoints"].columns]
+    assert set(TOUCH_STATE_COLUMNS) <= set(names)
+    assert list(TOUCH_STATE_COLUMNS) == INDEXED["touchpoints"][: len(TOUCH_STATE_COLUMNS)]
+    assert {"event_id", "suggestion_id"} <= set(INDEXED["touchpoints"])
